@@ -1,0 +1,16 @@
+//! Shipyard's core: the domain types every other crate speaks.
+//!
+//! - [`entities`]: experiments, runs, metrics, logged models, registered models and versions,
+//!   shaped as MLflow puts them on the wire.
+//! - [`error`]: the one error type and its mapping to MLflow error codes and HTTP statuses.
+//! - [`filter`]: the search-filter and order-by language of MLflow's search endpoints.
+//! - [`validation`]: the limits and naming rules MLflow enforces on what clients log.
+//! - [`artifact_path`]: artifact paths that cannot escape their root.
+//!
+//! This crate does no I/O. It must never depend on the store, the server or the CLI.
+
+pub mod artifact_path;
+pub mod entities;
+pub mod error;
+
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,19 @@
+//! Shipyard's storage: the metadata store and the artifact store.
+//!
+//! - [`db`]: connection to SQLite (embedded default) or PostgreSQL through sqlx, the two
+//!   dialects, write transactions.
+//! - [`migrations`]: the versioned schema, applied at start.
+//! - [`tracking`]: experiments, runs, metrics, params, tags, datasets, and run search.
+//! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
+//!   path safety.
+//!
+//! The store knows nothing of HTTP or JSON requests: it takes and returns the entities of
+//! `shipyard-core` and reports [`shipyard_core::Error`].
+
+pub mod artifacts;
+pub mod db;
+mod migrations;
+pub mod tracking;
+
+pub use artifacts::ArtifactStore;
+pub use db::{Database, DatabaseUri, Dialect};

@@ -1,0 +1,293 @@
+//! Versioned schema migrations, applied at start.
+//!
+//! Each migration is a numbered list of statements written once for both dialects; `{id}` stands
+//! for the dialect's auto-numbered primary key. Applied versions are recorded in
+//! `shipyard_schema`. Each migration runs in one transaction (DDL is transactional in SQLite and
+//! PostgreSQL), so a crash leaves the schema at a whole version. On PostgreSQL an advisory lock
+//! keeps replicas that start together from migrating twice.
+//!
+//! Never edit a released migration: add a new one.
+
+use shipyard_core::{Result, entities::now_millis};
+
+use crate::db::{Database, Dialect, db_error};
+
+/// One schema version.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    statements: &'static [&'static str],
+}
+
+/// All migrations, in order.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "tracking, logged models and model registry",
+    statements: &[
+        "CREATE TABLE experiments (
+            experiment_id {id},
+            name TEXT NOT NULL UNIQUE,
+            artifact_location TEXT NOT NULL,
+            lifecycle_stage TEXT NOT NULL,
+            creation_time BIGINT NOT NULL,
+            last_update_time BIGINT NOT NULL
+        )",
+        "CREATE TABLE experiment_tags (
+            experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, key)
+        )",
+        "CREATE TABLE runs (
+            run_uuid TEXT PRIMARY KEY,
+            experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
+            name TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            start_time BIGINT,
+            end_time BIGINT,
+            deleted_time BIGINT,
+            artifact_uri TEXT NOT NULL,
+            lifecycle_stage TEXT NOT NULL
+        )",
+        "CREATE INDEX runs_by_experiment ON runs (experiment_id, lifecycle_stage, start_time)",
+        "CREATE TABLE params (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (run_uuid, key)
+        )",
+        "CREATE INDEX params_by_key_value ON params (key, value)",
+        "CREATE TABLE tags (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (run_uuid, key)
+        )",
+        "CREATE INDEX tags_by_key_value ON tags (key, value)",
+        // Every logged value. `value` holds 0 for NaN (`is_nan` = 1), as MLflow stores it. The
+        // unique index both serves history reads (prefix run, key) and drops exact repeats, as
+        // MLflow's primary key on these columns does.
+        "CREATE TABLE metrics (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            is_nan INTEGER NOT NULL,
+            timestamp BIGINT NOT NULL,
+            step BIGINT NOT NULL
+        )",
+        "CREATE UNIQUE INDEX metrics_identity ON metrics (run_uuid, key, step, timestamp, value, is_nan)",
+        // The latest value of each metric of each run (greatest step, then timestamp, then value),
+        // maintained on every write so that searches never scan the history.
+        "CREATE TABLE latest_metrics (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            is_nan INTEGER NOT NULL,
+            timestamp BIGINT NOT NULL,
+            step BIGINT NOT NULL,
+            PRIMARY KEY (run_uuid, key)
+        )",
+        "CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, value)",
+        "CREATE TABLE datasets (
+            dataset_uuid TEXT PRIMARY KEY,
+            experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            source_type TEXT NOT NULL,
+            source TEXT NOT NULL,
+            schema_json TEXT,
+            profile_json TEXT,
+            UNIQUE (experiment_id, name, digest)
+        )",
+        "CREATE TABLE run_dataset_inputs (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            dataset_uuid TEXT NOT NULL REFERENCES datasets(dataset_uuid),
+            PRIMARY KEY (run_uuid, dataset_uuid)
+        )",
+        "CREATE TABLE run_dataset_input_tags (
+            run_uuid TEXT NOT NULL,
+            dataset_uuid TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (run_uuid, dataset_uuid, key),
+            FOREIGN KEY (run_uuid, dataset_uuid)
+                REFERENCES run_dataset_inputs(run_uuid, dataset_uuid) ON DELETE CASCADE
+        )",
+        "CREATE TABLE logged_models (
+            model_id TEXT PRIMARY KEY,
+            experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
+            name TEXT NOT NULL,
+            artifact_location TEXT NOT NULL,
+            creation_timestamp_ms BIGINT NOT NULL,
+            last_updated_timestamp_ms BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            lifecycle_stage TEXT NOT NULL,
+            model_type TEXT NOT NULL,
+            source_run_id TEXT,
+            status_message TEXT
+        )",
+        "CREATE INDEX logged_models_by_experiment ON logged_models (experiment_id, name)",
+        "CREATE TABLE logged_model_params (
+            model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (model_id, key)
+        )",
+        "CREATE TABLE logged_model_tags (
+            model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (model_id, key)
+        )",
+        // Metrics logged with a `model_id` (MLflow 3), kept apart from the run's history.
+        "CREATE TABLE logged_model_metrics (
+            model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            is_nan INTEGER NOT NULL,
+            timestamp BIGINT NOT NULL,
+            step BIGINT NOT NULL,
+            run_id TEXT,
+            dataset_name TEXT,
+            dataset_digest TEXT
+        )",
+        "CREATE UNIQUE INDEX logged_model_metrics_identity
+            ON logged_model_metrics (model_id, key, step, timestamp, value, is_nan)",
+        "CREATE TABLE run_model_inputs (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            PRIMARY KEY (run_uuid, model_id)
+        )",
+        "CREATE TABLE run_model_outputs (
+            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            model_id TEXT NOT NULL,
+            step BIGINT NOT NULL,
+            PRIMARY KEY (run_uuid, model_id)
+        )",
+        "CREATE TABLE registered_models (
+            id {id},
+            name TEXT NOT NULL UNIQUE,
+            creation_time BIGINT NOT NULL,
+            last_updated_time BIGINT NOT NULL,
+            description TEXT,
+            user_id TEXT,
+            last_version BIGINT NOT NULL
+        )",
+        "CREATE TABLE registered_model_tags (
+            registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (registered_model_id, key)
+        )",
+        "CREATE TABLE model_versions (
+            registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
+            version BIGINT NOT NULL,
+            creation_time BIGINT NOT NULL,
+            last_updated_time BIGINT NOT NULL,
+            description TEXT NOT NULL,
+            user_id TEXT,
+            current_stage TEXT NOT NULL,
+            source TEXT NOT NULL,
+            storage_location TEXT,
+            run_id TEXT,
+            run_link TEXT NOT NULL,
+            status TEXT NOT NULL,
+            status_message TEXT,
+            model_id TEXT,
+            PRIMARY KEY (registered_model_id, version)
+        )",
+        "CREATE INDEX model_versions_by_run ON model_versions (run_id)",
+        "CREATE INDEX model_versions_by_model_id ON model_versions (model_id)",
+        "CREATE TABLE model_version_tags (
+            registered_model_id BIGINT NOT NULL,
+            version BIGINT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (registered_model_id, version, key),
+            FOREIGN KEY (registered_model_id, version)
+                REFERENCES model_versions(registered_model_id, version) ON DELETE CASCADE
+        )",
+        "CREATE TABLE registered_model_aliases (
+            registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
+            alias TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            PRIMARY KEY (registered_model_id, alias)
+        )",
+    ],
+}];
+
+/// Creates the bookkeeping table, then applies every migration not yet recorded.
+pub(crate) async fn apply(db: &Database) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS shipyard_schema (
+            version BIGINT PRIMARY KEY,
+            description TEXT NOT NULL,
+            applied_at BIGINT NOT NULL
+        )",
+    )
+    .execute(&db.pool)
+    .await
+    .map_err(db_error)?;
+
+    for migration in MIGRATIONS {
+        let mut tx = db.begin_write().await?;
+        if db.dialect == Dialect::Postgres {
+            // Replicas starting together wait here; the loser then sees the version recorded.
+            sqlx::query("SELECT pg_advisory_xact_lock(7215006815)")
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(db_error)?;
+        }
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM shipyard_schema WHERE version = $1")
+                .bind(migration.version)
+                .fetch_optional(&mut *tx.tx)
+                .await
+                .map_err(db_error)?;
+        if applied.is_some() {
+            continue;
+        }
+        for statement in migration.statements {
+            let sql = statement.replace("{id}", db.dialect.identity_column());
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx.tx)
+                .await
+                .map_err(db_error)?;
+        }
+        if migration.version == 1 {
+            seed_default_experiment(&mut tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO shipyard_schema (version, description, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(now_millis())
+        .execute(&mut *tx.tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await?;
+        tracing::info!(
+            version = migration.version,
+            "applied schema migration: {}",
+            migration.description
+        );
+    }
+    Ok(())
+}
+
+/// MLflow's `Default` experiment, id 0, which runs without an experiment id go to.
+async fn seed_default_experiment(tx: &mut crate::db::WriteTx) -> Result<()> {
+    let now = now_millis();
+    sqlx::query(
+        "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time)
+         VALUES (0, 'Default', $1, 'active', $2, $2)",
+    )
+    .bind(crate::tracking::experiment_artifact_location(0))
+    .bind(now)
+    .execute(&mut *tx.tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
