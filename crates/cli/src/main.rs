@@ -1,1 +1,181 @@
-fn main() {}
+//! The `shipyard` command.
+//!
+//! One binary for every stage. This file holds the command-line definition and the glue between
+//! it and the library crates; it is not a library. Errors are `anyhow` here, at the edge, and
+//! printed with their causes; the exit code is 1 for any error, 2 for bad usage (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use shipyard_server::{AppState, ServerConfig};
+use shipyard_store::{ArtifactStore, Database, DatabaseUri};
+
+/// Shipyard: experiment tracking, model registry, serving and monitoring in one binary.
+#[derive(Parser)]
+#[command(name = "shipyard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the tracking and registry server (MLflow's REST API, proxied artifacts).
+    Server(ServerArgs),
+}
+
+/// Where Shipyard keeps its data when no URI is given.
+#[derive(Args, Clone)]
+struct HomeArgs {
+    /// Folder for the default SQLite database and artifacts.
+    #[arg(
+        long,
+        env = "SHIPYARD_HOME",
+        default_value = "./shipyard-data",
+        global = true
+    )]
+    home: PathBuf,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// Metadata database: sqlite:///path/shipyard.db or postgresql://user:pass@host:port/db
+    /// (default: SHIPYARD_HOME/shipyard.db).
+    #[arg(long, env = "SHIPYARD_BACKEND_STORE_URI")]
+    backend_store_uri: Option<String>,
+    /// Artifact root: a folder, file://, s3://bucket/prefix, gs://bucket/prefix or
+    /// az://container/prefix (default: SHIPYARD_HOME/artifacts).
+    #[arg(long, env = "SHIPYARD_ARTIFACTS_DESTINATION")]
+    artifacts_destination: Option<String>,
+    /// Largest JSON request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = shipyard_server::wire::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Largest artifact upload in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
+    max_artifact_bytes: u64,
+    #[command(flatten)]
+    home: HomeArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHIPYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => run_server(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default database URI under the home folder.
+fn default_database(home: &std::path::Path) -> DatabaseUri {
+    DatabaseUri::Sqlite(home.join("shipyard.db"))
+}
+
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let database_uri = match &args.backend_store_uri {
+        Some(uri) => DatabaseUri::parse(uri)?,
+        None => default_database(&args.home.home),
+    };
+    let destination = args
+        .artifacts_destination
+        .clone()
+        .unwrap_or_else(|| args.home.home.join("artifacts").display().to_string());
+    let db = Database::connect(&database_uri)
+        .await
+        .with_context(|| format!("opening the metadata store {}", database_uri.display()))?;
+    let artifacts = ArtifactStore::open(&destination)
+        .await
+        .with_context(|| format!("opening the artifact store {destination}"))?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (args.host.as_str(), args.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or(())
+        })
+        .map_err(|()| {
+            anyhow::anyhow!(
+                "cannot resolve the listen address {}:{}",
+                args.host,
+                args.port
+            )
+        })?;
+    let state = AppState {
+        db: db.clone(),
+        artifacts,
+        config: Arc::new(ServerConfig {
+            max_body_bytes: args.max_body_bytes,
+            max_artifact_bytes: args.max_artifact_bytes,
+        }),
+    };
+    let store_display = database_uri.display();
+    shipyard_server::serve(state, addr, shutdown_signal(), |bound| {
+        tracing::info!(
+            "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
+        );
+    })
+    .await
+    .with_context(|| format!("serving on {addr}"))?;
+    db.close().await;
+    tracing::info!("Shipyard server stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

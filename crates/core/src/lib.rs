@@ -12,5 +12,7 @@
 pub mod artifact_path;
 pub mod entities;
 pub mod error;
+pub mod filter;
+pub mod validation;
 
 pub use error::{Error, ErrorCode, Result};

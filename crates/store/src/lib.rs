@@ -3,7 +3,10 @@
 //! - [`db`]: connection to SQLite (embedded default) or PostgreSQL through sqlx, the two
 //!   dialects, write transactions.
 //! - [`migrations`]: the versioned schema, applied at start.
-//! - [`tracking`]: experiments, runs, metrics, params, tags, datasets, and run search.
+//! - [`tracking`]: experiments, runs, metrics, params, tags, datasets.
+//! - [`search`]: run and experiment searches, translated to SQL over indexed columns.
+//! - [`logged_models`]: MLflow 3 logged models.
+//! - [`registry`]: registered models, versions, stages, tags and aliases.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
 //!   path safety.
 //!
@@ -12,7 +15,11 @@
 
 pub mod artifacts;
 pub mod db;
+pub mod logged_models;
 mod migrations;
+pub mod registry;
+pub mod search;
+mod sql;
 pub mod tracking;
 
 pub use artifacts::ArtifactStore;
