@@ -33,22 +33,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MlflowRequest<T> {
             .extensions()
             .get::<BodyLimit>()
             .map_or(DEFAULT_MAX_BODY_BYTES, |l| l.0);
-        let mut object = Map::new();
-        if let Some(query) = req.uri().query() {
-            for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-                let v = Value::String(v.into_owned());
-                match object.get_mut(k.as_ref()) {
-                    Some(Value::Array(items)) => items.push(v),
-                    Some(existing) => {
-                        let first = existing.take();
-                        *existing = Value::Array(vec![first, v]);
-                    }
-                    None => {
-                        object.insert(k.into_owned(), v);
-                    }
-                }
-            }
-        }
+        let query = req.uri().query().map(str::to_owned);
         let body = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|e| {
@@ -65,36 +50,92 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MlflowRequest<T> {
                     )))
                 }
             })?;
-        if !body.iter().all(u8::is_ascii_whitespace) {
-            let text = std::str::from_utf8(&body).map_err(|e| {
-                ApiError::invalid(format!("Malformed request body: not valid UTF-8 ({e})"))
-            })?;
-            let parsed: Value = serde_json::from_str(text)
-                .map_err(|e| ApiError::invalid(format!("Malformed JSON request body: {e}")))?;
-            match parsed {
-                Value::Object(fields) => object.extend(fields),
-                other => {
-                    return Err(ApiError::invalid(format!(
-                        "Malformed JSON request body: expected a JSON object, got {}",
-                        json_kind(&other)
-                    )));
+        let has_body = !body.iter().all(u8::is_ascii_whitespace);
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            ApiError::invalid(format!("Malformed request body: not valid UTF-8 ({e})"))
+        })?;
+        let parsed = match (query.as_deref().filter(|q| !q.is_empty()), has_body) {
+            // The common cases read straight into the request struct.
+            (None, true) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let parsed =
+                    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(e, text))?;
+                de.end()
+                    .map_err(|e| ApiError::invalid(format!("Malformed JSON request body: {e}")))?;
+                parsed
+            }
+            (query, _) => {
+                let mut object = Map::new();
+                if let Some(query) = query {
+                    merge_query(&mut object, query);
                 }
+                if has_body {
+                    match serde_json::from_str::<Value>(text).map_err(|e| {
+                        ApiError::invalid(format!("Malformed JSON request body: {e}"))
+                    })? {
+                        Value::Object(fields) => object.extend(fields),
+                        other => return Err(not_an_object(&other)),
+                    }
+                }
+                serde_path_to_error::deserialize(Value::Object(object))
+                    .map_err(|e| field_error(e, ""))?
+            }
+        };
+        Ok(MlflowRequest(parsed))
+    }
+}
+
+/// Adds query parameters to `object`; a repeated key becomes a list.
+fn merge_query(object: &mut Map<String, Value>, query: &str) {
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let v = Value::String(v.into_owned());
+        match object.get_mut(k.as_ref()) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                object.insert(k.into_owned(), v);
             }
         }
-        let value = Value::Object(object);
-        let parsed = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if let Some(field) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
-                let field = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
-                ApiError::invalid(format!(
-                    "Missing value for required parameter '{field}'. See the API docs for more information about request parameters."
-                ))
-            } else {
-                ApiError::invalid(format!("Invalid value for parameter '{path}': {inner}"))
-            }
-        })?;
-        Ok(MlflowRequest(parsed))
+    }
+}
+
+fn not_an_object(v: &Value) -> ApiError {
+    ApiError::invalid(format!(
+        "Malformed JSON request body: expected a JSON object, got {}",
+        json_kind(v)
+    ))
+}
+
+/// Turns a deserialisation failure into MLflow's messages: a missing required field, a value of
+/// the wrong type (naming the field's path), or malformed JSON.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, body: &str) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    if let Some(field) = inner
+        .strip_prefix("missing field `")
+        .and_then(|s| s.split('`').next())
+    {
+        let field = if path == "." {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        };
+        return ApiError::invalid(format!(
+            "Missing value for required parameter '{field}'. See the API docs for more information about request parameters."
+        ));
+    }
+    let syntax = !body.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(body).is_err();
+    if syntax {
+        ApiError::invalid(format!("Malformed JSON request body: {inner}"))
+    } else if path == "." && inner.starts_with("invalid type") {
+        ApiError::invalid(format!(
+            "Malformed JSON request body: expected a JSON object ({inner})"
+        ))
+    } else {
+        ApiError::invalid(format!("Invalid value for parameter '{path}': {inner}"))
     }
 }
 

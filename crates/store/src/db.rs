@@ -40,6 +40,14 @@ impl Dialect {
         }
     }
 
+    /// The table option that stores rows in the primary-key b-tree (SQLite only).
+    pub(crate) fn without_rowid(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => " WITHOUT ROWID",
+            Dialect::Postgres => "",
+        }
+    }
+
     /// A case-sensitive `LIKE` of `column` against the bound pattern `param`.
     /// SQLite's `LIKE` ignores ASCII case, so there the pattern is matched with `GLOB` after
     /// [`like_to_glob`] translated it.
@@ -174,6 +182,7 @@ impl std::fmt::Debug for Database {
 pub(crate) struct WriteTx {
     // Field order matters: the transaction ends before the lock is released.
     pub(crate) tx: Transaction<'static, Any>,
+    pub(crate) dialect: Dialect,
     _guard: Option<OwnedMutexGuard<()>>,
 }
 
@@ -263,12 +272,17 @@ impl Database {
                     .map_err(db_error)?;
                 Ok(WriteTx {
                     tx,
+                    dialect: self.dialect,
                     _guard: Some(guard),
                 })
             }
             None => {
                 let tx = self.pool.begin().await.map_err(db_error)?;
-                Ok(WriteTx { tx, _guard: None })
+                Ok(WriteTx {
+                    tx,
+                    dialect: self.dialect,
+                    _guard: None,
+                })
             }
         }
     }

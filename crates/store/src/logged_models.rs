@@ -18,10 +18,10 @@ use sqlx::any::AnyRow;
 
 use crate::db::{Database, WriteTx, db_error};
 use crate::search::{comparison_sql, text_condition};
-use crate::sql::Sql;
+use crate::sql::{Arg, Sql};
 use crate::tracking::{
-    Page, col, metric_from_row, page_token_after, parse_experiment_id, parse_page_token,
-    stored_metric_value,
+    Page, col, insert_rows, metric_from_row, page_token_after, parse_experiment_id,
+    parse_page_token, stored_metric_value,
 };
 
 /// What a client sends to create a logged model.
@@ -155,7 +155,7 @@ impl Database {
             .map(|r| col::<String>(r, "model_id"))
             .collect::<Result<_>>()?;
         let fetch = |table_sql: &str| {
-            let mut sql = Sql::new(table_sql);
+            let mut sql = Sql::new(self.dialect, table_sql);
             let list = sql.args(ids.iter().map(String::as_str));
             sql.push(&list).push(")");
             sql.query().fetch_all(&self.pool)
@@ -363,8 +363,10 @@ impl Database {
         let limit = max_results.unwrap_or(100);
         validation::validate_max_results(limit, validation::SEARCH_MAX_RESULTS_THRESHOLD)?;
         let offset = parse_page_token(page_token)?;
-        let mut sql =
-            Sql::new("SELECT lm.* FROM logged_models lm WHERE lm.lifecycle_stage = 'active'");
+        let mut sql = Sql::new(
+            self.dialect,
+            "SELECT lm.* FROM logged_models lm WHERE lm.lifecycle_stage = 'active'",
+        );
         if !experiment_ids.is_empty() {
             let ids: Vec<i64> = experiment_ids
                 .iter()
@@ -423,12 +425,13 @@ impl Database {
         for o in order_by {
             let dir = if o.ascending { "ASC" } else { "DESC" };
             if let Some(metric) = o.field_name.strip_prefix("metrics.") {
-                let key = sql.arg(metric);
+                // Missing values last, then the model's best value of the metric.
+                let (k1, k2) = (sql.arg(metric), sql.arg(metric));
                 order.push(format!(
-                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {key}) IS NULL"
+                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {k1}) IS NULL"
                 ));
                 order.push(format!(
-                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {key}) {dir}"
+                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {k2}) {dir}"
                 ));
             } else if ATTRIBUTES.iter().any(|(k, _)| *k == o.field_name) {
                 order.push(format!("{} {dir}", attribute_column(&o.field_name)));
@@ -507,7 +510,10 @@ pub(crate) async fn insert_model_metrics(
         .iter()
         .filter_map(|m| m.model_id.as_deref())
         .collect();
-    let mut sql = Sql::new("SELECT model_id FROM logged_models WHERE model_id IN (");
+    let mut sql = Sql::new(
+        tx.dialect,
+        "SELECT model_id FROM logged_models WHERE model_id IN (",
+    );
     let list = sql.args(ids.iter().copied());
     sql.push(&list).push(")");
     let found: HashSet<String> = sql
@@ -521,28 +527,28 @@ pub(crate) async fn insert_model_metrics(
     if let Some(missing) = ids.iter().find(|id| !found.contains(**id)) {
         return Err(logged_model_not_found(missing));
     }
-    for chunk in with_model.chunks(300) {
-        let mut sql = Sql::new(
-            "INSERT INTO logged_model_metrics (model_id, key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest) VALUES ",
-        );
-        let run = sql.arg(run_id);
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|m| {
-                let (value, is_nan) = stored_metric_value(m.value);
-                let model = sql.arg(m.model_id.clone());
-                let k = sql.arg(m.key.as_str());
-                let v = sql.arg(value);
-                let n = sql.arg(is_nan);
-                let t = sql.arg(m.timestamp);
-                let s = sql.arg(m.step);
-                let dn = sql.arg(m.dataset_name.clone());
-                let dd = sql.arg(m.dataset_digest.clone());
-                format!("({model}, {k}, {v}, {n}, {t}, {s}, {run}, {dn}, {dd})")
-            })
-            .collect();
-        sql.push(&values.join(", ")).push(" ON CONFLICT DO NOTHING");
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
-    }
-    Ok(())
+    let rows = with_model
+        .iter()
+        .map(|m| {
+            let (value, is_nan) = stored_metric_value(m.value);
+            [
+                Arg::from(m.model_id.clone()),
+                m.key.as_str().into(),
+                value.into(),
+                is_nan.into(),
+                m.timestamp.into(),
+                m.step.into(),
+                run_id.into(),
+                m.dataset_name.clone().into(),
+                m.dataset_digest.clone().into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO logged_model_metrics (model_id, key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest) VALUES ",
+        " ON CONFLICT DO NOTHING",
+        rows,
+    )
+    .await
 }

@@ -1,7 +1,7 @@
 //! Versioned schema migrations, applied at start.
 //!
 //! Each migration is a numbered list of statements written once for both dialects; `{id}` stands
-//! for the dialect's auto-numbered primary key. Applied versions are recorded in
+//! for the dialect's auto-numbered primary key and `{without_rowid}` for SQLite's clustered tables. Applied versions are recorded in
 //! `shipyard_schema`. Each migration runs in one transaction (DDL is transactional in SQLite and
 //! PostgreSQL), so a crash leaves the schema at a whole version. On PostgreSQL an advisory lock
 //! keeps replicas that start together from migrating twice.
@@ -56,27 +56,30 @@ const MIGRATIONS: &[Migration] = &[Migration {
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (run_uuid, key)
-        )",
+        ){without_rowid}",
         "CREATE INDEX params_by_key_value ON params (key, value)",
         "CREATE TABLE tags (
             run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (run_uuid, key)
-        )",
+        ){without_rowid}",
         "CREATE INDEX tags_by_key_value ON tags (key, value)",
         // Every logged value. `value` holds 0 for NaN (`is_nan` = 1), as MLflow stores it. The
-        // unique index both serves history reads (prefix run, key) and drops exact repeats, as
-        // MLflow's primary key on these columns does.
+        // primary key both serves history reads (prefix run, key) and drops exact repeats, as
+        // MLflow's primary key on these columns does; without a rowid, an insert is one b-tree.
+        // No foreign key: the writer has just checked the run, and a per-row lookup of `runs`
+        // would cost a b-tree search per value on the hottest write path. Runs are only ever
+        // soft-deleted.
         "CREATE TABLE metrics (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_uuid TEXT NOT NULL,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
             is_nan INTEGER NOT NULL,
             timestamp BIGINT NOT NULL,
-            step BIGINT NOT NULL
-        )",
-        "CREATE UNIQUE INDEX metrics_identity ON metrics (run_uuid, key, step, timestamp, value, is_nan)",
+            step BIGINT NOT NULL,
+            PRIMARY KEY (run_uuid, key, step, timestamp, value, is_nan)
+        ){without_rowid}",
         // The latest value of each metric of each run (greatest step, then timestamp, then value),
         // maintained on every write so that searches never scan the history.
         "CREATE TABLE latest_metrics (
@@ -87,7 +90,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             timestamp BIGINT NOT NULL,
             step BIGINT NOT NULL,
             PRIMARY KEY (run_uuid, key)
-        )",
+        ){without_rowid}",
         "CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, value)",
         "CREATE TABLE datasets (
             dataset_uuid TEXT PRIMARY KEY,
@@ -249,7 +252,9 @@ pub(crate) async fn apply(db: &Database) -> Result<()> {
             continue;
         }
         for statement in migration.statements {
-            let sql = statement.replace("{id}", db.dialect.identity_column());
+            let sql = statement
+                .replace("{id}", db.dialect.identity_column())
+                .replace("{without_rowid}", db.dialect.without_rowid());
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *tx.tx)
                 .await

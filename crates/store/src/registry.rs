@@ -228,6 +228,7 @@ impl Database {
             .map(|r| col::<i64>(r, "id"))
             .collect::<Result<_>>()?;
         let mut tags_sql = Sql::new(
+            self.dialect,
             "SELECT registered_model_id, key, value FROM registered_model_tags WHERE registered_model_id IN (",
         );
         let list = tags_sql.args(ids.iter().copied());
@@ -238,6 +239,7 @@ impl Database {
             .await
             .map_err(db_error)?;
         let mut alias_sql = Sql::new(
+            self.dialect,
             "SELECT registered_model_id, alias, version FROM registered_model_aliases WHERE registered_model_id IN (",
         );
         let list = alias_sql.args(ids.iter().copied());
@@ -249,6 +251,7 @@ impl Database {
             .map_err(db_error)?;
         // The latest version in each stage.
         let mut latest_sql = Sql::new(
+            self.dialect,
             "SELECT mv.registered_model_id, mv.version FROM model_versions mv WHERE mv.registered_model_id IN (",
         );
         let list = latest_sql.args(ids.iter().copied());
@@ -319,6 +322,7 @@ impl Database {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(200) {
             let mut sql = Sql::new(
+                self.dialect,
                 "SELECT mv.*, rm.name FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE ",
             );
             let conds: Vec<String> = chunk
@@ -356,6 +360,7 @@ impl Database {
             ));
         }
         let mut tag_sql = Sql::new(
+            self.dialect,
             "SELECT registered_model_id, version, key, value FROM model_version_tags WHERE registered_model_id IN (",
         );
         let ids = tag_sql.args(keys.iter().map(|k| k.0));
@@ -366,6 +371,7 @@ impl Database {
             .await
             .map_err(db_error)?;
         let mut alias_sql = Sql::new(
+            self.dialect,
             "SELECT registered_model_id, version, alias FROM registered_model_aliases WHERE registered_model_id IN (",
         );
         let ids = alias_sql.args(keys.iter().map(|k| k.0));
@@ -546,7 +552,10 @@ impl Database {
             .map(|o| filter::order_by(o, ORDER, &[]))
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
-        let mut sql = Sql::new("SELECT rm.* FROM registered_models rm WHERE 1 = 1");
+        let mut sql = Sql::new(
+            self.dialect,
+            "SELECT rm.* FROM registered_models rm WHERE 1 = 1",
+        );
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Tag => {
@@ -977,6 +986,7 @@ impl Database {
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
         let mut sql = Sql::new(
+            self.dialect,
             "SELECT mv.*, rm.name FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE 1 = 1",
         );
         for c in &comparisons {

@@ -204,7 +204,7 @@ impl Database {
             .map(|e| parse_experiment_id(e))
             .collect::<Result<_>>()?;
 
-        let mut sql = Sql::new(format!("SELECT {RUN_COLUMNS} FROM runs"));
+        let mut sql = Sql::new(self.dialect, format!("SELECT {RUN_COLUMNS} FROM runs"));
         // Order-by joins come first so their placeholders are numbered before the WHERE clause's.
         let mut order_terms = Vec::new();
         for (i, o) in orders.iter().enumerate() {
@@ -304,7 +304,10 @@ impl Database {
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
 
-        let mut sql = Sql::new("SELECT e.* FROM experiments e WHERE e.lifecycle_stage IN (");
+        let mut sql = Sql::new(
+            self.dialect,
+            "SELECT e.* FROM experiments e WHERE e.lifecycle_stage IN (",
+        );
         let stages = sql.args(view.stages().iter().copied());
         sql.push(&stages).push(")");
         for c in &comparisons {

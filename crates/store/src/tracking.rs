@@ -16,7 +16,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Database, WriteTx, db_error, is_unique_violation};
-use crate::sql::{Sql, placeholders};
+use crate::sql::{Arg, Sql, placeholders};
 
 /// The logical artifact location of an experiment. Artifacts are always proxied through the
 /// server (`mlflow-artifacts:`), so the physical destination can change without touching rows.
@@ -274,6 +274,7 @@ impl Database {
             return Ok(experiments);
         }
         let mut tags_sql = Sql::new(
+            self.dialect,
             "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (",
         );
         let ids = tags_sql.args(
@@ -306,7 +307,10 @@ impl Database {
     /// Gets an experiment by id.
     pub async fn get_experiment(&self, experiment_id: &str) -> Result<Experiment> {
         let id = parse_experiment_id(experiment_id)?;
-        let mut sql = Sql::new("SELECT * FROM experiments WHERE experiment_id = ");
+        let mut sql = Sql::new(
+            self.dialect,
+            "SELECT * FROM experiments WHERE experiment_id = ",
+        );
         let p = sql.arg(id);
         sql.push(&p);
         self.experiments_by(sql).await?.pop().ok_or_else(|| {
@@ -316,7 +320,7 @@ impl Database {
 
     /// Gets an experiment by name (active or deleted).
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        let mut sql = Sql::new("SELECT * FROM experiments WHERE name = ");
+        let mut sql = Sql::new(self.dialect, "SELECT * FROM experiments WHERE name = ");
         let p = sql.arg(name);
         sql.push(&p);
         self.experiments_by(sql).await?.pop().ok_or_else(|| {
@@ -528,7 +532,7 @@ impl Database {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = rows.iter().map(|r| r.info.run_id.as_str()).collect();
-        let in_list = placeholders(1, ids.len());
+        let in_list = placeholders(self.dialect, 1, ids.len());
         let fetch = |sql: String| {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in &ids {
@@ -1064,6 +1068,30 @@ async fn upsert_experiment_tag(tx: &mut WriteTx, experiment_id: i64, tag: &KeyVa
     Ok(())
 }
 
+/// Inserts `rows` with multi-row `INSERT` statements: `head` ends with `VALUES `, `tail` is the
+/// conflict clause. Statements stay under both dialects' limits on bound values.
+pub(crate) async fn insert_rows<const N: usize>(
+    tx: &mut WriteTx,
+    head: &str,
+    tail: &str,
+    rows: Vec<[Arg; N]>,
+) -> Result<()> {
+    let per_statement = (30_000 / N).min(1000);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut sql = Sql::new(tx.dialect, head);
+        for (i, row) in rows.by_ref().take(per_statement).enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push_tuple(row);
+        }
+        sql.push(tail);
+        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// Sets run tags, replacing values of existing keys (last one wins within the list).
 pub(crate) async fn upsert_tags(tx: &mut WriteTx, run_id: &str, tags: &[KeyValue]) -> Result<()> {
     let mut last: Vec<&KeyValue> = Vec::new();
@@ -1071,29 +1099,31 @@ pub(crate) async fn upsert_tags(tx: &mut WriteTx, run_id: &str, tags: &[KeyValue
         last.retain(|x| x.key != t.key);
         last.push(t);
     }
-    for chunk in last.chunks(300) {
-        let mut sql = Sql::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|t| {
-                let (a, b, c) = (
-                    sql.arg(run_id),
-                    sql.arg(t.key.as_str()),
-                    sql.arg(t.value.as_str()),
-                );
-                format!("({a}, {b}, {c})")
-            })
-            .collect();
-        sql.push(&values.join(", "));
-        sql.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
-    }
-    Ok(())
+    let rows = last
+        .iter()
+        .map(|t| {
+            [
+                Arg::from(run_id),
+                t.key.as_str().into(),
+                t.value.as_str().into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO tags (run_uuid, key, value) VALUES ",
+        " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
+        rows,
+    )
+    .await
 }
 
 /// Inserts params, refusing to change the value of one already logged.
 async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> Result<()> {
-    let mut sql = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+    let mut sql = Sql::new(
+        tx.dialect,
+        "SELECT key, value FROM params WHERE run_uuid = ",
+    );
     let r = sql.arg(run_id);
     sql.push(&r).push(" AND key IN (");
     let keys = sql.args(params.iter().map(|p| p.key.as_str()));
@@ -1114,62 +1144,44 @@ async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> R
             )));
         }
     }
-    let fresh: Vec<&KeyValue> = {
-        let mut seen = std::collections::HashSet::new();
-        params
-            .iter()
-            .filter(|p| !existing_values.contains_key(&p.key) && seen.insert(p.key.as_str()))
-            .collect()
-    };
-    for chunk in fresh.chunks(300) {
-        let mut sql = Sql::new("INSERT INTO params (run_uuid, key, value) VALUES ");
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|p| {
-                let (a, b, c) = (
-                    sql.arg(run_id),
-                    sql.arg(p.key.as_str()),
-                    sql.arg(p.value.as_str()),
-                );
-                format!("({a}, {b}, {c})")
-            })
-            .collect();
-        sql.push(&values.join(", "));
-        sql.push(" ON CONFLICT DO NOTHING");
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
-    }
-    Ok(())
+    let mut seen = std::collections::HashSet::new();
+    let rows = params
+        .iter()
+        .filter(|p| !existing_values.contains_key(&p.key) && seen.insert(p.key.as_str()))
+        .map(|p| {
+            [
+                Arg::from(run_id),
+                p.key.as_str().into(),
+                p.value.as_str().into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO params (run_uuid, key, value) VALUES ",
+        " ON CONFLICT DO NOTHING",
+        rows,
+    )
+    .await
 }
 
 /// Appends metric values to the history (exact repeats are dropped) and moves each metric's
 /// latest value forward: the greatest (step, timestamp, value) wins, NaN counting as 0.
 async fn insert_metrics(tx: &mut WriteTx, run_id: &str, metrics: &[Metric]) -> Result<()> {
-    for chunk in metrics.chunks(500) {
-        let mut sql =
-            Sql::new("INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ");
-        let run = sql.arg(run_id);
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|m| {
-                let (value, is_nan) = stored_metric_value(m.value);
-                let k = sql.arg(m.key.as_str());
-                let v = sql.arg(value);
-                let n = sql.arg(is_nan);
-                let t = sql.arg(m.timestamp);
-                let s = sql.arg(m.step);
-                format!("({run}, {k}, {v}, {n}, {t}, {s})")
-            })
-            .collect();
-        sql.push(&values.join(", "));
-        sql.push(" ON CONFLICT DO NOTHING");
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
-    }
-    // The batch's own latest per key, then one upsert per distinct key.
-    // (step, timestamp, stored value, is_nan)
+    // (step, timestamp, stored value, is_nan) of the batch's latest value per key.
     type Latest = (i64, i64, f64, i64);
     let mut latest: HashMap<&str, Latest> = HashMap::new();
+    let mut rows = Vec::with_capacity(metrics.len());
     for m in metrics {
         let (value, is_nan) = stored_metric_value(m.value);
+        rows.push([
+            Arg::from(run_id),
+            m.key.as_str().into(),
+            value.into(),
+            is_nan.into(),
+            m.timestamp.into(),
+            m.step.into(),
+        ]);
         let candidate = (m.step, m.timestamp, value, is_nan);
         latest
             .entry(m.key.as_str())
@@ -1180,33 +1192,36 @@ async fn insert_metrics(tx: &mut WriteTx, run_id: &str, metrics: &[Metric]) -> R
             })
             .or_insert(candidate);
     }
-    let entries: Vec<(&str, Latest)> = latest.into_iter().collect();
-    for chunk in entries.chunks(300) {
-        let mut sql = Sql::new(
-            "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
-        );
-        let run = sql.arg(run_id);
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|(key, (step, ts, value, is_nan))| {
-                let k = sql.arg(*key);
-                let v = sql.arg(*value);
-                let n = sql.arg(*is_nan);
-                let t = sql.arg(*ts);
-                let s = sql.arg(*step);
-                format!("({run}, {k}, {v}, {n}, {t}, {s})")
-            })
-            .collect();
-        sql.push(&values.join(", "));
-        sql.push(
-            " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
-             timestamp = excluded.timestamp, step = excluded.step \
-             WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                   (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-        );
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
-    }
-    Ok(())
+    insert_rows(
+        tx,
+        "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
+        " ON CONFLICT DO NOTHING",
+        rows,
+    )
+    .await?;
+    let latest_rows = latest
+        .into_iter()
+        .map(|(key, (step, ts, value, is_nan))| {
+            [
+                Arg::from(run_id),
+                key.into(),
+                value.into(),
+                is_nan.into(),
+                ts.into(),
+                step.into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        tx,
+        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
+        " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
+         timestamp = excluded.timestamp, step = excluded.step \
+         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+               (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+        latest_rows,
+    )
+    .await
 }
 
 #[cfg(test)]

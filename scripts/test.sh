@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this):
+#   1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
+#   2. Rust unit and store-contract tests, on SQLite and on a real PostgreSQL;
+#   3. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
+#      `shipyard server` on SQLite, then on PostgreSQL.
+# It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
+# Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+
+step "throwaway PostgreSQL cluster"
+eval "$(scripts/pg-cluster.sh start)"
+trap 'scripts/pg-cluster.sh stop "$SHIPYARD_PG_DIR"' EXIT
+echo "PostgreSQL at $SHIPYARD_TEST_PG_URI"
+
+step "Rust tests (SQLite and PostgreSQL)"
+cargo test --release --workspace --locked
+
+step "Python venv for the interop suite"
+venv=${SHIPYARD_VENV:-$root/.venv}
+req=tests/interop/requirements.txt
+stamp=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  echo "$stamp" > "$venv/.requirements.sha256"
+fi
+
+step "building the shipyard binary"
+cargo build --release --locked --bin shipyard
+export SHIPYARD_BIN="$root/target/release/shipyard"
+
+for backend in sqlite postgres; do
+  step "interop suite: mlflow client against shipyard server on $backend"
+  if [ "$backend" = postgres ]; then
+    SHIPYARD_TEST_PG_URI=$(scripts/pg-cluster.sh createdb "$SHIPYARD_PG_PORT" "interop_$$")
+    export SHIPYARD_TEST_PG_URI
+  fi
+  SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=$backend \
+    "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
+done
+
+step "all tests passed in $(( $(date +%s) - started )) s"
