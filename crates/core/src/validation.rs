@@ -82,12 +82,20 @@ pub fn validate_key(kind: KeyKind, key: &str) -> Result<()> {
              dashes (-), periods (.), spaces ( ), colon(:) and slashes (/)."
         )));
     }
-    let normalized = normalize_posix(key);
-    if normalized != key {
-        return Err(Error::invalid(format!(
-            "Invalid {noun} name: '{key}'. Names may be treated as files in certain cases, and must \
-             not resolve to other names when treated as such. This name would resolve to '{normalized}'"
-        )));
+    // As MLflow's `path_not_unique`: the name, read as a path, must be itself and stay below
+    // its folder. Only a key with a slash or starting with a dot can fail that.
+    if key.contains('/') || key.starts_with('.') {
+        let normalized = normalize_posix(key);
+        if normalized != key
+            || normalized == "."
+            || normalized.starts_with("..")
+            || normalized.starts_with('/')
+        {
+            return Err(Error::invalid(format!(
+                "Invalid {noun} name: '{key}'. Names may be treated as files in certain cases, and must \
+                 not resolve to other names when treated as such. This name would resolve to '{normalized}'"
+            )));
+        }
     }
     check_length(&format!("{noun} name"), key, MAX_ENTITY_KEY_LENGTH)
 }

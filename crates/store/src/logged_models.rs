@@ -14,14 +14,13 @@ use shipyard_core::entities::{
 use shipyard_core::filter::{self, Entity, Op};
 use shipyard_core::validation::{self, KeyKind};
 use shipyard_core::{Error, Result};
-use sqlx::any::AnyRow;
 
-use crate::db::{Database, WriteTx, db_error};
+use crate::db::{Conn, Database};
 use crate::search::{comparison_sql, text_condition};
-use crate::sql::{Arg, Sql};
+use crate::sql::{Arg, Row, Sql};
 use crate::tracking::{
-    Page, col, insert_rows, metric_from_row, page_token_after, parse_experiment_id,
-    parse_page_token, stored_metric_value,
+    Page, experiment_by_id, group_key_values, insert_rows, metric_from_row, parse_experiment_id,
+    parse_page_token, run_by_id, stored_metric_value,
 };
 
 /// What a client sends to create a logged model.
@@ -77,16 +76,121 @@ fn logged_model_not_found(model_id: &str) -> Error {
     Error::not_found(format!("Logged model with ID '{model_id}' not found."))
 }
 
+/// A logged model with its tags, params, metrics and registrations, or `NotFound`.
+pub(crate) async fn logged_model_by_id(c: &mut Conn<'_>, model_id: &str) -> Result<LoggedModel> {
+    let sql = c.stmt(
+        "SELECT * FROM logged_models lm WHERE model_id = $1 AND lifecycle_stage = 'active'",
+        [model_id.into()],
+    );
+    let row = c
+        .fetch_optional(sql)
+        .await?
+        .ok_or_else(|| logged_model_not_found(model_id))?;
+    Ok(attach_logged_model_data(c, vec![row]).await?.remove(0))
+}
+
+async fn attach_logged_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Vec<LoggedModel>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.get::<String>("model_id"))
+        .collect::<Result<_>>()?;
+    let by_models = |c: &Conn<'_>, head: &str| {
+        let mut sql = c.sql(head);
+        let list = sql.args(ids.iter());
+        sql.push(&list).push(")");
+        sql
+    };
+    let params = c
+        .fetch_all(by_models(
+            c,
+            "SELECT model_id, key, value FROM logged_model_params WHERE model_id IN (",
+        ))
+        .await?;
+    let tags = c
+        .fetch_all(by_models(
+            c,
+            "SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN (",
+        ))
+        .await?;
+    let metrics = c
+        .fetch_all(by_models(
+            c,
+            "SELECT model_id, key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest \
+             FROM logged_model_metrics WHERE model_id IN (",
+        ))
+        .await?;
+    let registrations = c
+        .fetch_all(by_models(
+            c,
+            "SELECT mv.model_id, rm.name, mv.version FROM model_versions mv \
+             JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE mv.model_id IN (",
+        ))
+        .await?;
+    let sorted = |mut m: HashMap<String, Vec<KeyValue>>| {
+        for v in m.values_mut() {
+            v.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        m
+    };
+    let mut params = sorted(group_key_values(&params, "model_id")?);
+    let mut tags = sorted(group_key_values(&tags, "model_id")?);
+    let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
+    for r in &metrics {
+        let model_id: String = r.get("model_id")?;
+        let mut m = metric_from_row(r)?;
+        m.run_id = r.get("run_id")?;
+        m.dataset_name = r.get("dataset_name")?;
+        m.dataset_digest = r.get("dataset_digest")?;
+        m.model_id = Some(model_id.clone());
+        metrics_by.entry(model_id).or_default().push(m);
+    }
+    let mut registrations_by: HashMap<String, Vec<LoggedModelRegistration>> = HashMap::new();
+    for r in &registrations {
+        registrations_by
+            .entry(r.get("model_id")?)
+            .or_default()
+            .push(LoggedModelRegistration {
+                name: r.get("name")?,
+                version: r.get::<i64>("version")?.to_string(),
+            });
+    }
+    rows.iter()
+        .map(|row| {
+            let model_id: String = row.get("model_id")?;
+            let status: String = row.get("status")?;
+            Ok(LoggedModel {
+                info: LoggedModelInfo {
+                    experiment_id: row.get::<i64>("experiment_id")?.to_string(),
+                    name: row.get("name")?,
+                    creation_timestamp_ms: row.get("creation_timestamp_ms")?,
+                    last_updated_timestamp_ms: row.get("last_updated_timestamp_ms")?,
+                    artifact_uri: row.get("artifact_location")?,
+                    status: LoggedModelStatus::parse(&status).ok_or_else(|| {
+                        Error::Internal(format!("unknown logged model status '{status}'"))
+                    })?,
+                    model_type: row.get("model_type")?,
+                    source_run_id: row.get("source_run_id")?,
+                    status_message: row.get("status_message")?,
+                    tags: tags.remove(&model_id).unwrap_or_default(),
+                    registrations: registrations_by.remove(&model_id).unwrap_or_default(),
+                    model_id: model_id.clone(),
+                },
+                data: LoggedModelData {
+                    params: params.remove(&model_id).unwrap_or_default(),
+                    metrics: metrics_by.remove(&model_id).unwrap_or_default(),
+                },
+            })
+        })
+        .collect()
+}
+
 impl Database {
     /// Creates a logged model in `PENDING` state.
     pub async fn create_logged_model(&self, new: NewLoggedModel) -> Result<LoggedModel> {
-        let experiment = self.get_experiment(&new.experiment_id).await?;
-        if experiment.lifecycle_stage != LifecycleStage::Active {
-            return Err(Error::invalid(format!(
-                "The experiment {} must be in the 'active' state. Current state is deleted.",
-                new.experiment_id
-            )));
-        }
+        let experiment_id = parse_experiment_id(&new.experiment_id)?;
         let name = match new.name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 validation::validate_name("logged model", &n)?;
@@ -102,146 +206,54 @@ impl Database {
             validation::validate_key(KeyKind::Tag, &t.key)?;
             validation::validate_tag_value(&t.key, &t.value)?;
         }
-        if let Some(run_id) = new.source_run_id.as_deref().filter(|r| !r.is_empty()) {
-            self.run_row(run_id).await?;
-        }
-        let model_id = new_logged_model_id();
-        let artifact_location = format!(
-            "{}/models/{model_id}/artifacts",
-            experiment.artifact_location.trim_end_matches('/')
-        );
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp_ms,
-                last_updated_timestamp_ms, status, lifecycle_stage, model_type, source_run_id)
-             VALUES ($1, $2, $3, $4, $5, $5, 'LOGGED_MODEL_PENDING', 'active', $6, $7)",
-        )
-        .bind(&model_id)
-        .bind(parse_experiment_id(&new.experiment_id)?)
-        .bind(&name)
-        .bind(&artifact_location)
-        .bind(now)
-        .bind(new.model_type.unwrap_or_default())
-        .bind(new.source_run_id.filter(|r| !r.is_empty()))
-        .execute(&mut *tx.tx)
+        let shown = new.experiment_id.clone();
+        let source_run_id = new.source_run_id.filter(|r| !r.is_empty());
+        let (params, tags, model_type) = (new.params, new.tags, new.model_type.unwrap_or_default());
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment = experiment_by_id(c, experiment_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("No Experiment with id={shown} exists")))?;
+                if experiment.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::invalid(format!(
+                        "The experiment {shown} must be in the 'active' state. Current state is deleted."
+                    )));
+                }
+                if let Some(run_id) = source_run_id.as_deref() {
+                    run_by_id(c, run_id, false).await?;
+                }
+                let model_id = new_logged_model_id();
+                let artifact_location =
+                    format!("{}/models/{model_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+                let now = now_millis();
+                let insert = c.stmt(
+                    "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp_ms, \
+                        last_updated_timestamp_ms, status, lifecycle_stage, model_type, source_run_id) \
+                     VALUES ($1, $2, $3, $4, $5, $5, 'LOGGED_MODEL_PENDING', 'active', $6, $7)",
+                    [
+                        model_id.as_str().into(),
+                        experiment_id.into(),
+                        name.as_str().into(),
+                        artifact_location.into(),
+                        now.into(),
+                        model_type.into(),
+                        source_run_id.into(),
+                    ],
+                );
+                c.execute(insert).await?;
+                upsert_model_kv(c, "logged_model_params", &model_id, &params).await?;
+                upsert_model_kv(c, "logged_model_tags", &model_id, &tags).await?;
+                logged_model_by_id(c, &model_id).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        upsert_model_kv(&mut tx, "logged_model_params", &model_id, &new.params).await?;
-        upsert_model_kv(&mut tx, "logged_model_tags", &model_id, &new.tags).await?;
-        tx.commit().await?;
-        self.get_logged_model(&model_id).await
     }
 
     /// Gets a logged model with its tags, params, metrics and registrations.
     pub async fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel> {
-        let row = sqlx::query(
-            "SELECT * FROM logged_models lm WHERE model_id = $1 AND lifecycle_stage = 'active'",
-        )
-        .bind(model_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| logged_model_not_found(model_id))?;
-        Ok(self.attach_logged_model_data(vec![row]).await?.remove(0))
-    }
-
-    async fn attach_logged_model_data(&self, rows: Vec<AnyRow>) -> Result<Vec<LoggedModel>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| col::<String>(r, "model_id"))
-            .collect::<Result<_>>()?;
-        let fetch = |table_sql: &str| {
-            let mut sql = Sql::new(self.dialect, table_sql);
-            let list = sql.args(ids.iter().map(String::as_str));
-            sql.push(&list).push(")");
-            sql.query().fetch_all(&self.pool)
-        };
-        let params =
-            fetch("SELECT model_id, key, value FROM logged_model_params WHERE model_id IN (")
-                .await
-                .map_err(db_error)?;
-        let tags = fetch("SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN (")
+        let model_id = model_id.to_owned();
+        self.read(move |c| Box::pin(async move { logged_model_by_id(c, &model_id).await }))
             .await
-            .map_err(db_error)?;
-        let metrics = fetch(
-            "SELECT model_id, key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest
-             FROM logged_model_metrics WHERE model_id IN (",
-        )
-        .await
-        .map_err(db_error)?;
-        let registrations = fetch(
-            "SELECT mv.model_id, rm.name, mv.version FROM model_versions mv
-             JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE mv.model_id IN (",
-        )
-        .await
-        .map_err(db_error)?;
-        let group = |rows: &[AnyRow]| -> Result<HashMap<String, Vec<KeyValue>>> {
-            let mut out: HashMap<String, Vec<KeyValue>> = HashMap::new();
-            for r in rows {
-                out.entry(col(r, "model_id")?).or_default().push(KeyValue {
-                    key: col(r, "key")?,
-                    value: col(r, "value")?,
-                });
-            }
-            for v in out.values_mut() {
-                v.sort_by(|a, b| a.key.cmp(&b.key));
-            }
-            Ok(out)
-        };
-        let mut params = group(&params)?;
-        let mut tags = group(&tags)?;
-        let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
-        for r in &metrics {
-            let model_id: String = col(r, "model_id")?;
-            let mut m = metric_from_row(r)?;
-            m.run_id = col(r, "run_id")?;
-            m.dataset_name = col(r, "dataset_name")?;
-            m.dataset_digest = col(r, "dataset_digest")?;
-            m.model_id = Some(model_id.clone());
-            metrics_by.entry(model_id).or_default().push(m);
-        }
-        let mut registrations_by: HashMap<String, Vec<LoggedModelRegistration>> = HashMap::new();
-        for r in &registrations {
-            registrations_by
-                .entry(col(r, "model_id")?)
-                .or_default()
-                .push(LoggedModelRegistration {
-                    name: col(r, "name")?,
-                    version: col::<i64>(r, "version")?.to_string(),
-                });
-        }
-        rows.iter()
-            .map(|row| {
-                let model_id: String = col(row, "model_id")?;
-                let status: String = col(row, "status")?;
-                Ok(LoggedModel {
-                    info: LoggedModelInfo {
-                        experiment_id: col::<i64>(row, "experiment_id")?.to_string(),
-                        name: col(row, "name")?,
-                        creation_timestamp_ms: col(row, "creation_timestamp_ms")?,
-                        last_updated_timestamp_ms: col(row, "last_updated_timestamp_ms")?,
-                        artifact_uri: col(row, "artifact_location")?,
-                        status: LoggedModelStatus::parse(&status).ok_or_else(|| {
-                            Error::Internal(format!("unknown logged model status '{status}'"))
-                        })?,
-                        model_type: col(row, "model_type")?,
-                        source_run_id: col(row, "source_run_id")?,
-                        status_message: col(row, "status_message")?,
-                        tags: tags.remove(&model_id).unwrap_or_default(),
-                        registrations: registrations_by.remove(&model_id).unwrap_or_default(),
-                        model_id: model_id.clone(),
-                    },
-                    data: LoggedModelData {
-                        params: params.remove(&model_id).unwrap_or_default(),
-                        metrics: metrics_by.remove(&model_id).unwrap_or_default(),
-                    },
-                })
-            })
-            .collect()
     }
 
     /// Sets the upload status of a logged model (`READY` or `UPLOAD_FAILED`).
@@ -259,39 +271,44 @@ impl Database {
                 status.as_str()
             )));
         }
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE logged_models SET status = $1, last_updated_timestamp_ms = $2 WHERE model_id = $3 AND lifecycle_stage = 'active'",
-        )
-        .bind(status.as_str())
-        .bind(now_millis())
-        .bind(model_id)
-        .execute(&mut *tx.tx)
+        let model_id = model_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let update = c.stmt(
+                    "UPDATE logged_models SET status = $1, last_updated_timestamp_ms = $2 \
+                     WHERE model_id = $3 AND lifecycle_stage = 'active'",
+                    [
+                        status.as_str().into(),
+                        now_millis().into(),
+                        model_id.as_str().into(),
+                    ],
+                );
+                if c.execute(update).await? == 0 {
+                    return Err(logged_model_not_found(&model_id));
+                }
+                logged_model_by_id(c, &model_id).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(logged_model_not_found(model_id));
-        }
-        tx.commit().await?;
-        self.get_logged_model(model_id).await
     }
 
     /// Soft-deletes a logged model.
     pub async fn delete_logged_model(&self, model_id: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_timestamp_ms = $1
-             WHERE model_id = $2 AND lifecycle_stage = 'active'",
-        )
-        .bind(now_millis())
-        .bind(model_id)
-        .execute(&mut *tx.tx)
+        let model_id = model_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let update = c.stmt(
+                    "UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_timestamp_ms = $1 \
+                     WHERE model_id = $2 AND lifecycle_stage = 'active'",
+                    [now_millis().into(), model_id.as_str().into()],
+                );
+                if c.execute(update).await? == 0 {
+                    return Err(logged_model_not_found(&model_id));
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(logged_model_not_found(model_id));
-        }
-        tx.commit().await
     }
 
     /// Sets tags on a logged model.
@@ -308,30 +325,41 @@ impl Database {
                 validation::MAX_REGISTRY_TAG_VAL_LENGTH,
             )?;
         }
-        self.get_logged_model(model_id).await?;
-        let mut tx = self.begin_write().await?;
-        upsert_model_kv(&mut tx, "logged_model_tags", model_id, tags).await?;
-        touch_model(&mut tx, model_id).await?;
-        tx.commit().await?;
-        self.get_logged_model(model_id).await
+        let (model_id, tags) = (model_id.to_owned(), tags.to_vec());
+        self.write(move |c| {
+            Box::pin(async move {
+                logged_model_by_id(c, &model_id).await?;
+                upsert_model_kv(c, "logged_model_tags", &model_id, &tags).await?;
+                let touch = c.stmt(
+                    "UPDATE logged_models SET last_updated_timestamp_ms = $1 WHERE model_id = $2",
+                    [now_millis().into(), model_id.as_str().into()],
+                );
+                c.execute(touch).await?;
+                logged_model_by_id(c, &model_id).await
+            })
+        })
+        .await
     }
 
     /// Deletes a tag of a logged model.
     pub async fn delete_logged_model_tag(&self, model_id: &str, key: &str) -> Result<()> {
-        self.get_logged_model(model_id).await?;
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
-            .bind(model_id)
-            .bind(key)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
-                "No tag with key '{key}' found for model with ID '{model_id}'."
-            )));
-        }
-        tx.commit().await
+        let (model_id, key) = (model_id.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                logged_model_by_id(c, &model_id).await?;
+                let delete = c.stmt(
+                    "DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2",
+                    [model_id.as_str().into(), key.as_str().into()],
+                );
+                if c.execute(delete).await? == 0 {
+                    return Err(Error::not_found(format!(
+                        "No tag with key '{key}' found for model with ID '{model_id}'."
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Logs params on a logged model.
@@ -340,10 +368,14 @@ impl Database {
             validation::validate_key(KeyKind::Param, &p.key)?;
             validation::validate_param_value(&p.key, &p.value)?;
         }
-        self.get_logged_model(model_id).await?;
-        let mut tx = self.begin_write().await?;
-        upsert_model_kv(&mut tx, "logged_model_params", model_id, params).await?;
-        tx.commit().await
+        let (model_id, params) = (model_id.to_owned(), params.to_vec());
+        self.write(move |c| {
+            Box::pin(async move {
+                logged_model_by_id(c, &model_id).await?;
+                upsert_model_kv(c, "logged_model_params", &model_id, &params).await
+            })
+        })
+        .await
     }
 
     /// Searches logged models of some experiments.
@@ -363,8 +395,9 @@ impl Database {
         let limit = max_results.unwrap_or(100);
         validation::validate_max_results(limit, validation::SEARCH_MAX_RESULTS_THRESHOLD)?;
         let offset = parse_page_token(page_token)?;
+        let dialect = self.dialect();
         let mut sql = Sql::new(
-            self.dialect,
+            dialect,
             "SELECT lm.* FROM logged_models lm WHERE lm.lifecycle_stage = 'active'",
         );
         if !experiment_ids.is_empty() {
@@ -379,8 +412,7 @@ impl Database {
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Attribute => {
-                    let column = attribute_column(&c.key);
-                    comparison_sql(&mut sql, self.dialect, column, c)?
+                    comparison_sql(&mut sql, dialect, attribute_column(&c.key), c)?
                 }
                 Entity::Metric => {
                     let key = sql.arg(c.key.as_str());
@@ -398,18 +430,15 @@ impl Database {
                         "logged_model_tags"
                     };
                     let key = sql.arg(c.key.as_str());
+                    let exists = format!(
+                        "SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key}"
+                    );
                     match c.op {
-                        Op::IsNull => format!(
-                            "NOT EXISTS (SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key})"
-                        ),
-                        Op::IsNotNull => format!(
-                            "EXISTS (SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key})"
-                        ),
+                        Op::IsNull => format!("NOT EXISTS ({exists})"),
+                        Op::IsNotNull => format!("EXISTS ({exists})"),
                         _ => {
-                            let cond = text_condition(&mut sql, self.dialect, "t.value", c)?;
-                            format!(
-                                "EXISTS (SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key} AND {cond})"
-                            )
+                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
+                            format!("EXISTS ({exists} AND {cond})")
                         }
                     }
                 }
@@ -427,12 +456,9 @@ impl Database {
             if let Some(metric) = o.field_name.strip_prefix("metrics.") {
                 // Missing values last, then the model's best value of the metric.
                 let (k1, k2) = (sql.arg(metric), sql.arg(metric));
-                order.push(format!(
-                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {k1}) IS NULL"
-                ));
-                order.push(format!(
-                    "(SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {k2}) {dir}"
-                ));
+                let best = "SELECT MAX(m.value) FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key =";
+                order.push(format!("({best} {k1}) IS NULL"));
+                order.push(format!("({best} {k2}) {dir}"));
             } else if ATTRIBUTES.iter().any(|(k, _)| *k == o.field_name) {
                 order.push(format!("{} {dir}", attribute_column(&o.field_name)));
             } else {
@@ -448,54 +474,48 @@ impl Database {
         let lim = sql.arg(limit + 1);
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
-        let mut rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        Ok(Page {
-            items: self.attach_logged_model_data(rows).await?,
-            next_page_token,
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c.fetch_all(sql).await?;
+                let page = Page::from_overfetch(rows, offset, limit);
+                Ok(Page {
+                    items: attach_logged_model_data(c, page.items).await?,
+                    next_page_token: page.next_page_token,
+                })
+            })
         })
+        .await
     }
 }
 
 async fn upsert_model_kv(
-    tx: &mut WriteTx,
+    c: &mut Conn<'_>,
     table: &str,
     model_id: &str,
     items: &[KeyValue],
 ) -> Result<()> {
-    for kv in items {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3)
-             ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
-        )))
-        .bind(model_id)
-        .bind(&kv.key)
-        .bind(&kv.value)
-        .execute(&mut *tx.tx)
-        .await
-        .map_err(db_error)?;
-    }
-    Ok(())
-}
-
-async fn touch_model(tx: &mut WriteTx, model_id: &str) -> Result<()> {
-    sqlx::query("UPDATE logged_models SET last_updated_timestamp_ms = $1 WHERE model_id = $2")
-        .bind(now_millis())
-        .bind(model_id)
-        .execute(&mut *tx.tx)
-        .await
-        .map_err(db_error)?;
-    Ok(())
+    let rows = items
+        .iter()
+        .map(|kv| {
+            [
+                Arg::from(model_id),
+                kv.key.as_str().into(),
+                kv.value.as_str().into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        c,
+        &format!("INSERT INTO {table} (model_id, key, value) VALUES "),
+        " ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
+        rows,
+    )
+    .await
 }
 
 /// Records the metrics of a batch that carry a `model_id` on their logged models.
 pub(crate) async fn insert_model_metrics(
-    tx: &mut WriteTx,
+    c: &mut Conn<'_>,
     run_id: &str,
     metrics: &[Metric],
 ) -> Result<()> {
@@ -510,19 +530,14 @@ pub(crate) async fn insert_model_metrics(
         .iter()
         .filter_map(|m| m.model_id.as_deref())
         .collect();
-    let mut sql = Sql::new(
-        tx.dialect,
-        "SELECT model_id FROM logged_models WHERE model_id IN (",
-    );
+    let mut sql = c.sql("SELECT model_id FROM logged_models WHERE model_id IN (");
     let list = sql.args(ids.iter().copied());
     sql.push(&list).push(")");
-    let found: HashSet<String> = sql
-        .query()
-        .fetch_all(&mut *tx.tx)
-        .await
-        .map_err(db_error)?
+    let found: HashSet<String> = c
+        .fetch_all(sql)
+        .await?
         .iter()
-        .map(|r| col::<String>(r, "model_id"))
+        .map(|r| r.get::<String>("model_id"))
         .collect::<Result<_>>()?;
     if let Some(missing) = ids.iter().find(|id| !found.contains(**id)) {
         return Err(logged_model_not_found(missing));
@@ -545,7 +560,7 @@ pub(crate) async fn insert_model_metrics(
         })
         .collect();
     insert_rows(
-        tx,
+        c,
         "INSERT INTO logged_model_metrics (model_id, key, value, is_nan, timestamp, step, run_id, dataset_name, dataset_digest) VALUES ",
         " ON CONFLICT DO NOTHING",
         rows,

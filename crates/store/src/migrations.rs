@@ -10,7 +10,7 @@
 
 use shipyard_core::{Result, entities::now_millis};
 
-use crate::db::{Database, Dialect, db_error};
+use crate::db::{Database, Dialect};
 
 /// One schema version.
 struct Migration {
@@ -222,77 +222,64 @@ const MIGRATIONS: &[Migration] = &[Migration {
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.
 pub(crate) async fn apply(db: &Database) -> Result<()> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS shipyard_schema (
-            version BIGINT PRIMARY KEY,
-            description TEXT NOT NULL,
-            applied_at BIGINT NOT NULL
-        )",
-    )
-    .execute(&db.pool)
-    .await
-    .map_err(db_error)?;
-
+    db.write(|c| {
+        Box::pin(async move {
+            let create = c.stmt(
+                "CREATE TABLE IF NOT EXISTS shipyard_schema (
+                    version BIGINT PRIMARY KEY,
+                    description TEXT NOT NULL,
+                    applied_at BIGINT NOT NULL
+                )",
+                [],
+            );
+            c.execute(create).await?;
+            Ok(())
+        })
+    })
+    .await?;
     for migration in MIGRATIONS {
-        let mut tx = db.begin_write().await?;
-        if db.dialect == Dialect::Postgres {
-            // Replicas starting together wait here; the loser then sees the version recorded.
-            sqlx::query("SELECT pg_advisory_xact_lock(7215006815)")
-                .execute(&mut *tx.tx)
-                .await
-                .map_err(db_error)?;
+        let applied = db
+            .write(move |c| {
+                Box::pin(async move {
+                    if c.dialect() == Dialect::Postgres {
+                        // Replicas starting together wait here; the loser then sees the version recorded.
+                        c.fetch_all(c.stmt("SELECT pg_advisory_xact_lock(7215006815)", [])).await?;
+                    }
+                    let done = c.stmt("SELECT version FROM shipyard_schema WHERE version = $1", [migration.version.into()]);
+                    if c.fetch_optional(done).await?.is_some() {
+                        return Ok(false);
+                    }
+                    for statement in migration.statements {
+                        let text = statement
+                            .replace("{id}", c.dialect().identity_column())
+                            .replace("{without_rowid}", c.dialect().without_rowid());
+                        c.execute(c.stmt(&text, [])).await?;
+                    }
+                    if migration.version == 1 {
+                        // MLflow's `Default` experiment, id 0, which runs without an experiment id go to.
+                        let seed = c.stmt(
+                            "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+                             VALUES (0, 'Default', $1, 'active', $2, $2)",
+                            [crate::tracking::experiment_artifact_location(0).into(), now_millis().into()],
+                        );
+                        c.execute(seed).await?;
+                    }
+                    let record = c.stmt(
+                        "INSERT INTO shipyard_schema (version, description, applied_at) VALUES ($1, $2, $3)",
+                        [migration.version.into(), migration.description.into(), now_millis().into()],
+                    );
+                    c.execute(record).await?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        if applied {
+            tracing::info!(
+                version = migration.version,
+                "applied schema migration: {}",
+                migration.description
+            );
         }
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM shipyard_schema WHERE version = $1")
-                .bind(migration.version)
-                .fetch_optional(&mut *tx.tx)
-                .await
-                .map_err(db_error)?;
-        if applied.is_some() {
-            continue;
-        }
-        for statement in migration.statements {
-            let sql = statement
-                .replace("{id}", db.dialect.identity_column())
-                .replace("{without_rowid}", db.dialect.without_rowid());
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut *tx.tx)
-                .await
-                .map_err(db_error)?;
-        }
-        if migration.version == 1 {
-            seed_default_experiment(&mut tx).await?;
-        }
-        sqlx::query(
-            "INSERT INTO shipyard_schema (version, description, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(migration.version)
-        .bind(migration.description)
-        .bind(now_millis())
-        .execute(&mut *tx.tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            "applied schema migration: {}",
-            migration.description
-        );
     }
-    Ok(())
-}
-
-/// MLflow's `Default` experiment, id 0, which runs without an experiment id go to.
-async fn seed_default_experiment(tx: &mut crate::db::WriteTx) -> Result<()> {
-    let now = now_millis();
-    sqlx::query(
-        "INSERT INTO experiments (experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time)
-         VALUES (0, 'Default', $1, 'active', $2, $2)",
-    )
-    .bind(crate::tracking::experiment_artifact_location(0))
-    .bind(now)
-    .execute(&mut *tx.tx)
-    .await
-    .map_err(db_error)?;
     Ok(())
 }

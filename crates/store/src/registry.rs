@@ -14,12 +14,12 @@ use shipyard_core::entities::{
 use shipyard_core::filter::{self, Entity, Op, Value};
 use shipyard_core::validation::{self, KeyKind};
 use shipyard_core::{Error, Result};
-use sqlx::any::AnyRow;
 
-use crate::db::{Database, WriteTx, db_error, is_unique_violation};
+use crate::db::{Conn, Database};
+use crate::logged_models::logged_model_by_id;
 use crate::search::text_condition;
-use crate::sql::Sql;
-use crate::tracking::{Page, col, page_token_after, parse_page_token};
+use crate::sql::{Row, Sql};
+use crate::tracking::{Page, parse_page_token, run_by_id, unique_violation};
 
 /// The legacy stages, as MLflow spells them.
 pub const STAGES: &[&str] = &["None", "Staging", "Production", "Archived"];
@@ -143,20 +143,243 @@ fn validate_source(source: &str) -> Result<()> {
     }
 }
 
-impl Database {
-    async fn registered_model_id(
-        &self,
-        exec: impl sqlx::Executor<'_, Database = sqlx::Any>,
-        name: &str,
-    ) -> Result<i64> {
-        sqlx::query_scalar("SELECT id FROM registered_models WHERE name = $1")
-            .bind(name)
-            .fetch_optional(exec)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| model_not_found(name))
-    }
+/// The id of a registered model, or `NotFound`.
+async fn registered_model_id(c: &mut Conn<'_>, name: &str) -> Result<i64> {
+    let sql = c.stmt(
+        "SELECT id FROM registered_models WHERE name = $1",
+        [name.into()],
+    );
+    c.fetch_optional(sql)
+        .await?
+        .ok_or_else(|| model_not_found(name))?
+        .get("id")
+}
 
+/// The (registered model id, version) of a version, or `NotFound`.
+async fn version_key(c: &mut Conn<'_>, name: &str, version: &str) -> Result<(i64, i64)> {
+    let v = parse_version(version)?;
+    let sql = c.stmt(
+        "SELECT mv.registered_model_id FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id \
+         WHERE rm.name = $1 AND mv.version = $2",
+        [name.into(), v.into()],
+    );
+    let row = c
+        .fetch_optional(sql)
+        .await?
+        .ok_or_else(|| version_not_found(name, version))?;
+    Ok((row.get("registered_model_id")?, v))
+}
+
+async fn registered_model_by_name(c: &mut Conn<'_>, name: &str) -> Result<RegisteredModel> {
+    let sql = c.stmt(
+        "SELECT * FROM registered_models WHERE name = $1",
+        [name.into()],
+    );
+    let row = c
+        .fetch_optional(sql)
+        .await?
+        .ok_or_else(|| model_not_found(name))?;
+    Ok(attach_registered_model_data(c, vec![row]).await?.remove(0))
+}
+
+async fn attach_registered_model_data(
+    c: &mut Conn<'_>,
+    rows: Vec<Row>,
+) -> Result<Vec<RegisteredModel>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r.get::<i64>("id"))
+        .collect::<Result<_>>()?;
+    let by_models = |c: &Conn<'_>, head: &str, tail: &str| {
+        let mut sql = c.sql(head);
+        let list = sql.args(ids.iter().copied());
+        sql.push(&list).push(tail);
+        sql
+    };
+    let tag_rows = c
+        .fetch_all(by_models(
+            c,
+            "SELECT registered_model_id, key, value FROM registered_model_tags WHERE registered_model_id IN (",
+            ") ORDER BY key",
+        ))
+        .await?;
+    let alias_rows = c
+        .fetch_all(by_models(
+            c,
+            "SELECT registered_model_id, alias, version FROM registered_model_aliases WHERE registered_model_id IN (",
+            ") ORDER BY alias",
+        ))
+        .await?;
+    // The latest version in each stage.
+    let latest_rows = c
+        .fetch_all(by_models(
+            c,
+            "SELECT mv.registered_model_id, mv.version FROM model_versions mv WHERE mv.registered_model_id IN (",
+            ") AND mv.version = (SELECT MAX(v2.version) FROM model_versions v2 \
+               WHERE v2.registered_model_id = mv.registered_model_id AND v2.current_stage = mv.current_stage)",
+        ))
+        .await?;
+    let mut latest_keys = Vec::new();
+    for r in &latest_rows {
+        latest_keys.push((
+            r.get::<i64>("registered_model_id")?,
+            r.get::<i64>("version")?,
+        ));
+    }
+    let mut latest_by: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
+    for (rm, mv) in load_versions(c, &latest_keys).await? {
+        latest_by.entry(rm).or_default().push(mv);
+    }
+    let mut tags_by: HashMap<i64, Vec<KeyValue>> = HashMap::new();
+    for r in &tag_rows {
+        tags_by
+            .entry(r.get("registered_model_id")?)
+            .or_default()
+            .push(KeyValue {
+                key: r.get("key")?,
+                value: r.get("value")?,
+            });
+    }
+    let mut aliases_by: HashMap<i64, Vec<RegisteredModelAlias>> = HashMap::new();
+    for r in &alias_rows {
+        aliases_by
+            .entry(r.get("registered_model_id")?)
+            .or_default()
+            .push(RegisteredModelAlias {
+                alias: r.get("alias")?,
+                version: r.get::<i64>("version")?.to_string(),
+            });
+    }
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.get("id")?;
+            let mut latest = latest_by.remove(&id).unwrap_or_default();
+            latest.sort_by_key(|v| v.version.parse::<i64>().unwrap_or(0));
+            Ok(RegisteredModel {
+                name: r.get("name")?,
+                creation_timestamp: r.get("creation_time")?,
+                last_updated_timestamp: r.get("last_updated_time")?,
+                user_id: r.get("user_id")?,
+                description: r.get("description")?,
+                latest_versions: latest,
+                tags: tags_by.remove(&id).unwrap_or_default(),
+                aliases: aliases_by.remove(&id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Loads model versions by (registered model id, version), with tags and aliases, in key order.
+async fn load_versions(c: &mut Conn<'_>, keys: &[(i64, i64)]) -> Result<Vec<(i64, ModelVersion)>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(200) {
+        let mut sql = c.sql(
+            "SELECT mv.*, rm.name FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE ",
+        );
+        let conds: Vec<String> = chunk
+            .iter()
+            .map(|(rm, v)| {
+                let a = sql.arg(*rm);
+                let b = sql.arg(*v);
+                format!("(mv.registered_model_id = {a} AND mv.version = {b})")
+            })
+            .collect();
+        sql.push(&conds.join(" OR "));
+        let rows = c.fetch_all(sql).await?;
+        out.extend(versions_from_rows(c, &rows).await?);
+    }
+    let order: HashMap<(i64, i64), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    out.sort_by_key(|(rm, v)| {
+        order
+            .get(&(*rm, v.version.parse::<i64>().unwrap_or(0)))
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    Ok(out)
+}
+
+async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, ModelVersion)>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::with_capacity(rows.len());
+    for r in rows {
+        keys.push((
+            r.get::<i64>("registered_model_id")?,
+            r.get::<i64>("version")?,
+        ));
+    }
+    let mut tag_sql =
+        c.sql("SELECT registered_model_id, version, key, value FROM model_version_tags WHERE registered_model_id IN (");
+    let ids = tag_sql.args(keys.iter().map(|k| k.0));
+    tag_sql.push(&ids).push(") ORDER BY key");
+    let tag_rows = c.fetch_all(tag_sql).await?;
+    let mut alias_sql =
+        c.sql("SELECT registered_model_id, version, alias FROM registered_model_aliases WHERE registered_model_id IN (");
+    let ids = alias_sql.args(keys.iter().map(|k| k.0));
+    alias_sql.push(&ids).push(") ORDER BY alias");
+    let alias_rows = c.fetch_all(alias_sql).await?;
+    let mut tags_by: HashMap<(i64, i64), Vec<KeyValue>> = HashMap::new();
+    for r in &tag_rows {
+        tags_by
+            .entry((r.get("registered_model_id")?, r.get("version")?))
+            .or_default()
+            .push(KeyValue {
+                key: r.get("key")?,
+                value: r.get("value")?,
+            });
+    }
+    let mut aliases_by: HashMap<(i64, i64), Vec<String>> = HashMap::new();
+    for r in &alias_rows {
+        aliases_by
+            .entry((r.get("registered_model_id")?, r.get("version")?))
+            .or_default()
+            .push(r.get("alias")?);
+    }
+    rows.iter()
+        .zip(keys)
+        .map(|(r, key)| {
+            let status: String = r.get("status")?;
+            let run_id: Option<String> = r.get("run_id")?;
+            Ok((
+                key.0,
+                ModelVersion {
+                    name: r.get("name")?,
+                    version: key.1.to_string(),
+                    creation_timestamp: r.get("creation_time")?,
+                    last_updated_timestamp: r.get("last_updated_time")?,
+                    user_id: r.get("user_id")?,
+                    current_stage: r.get("current_stage")?,
+                    description: r.get("description")?,
+                    source: r.get("source")?,
+                    run_id: run_id.filter(|r| !r.is_empty()),
+                    status: ModelVersionStatus::parse(&status).ok_or_else(|| {
+                        Error::Internal(format!("unknown model version status '{status}'"))
+                    })?,
+                    status_message: r.get("status_message")?,
+                    tags: tags_by.remove(&key).unwrap_or_default(),
+                    run_link: r.get("run_link")?,
+                    aliases: aliases_by.remove(&key).unwrap_or_default(),
+                    model_id: r.get("model_id")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+async fn model_version(c: &mut Conn<'_>, name: &str, version: &str) -> Result<ModelVersion> {
+    let key = version_key(c, name, version).await?;
+    load_versions(c, &[key])
+        .await?
+        .pop()
+        .map(|(_, v)| v)
+        .ok_or_else(|| version_not_found(name, version))
+}
+
+impl Database {
     /// Creates a registered model.
     pub async fn create_registered_model(
         &self,
@@ -174,259 +397,33 @@ impl Database {
                 validation::MAX_REGISTRY_TAG_VAL_LENGTH,
             )?;
         }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO registered_models (name, creation_time, last_updated_time, description, user_id, last_version)
-             VALUES ($1, $2, $2, $3, $4, 0) RETURNING id",
-        )
-        .bind(name)
-        .bind(now)
-        .bind(description.map(str::to_owned))
-        .bind(user_id.map(str::to_owned))
-        .fetch_one(&mut *tx.tx)
-        .await;
-        let id: i64 = match inserted {
-            Ok(row) => col(&row, "id")?,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::AlreadyExists(format!(
-                    "Registered Model (name={name}) already exists."
-                )));
-            }
-            Err(e) => return Err(db_error(e)),
-        };
-        for t in tags {
-            upsert_registry_tag(&mut tx, "registered_model_tags", id, None, t).await?;
-        }
-        tx.commit().await?;
-        self.get_registered_model(name).await
+        let (name, tags) = (name.to_owned(), tags.to_vec());
+        let (description, user_id) = (description.map(str::to_owned), user_id.map(str::to_owned));
+        self.write(move |c| {
+            Box::pin(async move {
+                let insert = c.stmt(
+                    "INSERT INTO registered_models (name, creation_time, last_updated_time, description, user_id, last_version) \
+                     VALUES ($1, $2, $2, $3, $4, 0) RETURNING id",
+                    [name.as_str().into(), now_millis().into(), description.into(), user_id.into()],
+                );
+                let Some(row) = unique_violation(c.fetch_one(insert).await)? else {
+                    return Err(Error::AlreadyExists(format!("Registered Model (name={name}) already exists.")));
+                };
+                let id: i64 = row.get("id")?;
+                for t in &tags {
+                    upsert_registry_tag(c, "registered_model_tags", id, None, t).await?;
+                }
+                registered_model_by_name(c, &name).await
+            })
+        })
+        .await
     }
 
     /// Gets a registered model with its latest versions per stage, tags and aliases.
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
-        let row = sqlx::query("SELECT * FROM registered_models WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
+        let name = name.to_owned();
+        self.read(move |c| Box::pin(async move { registered_model_by_name(c, &name).await }))
             .await
-            .map_err(db_error)?
-            .ok_or_else(|| model_not_found(name))?;
-        Ok(self
-            .attach_registered_model_data(vec![row])
-            .await?
-            .remove(0))
-    }
-
-    async fn attach_registered_model_data(
-        &self,
-        rows: Vec<AnyRow>,
-    ) -> Result<Vec<RegisteredModel>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| col::<i64>(r, "id"))
-            .collect::<Result<_>>()?;
-        let mut tags_sql = Sql::new(
-            self.dialect,
-            "SELECT registered_model_id, key, value FROM registered_model_tags WHERE registered_model_id IN (",
-        );
-        let list = tags_sql.args(ids.iter().copied());
-        tags_sql.push(&list).push(") ORDER BY key");
-        let tag_rows = tags_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut alias_sql = Sql::new(
-            self.dialect,
-            "SELECT registered_model_id, alias, version FROM registered_model_aliases WHERE registered_model_id IN (",
-        );
-        let list = alias_sql.args(ids.iter().copied());
-        alias_sql.push(&list).push(") ORDER BY alias");
-        let alias_rows = alias_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        // The latest version in each stage.
-        let mut latest_sql = Sql::new(
-            self.dialect,
-            "SELECT mv.registered_model_id, mv.version FROM model_versions mv WHERE mv.registered_model_id IN (",
-        );
-        let list = latest_sql.args(ids.iter().copied());
-        latest_sql.push(&list).push(
-            ") AND mv.version = (SELECT MAX(v2.version) FROM model_versions v2
-               WHERE v2.registered_model_id = mv.registered_model_id AND v2.current_stage = mv.current_stage)",
-        );
-        let latest_rows = latest_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut latest_keys = Vec::new();
-        for r in &latest_rows {
-            latest_keys.push((
-                col::<i64>(r, "registered_model_id")?,
-                col::<i64>(r, "version")?,
-            ));
-        }
-        let mut latest_by: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
-        for (rm, mv) in self.load_versions(&latest_keys).await? {
-            latest_by.entry(rm).or_default().push(mv);
-        }
-        let mut tags_by: HashMap<i64, Vec<KeyValue>> = HashMap::new();
-        for r in &tag_rows {
-            tags_by
-                .entry(col(r, "registered_model_id")?)
-                .or_default()
-                .push(KeyValue {
-                    key: col(r, "key")?,
-                    value: col(r, "value")?,
-                });
-        }
-        let mut aliases_by: HashMap<i64, Vec<RegisteredModelAlias>> = HashMap::new();
-        for r in &alias_rows {
-            aliases_by
-                .entry(col(r, "registered_model_id")?)
-                .or_default()
-                .push(RegisteredModelAlias {
-                    alias: col(r, "alias")?,
-                    version: col::<i64>(r, "version")?.to_string(),
-                });
-        }
-        rows.iter()
-            .map(|r| {
-                let id: i64 = col(r, "id")?;
-                let mut latest = latest_by.remove(&id).unwrap_or_default();
-                latest.sort_by_key(|v| v.version.parse::<i64>().unwrap_or(0));
-                Ok(RegisteredModel {
-                    name: col(r, "name")?,
-                    creation_timestamp: col(r, "creation_time")?,
-                    last_updated_timestamp: col(r, "last_updated_time")?,
-                    user_id: col(r, "user_id")?,
-                    description: col(r, "description")?,
-                    latest_versions: latest,
-                    tags: tags_by.remove(&id).unwrap_or_default(),
-                    aliases: aliases_by.remove(&id).unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    /// Loads model versions by (registered model id, version), with tags and aliases.
-    async fn load_versions(&self, keys: &[(i64, i64)]) -> Result<Vec<(i64, ModelVersion)>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(200) {
-            let mut sql = Sql::new(
-                self.dialect,
-                "SELECT mv.*, rm.name FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE ",
-            );
-            let conds: Vec<String> = chunk
-                .iter()
-                .map(|(rm, v)| {
-                    let a = sql.arg(*rm);
-                    let b = sql.arg(*v);
-                    format!("(mv.registered_model_id = {a} AND mv.version = {b})")
-                })
-                .collect();
-            sql.push(&conds.join(" OR "));
-            let rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-            out.extend(self.versions_from_rows(&rows).await?);
-        }
-        let order: HashMap<(i64, i64), usize> =
-            keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-        out.sort_by_key(|(rm, v)| {
-            order
-                .get(&(*rm, v.version.parse::<i64>().unwrap_or(0)))
-                .copied()
-                .unwrap_or(usize::MAX)
-        });
-        Ok(out)
-    }
-
-    async fn versions_from_rows(&self, rows: &[AnyRow]) -> Result<Vec<(i64, ModelVersion)>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut keys = Vec::with_capacity(rows.len());
-        for r in rows {
-            keys.push((
-                col::<i64>(r, "registered_model_id")?,
-                col::<i64>(r, "version")?,
-            ));
-        }
-        let mut tag_sql = Sql::new(
-            self.dialect,
-            "SELECT registered_model_id, version, key, value FROM model_version_tags WHERE registered_model_id IN (",
-        );
-        let ids = tag_sql.args(keys.iter().map(|k| k.0));
-        tag_sql.push(&ids).push(") ORDER BY key");
-        let tag_rows = tag_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut alias_sql = Sql::new(
-            self.dialect,
-            "SELECT registered_model_id, version, alias FROM registered_model_aliases WHERE registered_model_id IN (",
-        );
-        let ids = alias_sql.args(keys.iter().map(|k| k.0));
-        alias_sql.push(&ids).push(") ORDER BY alias");
-        let alias_rows = alias_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut tags_by: HashMap<(i64, i64), Vec<KeyValue>> = HashMap::new();
-        for r in &tag_rows {
-            tags_by
-                .entry((col(r, "registered_model_id")?, col(r, "version")?))
-                .or_default()
-                .push(KeyValue {
-                    key: col(r, "key")?,
-                    value: col(r, "value")?,
-                });
-        }
-        let mut aliases_by: HashMap<(i64, i64), Vec<String>> = HashMap::new();
-        for r in &alias_rows {
-            aliases_by
-                .entry((col(r, "registered_model_id")?, col(r, "version")?))
-                .or_default()
-                .push(col(r, "alias")?);
-        }
-        rows.iter()
-            .zip(keys)
-            .map(|(r, key)| {
-                let status: String = col(r, "status")?;
-                let run_id: Option<String> = col(r, "run_id")?;
-                Ok((
-                    key.0,
-                    ModelVersion {
-                        name: col(r, "name")?,
-                        version: key.1.to_string(),
-                        creation_timestamp: col(r, "creation_time")?,
-                        last_updated_timestamp: col(r, "last_updated_time")?,
-                        user_id: col(r, "user_id")?,
-                        current_stage: col(r, "current_stage")?,
-                        description: col(r, "description")?,
-                        source: col(r, "source")?,
-                        run_id: run_id.filter(|r| !r.is_empty()),
-                        status: ModelVersionStatus::parse(&status).ok_or_else(|| {
-                            Error::Internal(format!("unknown model version status '{status}'"))
-                        })?,
-                        status_message: col(r, "status_message")?,
-                        tags: tags_by.remove(&key).unwrap_or_default(),
-                        run_link: col(r, "run_link")?,
-                        aliases: aliases_by.remove(&key).unwrap_or_default(),
-                        model_id: col(r, "model_id")?,
-                    },
-                ))
-            })
-            .collect()
     }
 
     /// Renames a registered model; its versions, tags and aliases follow.
@@ -436,27 +433,23 @@ impl Database {
         new_name: &str,
     ) -> Result<RegisteredModel> {
         validation::validate_name("registered model", new_name)?;
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        let r = sqlx::query(
-            "UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE id = $3",
-        )
-        .bind(new_name)
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *tx.tx)
-        .await;
-        match r {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::AlreadyExists(format!(
-                    "Registered Model (name={new_name}) already exists."
-                )));
-            }
-            Err(e) => return Err(db_error(e)),
-        }
-        tx.commit().await?;
-        self.get_registered_model(new_name).await
+        let (name, new_name) = (name.to_owned(), new_name.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                let update = c.stmt(
+                    "UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE id = $3",
+                    [new_name.as_str().into(), now_millis().into(), id.into()],
+                );
+                if unique_violation(c.execute(update).await)?.is_none() {
+                    return Err(Error::AlreadyExists(format!(
+                        "Registered Model (name={new_name}) already exists."
+                    )));
+                }
+                registered_model_by_name(c, &new_name).await
+            })
+        })
+        .await
     }
 
     /// Sets a registered model's description.
@@ -465,31 +458,33 @@ impl Database {
         name: &str,
         description: &str,
     ) -> Result<RegisteredModel> {
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        sqlx::query(
-            "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE id = $3",
-        )
-        .bind(description)
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *tx.tx)
+        let (name, description) = (name.to_owned(), description.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                let update = c.stmt(
+                    "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE id = $3",
+                    [description.into(), now_millis().into(), id.into()],
+                );
+                c.execute(update).await?;
+                registered_model_by_name(c, &name).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        tx.commit().await?;
-        self.get_registered_model(name).await
     }
 
     /// Deletes a registered model with its versions, tags and aliases.
     pub async fn delete_registered_model(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        sqlx::query("DELETE FROM registered_models WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await
+        let name = name.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                c.execute(c.stmt("DELETE FROM registered_models WHERE id = $1", [id.into()]))
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Sets a tag on a registered model.
@@ -500,31 +495,36 @@ impl Database {
             &tag.value,
             validation::MAX_REGISTRY_TAG_VAL_LENGTH,
         )?;
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        upsert_registry_tag(&mut tx, "registered_model_tags", id, None, tag).await?;
-        touch_registered_model(&mut tx, id).await?;
-        tx.commit().await
+        let (name, tag) = (name.to_owned(), tag.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                upsert_registry_tag(c, "registered_model_tags", id, None, &tag).await?;
+                touch_registered_model(c, id).await
+            })
+        })
+        .await
     }
 
     /// Deletes a tag of a registered model.
     pub async fn delete_registered_model_tag(&self, name: &str, key: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        let r = sqlx::query(
-            "DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2",
-        )
-        .bind(id)
-        .bind(key)
-        .execute(&mut *tx.tx)
+        let (name, key) = (name.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                let delete = c.stmt(
+                    "DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2",
+                    [id.into(), key.as_str().into()],
+                );
+                if c.execute(delete).await? == 0 {
+                    return Err(Error::not_found(format!(
+                        "No tag with name: {key} in registered model {name}"
+                    )));
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
-                "No tag with name: {key} in registered model {name}"
-            )));
-        }
-        tx.commit().await
     }
 
     /// Searches registered models.
@@ -552,38 +552,31 @@ impl Database {
             .map(|o| filter::order_by(o, ORDER, &[]))
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
-        let mut sql = Sql::new(
-            self.dialect,
-            "SELECT rm.* FROM registered_models rm WHERE 1 = 1",
-        );
+        let dialect = self.dialect();
+        let mut sql = Sql::new(dialect, "SELECT rm.* FROM registered_models rm WHERE 1 = 1");
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Tag => {
                     let key = sql.arg(c.key.as_str());
+                    let exists = format!(
+                        "SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key}"
+                    );
                     match c.op {
                         // A model without the tag is "not equal" to any value (the client's
                         // `tag.mlflow.prompt.is_prompt != 'true'` must keep untagged models).
                         Op::Ne => {
                             let v = sql.arg(c.str_value().unwrap_or_default());
-                            format!(
-                                "NOT EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key} AND t.value = {v})"
-                            )
+                            format!("NOT EXISTS ({exists} AND t.value = {v})")
                         }
-                        Op::IsNull => format!(
-                            "NOT EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key})"
-                        ),
-                        Op::IsNotNull => format!(
-                            "EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key})"
-                        ),
+                        Op::IsNull => format!("NOT EXISTS ({exists})"),
+                        Op::IsNotNull => format!("EXISTS ({exists})"),
                         _ => {
-                            let cond = text_condition(&mut sql, self.dialect, "t.value", c)?;
-                            format!(
-                                "EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key} AND {cond})"
-                            )
+                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
+                            format!("EXISTS ({exists} AND {cond})")
                         }
                     }
                 }
-                _ => text_condition(&mut sql, self.dialect, "rm.name", c)?,
+                _ => text_condition(&mut sql, dialect, "rm.name", c)?,
             };
             sql.push(" AND ").push(&cond);
         }
@@ -603,17 +596,16 @@ impl Database {
         let lim = sql.arg(limit + 1);
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
-        let mut rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        Ok(Page {
-            items: self.attach_registered_model_data(rows).await?,
-            next_page_token,
+        self.read(move |c| {
+            Box::pin(async move {
+                let page = Page::from_overfetch(c.fetch_all(sql).await?, offset, limit);
+                Ok(Page {
+                    items: attach_registered_model_data(c, page.items).await?,
+                    next_page_token: page.next_page_token,
+                })
+            })
         })
+        .await
     }
 
     /// The latest version in each of `stages` (all stages when empty).
@@ -622,14 +614,14 @@ impl Database {
         name: &str,
         stages: &[String],
     ) -> Result<Vec<ModelVersion>> {
-        let model = self.get_registered_model(name).await?;
-        if stages.is_empty() {
-            return Ok(model.latest_versions);
-        }
         let wanted: Vec<&str> = stages
             .iter()
             .map(|s| canonical_stage(s))
             .collect::<Result<_>>()?;
+        let model = self.get_registered_model(name).await?;
+        if wanted.is_empty() {
+            return Ok(model.latest_versions);
+        }
         Ok(model
             .latest_versions
             .into_iter()
@@ -648,102 +640,72 @@ impl Database {
                 validation::MAX_REGISTRY_TAG_VAL_LENGTH,
             )?;
         }
-        // Resolve where the files are and which run made them.
-        let mut run_id = new.run_id.clone().filter(|r| !r.is_empty());
-        let mut model_id = new.model_id.clone().filter(|m| !m.is_empty());
-        let storage_location = if let Some(mid) = new
-            .source
-            .strip_prefix("models:/")
-            .filter(|m| m.starts_with("m-"))
-        {
-            let mid = mid.trim_end_matches('/');
-            let model = self.get_logged_model(mid).await?;
-            run_id = run_id.or(model.info.source_run_id.clone());
-            model_id = Some(model.info.model_id.clone());
-            model.info.artifact_uri
-        } else if let Some(rest) = new.source.strip_prefix("runs:/") {
-            let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let run = self.get_run(rid).await?;
-            run_id = run_id.or(Some(rid.to_owned()));
-            if path.is_empty() {
-                run.info.artifact_uri
-            } else {
-                format!("{}/{path}", run.info.artifact_uri)
-            }
-        } else {
-            if let Some(mid) = model_id.as_deref() {
-                self.get_logged_model(mid).await?;
-            }
-            new.source.clone()
-        };
-        if let Some(rid) = run_id.as_deref() {
-            self.run_row(rid).await?;
-        }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, &new.name).await?;
-        let version: i64 = sqlx::query_scalar(
-            "UPDATE registered_models SET last_version = last_version + 1, last_updated_time = $1 WHERE id = $2 RETURNING last_version",
-        )
-        .bind(now)
-        .bind(id)
-        .fetch_one(&mut *tx.tx)
+        self.write(move |c| {
+            Box::pin(async move {
+                // Resolve where the files are and which run made them.
+                let mut run_id = new.run_id.clone().filter(|r| !r.is_empty());
+                let mut model_id = new.model_id.clone().filter(|m| !m.is_empty());
+                let storage_location = if let Some(mid) =
+                    new.source.strip_prefix("models:/").filter(|m| m.starts_with("m-"))
+                {
+                    let model = logged_model_by_id(c, mid.trim_end_matches('/')).await?;
+                    run_id = run_id.or(model.info.source_run_id.clone());
+                    model_id = Some(model.info.model_id.clone());
+                    model.info.artifact_uri
+                } else if let Some(rest) = new.source.strip_prefix("runs:/") {
+                    let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    let run = run_by_id(c, rid, false).await?;
+                    run_id = run_id.or(Some(rid.to_owned()));
+                    if path.is_empty() { run.info.artifact_uri } else { format!("{}/{path}", run.info.artifact_uri) }
+                } else {
+                    if let Some(mid) = model_id.as_deref() {
+                        logged_model_by_id(c, mid).await?;
+                    }
+                    new.source.clone()
+                };
+                if let Some(rid) = run_id.as_deref() {
+                    run_by_id(c, rid, false).await?;
+                }
+                let now = now_millis();
+                let id = registered_model_id(c, &new.name).await?;
+                let bump = c.stmt(
+                    "UPDATE registered_models SET last_version = last_version + 1, last_updated_time = $1 \
+                     WHERE id = $2 RETURNING last_version",
+                    [now.into(), id.into()],
+                );
+                let version: i64 = c.fetch_one(bump).await?.get("last_version")?;
+                let insert = c.stmt(
+                    "INSERT INTO model_versions (registered_model_id, version, creation_time, last_updated_time, description, \
+                        user_id, current_stage, source, storage_location, run_id, run_link, status, model_id) \
+                     VALUES ($1, $2, $3, $3, $4, $5, 'None', $6, $7, $8, $9, 'READY', $10)",
+                    [
+                        id.into(),
+                        version.into(),
+                        now.into(),
+                        new.description.clone().unwrap_or_default().into(),
+                        new.user_id.clone().into(),
+                        new.source.as_str().into(),
+                        storage_location.into(),
+                        run_id.into(),
+                        new.run_link.clone().unwrap_or_default().into(),
+                        model_id.into(),
+                    ],
+                );
+                c.execute(insert).await?;
+                for t in &new.tags {
+                    upsert_registry_tag(c, "model_version_tags", id, Some(version), t).await?;
+                }
+                model_version(c, &new.name, &version.to_string()).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        sqlx::query(
-            "INSERT INTO model_versions (registered_model_id, version, creation_time, last_updated_time, description,
-                user_id, current_stage, source, storage_location, run_id, run_link, status, model_id)
-             VALUES ($1, $2, $3, $3, $4, $5, 'None', $6, $7, $8, $9, 'READY', $10)",
-        )
-        .bind(id)
-        .bind(version)
-        .bind(now)
-        .bind(new.description.unwrap_or_default())
-        .bind(new.user_id)
-        .bind(&new.source)
-        .bind(storage_location)
-        .bind(run_id)
-        .bind(new.run_link.unwrap_or_default())
-        .bind(model_id)
-        .execute(&mut *tx.tx)
-        .await
-        .map_err(db_error)?;
-        for t in &new.tags {
-            upsert_registry_tag(&mut tx, "model_version_tags", id, Some(version), t).await?;
-        }
-        tx.commit().await?;
-        self.get_model_version(&new.name, &version.to_string())
-            .await
-    }
-
-    async fn version_key(
-        &self,
-        exec: impl sqlx::Executor<'_, Database = sqlx::Any>,
-        name: &str,
-        version: &str,
-    ) -> Result<(i64, i64)> {
-        let v = parse_version(version)?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT mv.registered_model_id FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id
-             WHERE rm.name = $1 AND mv.version = $2",
-        )
-        .bind(name)
-        .bind(v)
-        .fetch_optional(exec)
-        .await
-        .map_err(db_error)?;
-        id.map(|id| (id, v))
-            .ok_or_else(|| version_not_found(name, version))
     }
 
     /// Gets a model version.
     pub async fn get_model_version(&self, name: &str, version: &str) -> Result<ModelVersion> {
-        let key = self.version_key(&self.pool, name, version).await?;
-        self.load_versions(&[key])
-            .await?
-            .pop()
-            .map(|(_, v)| v)
-            .ok_or_else(|| version_not_found(name, version))
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.read(move |c| Box::pin(async move { model_version(c, &name, &version).await }))
+            .await
     }
 
     /// Sets a version's description.
@@ -753,18 +715,21 @@ impl Database {
         version: &str,
         description: &str,
     ) -> Result<ModelVersion> {
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        sqlx::query("UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE registered_model_id = $3 AND version = $4")
-            .bind(description)
-            .bind(now_millis())
-            .bind(id)
-            .bind(v)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await?;
-        self.get_model_version(name, version).await
+        let (name, version, description) =
+            (name.to_owned(), version.to_owned(), description.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                let update = c.stmt(
+                    "UPDATE model_versions SET description = $1, last_updated_time = $2 \
+                     WHERE registered_model_id = $3 AND version = $4",
+                    [description.into(), now_millis().into(), id.into(), v.into()],
+                );
+                c.execute(update).await?;
+                model_version(c, &name, &version).await
+            })
+        })
+        .await
     }
 
     /// Moves a version to a legacy stage, optionally archiving the others in that stage.
@@ -782,55 +747,52 @@ impl Database {
                  Valid stages are Staging, Production"
             )));
         }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        if archive_existing_versions {
-            sqlx::query(
-                "UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1
-                 WHERE registered_model_id = $2 AND current_stage = $3 AND version != $4",
-            )
-            .bind(now)
-            .bind(id)
-            .bind(stage)
-            .bind(v)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        }
-        sqlx::query("UPDATE model_versions SET current_stage = $1, last_updated_time = $2 WHERE registered_model_id = $3 AND version = $4")
-            .bind(stage)
-            .bind(now)
-            .bind(id)
-            .bind(v)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        touch_registered_model(&mut tx, id).await?;
-        tx.commit().await?;
-        self.get_model_version(name, version).await
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_millis();
+                let (id, v) = version_key(c, &name, &version).await?;
+                if archive_existing_versions {
+                    let archive = c.stmt(
+                        "UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 \
+                         WHERE registered_model_id = $2 AND current_stage = $3 AND version != $4",
+                        [now.into(), id.into(), stage.into(), v.into()],
+                    );
+                    c.execute(archive).await?;
+                }
+                let update = c.stmt(
+                    "UPDATE model_versions SET current_stage = $1, last_updated_time = $2 \
+                     WHERE registered_model_id = $3 AND version = $4",
+                    [stage.into(), now.into(), id.into(), v.into()],
+                );
+                c.execute(update).await?;
+                touch_registered_model(c, id).await?;
+                model_version(c, &name, &version).await
+            })
+        })
+        .await
     }
 
     /// Deletes a version, its tags and the aliases pointing at it.
     pub async fn delete_model_version(&self, name: &str, version: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        sqlx::query(
-            "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND version = $2",
-        )
-        .bind(id)
-        .bind(v)
-        .execute(&mut *tx.tx)
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                let aliases = c.stmt(
+                    "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND version = $2",
+                    [id.into(), v.into()],
+                );
+                c.execute(aliases).await?;
+                let delete = c.stmt(
+                    "DELETE FROM model_versions WHERE registered_model_id = $1 AND version = $2",
+                    [id.into(), v.into()],
+                );
+                c.execute(delete).await?;
+                touch_registered_model(c, id).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        sqlx::query("DELETE FROM model_versions WHERE registered_model_id = $1 AND version = $2")
-            .bind(id)
-            .bind(v)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        touch_registered_model(&mut tx, id).await?;
-        tx.commit().await
     }
 
     /// Where a version's files are, as an artifact URI.
@@ -839,16 +801,22 @@ impl Database {
         name: &str,
         version: &str,
     ) -> Result<String> {
-        let (id, v) = self.version_key(&self.pool, name, version).await?;
-        let location: Option<String> = sqlx::query_scalar(
-            "SELECT COALESCE(storage_location, source) FROM model_versions WHERE registered_model_id = $1 AND version = $2",
-        )
-        .bind(id)
-        .bind(v)
-        .fetch_optional(&self.pool)
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.read(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                let sql = c.stmt(
+                    "SELECT COALESCE(storage_location, source) AS location FROM model_versions \
+                     WHERE registered_model_id = $1 AND version = $2",
+                    [id.into(), v.into()],
+                );
+                c.fetch_optional(sql)
+                    .await?
+                    .ok_or_else(|| version_not_found(&name, &version))?
+                    .get("location")
+            })
+        })
         .await
-        .map_err(db_error)?;
-        location.ok_or_else(|| version_not_found(name, version))
     }
 
     /// Sets a tag on a version.
@@ -864,10 +832,14 @@ impl Database {
             &tag.value,
             validation::MAX_REGISTRY_TAG_VAL_LENGTH,
         )?;
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        upsert_registry_tag(&mut tx, "model_version_tags", id, Some(v), tag).await?;
-        tx.commit().await
+        let (name, version, tag) = (name.to_owned(), version.to_owned(), tag.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                upsert_registry_tag(c, "model_version_tags", id, Some(v), &tag).await
+            })
+        })
+        .await
     }
 
     /// Deletes a tag of a version.
@@ -877,21 +849,21 @@ impl Database {
         version: &str,
         key: &str,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        let r = sqlx::query("DELETE FROM model_version_tags WHERE registered_model_id = $1 AND version = $2 AND key = $3")
-            .bind(id)
-            .bind(v)
-            .bind(key)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
-                "No tag with name: {key} in model version {name} {version}"
-            )));
-        }
-        tx.commit().await
+        let (name, version, key) = (name.to_owned(), version.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                let delete = c.stmt(
+                    "DELETE FROM model_version_tags WHERE registered_model_id = $1 AND version = $2 AND key = $3",
+                    [id.into(), v.into(), key.as_str().into()],
+                );
+                if c.execute(delete).await? == 0 {
+                    return Err(Error::not_found(format!("No tag with name: {key} in model version {name} {version}")));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Points an alias at a version (moving it if it pointed elsewhere).
@@ -902,36 +874,37 @@ impl Database {
         version: &str,
     ) -> Result<()> {
         validate_alias(alias)?;
-        let mut tx = self.begin_write().await?;
-        let (id, v) = self.version_key(&mut *tx.tx, name, version).await?;
-        sqlx::query(
-            "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3)
-             ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
-        )
-        .bind(id)
-        .bind(alias)
-        .bind(v)
-        .execute(&mut *tx.tx)
+        let (name, alias, version) = (name.to_owned(), alias.to_owned(), version.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let (id, v) = version_key(c, &name, &version).await?;
+                let upsert = c.stmt(
+                    "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
+                     ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
+                    [id.into(), alias.as_str().into(), v.into()],
+                );
+                c.execute(upsert).await?;
+                touch_registered_model(c, id).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        touch_registered_model(&mut tx, id).await?;
-        tx.commit().await
     }
 
     /// Removes an alias.
     pub async fn delete_registered_model_alias(&self, name: &str, alias: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let id = self.registered_model_id(&mut *tx.tx, name).await?;
-        sqlx::query(
-            "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
-        )
-        .bind(id)
-        .bind(alias)
-        .execute(&mut *tx.tx)
+        let (name, alias) = (name.to_owned(), alias.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                let delete = c.stmt(
+                    "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
+                    [id.into(), alias.as_str().into()],
+                );
+                c.execute(delete).await?;
+                touch_registered_model(c, id).await
+            })
+        })
         .await
-        .map_err(db_error)?;
-        touch_registered_model(&mut tx, id).await?;
-        tx.commit().await
     }
 
     /// The version an alias points at.
@@ -940,17 +913,23 @@ impl Database {
         name: &str,
         alias: &str,
     ) -> Result<ModelVersion> {
-        let id = self.registered_model_id(&self.pool, name).await?;
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2")
-                .bind(id)
-                .bind(alias)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_error)?;
-        let version = version
-            .ok_or_else(|| Error::invalid(format!("Registered model alias {alias} not found.")))?;
-        self.get_model_version(name, &version.to_string()).await
+        let (name, alias) = (name.to_owned(), alias.to_owned());
+        self.read(move |c| {
+            Box::pin(async move {
+                let id = registered_model_id(c, &name).await?;
+                let sql = c.stmt(
+                    "SELECT version FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
+                    [id.into(), alias.as_str().into()],
+                );
+                let version: i64 = c
+                    .fetch_optional(sql)
+                    .await?
+                    .ok_or_else(|| Error::invalid(format!("Registered model alias {alias} not found.")))?
+                    .get("version")?;
+                model_version(c, &name, &version.to_string()).await
+            })
+        })
+        .await
     }
 
     /// Searches model versions.
@@ -985,21 +964,25 @@ impl Database {
             .map(|o| filter::order_by(o, ORDER, &[]))
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
+        let dialect = self.dialect();
         let mut sql = Sql::new(
-            self.dialect,
+            dialect,
             "SELECT mv.*, rm.name FROM model_versions mv JOIN registered_models rm ON rm.id = mv.registered_model_id WHERE 1 = 1",
         );
         for c in &comparisons {
             let cond = match (c.entity, c.key.as_str()) {
                 (Entity::Tag, _) => {
                     let key = sql.arg(c.key.as_str());
-                    let exists = "SELECT 1 FROM model_version_tags t WHERE t.registered_model_id = mv.registered_model_id AND t.version = mv.version";
+                    let exists = format!(
+                        "SELECT 1 FROM model_version_tags t WHERE t.registered_model_id = mv.registered_model_id \
+                         AND t.version = mv.version AND t.key = {key}"
+                    );
                     match c.op {
-                        Op::IsNull => format!("NOT EXISTS ({exists} AND t.key = {key})"),
-                        Op::IsNotNull => format!("EXISTS ({exists} AND t.key = {key})"),
+                        Op::IsNull => format!("NOT EXISTS ({exists})"),
+                        Op::IsNotNull => format!("EXISTS ({exists})"),
                         _ => {
-                            let cond = text_condition(&mut sql, self.dialect, "t.value", c)?;
-                            format!("EXISTS ({exists} AND t.key = {key} AND {cond})")
+                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
+                            format!("EXISTS ({exists} AND {cond})")
                         }
                     }
                 }
@@ -1021,7 +1004,7 @@ impl Database {
                         "model_id" => "mv.model_id",
                         _ => "mv.source",
                     };
-                    text_condition(&mut sql, self.dialect, column, c)?
+                    text_condition(&mut sql, dialect, column, c)?
                 }
             };
             sql.push(" AND ").push(&cond);
@@ -1044,61 +1027,57 @@ impl Database {
         let lim = sql.arg(limit + 1);
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
-        let mut rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-        let next_page_token = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        let items = self
-            .versions_from_rows(&rows)
-            .await?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        Ok(Page {
-            items,
-            next_page_token,
+        self.read(move |c| {
+            Box::pin(async move {
+                let page = Page::from_overfetch(c.fetch_all(sql).await?, offset, limit);
+                let items = versions_from_rows(c, &page.items)
+                    .await?
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                Ok(Page {
+                    items,
+                    next_page_token: page.next_page_token,
+                })
+            })
         })
+        .await
     }
 }
 
 async fn upsert_registry_tag(
-    tx: &mut WriteTx,
+    c: &mut Conn<'_>,
     table: &str,
     id: i64,
     version: Option<i64>,
     tag: &KeyValue,
 ) -> Result<()> {
     let sql = match version {
-        None => format!(
-            "INSERT INTO {table} (registered_model_id, key, value) VALUES ($1, $2, $3)
-             ON CONFLICT (registered_model_id, key) DO UPDATE SET value = excluded.value"
+        None => c.stmt(
+            &format!(
+                "INSERT INTO {table} (registered_model_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (registered_model_id, key) DO UPDATE SET value = excluded.value"
+            ),
+            [id.into(), tag.key.as_str().into(), tag.value.as_str().into()],
         ),
-        Some(_) => format!(
-            "INSERT INTO {table} (registered_model_id, key, value, version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (registered_model_id, version, key) DO UPDATE SET value = excluded.value"
+        Some(v) => c.stmt(
+            &format!(
+                "INSERT INTO {table} (registered_model_id, version, key, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (registered_model_id, version, key) DO UPDATE SET value = excluded.value"
+            ),
+            [id.into(), v.into(), tag.key.as_str().into(), tag.value.as_str().into()],
         ),
     };
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(&tag.key)
-        .bind(&tag.value);
-    if let Some(v) = version {
-        q = q.bind(v);
-    }
-    q.execute(&mut *tx.tx).await.map_err(db_error)?;
+    c.execute(sql).await?;
     Ok(())
 }
 
-async fn touch_registered_model(tx: &mut WriteTx, id: i64) -> Result<()> {
-    sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
-        .bind(now_millis())
-        .bind(id)
-        .execute(&mut *tx.tx)
-        .await
-        .map_err(db_error)?;
+async fn touch_registered_model(c: &mut Conn<'_>, id: i64) -> Result<()> {
+    let sql = c.stmt(
+        "UPDATE registered_models SET last_updated_time = $1 WHERE id = $2",
+        [now_millis().into(), id.into()],
+    );
+    c.execute(sql).await?;
     Ok(())
 }
 

@@ -11,10 +11,11 @@ use shipyard_core::filter::{self, Comparison, Entity, Op, Value};
 use shipyard_core::validation;
 use shipyard_core::{Error, Result};
 
-use crate::db::{Database, Dialect, db_error};
+use crate::db::{Database, Dialect};
 use crate::sql::Sql;
 use crate::tracking::{
-    Page, RUN_COLUMNS, page_token_after, parse_experiment_id, parse_page_token, run_row,
+    Page, RUN_COLUMNS, attach_run_data, experiments_where, parse_experiment_id, parse_page_token,
+    run_row,
 };
 
 /// Default page size of run searches (MLflow's `SEARCH_MAX_RESULTS_DEFAULT`).
@@ -204,7 +205,8 @@ impl Database {
             .map(|e| parse_experiment_id(e))
             .collect::<Result<_>>()?;
 
-        let mut sql = Sql::new(self.dialect, format!("SELECT {RUN_COLUMNS} FROM runs"));
+        let dialect = self.dialect();
+        let mut sql = Sql::new(dialect, format!("SELECT {RUN_COLUMNS} FROM runs"));
         // Order-by joins come first so their placeholders are numbered before the WHERE clause's.
         let mut order_terms = Vec::new();
         for (i, o) in orders.iter().enumerate() {
@@ -247,7 +249,7 @@ impl Database {
         let stages = sql.args(view.stages().iter().copied());
         sql.push(&stages).push(")");
         for c in &comparisons {
-            let cond = run_condition(&mut sql, self.dialect, c)?;
+            let cond = run_condition(&mut sql, dialect, c)?;
             sql.push(" AND ").push(&cond);
         }
         if !orders
@@ -262,18 +264,18 @@ impl Database {
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
 
-        let rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-        let mut run_rows = rows.iter().map(run_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = if run_rows.len() as i64 > limit {
-            run_rows.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        Ok(Page {
-            items: self.attach_run_data(run_rows).await?,
-            next_page_token,
+        self.read(move |c| {
+            Box::pin(async move {
+                let rows = c.fetch_all(sql).await?;
+                let run_rows = rows.iter().map(run_row).collect::<Result<Vec<_>>>()?;
+                let page = Page::from_overfetch(run_rows, offset, limit);
+                Ok(Page {
+                    items: attach_run_data(c, page.items).await?,
+                    next_page_token: page.next_page_token,
+                })
+            })
         })
+        .await
     }
 
     /// Searches experiments.
@@ -302,10 +304,11 @@ impl Database {
             .filter(|o| !o.trim().is_empty())
             .map(|o| filter::order_by(o, ORDER_ATTRIBUTES, &[]))
             .collect::<Result<Vec<_>>>()?;
+        let dialect = self.dialect();
         let offset = parse_page_token(page_token)?;
 
         let mut sql = Sql::new(
-            self.dialect,
+            dialect,
             "SELECT e.* FROM experiments e WHERE e.lifecycle_stage IN (",
         );
         let stages = sql.args(view.stages().iter().copied());
@@ -322,7 +325,7 @@ impl Database {
                             "EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {key})"
                         ),
                         _ => {
-                            let cond = text_condition(&mut sql, self.dialect, "t.value", c)?;
+                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
                             format!(
                                 "EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {key} AND {cond})"
                             )
@@ -355,7 +358,7 @@ impl Database {
                         }
                     }
                 }
-                _ => comparison_sql(&mut sql, self.dialect, &format!("e.{}", c.key), c)?,
+                _ => comparison_sql(&mut sql, dialect, &format!("e.{}", c.key), c)?,
             };
             sql.push(" AND ").push(&cond);
         }
@@ -371,16 +374,15 @@ impl Database {
         let lim = sql.arg(limit + 1);
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
-        let mut items = self.experiments_by(sql).await?;
-        let next_page_token = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+        self.read(move |c| {
+            Box::pin(async move {
+                Ok(Page::from_overfetch(
+                    experiments_where(c, sql).await?,
+                    offset,
+                    limit,
+                ))
+            })
         })
+        .await
     }
 }

@@ -1,13 +1,16 @@
-//! A small builder for dynamic SQL with `$N` placeholders.
+//! SQL text with bound values, and the rows that come back, for both dialects.
 //!
-//! Searches assemble their `WHERE` and `ORDER BY` clauses from the parsed filter; every value is
-//! bound, never spliced into the text. sqlx's own `QueryBuilder` picks the placeholder style from
-//! the driver, which for `Any` is not what PostgreSQL expects, hence this builder: `$N` is what
-//! both our dialects accept.
+//! [`Sql`] is a statement plus its values. Static statements are written with `$1, $2, ...`
+//! (numbered in order of first appearance, a number may repeat), which both SQLite and
+//! PostgreSQL accept. Dynamic statements (searches, multi-row inserts) are built with
+//! [`Sql::arg`] and [`Sql::push_tuple`], which write the dialect's placeholder where the value
+//! goes: `?` for SQLite, `$N` for PostgreSQL. Every value is bound, never spliced into the text.
+//!
+//! [`Row`] is a fetched row, read by column name, the same for both backends.
 
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::{Any, AssertSqlSafe};
+use std::sync::Arc;
+
+use shipyard_core::{Error, Result};
 
 use crate::db::Dialect;
 
@@ -20,7 +23,9 @@ pub(crate) enum Arg {
     Float(f64),
     /// Text.
     Text(String),
-    /// A NULL text value.
+    /// NULL of an integer column (PostgreSQL binds NULLs with a type).
+    NullInt,
+    /// NULL of a text column.
     NullText,
 }
 
@@ -39,9 +44,19 @@ impl From<String> for Arg {
         Arg::Text(v)
     }
 }
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
 impl From<&str> for Arg {
     fn from(v: &str) -> Self {
         Arg::Text(v.to_owned())
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Arg::NullInt, Arg::Int)
     }
 }
 impl From<Option<String>> for Arg {
@@ -49,27 +64,47 @@ impl From<Option<String>> for Arg {
         v.map_or(Arg::NullText, Arg::Text)
     }
 }
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Arg::NullText, Into::into)
+    }
+}
 
-/// SQL text plus its bound values, with the placeholders of the dialect.
-///
-/// SQLite gets anonymous `?` placeholders: sqlx-sqlite looks up each parameter's name with
-/// `sqlite3_bind_parameter_name`, which walks a list of all named parameters, so `$N`
-/// placeholders cost O(n²) to bind (two thirds of a 1,000-metric `log-batch` went there).
-/// PostgreSQL gets `$N`. Either way a placeholder stands for one value at the place it is
-/// written: callers write each placeholder once, in the order they register the values.
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Arg::Int(v) => ValueRef::Integer(*v),
+            Arg::Float(v) => ValueRef::Real(*v),
+            Arg::Text(v) => ValueRef::Text(v.as_bytes()),
+            Arg::NullInt | Arg::NullText => ValueRef::Null,
+        }))
+    }
+}
+
+/// A statement and its values.
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) text: String,
-    args: Vec<Arg>,
+    pub(crate) args: Vec<Arg>,
     dialect: Dialect,
 }
 
 impl Sql {
-    /// Starts with `text`.
+    /// Starts a dynamic statement with `text`.
     pub(crate) fn new(dialect: Dialect, text: impl Into<String>) -> Self {
         Sql {
             text: text.into(),
             args: Vec::new(),
+            dialect,
+        }
+    }
+
+    /// A static statement with `$N` placeholders and its values in order.
+    pub(crate) fn with<const N: usize>(dialect: Dialect, text: &str, args: [Arg; N]) -> Self {
+        Sql {
+            text: text.to_owned(),
+            args: args.into(),
             dialect,
         }
     }
@@ -123,36 +158,80 @@ impl Sql {
         self.text.push(')');
         self
     }
+}
 
-    /// The sqlx query, with every value bound.
-    pub(crate) fn query(self) -> Query<'static, Any, AnyArguments> {
-        debug_assert!(
-            self.dialect != Dialect::Sqlite || self.text.matches('?').count() >= self.args.len(),
-            "fewer placeholders than values in: {}",
-            self.text
-        );
-        let mut q = sqlx::query(AssertSqlSafe(self.text));
-        for a in self.args {
-            q = match a {
-                Arg::Int(v) => q.bind(v),
-                Arg::Float(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-                Arg::NullText => q.bind(None::<String>),
-            };
+/// A fetched value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// A type a [`Value`] can be read as.
+pub(crate) trait FromValue: Sized {
+    /// `None` when the value has another type.
+    fn from_value(v: Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Int(i) => Some(i),
+            _ => None,
         }
-        q
+    }
+}
+impl FromValue for f64 {
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Float(f) => Some(f),
+            Value::Int(i) => Some(i as f64),
+            _ => None,
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: Value) -> Option<Self> {
+        match v {
+            Value::Null => Some(None),
+            other => T::from_value(other).map(Some),
+        }
     }
 }
 
-/// `$start, $start+1, ...` for `n` values already numbered from `start` (static queries whose
-/// values are bound one by one; placeholders written once each, in order).
-pub(crate) fn placeholders(dialect: Dialect, start: usize, n: usize) -> String {
-    match dialect {
-        Dialect::Sqlite => vec!["?"; n].join(", "),
-        Dialect::Postgres => (start..start + n)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+/// A fetched row, read by column name.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) names: Arc<[String]>,
+    pub(crate) values: Vec<Value>,
+}
+
+impl Row {
+    /// The value of column `name` as `T`.
+    pub(crate) fn get<T: FromValue>(&self, name: &str) -> Result<T> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| Error::Internal(format!("no column {name} in the result")))?;
+        let v = self.values[i].clone();
+        let shown = format!("{v:?}");
+        T::from_value(v).ok_or_else(|| {
+            Error::Internal(format!(
+                "column {name} holds {shown}, not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 }
 
@@ -179,8 +258,21 @@ mod tests {
             s.push(&list).push(") VALUES ");
             s.push_tuple([Arg::Int(1), Arg::Float(2.0)]);
             assert_eq!(s.text, expect);
+            assert_eq!(s.args.len(), 5);
         }
-        assert_eq!(placeholders(Dialect::Postgres, 4, 3), "$4, $5, $6");
-        assert_eq!(placeholders(Dialect::Sqlite, 4, 3), "?, ?, ?");
+    }
+
+    #[test]
+    fn rows_read_by_name_with_checked_types() {
+        let row = Row {
+            names: vec!["a".to_owned(), "b".to_owned(), "c".to_owned()].into(),
+            values: vec![Value::Int(3), Value::Null, Value::Text("x".into())],
+        };
+        assert_eq!(row.get::<i64>("a").unwrap(), 3);
+        assert_eq!(row.get::<f64>("a").unwrap(), 3.0);
+        assert_eq!(row.get::<Option<String>>("b").unwrap(), None);
+        assert_eq!(row.get::<String>("c").unwrap(), "x");
+        assert!(row.get::<i64>("c").is_err());
+        assert!(row.get::<i64>("nope").is_err());
     }
 }

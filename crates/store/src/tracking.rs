@@ -2,7 +2,8 @@
 //!
 //! The operations and their checks follow MLflow's SQL store (`sqlalchemy_store.py`), so that the
 //! `mlflow` client sees the same results and the same errors. Every write is one transaction:
-//! a `log-batch` lands whole or not at all.
+//! a `log-batch` lands whole or not at all. Each public method checks its input first, then runs
+//! its statements in one [`Database::read`] or [`Database::write`].
 
 use std::collections::HashMap;
 
@@ -12,25 +13,14 @@ use shipyard_core::entities::{
 };
 use shipyard_core::validation::{self, KeyKind};
 use shipyard_core::{Error, Result};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
-use crate::db::{Database, WriteTx, db_error, is_unique_violation};
-use crate::sql::{Arg, Sql, placeholders};
+use crate::db::{Conn, Database, DbError};
+use crate::sql::{Arg, Row, Sql};
 
 /// The logical artifact location of an experiment. Artifacts are always proxied through the
 /// server (`mlflow-artifacts:`), so the physical destination can change without touching rows.
 pub fn experiment_artifact_location(experiment_id: i64) -> String {
     format!("mlflow-artifacts:/{experiment_id}")
-}
-
-/// Reads a column, turning a type mismatch into an internal error.
-pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(name)
-        .map_err(|e| Error::Internal(format!("reading column {name}: {e}")))
 }
 
 /// Parses an experiment id as MLflow's SQL store does.
@@ -62,6 +52,22 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Opaque token for the next page.
     pub next_page_token: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` fetched items: the extra item only says there is more.
+    pub(crate) fn from_overfetch(mut items: Vec<T>, offset: i64, limit: i64) -> Self {
+        let next_page_token = if items.len() as i64 > limit {
+            items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Some(page_token(offset.saturating_add(limit)))
+        } else {
+            None
+        };
+        Page {
+            items,
+            next_page_token,
+        }
+    }
 }
 
 /// Encodes an offset as a page token (base64 of `{"offset": N}`, as MLflow).
@@ -104,26 +110,26 @@ pub(crate) struct RunRow {
     pub(crate) experiment_id: i64,
 }
 
-pub(crate) const RUN_COLUMNS: &str = "runs.run_uuid, runs.experiment_id, runs.name, runs.user_id, runs.status, runs.start_time, \
-     runs.end_time, runs.artifact_uri, runs.lifecycle_stage";
+pub(crate) const RUN_COLUMNS: &str = "runs.run_uuid, runs.experiment_id, runs.name, runs.user_id, runs.status, \
+     runs.start_time, runs.end_time, runs.artifact_uri, runs.lifecycle_stage";
 
-pub(crate) fn run_row(row: &AnyRow) -> Result<RunRow> {
-    let run_id: String = col(row, "run_uuid")?;
-    let experiment_id: i64 = col(row, "experiment_id")?;
-    let status: String = col(row, "status")?;
-    let stage: String = col(row, "lifecycle_stage")?;
+pub(crate) fn run_row(row: &Row) -> Result<RunRow> {
+    let run_id: String = row.get("run_uuid")?;
+    let experiment_id: i64 = row.get("experiment_id")?;
+    let status: String = row.get("status")?;
+    let stage: String = row.get("lifecycle_stage")?;
     Ok(RunRow {
         info: RunInfo {
             run_uuid: run_id.clone(),
             experiment_id: experiment_id.to_string(),
-            run_name: col(row, "name")?,
-            user_id: col(row, "user_id")?,
+            run_name: row.get("name")?,
+            user_id: row.get("user_id")?,
             status: RunStatus::parse(&status).ok_or_else(|| {
                 Error::Internal(format!("unknown run status '{status}' in the database"))
             })?,
-            start_time: col(row, "start_time")?,
-            end_time: col(row, "end_time")?,
-            artifact_uri: col(row, "artifact_uri")?,
+            start_time: row.get("start_time")?,
+            end_time: row.get("end_time")?,
+            artifact_uri: row.get("artifact_uri")?,
             lifecycle_stage: LifecycleStage::parse(&stage).ok_or_else(|| {
                 Error::Internal(format!("unknown lifecycle stage '{stage}' in the database"))
             })?,
@@ -145,14 +151,14 @@ pub(crate) fn stored_metric_value(v: f64) -> (f64, i64) {
     }
 }
 
-pub(crate) fn metric_from_row(row: &AnyRow) -> Result<Metric> {
-    let is_nan: i64 = col(row, "is_nan")?;
-    let value: f64 = col(row, "value")?;
+pub(crate) fn metric_from_row(row: &Row) -> Result<Metric> {
+    let is_nan: i64 = row.get("is_nan")?;
+    let value: f64 = row.get("value")?;
     Ok(Metric {
-        key: col(row, "key")?,
+        key: row.get("key")?,
         value: if is_nan != 0 { f64::NAN } else { value },
-        timestamp: col(row, "timestamp")?,
-        step: col(row, "step")?,
+        timestamp: row.get("timestamp")?,
+        step: row.get("step")?,
         dataset_name: None,
         dataset_digest: None,
         model_id: None,
@@ -160,14 +166,16 @@ pub(crate) fn metric_from_row(row: &AnyRow) -> Result<Metric> {
     })
 }
 
-/// Groups rows of `(run_uuid, key, value)` by run.
-fn group_key_values(rows: &[AnyRow]) -> Result<HashMap<String, Vec<KeyValue>>> {
+/// Groups rows of `(<owner>, key, value)` by owner.
+pub(crate) fn group_key_values(
+    rows: &[Row],
+    owner: &str,
+) -> Result<HashMap<String, Vec<KeyValue>>> {
     let mut out: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for row in rows {
-        let run: String = col(row, "run_uuid")?;
-        out.entry(run).or_default().push(KeyValue {
-            key: col(row, "key")?,
-            value: col(row, "value")?,
+        out.entry(row.get(owner)?).or_default().push(KeyValue {
+            key: row.get("key")?,
+            value: row.get("value")?,
         });
     }
     Ok(out)
@@ -196,6 +204,247 @@ fn generate_run_name() -> String {
     )
 }
 
+fn experiment_not_found(id: &str) -> Error {
+    Error::not_found(format!("No Experiment with id={id} exists"))
+}
+
+fn run_not_found(run_id: &str) -> Error {
+    Error::not_found(format!("Run with id={run_id} not found"))
+}
+
+/// Reads experiments selected by `sql` (which selects `e.*` or `*`), with their tags.
+pub(crate) async fn experiments_where(c: &mut Conn<'_>, sql: Sql) -> Result<Vec<Experiment>> {
+    let rows = c.fetch_all(sql).await?;
+    let mut experiments = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let stage: String = row.get("lifecycle_stage")?;
+        experiments.push(Experiment {
+            experiment_id: row.get::<i64>("experiment_id")?.to_string(),
+            name: row.get("name")?,
+            artifact_location: row.get("artifact_location")?,
+            lifecycle_stage: LifecycleStage::parse(&stage)
+                .ok_or_else(|| Error::Internal(format!("unknown lifecycle stage '{stage}'")))?,
+            last_update_time: row.get("last_update_time")?,
+            creation_time: row.get("creation_time")?,
+            tags: Vec::new(),
+            workspace: "default",
+        });
+    }
+    if experiments.is_empty() {
+        return Ok(experiments);
+    }
+    let mut tags_sql =
+        c.sql("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (");
+    let ids = tags_sql.args(
+        experiments
+            .iter()
+            .map(|e| e.experiment_id.parse::<i64>().unwrap_or(-1)),
+    );
+    tags_sql.push(&ids).push(") ORDER BY key");
+    let mut by_id: HashMap<String, Vec<KeyValue>> = HashMap::new();
+    for row in &c.fetch_all(tags_sql).await? {
+        by_id
+            .entry(row.get::<i64>("experiment_id")?.to_string())
+            .or_default()
+            .push(KeyValue {
+                key: row.get("key")?,
+                value: row.get("value")?,
+            });
+    }
+    for e in &mut experiments {
+        e.tags = by_id.remove(&e.experiment_id).unwrap_or_default();
+    }
+    Ok(experiments)
+}
+
+/// The experiment with id `id`, if any.
+pub(crate) async fn experiment_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Experiment>> {
+    let sql = c.stmt(
+        "SELECT * FROM experiments WHERE experiment_id = $1",
+        [id.into()],
+    );
+    Ok(experiments_where(c, sql).await?.pop())
+}
+
+/// The run row with id `run_id`, or `NotFound`.
+pub(crate) async fn run_by_id(c: &mut Conn<'_>, run_id: &str, lock: bool) -> Result<RunRow> {
+    let lock = if lock { c.dialect().for_update() } else { "" };
+    let sql = c.stmt(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = $1{lock}"),
+        [run_id.into()],
+    );
+    let row = c
+        .fetch_optional(sql)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
+    run_row(&row)
+}
+
+/// Reads a run inside a write transaction, locking it on PostgreSQL, and checks it is active.
+pub(crate) async fn active_run_for_update(c: &mut Conn<'_>, run_id: &str) -> Result<RunRow> {
+    let row = run_by_id(c, run_id, true).await?;
+    if row.info.lifecycle_stage != LifecycleStage::Active {
+        return Err(Error::invalid(format!(
+            "The run {run_id} must be in the 'active' state. Current state is {}.",
+            row.info.lifecycle_stage.as_str()
+        )));
+    }
+    Ok(row)
+}
+
+/// Attaches metrics, params, tags, inputs and outputs to run rows, in a fixed number of queries
+/// whatever the number of runs.
+pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Result<Vec<Run>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.info.run_id.clone()).collect();
+    let by_runs = |c: &Conn<'_>, head: &str, tail: &str| {
+        let mut sql = c.sql(head);
+        let list = sql.args(ids.iter());
+        sql.push(&list).push(tail);
+        sql
+    };
+    let params = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, key, value FROM params WHERE run_uuid IN (",
+            ") ORDER BY key",
+        ))
+        .await?;
+    let tags = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN (",
+            ") ORDER BY key",
+        ))
+        .await?;
+    let metrics = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN (",
+            ") ORDER BY key",
+        ))
+        .await?;
+    let datasets = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT i.run_uuid, i.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema_json, d.profile_json \
+             FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid IN (",
+            ") ORDER BY d.name, d.digest",
+        ))
+        .await?;
+    let input_tags = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, dataset_uuid, key, value FROM run_dataset_input_tags WHERE run_uuid IN (",
+            ") ORDER BY key",
+        ))
+        .await?;
+    let model_inputs = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN (",
+            ")",
+        ))
+        .await?;
+    let model_outputs = c
+        .fetch_all(by_runs(
+            c,
+            "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN (",
+            ")",
+        ))
+        .await?;
+
+    let mut params = group_key_values(&params, "run_uuid")?;
+    let mut tags = group_key_values(&tags, "run_uuid")?;
+    let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
+    for row in &metrics {
+        metrics_by
+            .entry(row.get("run_uuid")?)
+            .or_default()
+            .push(metric_from_row(row)?);
+    }
+    let mut input_tags_by: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+    for row in &input_tags {
+        input_tags_by
+            .entry((row.get("run_uuid")?, row.get("dataset_uuid")?))
+            .or_default()
+            .push(KeyValue {
+                key: row.get("key")?,
+                value: row.get("value")?,
+            });
+    }
+    let mut datasets_by: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+    for row in &datasets {
+        let run: String = row.get("run_uuid")?;
+        let dataset_uuid: String = row.get("dataset_uuid")?;
+        let tags = input_tags_by
+            .remove(&(run.clone(), dataset_uuid))
+            .unwrap_or_default();
+        datasets_by.entry(run).or_default().push(DatasetInput {
+            tags,
+            dataset: Dataset {
+                name: row.get("name")?,
+                digest: row.get("digest")?,
+                source_type: row.get("source_type")?,
+                source: row.get("source")?,
+                schema: row.get("schema_json")?,
+                profile: row.get("profile_json")?,
+            },
+        });
+    }
+    let mut model_inputs_by: HashMap<String, Vec<ModelInput>> = HashMap::new();
+    for row in &model_inputs {
+        model_inputs_by
+            .entry(row.get("run_uuid")?)
+            .or_default()
+            .push(ModelInput {
+                model_id: row.get("model_id")?,
+            });
+    }
+    let mut model_outputs_by: HashMap<String, Vec<ModelOutput>> = HashMap::new();
+    for row in &model_outputs {
+        model_outputs_by
+            .entry(row.get("run_uuid")?)
+            .or_default()
+            .push(ModelOutput {
+                model_id: row.get("model_id")?,
+                step: row.get("step")?,
+            });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let id = r.info.run_id.clone();
+            Run {
+                info: r.info,
+                data: RunData {
+                    metrics: metrics_by.remove(&id).unwrap_or_default(),
+                    params: params.remove(&id).unwrap_or_default(),
+                    tags: tags.remove(&id).unwrap_or_default(),
+                },
+                inputs: RunInputs {
+                    dataset_inputs: datasets_by.remove(&id).unwrap_or_default(),
+                    model_inputs: model_inputs_by.remove(&id).unwrap_or_default(),
+                },
+                outputs: RunOutputs {
+                    model_outputs: model_outputs_by.remove(&id).unwrap_or_default(),
+                },
+            }
+        })
+        .collect())
+}
+
+/// Whether an insert failed on a unique constraint; other failures pass through.
+pub(crate) fn unique_violation<T>(r: Result<T, DbError>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(DbError::Unique(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Database {
     // ----- experiments -----
 
@@ -207,7 +456,10 @@ impl Database {
         tags: &[KeyValue],
     ) -> Result<String> {
         validation::validate_name("experiment", name)?;
-        if let Some(loc) = artifact_location.filter(|l| !l.is_empty()) {
+        let location = artifact_location
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned);
+        if let Some(loc) = &location {
             validate_artifact_location(loc)?;
         }
         for tag in tags {
@@ -218,141 +470,90 @@ impl Database {
                 validation::MAX_EXPERIMENT_TAG_VAL_LENGTH,
             )?;
         }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time)
-             VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
-        )
-        .bind(name)
-        .bind(artifact_location.unwrap_or(""))
-        .bind(now)
-        .fetch_one(&mut *tx.tx)
-        .await;
-        let id: i64 = match inserted {
-            Ok(row) => col(&row, "experiment_id")?,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(Error::AlreadyExists(format!(
-                    "Experiment(name={name}) already exists."
-                )));
-            }
-            Err(e) => return Err(db_error(e)),
-        };
-        if artifact_location.is_none_or(str::is_empty) {
-            sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
-                .bind(experiment_artifact_location(id))
-                .bind(id)
-                .execute(&mut *tx.tx)
-                .await
-                .map_err(db_error)?;
-        }
-        for tag in tags {
-            upsert_experiment_tag(&mut tx, id, tag).await?;
-        }
-        tx.commit().await?;
-        Ok(id.to_string())
-    }
-
-    pub(crate) async fn experiments_by(&self, sql: Sql) -> Result<Vec<Experiment>> {
-        let rows = sql.query().fetch_all(&self.pool).await.map_err(db_error)?;
-        let mut experiments = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let stage: String = col(row, "lifecycle_stage")?;
-            experiments.push(Experiment {
-                experiment_id: col::<i64>(row, "experiment_id")?.to_string(),
-                name: col(row, "name")?,
-                artifact_location: col(row, "artifact_location")?,
-                lifecycle_stage: LifecycleStage::parse(&stage)
-                    .ok_or_else(|| Error::Internal(format!("unknown lifecycle stage '{stage}'")))?,
-                last_update_time: col(row, "last_update_time")?,
-                creation_time: col(row, "creation_time")?,
-                tags: Vec::new(),
-                workspace: "default",
-            });
-        }
-        if experiments.is_empty() {
-            return Ok(experiments);
-        }
-        let mut tags_sql = Sql::new(
-            self.dialect,
-            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (",
-        );
-        let ids = tags_sql.args(
-            experiments
-                .iter()
-                .map(|e| e.experiment_id.parse::<i64>().unwrap_or(-1)),
-        );
-        tags_sql.push(&ids).push(") ORDER BY key");
-        let tag_rows = tags_sql
-            .query()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut by_id: HashMap<String, Vec<KeyValue>> = HashMap::new();
-        for row in &tag_rows {
-            by_id
-                .entry(col::<i64>(row, "experiment_id")?.to_string())
-                .or_default()
-                .push(KeyValue {
-                    key: col(row, "key")?,
-                    value: col(row, "value")?,
-                });
-        }
-        for e in &mut experiments {
-            e.tags = by_id.remove(&e.experiment_id).unwrap_or_default();
-        }
-        Ok(experiments)
+        let (name, tags) = (name.to_owned(), tags.to_vec());
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_millis();
+                let insert = c.stmt(
+                    "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+                     VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
+                    [name.as_str().into(), location.clone().unwrap_or_default().into(), now.into()],
+                );
+                let Some(row) = unique_violation(c.fetch_one(insert).await)? else {
+                    return Err(Error::AlreadyExists(format!("Experiment(name={name}) already exists.")));
+                };
+                let id: i64 = row.get("experiment_id")?;
+                if location.is_none() {
+                    let update = c.stmt(
+                        "UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2",
+                        [experiment_artifact_location(id).into(), id.into()],
+                    );
+                    c.execute(update).await?;
+                }
+                for tag in &tags {
+                    upsert_experiment_tag(c, id, tag).await?;
+                }
+                Ok(id.to_string())
+            })
+        })
+        .await
     }
 
     /// Gets an experiment by id.
     pub async fn get_experiment(&self, experiment_id: &str) -> Result<Experiment> {
         let id = parse_experiment_id(experiment_id)?;
-        let mut sql = Sql::new(
-            self.dialect,
-            "SELECT * FROM experiments WHERE experiment_id = ",
-        );
-        let p = sql.arg(id);
-        sql.push(&p);
-        self.experiments_by(sql).await?.pop().ok_or_else(|| {
-            Error::not_found(format!("No Experiment with id={experiment_id} exists"))
+        let shown = experiment_id.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                experiment_by_id(c, id)
+                    .await?
+                    .ok_or_else(|| experiment_not_found(&shown))
+            })
         })
+        .await
     }
 
     /// Gets an experiment by name (active or deleted).
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        let mut sql = Sql::new(self.dialect, "SELECT * FROM experiments WHERE name = ");
-        let p = sql.arg(name);
-        sql.push(&p);
-        self.experiments_by(sql).await?.pop().ok_or_else(|| {
-            Error::not_found(format!("Could not find experiment with name '{name}'"))
+        let name = name.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "SELECT * FROM experiments WHERE name = $1",
+                    [name.as_str().into()],
+                );
+                experiments_where(c, sql).await?.pop().ok_or_else(|| {
+                    Error::not_found(format!("Could not find experiment with name '{name}'"))
+                })
+            })
         })
+        .await
     }
 
     /// Renames an experiment.
     pub async fn rename_experiment(&self, experiment_id: &str, new_name: &str) -> Result<()> {
         validation::validate_name("experiment", new_name)?;
-        let experiment = self.get_experiment(experiment_id).await?;
-        if experiment.lifecycle_stage != LifecycleStage::Active {
-            return Err(Error::invalid(format!(
-                "Cannot rename a non-active experiment. The experiment {experiment_id} must be in the 'active' state. Current state is deleted."
-            )));
-        }
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query(
-            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
-        )
-        .bind(new_name)
-        .bind(now_millis())
-        .bind(parse_experiment_id(experiment_id)?)
-        .execute(&mut *tx.tx)
-        .await;
-        match r {
-            Ok(_) => tx.commit().await,
-            Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(format!(
-                "Experiment(name={new_name}) already exists."
-            ))),
-            Err(e) => Err(db_error(e)),
-        }
+        let id = parse_experiment_id(experiment_id)?;
+        let (shown, new_name) = (experiment_id.to_owned(), new_name.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment = experiment_by_id(c, id).await?.ok_or_else(|| experiment_not_found(&shown))?;
+                if experiment.lifecycle_stage != LifecycleStage::Active {
+                    return Err(Error::invalid(format!(
+                        "Cannot rename a non-active experiment. The experiment {shown} must be in the 'active' state. Current state is deleted."
+                    )));
+                }
+                let update = c.stmt(
+                    "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
+                    [new_name.as_str().into(), now_millis().into(), id.into()],
+                );
+                if unique_violation(c.execute(update).await)?.is_none() {
+                    return Err(Error::AlreadyExists(format!("Experiment(name={new_name}) already exists.")));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Soft-deletes an experiment and its runs.
@@ -369,46 +570,42 @@ impl Database {
 
     async fn set_experiment_stage(&self, experiment_id: &str, stage: LifecycleStage) -> Result<()> {
         let id = parse_experiment_id(experiment_id)?;
-        let experiment = self.get_experiment(experiment_id).await?;
         if id == 0 && stage == LifecycleStage::Deleted {
             return Err(Error::invalid(
                 "Cannot delete the default experiment '0'. This is an internally reserved experiment.",
             ));
         }
-        if experiment.lifecycle_stage == stage {
-            return Err(Error::invalid(format!(
-                "Cannot {} experiment {experiment_id}: it is already {}.",
-                if stage == LifecycleStage::Deleted {
-                    "delete"
-                } else {
-                    "restore"
-                },
-                stage.as_str()
-            )));
-        }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(stage.as_str())
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        // Runs follow their experiment; a restore brings back the runs the delete took.
-        let (from, deleted_time) = match stage {
-            LifecycleStage::Deleted => ("active", Some(now)),
-            LifecycleStage::Active => ("deleted", None),
-        };
-        sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE experiment_id = $3 AND lifecycle_stage = $4")
-            .bind(stage.as_str())
-            .bind(deleted_time)
-            .bind(id)
-            .bind(from)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await
+        let shown = experiment_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment = experiment_by_id(c, id).await?.ok_or_else(|| experiment_not_found(&shown))?;
+                if experiment.lifecycle_stage == stage {
+                    return Err(Error::invalid(format!(
+                        "Cannot {} experiment {shown}: it is already {}.",
+                        if stage == LifecycleStage::Deleted { "delete" } else { "restore" },
+                        stage.as_str()
+                    )));
+                }
+                let now = now_millis();
+                let update = c.stmt(
+                    "UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3",
+                    [stage.as_str().into(), now.into(), id.into()],
+                );
+                c.execute(update).await?;
+                // Runs follow their experiment; a restore brings back the runs the delete took.
+                let (from, deleted_time) = match stage {
+                    LifecycleStage::Deleted => ("active", Arg::Int(now)),
+                    LifecycleStage::Active => ("deleted", Arg::NullInt),
+                };
+                let runs = c.stmt(
+                    "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE experiment_id = $3 AND lifecycle_stage = $4",
+                    [stage.as_str().into(), deleted_time, id.into(), from.into()],
+                );
+                c.execute(runs).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Sets an experiment tag.
@@ -419,43 +616,55 @@ impl Database {
             &tag.value,
             validation::MAX_EXPERIMENT_TAG_VAL_LENGTH,
         )?;
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_active(&experiment)?;
-        let mut tx = self.begin_write().await?;
-        upsert_experiment_tag(&mut tx, parse_experiment_id(experiment_id)?, tag).await?;
-        tx.commit().await
+        let id = parse_experiment_id(experiment_id)?;
+        let (shown, tag) = (experiment_id.to_owned(), tag.clone());
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment = experiment_by_id(c, id)
+                    .await?
+                    .ok_or_else(|| experiment_not_found(&shown))?;
+                check_experiment_active(&experiment)?;
+                upsert_experiment_tag(c, id, &tag).await
+            })
+        })
+        .await
     }
 
     /// Deletes an experiment tag.
     pub async fn delete_experiment_tag(&self, experiment_id: &str, key: &str) -> Result<()> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_active(&experiment)?;
-        let mut tx = self.begin_write().await?;
-        let r = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
-            .bind(parse_experiment_id(experiment_id)?)
-            .bind(key)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
-                "No tag with name: {key} in experiment with id {experiment_id}"
-            )));
-        }
-        tx.commit().await
+        let id = parse_experiment_id(experiment_id)?;
+        let (shown, key) = (experiment_id.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment = experiment_by_id(c, id)
+                    .await?
+                    .ok_or_else(|| experiment_not_found(&shown))?;
+                check_experiment_active(&experiment)?;
+                let delete = c.stmt(
+                    "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2",
+                    [id.into(), key.as_str().into()],
+                );
+                if c.execute(delete).await? == 0 {
+                    return Err(Error::not_found(format!(
+                        "No tag with name: {key} in experiment with id {shown}"
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     // ----- runs -----
 
     /// Creates a run.
     pub async fn create_run(&self, new: NewRun) -> Result<Run> {
-        let experiment_id = if new.experiment_id.is_empty() {
+        let experiment_shown = if new.experiment_id.is_empty() {
             "0".to_owned()
         } else {
             new.experiment_id.clone()
         };
-        let experiment = self.get_experiment(&experiment_id).await?;
-        check_experiment_active(&experiment)?;
+        let experiment_id = parse_experiment_id(&experiment_shown)?;
         for tag in &new.tags {
             validation::validate_key(KeyKind::Tag, &tag.key)?;
             validation::validate_tag_value(&tag.key, &tag.value)?;
@@ -477,10 +686,6 @@ impl Database {
             (None, None) => generate_run_name(),
         };
         let run_id = new_run_id();
-        let artifact_uri = format!(
-            "{}/{run_id}/artifacts",
-            experiment.artifact_location.trim_end_matches('/')
-        );
         let start_time = new.start_time.unwrap_or_else(now_millis);
         let mut tags: Vec<KeyValue> = new
             .tags
@@ -488,174 +693,44 @@ impl Database {
             .filter(|t| t.key != "mlflow.runName")
             .collect();
         tags.push(KeyValue::new("mlflow.runName", run_name.clone()));
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, artifact_uri, lifecycle_stage)
-             VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
-        )
-        .bind(&run_id)
-        .bind(parse_experiment_id(&experiment_id)?)
-        .bind(&run_name)
-        .bind(&new.user_id)
-        .bind(start_time)
-        .bind(&artifact_uri)
-        .execute(&mut *tx.tx)
+        let user_id = new.user_id;
+        self.write(move |c| {
+            Box::pin(async move {
+                let experiment =
+                    experiment_by_id(c, experiment_id).await?.ok_or_else(|| experiment_not_found(&experiment_shown))?;
+                check_experiment_active(&experiment)?;
+                let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+                let insert = c.stmt(
+                    "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, artifact_uri, lifecycle_stage) \
+                     VALUES ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
+                    [
+                        run_id.as_str().into(),
+                        experiment_id.into(),
+                        run_name.as_str().into(),
+                        user_id.as_str().into(),
+                        start_time.into(),
+                        artifact_uri.as_str().into(),
+                    ],
+                );
+                c.execute(insert).await?;
+                upsert_tags(c, &run_id, &tags).await?;
+                let row = run_by_id(c, &run_id, false).await?;
+                Ok(attach_run_data(c, vec![row]).await?.remove(0))
+            })
+        })
         .await
-        .map_err(db_error)?;
-        upsert_tags(&mut tx, &run_id, &tags).await?;
-        tx.commit().await?;
-        self.get_run(&run_id).await
     }
 
     /// Gets a run with its data, inputs and outputs.
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
-        let row = self.run_row(run_id).await?;
-        Ok(self.attach_run_data(vec![row]).await?.remove(0))
-    }
-
-    pub(crate) async fn run_row(&self, run_id: &str) -> Result<RunRow> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = $1"
-        )))
-        .bind(run_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| Error::not_found(format!("Run with id={run_id} not found")))?;
-        run_row(&row)
-    }
-
-    /// Attaches metrics, params, tags, inputs and outputs to run rows, in a fixed number of
-    /// queries whatever the number of runs.
-    pub(crate) async fn attach_run_data(&self, rows: Vec<RunRow>) -> Result<Vec<Run>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = rows.iter().map(|r| r.info.run_id.as_str()).collect();
-        let in_list = placeholders(self.dialect, 1, ids.len());
-        let fetch = |sql: String| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                q = q.bind(id.to_string());
-            }
-            q.fetch_all(&self.pool)
-        };
-        let params = fetch(format!(
-            "SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({in_list}) ORDER BY key"
-        ))
-        .await
-        .map_err(db_error)?;
-        let tags = fetch(format!(
-            "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({in_list}) ORDER BY key"
-        ))
-        .await
-        .map_err(db_error)?;
-        let metrics = fetch(format!(
-            "SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN ({in_list}) ORDER BY key"
-        ))
-        .await
-        .map_err(db_error)?;
-        let datasets = fetch(format!(
-            "SELECT i.run_uuid, i.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema_json, d.profile_json
-             FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid
-             WHERE i.run_uuid IN ({in_list}) ORDER BY d.name, d.digest"
-        ))
-        .await
-        .map_err(db_error)?;
-        let input_tags = fetch(format!(
-            "SELECT run_uuid, dataset_uuid, key, value FROM run_dataset_input_tags WHERE run_uuid IN ({in_list}) ORDER BY key"
-        ))
-        .await
-        .map_err(db_error)?;
-        let model_inputs = fetch(format!(
-            "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN ({in_list})"
-        ))
-        .await
-        .map_err(db_error)?;
-        let model_outputs = fetch(format!(
-            "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN ({in_list})"
-        ))
-        .await
-        .map_err(db_error)?;
-
-        let mut params = group_key_values(&params)?;
-        let mut tags = group_key_values(&tags)?;
-        let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
-        for row in &metrics {
-            metrics_by
-                .entry(col(row, "run_uuid")?)
-                .or_default()
-                .push(metric_from_row(row)?);
-        }
-        let mut input_tags_by: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
-        for row in &input_tags {
-            input_tags_by
-                .entry((col(row, "run_uuid")?, col(row, "dataset_uuid")?))
-                .or_default()
-                .push(KeyValue {
-                    key: col(row, "key")?,
-                    value: col(row, "value")?,
-                });
-        }
-        let mut datasets_by: HashMap<String, Vec<DatasetInput>> = HashMap::new();
-        for row in &datasets {
-            let run: String = col(row, "run_uuid")?;
-            let dataset_uuid: String = col(row, "dataset_uuid")?;
-            let tags = input_tags_by
-                .remove(&(run.clone(), dataset_uuid))
-                .unwrap_or_default();
-            datasets_by.entry(run).or_default().push(DatasetInput {
-                tags,
-                dataset: Dataset {
-                    name: col(row, "name")?,
-                    digest: col(row, "digest")?,
-                    source_type: col(row, "source_type")?,
-                    source: col(row, "source")?,
-                    schema: col(row, "schema_json")?,
-                    profile: col(row, "profile_json")?,
-                },
-            });
-        }
-        let mut model_inputs_by: HashMap<String, Vec<ModelInput>> = HashMap::new();
-        for row in &model_inputs {
-            model_inputs_by
-                .entry(col(row, "run_uuid")?)
-                .or_default()
-                .push(ModelInput {
-                    model_id: col(row, "model_id")?,
-                });
-        }
-        let mut model_outputs_by: HashMap<String, Vec<ModelOutput>> = HashMap::new();
-        for row in &model_outputs {
-            model_outputs_by
-                .entry(col(row, "run_uuid")?)
-                .or_default()
-                .push(ModelOutput {
-                    model_id: col(row, "model_id")?,
-                    step: col(row, "step")?,
-                });
-        }
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let id = r.info.run_id.clone();
-                Run {
-                    info: r.info,
-                    data: RunData {
-                        metrics: metrics_by.remove(&id).unwrap_or_default(),
-                        params: params.remove(&id).unwrap_or_default(),
-                        tags: tags.remove(&id).unwrap_or_default(),
-                    },
-                    inputs: RunInputs {
-                        dataset_inputs: datasets_by.remove(&id).unwrap_or_default(),
-                        model_inputs: model_inputs_by.remove(&id).unwrap_or_default(),
-                    },
-                    outputs: RunOutputs {
-                        model_outputs: model_outputs_by.remove(&id).unwrap_or_default(),
-                    },
-                }
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = run_by_id(c, &run_id, false).await?;
+                Ok(attach_run_data(c, vec![row]).await?.remove(0))
             })
-            .collect())
+        })
+        .await
     }
 
     /// Updates a run's status, end time and name; returns the new info.
@@ -666,37 +741,39 @@ impl Database {
         end_time: Option<i64>,
         run_name: Option<&str>,
     ) -> Result<RunInfo> {
-        let mut tx = self.begin_write().await?;
-        let row = self.active_run_for_update(&mut tx, run_id).await?;
-        let status = status.unwrap_or(row.info.status);
-        let end_time = end_time.or(row.info.end_time);
-        let name = run_name
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&row.info.run_name)
-            .to_owned();
-        sqlx::query("UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4")
-            .bind(status.as_str())
-            .bind(end_time)
-            .bind(&name)
-            .bind(run_id)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        if run_name.is_some_and(|n| !n.is_empty()) {
-            upsert_tags(
-                &mut tx,
-                run_id,
-                &[KeyValue::new("mlflow.runName", name.clone())],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(RunInfo {
-            status,
-            end_time,
-            run_name: name,
-            ..row.info
+        let run_id = run_id.to_owned();
+        let run_name = run_name.filter(|n| !n.is_empty()).map(str::to_owned);
+        self.write(move |c| {
+            Box::pin(async move {
+                let row = active_run_for_update(c, &run_id).await?;
+                let status = status.unwrap_or(row.info.status);
+                let end_time = end_time.or(row.info.end_time);
+                let name = run_name
+                    .clone()
+                    .unwrap_or_else(|| row.info.run_name.clone());
+                let update = c.stmt(
+                    "UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4",
+                    [
+                        status.as_str().into(),
+                        end_time.into(),
+                        name.as_str().into(),
+                        run_id.as_str().into(),
+                    ],
+                );
+                c.execute(update).await?;
+                if run_name.is_some() {
+                    upsert_tags(c, &run_id, &[KeyValue::new("mlflow.runName", name.clone())])
+                        .await?;
+                }
+                Ok(RunInfo {
+                    status,
+                    end_time,
+                    run_name: name,
+                    ..row.info
+                })
+            })
         })
+        .await
     }
 
     /// Soft-deletes a run.
@@ -710,42 +787,25 @@ impl Database {
     }
 
     async fn set_run_stage(&self, run_id: &str, stage: LifecycleStage) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let deleted_time = (stage == LifecycleStage::Deleted).then(now_millis);
-        let r = sqlx::query(
-            "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3",
-        )
-        .bind(stage.as_str())
-        .bind(deleted_time)
-        .bind(run_id)
-        .execute(&mut *tx.tx)
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let deleted_time = if stage == LifecycleStage::Deleted {
+                    Arg::Int(now_millis())
+                } else {
+                    Arg::NullInt
+                };
+                let update = c.stmt(
+                    "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3",
+                    [stage.as_str().into(), deleted_time, run_id.as_str().into()],
+                );
+                if c.execute(update).await? == 0 {
+                    return Err(run_not_found(&run_id));
+                }
+                Ok(())
+            })
+        })
         .await
-        .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!("Run with id={run_id} not found")));
-        }
-        tx.commit().await
-    }
-
-    /// Reads a run inside a write transaction, locking it on PostgreSQL, and checks it is active.
-    async fn active_run_for_update(&self, tx: &mut WriteTx, run_id: &str) -> Result<RunRow> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = $1{}",
-            self.dialect.for_update()
-        )))
-        .bind(run_id)
-        .fetch_optional(&mut *tx.tx)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| Error::not_found(format!("Run with id={run_id} not found")))?;
-        let row = run_row(&row)?;
-        if row.info.lifecycle_stage != LifecycleStage::Active {
-            return Err(Error::invalid(format!(
-                "The run {run_id} must be in the 'active' state. Current state is {}.",
-                row.info.lifecycle_stage.as_str()
-            )));
-        }
-        Ok(row)
     }
 
     /// Logs one metric value.
@@ -768,20 +828,23 @@ impl Database {
 
     /// Deletes a tag of a run.
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        self.active_run_for_update(&mut tx, run_id).await?;
-        let r = sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
-            .bind(run_id)
-            .bind(key)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        if r.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
-                "No tag with name: {key} in run with id {run_id}"
-            )));
-        }
-        tx.commit().await
+        let (run_id, key) = (run_id.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Box::pin(async move {
+                active_run_for_update(c, &run_id).await?;
+                let delete = c.stmt(
+                    "DELETE FROM tags WHERE run_uuid = $1 AND key = $2",
+                    [run_id.as_str().into(), key.as_str().into()],
+                );
+                if c.execute(delete).await? == 0 {
+                    return Err(Error::not_found(format!(
+                        "No tag with name: {key} in run with id {run_id}"
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Logs metrics, params and tags in one transaction. Params may be logged again with the same
@@ -818,27 +881,31 @@ impl Database {
                 )));
             }
         }
-        let mut tx = self.begin_write().await?;
-        self.active_run_for_update(&mut tx, run_id).await?;
-        if !params.is_empty() {
-            insert_params(&mut tx, run_id, &params).await?;
-        }
-        if !tags.is_empty() {
-            upsert_tags(&mut tx, run_id, &tags).await?;
-            if let Some(name) = tags.iter().rev().find(|t| t.key == "mlflow.runName") {
-                sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
-                    .bind(&name.value)
-                    .bind(run_id)
-                    .execute(&mut *tx.tx)
-                    .await
-                    .map_err(db_error)?;
-            }
-        }
-        if !metrics.is_empty() {
-            insert_metrics(&mut tx, run_id, &metrics).await?;
-            crate::logged_models::insert_model_metrics(&mut tx, run_id, &metrics).await?;
-        }
-        tx.commit().await
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                active_run_for_update(c, &run_id).await?;
+                if !params.is_empty() {
+                    insert_params(c, &run_id, &params).await?;
+                }
+                if !tags.is_empty() {
+                    upsert_tags(c, &run_id, &tags).await?;
+                    if let Some(name) = tags.iter().rev().find(|t| t.key == "mlflow.runName") {
+                        let rename = c.stmt(
+                            "UPDATE runs SET name = $1 WHERE run_uuid = $2",
+                            [name.value.as_str().into(), run_id.as_str().into()],
+                        );
+                        c.execute(rename).await?;
+                    }
+                }
+                if !metrics.is_empty() {
+                    insert_metrics(c, &run_id, &metrics).await?;
+                    crate::logged_models::insert_model_metrics(c, &run_id, &metrics).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Records datasets (and logged models) as inputs of a run.
@@ -884,94 +951,73 @@ impl Database {
                 )?;
             }
         }
-        let mut tx = self.begin_write().await?;
-        let run = self.active_run_for_update(&mut tx, run_id).await?;
-        for input in &datasets {
-            let d = &input.dataset;
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT dataset_uuid FROM datasets WHERE experiment_id = $1 AND name = $2 AND digest = $3",
-            )
-            .bind(run.experiment_id)
-            .bind(&d.name)
-            .bind(&d.digest)
-            .fetch_optional(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-            let dataset_uuid = match existing {
-                Some(id) => id,
-                None => {
-                    let id = uuid::Uuid::new_v4().simple().to_string();
-                    sqlx::query(
-                        "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, source_type, source, schema_json, profile_json)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(&id)
-                    .bind(run.experiment_id)
-                    .bind(&d.name)
-                    .bind(&d.digest)
-                    .bind(&d.source_type)
-                    .bind(&d.source)
-                    .bind(d.schema.clone())
-                    .bind(d.profile.clone())
-                    .execute(&mut *tx.tx)
-                    .await
-                    .map_err(db_error)?;
-                    id
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let run = active_run_for_update(c, &run_id).await?;
+                for input in &datasets {
+                    let dataset_uuid = dataset_uuid(c, run.experiment_id, &input.dataset).await?;
+                    let link = c.stmt(
+                        "INSERT INTO run_dataset_inputs (run_uuid, dataset_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        [run_id.as_str().into(), dataset_uuid.as_str().into()],
+                    );
+                    // As MLflow: the tags of an input are those it was first logged with.
+                    if c.execute(link).await? > 0 && !input.tags.is_empty() {
+                        let rows = input
+                            .tags
+                            .iter()
+                            .map(|t| {
+                                [
+                                    Arg::from(run_id.as_str()),
+                                    dataset_uuid.as_str().into(),
+                                    t.key.as_str().into(),
+                                    t.value.as_str().into(),
+                                ]
+                            })
+                            .collect();
+                        insert_rows(
+                            c,
+                            "INSERT INTO run_dataset_input_tags (run_uuid, dataset_uuid, key, value) VALUES ",
+                            " ON CONFLICT DO NOTHING",
+                            rows,
+                        )
+                        .await?;
+                    }
                 }
-            };
-            let linked = sqlx::query(
-                "INSERT INTO run_dataset_inputs (run_uuid, dataset_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(run_id)
-            .bind(&dataset_uuid)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-            // As MLflow: the tags of an input are those it was first logged with.
-            if linked.rows_affected() > 0 {
-                for t in &input.tags {
-                    sqlx::query(
-                        "INSERT INTO run_dataset_input_tags (run_uuid, dataset_uuid, key, value) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(run_id)
-                    .bind(&dataset_uuid)
-                    .bind(&t.key)
-                    .bind(&t.value)
-                    .execute(&mut *tx.tx)
+                let rows = models.iter().map(|m| [Arg::from(run_id.as_str()), m.model_id.as_str().into()]).collect();
+                insert_rows(c, "INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ", " ON CONFLICT DO NOTHING", rows)
                     .await
-                    .map_err(db_error)?;
-                }
-            }
-        }
-        for m in &models {
-            sqlx::query("INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(run_id)
-                .bind(&m.model_id)
-                .execute(&mut *tx.tx)
-                .await
-                .map_err(db_error)?;
-        }
-        tx.commit().await
+            })
+        })
+        .await
     }
 
     /// Records logged models as outputs of a run.
     pub async fn log_outputs(&self, run_id: &str, models: Vec<ModelOutput>) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        self.active_run_for_update(&mut tx, run_id).await?;
-        for m in &models {
-            sqlx::query(
-                "INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ($1, $2, $3)
-                 ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
-            )
-            .bind(run_id)
-            .bind(&m.model_id)
-            .bind(m.step)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(db_error)?;
-        }
-        tx.commit().await
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                active_run_for_update(c, &run_id).await?;
+                let rows = models
+                    .iter()
+                    .map(|m| {
+                        [
+                            Arg::from(run_id.as_str()),
+                            m.model_id.as_str().into(),
+                            m.step.into(),
+                        ]
+                    })
+                    .collect();
+                insert_rows(
+                    c,
+                    "INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ",
+                    " ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
+                    rows,
+                )
+                .await
+            })
+        })
+        .await
     }
 
     /// The values of one metric of a run, in step then time order, a page at a time.
@@ -982,7 +1028,6 @@ impl Database {
         max_results: Option<i64>,
         page_token: Option<&str>,
     ) -> Result<Page<Metric>> {
-        self.run_row(run_id).await?;
         let offset = parse_page_token(page_token)?;
         let limit = max_results.unwrap_or(i64::MAX / 2);
         if limit <= 0 {
@@ -990,37 +1035,21 @@ impl Database {
                 "Invalid value {limit} for parameter 'max_results' supplied. It must be a positive integer"
             )));
         }
-        let rows = sqlx::query(
-            "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = $1 AND key = $2
-             ORDER BY step, timestamp, value LIMIT $3 OFFSET $4",
-        )
-        .bind(run_id)
-        .bind(key)
-        .bind(limit.saturating_add(1))
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let mut items = rows
-            .iter()
-            .map(metric_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let next_page_token = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            Some(page_token_after(offset, limit))
-        } else {
-            None
-        };
-        Ok(Page {
-            items,
-            next_page_token,
+        let (run_id, key) = (run_id.to_owned(), key.to_owned());
+        self.read(move |c| {
+            Box::pin(async move {
+                run_by_id(c, &run_id, false).await?;
+                let sql = c.stmt(
+                    "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = $1 AND key = $2 \
+                     ORDER BY step, timestamp, value LIMIT $3 OFFSET $4",
+                    [run_id.as_str().into(), key.as_str().into(), limit.saturating_add(1).into(), offset.into()],
+                );
+                let items = c.fetch_all(sql).await?.iter().map(metric_from_row).collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_overfetch(items, offset, limit))
+            })
         })
+        .await
     }
-}
-
-/// The token of the page after one that started at `offset` and held `limit` items.
-pub(crate) fn page_token_after(offset: i64, limit: i64) -> String {
-    page_token(offset.saturating_add(limit))
 }
 
 fn check_experiment_active(experiment: &Experiment) -> Result<()> {
@@ -1054,24 +1083,56 @@ fn validate_artifact_location(location: &str) -> Result<()> {
     validation::check_length("artifact_location", location, 4096)
 }
 
-async fn upsert_experiment_tag(tx: &mut WriteTx, experiment_id: i64, tag: &KeyValue) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3)
+async fn upsert_experiment_tag(c: &mut Conn<'_>, experiment_id: i64, tag: &KeyValue) -> Result<()> {
+    let upsert = c.stmt(
+        "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
          ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(experiment_id)
-    .bind(&tag.key)
-    .bind(&tag.value)
-    .execute(&mut *tx.tx)
-    .await
-    .map_err(db_error)?;
+        [
+            experiment_id.into(),
+            tag.key.as_str().into(),
+            tag.value.as_str().into(),
+        ],
+    );
+    c.execute(upsert).await?;
     Ok(())
+}
+
+/// The id of a dataset of an experiment, registering it on first use.
+async fn dataset_uuid(c: &mut Conn<'_>, experiment_id: i64, d: &Dataset) -> Result<String> {
+    let find = c.stmt(
+        "SELECT dataset_uuid FROM datasets WHERE experiment_id = $1 AND name = $2 AND digest = $3",
+        [
+            experiment_id.into(),
+            d.name.as_str().into(),
+            d.digest.as_str().into(),
+        ],
+    );
+    if let Some(row) = c.fetch_optional(find).await? {
+        return row.get("dataset_uuid");
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let insert = c.stmt(
+        "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, source_type, source, schema_json, profile_json) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [
+            id.as_str().into(),
+            experiment_id.into(),
+            d.name.as_str().into(),
+            d.digest.as_str().into(),
+            d.source_type.as_str().into(),
+            d.source.as_str().into(),
+            d.schema.clone().into(),
+            d.profile.clone().into(),
+        ],
+    );
+    c.execute(insert).await?;
+    Ok(id)
 }
 
 /// Inserts `rows` with multi-row `INSERT` statements: `head` ends with `VALUES `, `tail` is the
 /// conflict clause. Statements stay under both dialects' limits on bound values.
 pub(crate) async fn insert_rows<const N: usize>(
-    tx: &mut WriteTx,
+    c: &mut Conn<'_>,
     head: &str,
     tail: &str,
     rows: Vec<[Arg; N]>,
@@ -1079,7 +1140,7 @@ pub(crate) async fn insert_rows<const N: usize>(
     let per_statement = (30_000 / N).min(1000);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let mut sql = Sql::new(tx.dialect, head);
+        let mut sql = c.sql(head);
         for (i, row) in rows.by_ref().take(per_statement).enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -1087,13 +1148,13 @@ pub(crate) async fn insert_rows<const N: usize>(
             sql.push_tuple(row);
         }
         sql.push(tail);
-        sql.query().execute(&mut *tx.tx).await.map_err(db_error)?;
+        c.execute(sql).await?;
     }
     Ok(())
 }
 
 /// Sets run tags, replacing values of existing keys (last one wins within the list).
-pub(crate) async fn upsert_tags(tx: &mut WriteTx, run_id: &str, tags: &[KeyValue]) -> Result<()> {
+pub(crate) async fn upsert_tags(c: &mut Conn<'_>, run_id: &str, tags: &[KeyValue]) -> Result<()> {
     let mut last: Vec<&KeyValue> = Vec::new();
     for t in tags {
         last.retain(|x| x.key != t.key);
@@ -1110,7 +1171,7 @@ pub(crate) async fn upsert_tags(tx: &mut WriteTx, run_id: &str, tags: &[KeyValue
         })
         .collect();
     insert_rows(
-        tx,
+        c,
         "INSERT INTO tags (run_uuid, key, value) VALUES ",
         " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
         rows,
@@ -1119,22 +1180,18 @@ pub(crate) async fn upsert_tags(tx: &mut WriteTx, run_id: &str, tags: &[KeyValue
 }
 
 /// Inserts params, refusing to change the value of one already logged.
-async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> Result<()> {
-    let mut sql = Sql::new(
-        tx.dialect,
-        "SELECT key, value FROM params WHERE run_uuid = ",
-    );
+async fn insert_params(c: &mut Conn<'_>, run_id: &str, params: &[KeyValue]) -> Result<()> {
+    let mut sql = c.sql("SELECT key, value FROM params WHERE run_uuid = ");
     let r = sql.arg(run_id);
     sql.push(&r).push(" AND key IN (");
     let keys = sql.args(params.iter().map(|p| p.key.as_str()));
     sql.push(&keys).push(")");
-    let existing = sql.query().fetch_all(&mut *tx.tx).await.map_err(db_error)?;
-    let mut existing_values: HashMap<String, String> = HashMap::new();
-    for row in &existing {
-        existing_values.insert(col(row, "key")?, col(row, "value")?);
+    let mut existing: HashMap<String, String> = HashMap::new();
+    for row in &c.fetch_all(sql).await? {
+        existing.insert(row.get("key")?, row.get("value")?);
     }
     for p in params {
-        if let Some(old) = existing_values.get(&p.key)
+        if let Some(old) = existing.get(&p.key)
             && *old != p.value
         {
             return Err(Error::invalid(format!(
@@ -1147,7 +1204,7 @@ async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> R
     let mut seen = std::collections::HashSet::new();
     let rows = params
         .iter()
-        .filter(|p| !existing_values.contains_key(&p.key) && seen.insert(p.key.as_str()))
+        .filter(|p| !existing.contains_key(&p.key) && seen.insert(p.key.as_str()))
         .map(|p| {
             [
                 Arg::from(run_id),
@@ -1157,7 +1214,7 @@ async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> R
         })
         .collect();
     insert_rows(
-        tx,
+        c,
         "INSERT INTO params (run_uuid, key, value) VALUES ",
         " ON CONFLICT DO NOTHING",
         rows,
@@ -1167,7 +1224,7 @@ async fn insert_params(tx: &mut WriteTx, run_id: &str, params: &[KeyValue]) -> R
 
 /// Appends metric values to the history (exact repeats are dropped) and moves each metric's
 /// latest value forward: the greatest (step, timestamp, value) wins, NaN counting as 0.
-async fn insert_metrics(tx: &mut WriteTx, run_id: &str, metrics: &[Metric]) -> Result<()> {
+async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> Result<()> {
     // (step, timestamp, stored value, is_nan) of the batch's latest value per key.
     type Latest = (i64, i64, f64, i64);
     let mut latest: HashMap<&str, Latest> = HashMap::new();
@@ -1193,7 +1250,7 @@ async fn insert_metrics(tx: &mut WriteTx, run_id: &str, metrics: &[Metric]) -> R
             .or_insert(candidate);
     }
     insert_rows(
-        tx,
+        c,
         "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
         " ON CONFLICT DO NOTHING",
         rows,
@@ -1213,7 +1270,7 @@ async fn insert_metrics(tx: &mut WriteTx, run_id: &str, metrics: &[Metric]) -> R
         })
         .collect();
     insert_rows(
-        tx,
+        c,
         "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
         " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
          timestamp = excluded.timestamp, step = excluded.step \
@@ -1249,5 +1306,17 @@ mod tests {
     fn generated_run_names_look_like_mlflow_names() {
         let n = generate_run_name();
         assert_eq!(n.split('-').count(), 3, "{n}");
+    }
+
+    #[test]
+    fn overfetched_pages_say_when_there_is_more() {
+        let p = Page::from_overfetch(vec![1, 2, 3], 10, 2);
+        assert_eq!(p.items, vec![1, 2]);
+        assert_eq!(parse_page_token(p.next_page_token.as_deref()).unwrap(), 12);
+        assert!(
+            Page::from_overfetch(vec![1, 2], 0, 2)
+                .next_page_token
+                .is_none()
+        );
     }
 }

@@ -46,10 +46,9 @@ fn pg_base_uri() -> String {
 
 /// A fresh PostgreSQL database.
 async fn postgres() -> Database {
-    sqlx::any::install_default_drivers();
     let base = pg_base_uri();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::AnyConnection::connect(&base)
+    let mut admin = sqlx::PgConnection::connect(&base)
         .await
         .expect("connect to PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
