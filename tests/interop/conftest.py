@@ -1,0 +1,168 @@
+"""Starts the server under test once per session and points the `mlflow` client at it.
+
+Environment:
+  SHIPYARD_TEST_TARGET   shipyard (default) or mlflow (a real `mlflow server`, to check that the
+                         tests encode MLflow's behaviour; not used in CI)
+  SHIPYARD_TEST_BACKEND  sqlite (default) or postgres
+  SHIPYARD_TEST_PG_URI   PostgreSQL URI for the postgres backend (required then: never skipped)
+  SHIPYARD_BIN           the shipyard binary (default: target/release/shipyard)
+  MLFLOW_SERVER_BIN      the mlflow executable for the mlflow target (default: `mlflow` on PATH)
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = os.environ.get("SHIPYARD_TEST_TARGET", "shipyard")
+BACKEND = os.environ.get("SHIPYARD_TEST_BACKEND", "sqlite")
+
+# The client: fail fast on server errors, print nothing extra, no telemetry.
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "60"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shipyard_only: Shipyard behaviour that MLflow itself does not have")
+
+
+def pytest_collection_modifyitems(config, items):
+    if TARGET != "mlflow":
+        return
+    skip = pytest.mark.skip(reason="checks Shipyard-specific behaviour")
+    for item in items:
+        if "shipyard_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url, artifact_root, workdir, log_path):
+        self.url = url
+        self.artifact_root = Path(artifact_root)
+        self.workdir = Path(workdir)
+        self.log_path = log_path
+
+    def log_tail(self, n=60):
+        try:
+            return "".join(open(self.log_path, errors="replace").readlines()[-n:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture(scope="session")
+def server():
+    workdir = Path(tempfile.mkdtemp(prefix="shipyard-interop-"))
+    artifacts = workdir / "artifacts"
+    port = _free_port()
+    if TARGET == "mlflow":
+        mlflow_bin = os.environ.get("MLFLOW_SERVER_BIN") or shutil.which("mlflow")
+        cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
+               "--artifacts-destination", str(artifacts), "--serve-artifacts",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    else:
+        binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+        if BACKEND == "postgres":
+            uri = os.environ.get("SHIPYARD_TEST_PG_URI")
+            if not uri:
+                raise RuntimeError("SHIPYARD_TEST_BACKEND=postgres needs SHIPYARD_TEST_PG_URI (scripts/test.sh sets it)")
+        elif BACKEND == "sqlite":
+            uri = f"sqlite:///{workdir}/shipyard.db"
+        else:
+            raise RuntimeError(f"unknown SHIPYARD_TEST_BACKEND {BACKEND!r}")
+        cmd = [binary, "server", "--backend-store-uri", uri, "--artifacts-destination", str(artifacts),
+               "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", str(8 * 1024 * 1024)]
+        env = dict(os.environ)
+    log_path = workdir / "server.log"
+    proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    srv = Server(url, artifacts, workdir, log_path)
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{srv.log_tail()}")
+        if time.time() > deadline:
+            raise RuntimeError(f"server did not answer /health in time:\n{srv.log_tail()}")
+        time.sleep(0.05)
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    yield srv
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if os.environ.get("SHIPYARD_TEST_KEEP") is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    srv = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    if report.failed and srv is not None:
+        report.sections.append(("server log (tail)", srv.log_tail()))
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(server):
+    return server.url
+
+
+@pytest.fixture(scope="session")
+def artifact_root(server):
+    return server.artifact_root
+
+
+@pytest.fixture
+def client(server):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(server.url)
+    return MlflowClient(server.url)
+
+
+@pytest.fixture
+def unique():
+    """A unique name with a readable prefix."""
+    return lambda prefix="t": f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def experiment(client, unique):
+    """A fresh experiment, set as the active one for the fluent API."""
+    import mlflow
+
+    name = unique("exp")
+    exp_id = client.create_experiment(name)
+    mlflow.set_experiment(experiment_id=exp_id)
+    yield exp_id
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
