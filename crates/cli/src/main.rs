@@ -31,12 +31,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct HomeArgs {
     /// Folder for the default SQLite database and artifacts.
-    #[arg(
-        long,
-        env = "SHIPYARD_HOME",
-        default_value = "./shipyard-data",
-        global = true
-    )]
+    #[arg(long, env = "SHIPYARD_HOME", default_value = "./shipyard-data", global = true)]
     home: PathBuf,
 }
 
@@ -76,10 +71,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -110,33 +102,20 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         Some(uri) => DatabaseUri::parse(uri)?,
         None => default_database(&args.home.home),
     };
-    let destination = args
-        .artifacts_destination
-        .clone()
-        .unwrap_or_else(|| args.home.home.join("artifacts").display().to_string());
+    let destination =
+        args.artifacts_destination.clone().unwrap_or_else(|| args.home.home.join("artifacts").display().to_string());
     let db = Database::connect(&database_uri)
         .await
         .with_context(|| format!("opening the metadata store {}", database_uri.display()))?;
-    let artifacts = ArtifactStore::open(&destination)
-        .await
-        .with_context(|| format!("opening the artifact store {destination}"))?;
+    let artifacts =
+        ArtifactStore::open(&destination).await.with_context(|| format!("opening the artifact store {destination}"))?;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .or_else(|_| {
             use std::net::ToSocketAddrs;
-            (args.host.as_str(), args.port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or(())
+            (args.host.as_str(), args.port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(())
         })
-        .map_err(|()| {
-            anyhow::anyhow!(
-                "cannot resolve the listen address {}:{}",
-                args.host,
-                args.port
-            )
-        })?;
+        .map_err(|()| anyhow::anyhow!("cannot resolve the listen address {}:{}", args.host, args.port))?;
     let state = AppState {
         db: db.clone(),
         artifacts,

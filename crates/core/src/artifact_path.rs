@@ -30,21 +30,12 @@ impl ArtifactPath {
     pub fn parse(raw: &str) -> Result<Self> {
         let decoded = decode_until_stable(raw)?;
         if decoded.len() > MAX_ARTIFACT_PATH_BYTES {
-            return Err(Error::invalid(format!(
-                "Invalid artifact path: longer than {MAX_ARTIFACT_PATH_BYTES} bytes"
-            )));
+            return Err(Error::invalid(format!("Invalid artifact path: longer than {MAX_ARTIFACT_PATH_BYTES} bytes")));
         }
-        let reject = |why: &str| {
-            Err(Error::invalid(format!(
-                "Invalid artifact path '{}': {why}",
-                escape_for_message(&decoded)
-            )))
-        };
+        let reject =
+            |why: &str| Err(Error::invalid(format!("Invalid artifact path '{}': {why}", escape_for_message(&decoded))));
         if let Some(c) = decoded.chars().find(|c| c.is_control()) {
-            return reject(&format!(
-                "control character U+{:04X} is not allowed",
-                c as u32
-            ));
+            return reject(&format!("control character U+{:04X} is not allowed", c as u32));
         }
         if decoded.contains('\\') {
             return reject("backslashes are not allowed");
@@ -108,17 +99,14 @@ impl std::fmt::Display for ArtifactPath {
 fn decode_until_stable(raw: &str) -> Result<String> {
     let mut current = raw.to_owned();
     for _ in 0..8 {
-        let next = percent_decode(&current).ok_or_else(|| {
-            Error::invalid("Invalid artifact path: percent-encoding does not decode to UTF-8")
-        })?;
+        let next = percent_decode(&current)
+            .ok_or_else(|| Error::invalid("Invalid artifact path: percent-encoding does not decode to UTF-8"))?;
         if next == current {
             return Ok(current);
         }
         current = next;
     }
-    Err(Error::invalid(
-        "Invalid artifact path: too many levels of percent-encoding",
-    ))
+    Err(Error::invalid("Invalid artifact path: too many levels of percent-encoding"))
 }
 
 /// Decodes `%XX` escapes; `None` when the result is not UTF-8. Malformed escapes stay as they are.
@@ -158,14 +146,8 @@ mod tests {
         assert_eq!(p.to_string(), "1/abc/artifacts/folder/sub/b.json");
         assert!(ArtifactPath::parse("").unwrap().is_root());
         assert_eq!(ArtifactPath::parse("a/b/").unwrap().to_string(), "a/b");
-        assert_eq!(
-            ArtifactPath::parse("a%20b.txt").unwrap().to_string(),
-            "a b.txt"
-        );
-        assert_eq!(
-            ArtifactPath::parse("100%.txt").unwrap().to_string(),
-            "100%.txt"
-        );
+        assert_eq!(ArtifactPath::parse("a%20b.txt").unwrap().to_string(), "a b.txt");
+        assert_eq!(ArtifactPath::parse("100%.txt").unwrap().to_string(), "100%.txt");
     }
 
     #[test]
@@ -193,10 +175,7 @@ mod tests {
             "~/x",
         ] {
             let err = ArtifactPath::parse(bad).expect_err(bad);
-            assert!(
-                err.to_string().starts_with("Invalid artifact path"),
-                "{bad}: {err}"
-            );
+            assert!(err.to_string().starts_with("Invalid artifact path"), "{bad}: {err}");
         }
     }
 

@@ -120,10 +120,7 @@ impl RunStatus {
 
     /// Whether the run has ended.
     pub fn is_terminated(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Finished | RunStatus::Failed | RunStatus::Killed
-        )
+        matches!(self, RunStatus::Finished | RunStatus::Failed | RunStatus::Killed)
     }
 }
 
@@ -140,10 +137,7 @@ pub struct KeyValue {
 impl KeyValue {
     /// Builds a pair.
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        KeyValue {
-            key: key.into(),
-            value: value.into(),
-        }
+        KeyValue { key: key.into(), value: value.into() }
     }
 }
 
@@ -565,9 +559,9 @@ pub mod json_f64 {
         }
         match NumOrStr::deserialize(d)? {
             NumOrStr::Num(v) => Ok(v),
-            NumOrStr::Str(s) => parse(&s).ok_or_else(|| {
-                de::Error::custom(format_args!("expected a number, got the string {s:?}"))
-            }),
+            NumOrStr::Str(s) => {
+                parse(&s).ok_or_else(|| de::Error::custom(format_args!("expected a number, got the string {s:?}")))
+            }
         }
     }
 
@@ -612,10 +606,7 @@ mod tests {
     fn ids_have_mlflow_shapes() {
         let r = new_run_id();
         assert_eq!(r.len(), 32);
-        assert!(
-            r.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(r.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let m = new_logged_model_id();
         assert!(m.starts_with("m-") && m.len() == 34);
     }

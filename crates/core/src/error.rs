@@ -54,9 +54,7 @@ impl ErrorCode {
     /// [`ErrorCode::RequestLimitExceeded`], which Shipyard uses for oversized bodies (413).
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidParameterValue
-            | ErrorCode::BadRequest
-            | ErrorCode::ResourceAlreadyExists => 400,
+            ErrorCode::InvalidParameterValue | ErrorCode::BadRequest | ErrorCode::ResourceAlreadyExists => 400,
             ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => 404,
             ErrorCode::ResourceConflict => 409,
             ErrorCode::RequestLimitExceeded => 413,
@@ -137,10 +135,7 @@ mod tests {
     #[test]
     fn codes_map_to_mlflow_statuses() {
         assert_eq!(Error::invalid("x").code().http_status(), 400);
-        assert_eq!(
-            Error::not_found("x").code().as_str(),
-            "RESOURCE_DOES_NOT_EXIST"
-        );
+        assert_eq!(Error::not_found("x").code().as_str(), "RESOURCE_DOES_NOT_EXIST");
         assert_eq!(Error::not_found("x").code().http_status(), 404);
         assert_eq!(Error::AlreadyExists("x".into()).code().http_status(), 400);
         assert_eq!(Error::TooLarge("x".into()).code().http_status(), 413);

@@ -124,14 +124,9 @@ impl Value {
         match self {
             Value::Str(s) => format!("'{s}'"),
             Value::Num(_, raw) => raw.clone(),
-            Value::List(items) => format!(
-                "({})",
-                items
-                    .iter()
-                    .map(|i| format!("'{i}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Value::List(items) => {
+                format!("({})", items.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", "))
+            }
             Value::None => String::new(),
         }
     }
@@ -271,11 +266,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
             '`' => {
                 let (key, next) = read_quoted(&chars, i, input)?;
                 let raw: String = chars[i..next].iter().collect();
-                tokens.push(Token::Ident {
-                    entity: None,
-                    key,
-                    raw,
-                });
+                tokens.push(Token::Ident { entity: None, key, raw });
                 i = next;
             }
             '=' => {
@@ -311,9 +302,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
             }
             c if c.is_ascii_digit()
                 || ((c == '-' || c == '+' || c == '.')
-                    && chars
-                        .get(i + 1)
-                        .is_some_and(|n| n.is_ascii_digit() || *n == '.')) =>
+                    && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit() || *n == '.')) =>
             {
                 let start = i;
                 i += 1;
@@ -329,29 +318,21 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                 let raw: String = chars[start..i].iter().collect();
                 // `1abc` is not a number: glue letters on and let it fail as a token below.
                 if i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    while i < chars.len()
-                        && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
-                    {
+                    while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
                         i += 1;
                     }
                     let raw: String = chars[start..i].iter().collect();
-                    tokens.push(Token::Ident {
-                        entity: None,
-                        key: raw.clone(),
-                        raw,
-                    });
+                    tokens.push(Token::Ident { entity: None, key: raw.clone(), raw });
                     continue;
                 }
-                let value = raw.parse::<f64>().map_err(|_| {
-                    invalid(format!("Invalid filter '{input}': '{raw}' is not a number"))
-                })?;
+                let value = raw
+                    .parse::<f64>()
+                    .map_err(|_| invalid(format!("Invalid filter '{input}': '{raw}' is not a number")))?;
                 tokens.push(Token::Num(value, raw));
             }
             c if c.is_alphabetic() || c == '_' => {
                 let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
-                {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
@@ -365,11 +346,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                     let (key, next) = read_quoted(&chars, i, input)?;
                     let raw: String = chars[start..next].iter().collect();
                     let entity = word.trim_end_matches('.').to_owned();
-                    tokens.push(Token::Ident {
-                        entity: Some(entity),
-                        key,
-                        raw,
-                    });
+                    tokens.push(Token::Ident { entity: Some(entity), key, raw });
                     i = next;
                     continue;
                 }
@@ -379,11 +356,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                         key: key.to_owned(),
                         raw: word.clone(),
                     }),
-                    None => tokens.push(Token::Ident {
-                        entity: None,
-                        key: word.clone(),
-                        raw: word,
-                    }),
+                    None => tokens.push(Token::Ident { entity: None, key: word.clone(), raw: word }),
                 }
             }
             other => {
@@ -402,10 +375,7 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
     let mut out = Vec::new();
     let mut pos = 0;
     let err_at = |pos: usize, what: &str| -> Error {
-        let near = tokens
-            .get(pos)
-            .map(Token::text)
-            .unwrap_or_else(|| "end of filter".into());
+        let near = tokens.get(pos).map(Token::text).unwrap_or_else(|| "end of filter".into());
         invalid(format!("Invalid filter '{input}': {what} near '{near}'"))
     };
     while pos < tokens.len() {
@@ -435,9 +405,7 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
             })?,
         };
         if key.is_empty() {
-            return Err(invalid(format!(
-                "Invalid filter '{input}': '{raw_ident}' has an empty key"
-            )));
+            return Err(invalid(format!("Invalid filter '{input}': '{raw_ident}' has an empty key")));
         }
         let op = match tokens.get(pos) {
             Some(Token::Op(o)) => {
@@ -463,10 +431,7 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
                 pos += 1;
                 Op::In
             }
-            Some(Token::Word(w))
-                if w == "NOT"
-                    && matches!(tokens.get(pos + 1), Some(Token::Word(x)) if x == "IN") =>
-            {
+            Some(Token::Word(w)) if w == "NOT" && matches!(tokens.get(pos + 1), Some(Token::Word(x)) if x == "IN") => {
                 pos += 2;
                 Op::NotIn
             }
@@ -482,20 +447,14 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
                 _ => return Err(err_at(pos, "expected 'IS NULL' or 'IS NOT NULL'")),
             },
             _ => {
-                return Err(err_at(
-                    pos,
-                    &format!("expected a comparator after '{raw_ident}'"),
-                ));
+                return Err(err_at(pos, &format!("expected a comparator after '{raw_ident}'")));
             }
         };
         let value = match op {
             Op::IsNull | Op::IsNotNull => Value::None,
             Op::In | Op::NotIn => {
                 if tokens.get(pos) != Some(&Token::LParen) {
-                    return Err(err_at(
-                        pos,
-                        "expected a parenthesised list of quoted strings after IN",
-                    ));
+                    return Err(err_at(pos, "expected a parenthesised list of quoted strings after IN"));
                 }
                 pos += 1;
                 let mut items = Vec::new();
@@ -533,19 +492,11 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
                     )));
                 }
                 _ => {
-                    return Err(err_at(
-                        pos,
-                        &format!("expected a value after '{raw_ident} {}'", op.as_sql()),
-                    ));
+                    return Err(err_at(pos, &format!("expected a value after '{raw_ident} {}'", op.as_sql())));
                 }
             },
         };
-        out.push(Comparison {
-            entity,
-            key,
-            op,
-            value,
-        });
+        out.push(Comparison { entity, key, op, value });
     }
     Ok(out)
 }
@@ -558,14 +509,7 @@ struct KeyRule {
 
 const NUMERIC_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge];
 const STRING_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::In, Op::NotIn];
-const KV_OPS: &[Op] = &[
-    Op::Eq,
-    Op::Ne,
-    Op::Like,
-    Op::ILike,
-    Op::IsNull,
-    Op::IsNotNull,
-];
+const KV_OPS: &[Op] = &[Op::Eq, Op::Ne, Op::Like, Op::ILike, Op::IsNull, Op::IsNotNull];
 
 fn check(input: &str, c: &Comparison, rule: &KeyRule, what: &str) -> Result<()> {
     if !rule.ops.contains(&c.op) {
@@ -621,33 +565,9 @@ pub fn run_filter(input: &str) -> Result<Vec<Comparison>> {
     let mut comparisons = parse(input)?;
     for c in &mut comparisons {
         match c.entity {
-            Entity::Metric => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: NUMERIC_OPS,
-                    numeric: true,
-                },
-                "metric",
-            )?,
-            Entity::Param => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: KV_OPS,
-                    numeric: false,
-                },
-                "parameter",
-            )?,
-            Entity::Tag => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: KV_OPS,
-                    numeric: false,
-                },
-                "tag",
-            )?,
+            Entity::Metric => check(input, c, &KeyRule { ops: NUMERIC_OPS, numeric: true }, "metric")?,
+            Entity::Param => check(input, c, &KeyRule { ops: KV_OPS, numeric: false }, "parameter")?,
+            Entity::Tag => check(input, c, &KeyRule { ops: KV_OPS, numeric: false }, "tag")?,
             Entity::Attribute => {
                 c.key = canonical_run_attribute(&c.key).to_owned();
                 let Some((_, numeric)) = RUN_ATTRIBUTES.iter().find(|(k, _)| *k == c.key) else {
@@ -659,15 +579,7 @@ pub fn run_filter(input: &str) -> Result<Vec<Comparison>> {
                     )));
                 };
                 let ops = if *numeric { NUMERIC_OPS } else { STRING_OPS };
-                check(
-                    input,
-                    c,
-                    &KeyRule {
-                        ops,
-                        numeric: *numeric,
-                    },
-                    "attribute",
-                )?;
+                check(input, c, &KeyRule { ops, numeric: *numeric }, "attribute")?;
             }
             Entity::Dataset => {
                 if !["name", "digest", "context"].contains(&c.key.as_str()) {
@@ -676,15 +588,7 @@ pub fn run_filter(input: &str) -> Result<Vec<Comparison>> {
                         c.key
                     )));
                 }
-                check(
-                    input,
-                    c,
-                    &KeyRule {
-                        ops: STRING_OPS,
-                        numeric: false,
-                    },
-                    "dataset",
-                )?;
+                check(input, c, &KeyRule { ops: STRING_OPS, numeric: false }, "dataset")?;
             }
         }
     }
@@ -694,11 +598,7 @@ pub fn run_filter(input: &str) -> Result<Vec<Comparison>> {
 /// Parses and checks a filter over string attributes and tags (experiments, registered models,
 /// model versions, logged models). `attributes` lists (name, numeric); `allow` lists the
 /// entities besides attributes that may appear.
-pub fn attribute_filter(
-    input: &str,
-    attributes: &[(&str, bool)],
-    allow: &[Entity],
-) -> Result<Vec<Comparison>> {
+pub fn attribute_filter(input: &str, attributes: &[(&str, bool)], allow: &[Entity]) -> Result<Vec<Comparison>> {
     let comparisons = parse(input)?;
     for c in &comparisons {
         match c.entity {
@@ -712,62 +612,19 @@ pub fn attribute_filter(
                     )));
                 };
                 let ops = if *numeric { NUMERIC_OPS } else { STRING_OPS };
-                check(
-                    input,
-                    c,
-                    &KeyRule {
-                        ops,
-                        numeric: *numeric,
-                    },
-                    "attribute",
-                )?;
+                check(input, c, &KeyRule { ops, numeric: *numeric }, "attribute")?;
             }
             e if !allow.contains(&e) => {
                 return Err(invalid(format!(
                     "Invalid entity type '{}' in filter '{input}': this search accepts {}",
                     e.prefix(),
-                    std::iter::once("attribute")
-                        .chain(allow.iter().map(|a| a.prefix()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    std::iter::once("attribute").chain(allow.iter().map(|a| a.prefix())).collect::<Vec<_>>().join(", ")
                 )));
             }
-            Entity::Metric => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: NUMERIC_OPS,
-                    numeric: true,
-                },
-                "metric",
-            )?,
-            Entity::Param => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: KV_OPS,
-                    numeric: false,
-                },
-                "parameter",
-            )?,
-            Entity::Tag => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: KV_OPS,
-                    numeric: false,
-                },
-                "tag",
-            )?,
-            Entity::Dataset => check(
-                input,
-                c,
-                &KeyRule {
-                    ops: STRING_OPS,
-                    numeric: false,
-                },
-                "dataset",
-            )?,
+            Entity::Metric => check(input, c, &KeyRule { ops: NUMERIC_OPS, numeric: true }, "metric")?,
+            Entity::Param => check(input, c, &KeyRule { ops: KV_OPS, numeric: false }, "parameter")?,
+            Entity::Tag => check(input, c, &KeyRule { ops: KV_OPS, numeric: false }, "tag")?,
+            Entity::Dataset => check(input, c, &KeyRule { ops: STRING_OPS, numeric: false }, "dataset")?,
         }
     }
     Ok(comparisons)
@@ -798,9 +655,7 @@ pub fn order_by(input: &str, attributes: &[&str], allow: &[Entity]) -> Result<Or
             let e = match entity {
                 None => Entity::Attribute,
                 Some(e) => Entity::from_prefix(e).ok_or_else(|| {
-                    invalid(format!(
-                        "Invalid order_by clause '{input}': invalid entity type in '{raw}'"
-                    ))
+                    invalid(format!("Invalid order_by clause '{input}': invalid entity type in '{raw}'"))
                 })?,
             };
             (e, key.clone())
@@ -809,41 +664,24 @@ pub fn order_by(input: &str, attributes: &[&str], allow: &[Entity]) -> Result<Or
     };
     let ascending = match tokens.get(1) {
         None => true,
-        Some(Token::Ident {
-            entity: None, key, ..
-        }) if key.eq_ignore_ascii_case("ASC") => true,
-        Some(Token::Ident {
-            entity: None, key, ..
-        }) if key.eq_ignore_ascii_case("DESC") => false,
+        Some(Token::Ident { entity: None, key, .. }) if key.eq_ignore_ascii_case("ASC") => true,
+        Some(Token::Ident { entity: None, key, .. }) if key.eq_ignore_ascii_case("DESC") => false,
         _ => return Err(bad()),
     };
     if tokens.len() > 2 {
         return Err(bad());
     }
-    let key = if entity == Entity::Attribute {
-        canonical_run_attribute(&key).to_owned()
-    } else {
-        key
-    };
+    let key = if entity == Entity::Attribute { canonical_run_attribute(&key).to_owned() } else { key };
     match entity {
         Entity::Attribute if !attributes.contains(&key.as_str()) => Err(invalid(format!(
             "Invalid order_by clause '{input}': invalid attribute key '{key}'. Valid keys are {}",
             attributes.join(", ")
         ))),
-        Entity::Attribute => Ok(OrderBy {
-            entity,
-            key,
-            ascending,
-        }),
-        e if allow.contains(&e) => Ok(OrderBy {
-            entity,
-            key,
-            ascending,
-        }),
-        e => Err(invalid(format!(
-            "Invalid order_by clause '{input}': ordering by {} is not supported here",
-            e.prefix()
-        ))),
+        Entity::Attribute => Ok(OrderBy { entity, key, ascending }),
+        e if allow.contains(&e) => Ok(OrderBy { entity, key, ascending }),
+        e => {
+            Err(invalid(format!("Invalid order_by clause '{input}': ordering by {} is not supported here", e.prefix())))
+        }
     }
 }
 
@@ -863,32 +701,16 @@ mod tests {
         let v = run_filter("metrics.acc > 0.5 and params.model = 'rf'").unwrap();
         assert_eq!(
             v[0],
-            Comparison {
-                entity: Entity::Metric,
-                key: "acc".into(),
-                op: Op::Gt,
-                value: Value::Num(0.5, "0.5".into())
-            }
+            Comparison { entity: Entity::Metric, key: "acc".into(), op: Op::Gt, value: Value::Num(0.5, "0.5".into()) }
         );
         assert_eq!(
             v[1],
-            Comparison {
-                entity: Entity::Param,
-                key: "model".into(),
-                op: Op::Eq,
-                value: Value::Str("rf".into())
-            }
+            Comparison { entity: Entity::Param, key: "model".into(), op: Op::Eq, value: Value::Str("rf".into()) }
         );
         assert_eq!(one("tags.`mlflow.runName` = \"x\"").key, "mlflow.runName");
         assert_eq!(one("tag.\"a b\" != 'y'").key, "a b");
         assert_eq!(one("run_name LIKE 'foo%'").op, Op::Like);
-        assert_eq!(
-            one("attributes.status IN ('FINISHED', 'RUNNING')")
-                .list_value()
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(one("attributes.status IN ('FINISHED', 'RUNNING')").list_value().unwrap().len(), 2);
         assert_eq!(one("attribute.run_id NOT IN ('a')").op, Op::NotIn);
         assert_eq!(one("created >= 1700000000000").key, "start_time");
         assert_eq!(one("metrics.loss <= -1.5e-3").num_value(), Some(-1.5e-3));
@@ -931,17 +753,9 @@ mod tests {
         let all = [Entity::Metric, Entity::Param, Entity::Tag];
         assert_eq!(
             order_by("metrics.acc DESC", &attrs, &all).unwrap(),
-            OrderBy {
-                entity: Entity::Metric,
-                key: "acc".into(),
-                ascending: false
-            }
+            OrderBy { entity: Entity::Metric, key: "acc".into(), ascending: false }
         );
-        assert!(
-            order_by("attributes.start_time asc", &attrs, &all)
-                .unwrap()
-                .ascending
-        );
+        assert!(order_by("attributes.start_time asc", &attrs, &all).unwrap().ascending);
         assert_eq!(order_by("tags.`a b`", &attrs, &all).unwrap().key, "a b");
         assert!(order_by("metrics.acc DESC extra", &attrs, &all).is_err());
         assert!(order_by("attributes.nope", &attrs, &all).is_err());

@@ -69,14 +69,9 @@ impl KeyKind {
 pub fn validate_key(kind: KeyKind, key: &str) -> Result<()> {
     let noun = kind.noun();
     if key.is_empty() {
-        return Err(Error::invalid(format!(
-            "Invalid {noun} name: ''. Names may not be empty."
-        )));
+        return Err(Error::invalid(format!("Invalid {noun} name: ''. Names may not be empty.")));
     }
-    if !key
-        .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | ':' | '/'))
-    {
+    if !key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | ':' | '/')) {
         return Err(Error::invalid(format!(
             "Invalid {noun} name: '{key}'. Names may only contain alphanumerics, underscores (_), \
              dashes (-), periods (.), spaces ( ), colon(:) and slashes (/)."
@@ -86,11 +81,7 @@ pub fn validate_key(kind: KeyKind, key: &str) -> Result<()> {
     // its folder. Only a key with a slash or starting with a dot can fail that.
     if key.contains('/') || key.starts_with('.') {
         let normalized = normalize_posix(key);
-        if normalized != key
-            || normalized == "."
-            || normalized.starts_with("..")
-            || normalized.starts_with('/')
-        {
+        if normalized != key || normalized == "." || normalized.starts_with("..") || normalized.starts_with('/') {
             return Err(Error::invalid(format!(
                 "Invalid {noun} name: '{key}'. Names may be treated as files in certain cases, and must \
                  not resolve to other names when treated as such. This name would resolve to '{normalized}'"
@@ -135,9 +126,7 @@ fn normalize_posix(path: &str) -> String {
 pub fn check_length(what: &str, value: &str, max: usize) -> Result<()> {
     let len = value.chars().count();
     if len > max {
-        return Err(Error::invalid(format!(
-            "'{what}' exceeds the maximum length of {max} characters (got {len})"
-        )));
+        return Err(Error::invalid(format!("'{what}' exceeds the maximum length of {max} characters (got {len})")));
     }
     Ok(())
 }
@@ -169,9 +158,7 @@ pub fn validate_tag_value(key: &str, value: &str) -> Result<()> {
 /// Checks an experiment, registered model or logged model name: present and not too long.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
-        return Err(Error::invalid(format!(
-            "Invalid {what} name: '{name}'. The name must not be empty."
-        )));
+        return Err(Error::invalid(format!("Invalid {what} name: '{name}'. The name must not be empty.")));
     }
     check_length(&format!("{what} name"), name, MAX_NAME_LENGTH)
 }
@@ -180,9 +167,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 pub fn validate_run_id(run_id: &str) -> Result<()> {
     if run_id.is_empty()
         || run_id.len() > 256
-        || !run_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !run_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return Err(Error::invalid(format!("Invalid run ID: '{run_id}'")));
     }
@@ -234,16 +219,7 @@ mod tests {
         for ok in ["acc", "val/loss", "a b", "x:y", "a.b-c_d", "ünïcode"] {
             validate_key(KeyKind::Metric, ok).unwrap();
         }
-        for bad in [
-            "",
-            "a$b",
-            "a/../b",
-            "./a",
-            "a//b",
-            "/abs",
-            "a/",
-            "tab\there",
-        ] {
+        for bad in ["", "a$b", "a/../b", "./a", "a//b", "/abs", "a/", "tab\there"] {
             assert!(validate_key(KeyKind::Param, bad).is_err(), "{bad}");
         }
         assert!(validate_key(KeyKind::Tag, &"k".repeat(251)).is_err());

@@ -25,31 +25,20 @@ use crate::wire::{MlflowRequest, run_id};
 fn content_type(path: &ArtifactPath) -> String {
     let guess = mime_guess::from_path(path.file_name().unwrap_or("")).first();
     match guess {
-        Some(m) if m.type_() == mime_guess::mime::IMAGE && m.subtype() != "svg" => {
-            m.essence_str().to_owned()
-        }
+        Some(m) if m.type_() == mime_guess::mime::IMAGE && m.subtype() != "svg" => m.essence_str().to_owned(),
         Some(m)
             if m.type_() == mime_guess::mime::TEXT
-                || matches!(
-                    m.subtype().as_str(),
-                    "json" | "xml" | "javascript" | "x-yaml" | "yaml" | "svg"
-                ) =>
+                || matches!(m.subtype().as_str(), "json" | "xml" | "javascript" | "x-yaml" | "yaml" | "svg") =>
         {
             "text/plain".to_owned()
         }
-        _ if matches!(path.file_name(), Some("MLmodel" | "requirements.txt")) => {
-            "text/plain".to_owned()
-        }
+        _ if matches!(path.file_name(), Some("MLmodel" | "requirements.txt")) => "text/plain".to_owned(),
         _ => "application/octet-stream".to_owned(),
     }
 }
 
 /// `PUT .../artifacts/<path>`: stores the body.
-pub(crate) async fn upload(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-    req: Request,
-) -> JsonResult {
+pub(crate) async fn upload(State(s): State<AppState>, Path(raw): Path<String>, req: Request) -> JsonResult {
     let path = ArtifactPath::parse(&raw)?;
     let limit = s.config.max_artifact_bytes;
     let mut seen: u64 = 0;
@@ -57,9 +46,7 @@ pub(crate) async fn upload(
         let chunk = chunk.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
         seen += chunk.len() as u64;
         if seen > limit {
-            return Err(Error::TooLarge(format!(
-                "Artifact exceeds the upload limit of {limit} bytes"
-            )));
+            return Err(Error::TooLarge(format!("Artifact exceeds the upload limit of {limit} bytes")));
         }
         Ok(chunk)
     });
@@ -68,16 +55,10 @@ pub(crate) async fn upload(
 }
 
 /// `GET .../artifacts/<path>`: streams the file.
-pub(crate) async fn download(
-    State(s): State<AppState>,
-    Path(raw): Path<String>,
-) -> ApiResult<Response> {
+pub(crate) async fn download(State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult<Response> {
     let path = ArtifactPath::parse(&raw)?;
     let file = s.artifacts.get(&path).await?;
-    let name = path
-        .file_name()
-        .unwrap_or("artifact")
-        .replace(['"', '\\'], "_");
+    let name = path.file_name().unwrap_or("artifact").replace(['"', '\\'], "_");
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
     let content_type = HeaderValue::from_str(&content_type(&path))
@@ -87,10 +68,7 @@ pub(crate) async fn download(
             (header::CONTENT_TYPE, content_type),
             (header::CONTENT_LENGTH, HeaderValue::from(file.size)),
             (header::CONTENT_DISPOSITION, disposition),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         ],
         Body::from_stream(file.stream),
     )
@@ -114,17 +92,10 @@ pub(crate) struct ListQuery {
 }
 
 /// `GET .../artifacts?path=<dir>`: lists a folder; a missing folder is an empty listing.
-pub(crate) async fn list(
-    State(s): State<AppState>,
-    MlflowRequest(q): MlflowRequest<ListQuery>,
-) -> JsonResult {
+pub(crate) async fn list(State(s): State<AppState>, MlflowRequest(q): MlflowRequest<ListQuery>) -> JsonResult {
     let dir = ArtifactPath::parse(q.path.as_deref().unwrap_or(""))?;
     let files = s.artifacts.list(&dir).await?;
-    Ok(Json(if files.is_empty() {
-        json!({})
-    } else {
-        json!({ "files": files })
-    }))
+    Ok(Json(if files.is_empty() { json!({}) } else { json!({ "files": files }) }))
 }
 
 #[derive(Deserialize)]
@@ -139,11 +110,9 @@ pub(crate) struct RunListQuery {
 
 /// Maps an `mlflow-artifacts:/...` URI to a path under the artifact root.
 pub(crate) fn proxied_path(uri: &str) -> ApiResult<ArtifactPath> {
-    let rest = uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| {
-        ApiError::invalid(format!(
-            "The artifact location '{uri}' is not served by this server"
-        ))
-    })?;
+    let rest = uri
+        .strip_prefix("mlflow-artifacts:")
+        .ok_or_else(|| ApiError::invalid(format!("The artifact location '{uri}' is not served by this server")))?;
     // `mlflow-artifacts://host:port/path` carries an authority before the path.
     let rest = match rest.strip_prefix("//") {
         Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
@@ -185,18 +154,8 @@ mod tests {
 
     #[test]
     fn proxied_uris_map_under_the_root() {
-        assert_eq!(
-            proxied_path("mlflow-artifacts:/1/abc/artifacts")
-                .unwrap()
-                .to_string(),
-            "1/abc/artifacts"
-        );
-        assert_eq!(
-            proxied_path("mlflow-artifacts://host:5000/1/x")
-                .unwrap()
-                .to_string(),
-            "1/x"
-        );
+        assert_eq!(proxied_path("mlflow-artifacts:/1/abc/artifacts").unwrap().to_string(), "1/abc/artifacts");
+        assert_eq!(proxied_path("mlflow-artifacts://host:5000/1/x").unwrap().to_string(), "1/x");
         assert!(proxied_path("s3://bucket/x").is_err());
         assert!(proxied_path("mlflow-artifacts:/1/../../etc").is_err());
     }

@@ -35,8 +35,7 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.0.code();
-        let status =
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = self.0.to_string();
         if status.is_server_error() {
             tracing::error!(error_code = code.as_str(), "{message}");
@@ -47,17 +46,9 @@ impl IntoResponse for ApiError {
 
 /// An error body with an explicit status (also for routing failures, which have no `Error`).
 pub fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    let body = serde_json::to_vec(&ErrorBody {
-        error_code: code.as_str(),
-        message,
-    })
-    .unwrap_or_else(|_| b"{\"error_code\":\"INTERNAL_ERROR\"}".to_vec());
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let body = serde_json::to_vec(&ErrorBody { error_code: code.as_str(), message })
+        .unwrap_or_else(|_| b"{\"error_code\":\"INTERNAL_ERROR\"}".to_vec());
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Result type of handlers.

@@ -41,10 +41,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES,
-            max_artifact_bytes: 64 * 1024 * 1024 * 1024,
-        }
+        ServerConfig { max_body_bytes: wire::DEFAULT_MAX_BODY_BYTES, max_artifact_bytes: 64 * 1024 * 1024 * 1024 }
     }
 }
 
@@ -67,21 +64,12 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/experiments/create", post(t::create_experiment))
         .route("/experiments/get", get(t::get_experiment))
         .route("/experiments/get-by-name", get(t::get_experiment_by_name))
-        .route(
-            "/experiments/search",
-            post(t::search_experiments).get(t::search_experiments),
-        )
+        .route("/experiments/search", post(t::search_experiments).get(t::search_experiments))
         .route("/experiments/update", post(t::update_experiment))
         .route("/experiments/delete", post(t::delete_experiment))
         .route("/experiments/restore", post(t::restore_experiment))
-        .route(
-            "/experiments/set-experiment-tag",
-            post(t::set_experiment_tag),
-        )
-        .route(
-            "/experiments/delete-experiment-tag",
-            post(t::delete_experiment_tag),
-        )
+        .route("/experiments/set-experiment-tag", post(t::set_experiment_tag))
+        .route("/experiments/delete-experiment-tag", post(t::delete_experiment_tag))
         .route("/runs/create", post(t::create_run))
         .route("/runs/get", get(t::get_run))
         .route("/runs/update", post(t::update_run))
@@ -101,55 +89,20 @@ fn mlflow_routes() -> Router<AppState> {
         .route("/logged-models/search", post(m::search_logged_models))
         .route(
             "/logged-models/{model_id}",
-            get(m::get_logged_model)
-                .patch(m::finalize_logged_model)
-                .delete(m::delete_logged_model),
+            get(m::get_logged_model).patch(m::finalize_logged_model).delete(m::delete_logged_model),
         )
-        .route(
-            "/logged-models/{model_id}/tags",
-            axum::routing::patch(m::set_logged_model_tags),
-        )
-        .route(
-            "/logged-models/{model_id}/tags/{tag_key}",
-            axum::routing::delete(m::delete_logged_model_tag),
-        )
-        .route(
-            "/logged-models/{model_id}/params",
-            post(m::log_logged_model_params),
-        )
-        .route(
-            "/registered-models/create",
-            post(m::create_registered_model),
-        )
+        .route("/logged-models/{model_id}/tags", axum::routing::patch(m::set_logged_model_tags))
+        .route("/logged-models/{model_id}/tags/{tag_key}", axum::routing::delete(m::delete_logged_model_tag))
+        .route("/logged-models/{model_id}/params", post(m::log_logged_model_params))
+        .route("/registered-models/create", post(m::create_registered_model))
         .route("/registered-models/get", get(m::get_registered_model))
-        .route(
-            "/registered-models/rename",
-            post(m::rename_registered_model),
-        )
-        .route(
-            "/registered-models/update",
-            axum::routing::patch(m::update_registered_model),
-        )
-        .route(
-            "/registered-models/delete",
-            axum::routing::delete(m::delete_registered_model),
-        )
-        .route(
-            "/registered-models/search",
-            get(m::search_registered_models),
-        )
-        .route(
-            "/registered-models/get-latest-versions",
-            post(m::get_latest_versions).get(m::get_latest_versions),
-        )
-        .route(
-            "/registered-models/set-tag",
-            post(m::set_registered_model_tag),
-        )
-        .route(
-            "/registered-models/delete-tag",
-            axum::routing::delete(m::delete_registered_model_tag),
-        )
+        .route("/registered-models/rename", post(m::rename_registered_model))
+        .route("/registered-models/update", axum::routing::patch(m::update_registered_model))
+        .route("/registered-models/delete", axum::routing::delete(m::delete_registered_model))
+        .route("/registered-models/search", get(m::search_registered_models))
+        .route("/registered-models/get-latest-versions", post(m::get_latest_versions).get(m::get_latest_versions))
+        .route("/registered-models/set-tag", post(m::set_registered_model_tag))
+        .route("/registered-models/delete-tag", axum::routing::delete(m::delete_registered_model_tag))
         .route(
             "/registered-models/alias",
             post(m::set_registered_model_alias)
@@ -158,40 +111,20 @@ fn mlflow_routes() -> Router<AppState> {
         )
         .route("/model-versions/create", post(m::create_model_version))
         .route("/model-versions/get", get(m::get_model_version))
-        .route(
-            "/model-versions/update",
-            axum::routing::patch(m::update_model_version),
-        )
-        .route(
-            "/model-versions/delete",
-            axum::routing::delete(m::delete_model_version),
-        )
+        .route("/model-versions/update", axum::routing::patch(m::update_model_version))
+        .route("/model-versions/delete", axum::routing::delete(m::delete_model_version))
         .route("/model-versions/search", get(m::search_model_versions))
-        .route(
-            "/model-versions/transition-stage",
-            post(m::transition_model_version_stage),
-        )
-        .route(
-            "/model-versions/get-download-uri",
-            get(m::get_model_version_download_uri),
-        )
+        .route("/model-versions/transition-stage", post(m::transition_model_version_stage))
+        .route("/model-versions/get-download-uri", get(m::get_model_version_download_uri))
         .route("/model-versions/set-tag", post(m::set_model_version_tag))
-        .route(
-            "/model-versions/delete-tag",
-            axum::routing::delete(m::delete_model_version_tag),
-        )
+        .route("/model-versions/delete-tag", axum::routing::delete(m::delete_model_version_tag))
 }
 
 /// The proxied artifact routes, relative to `/api/2.0/mlflow-artifacts`.
 fn artifact_routes() -> Router<AppState> {
     Router::new()
         .route("/artifacts", get(artifacts::list))
-        .route(
-            "/artifacts/{*path}",
-            get(artifacts::download)
-                .put(artifacts::upload)
-                .delete(artifacts::delete),
-        )
+        .route("/artifacts/{*path}", get(artifacts::download).put(artifacts::upload).delete(artifacts::delete))
 }
 
 async fn health() -> impl IntoResponse {
@@ -199,10 +132,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn version() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain")],
-        MLFLOW_COMPAT_VERSION,
-    )
+    ([(header::CONTENT_TYPE, "text/plain")], MLFLOW_COMPAT_VERSION)
 }
 
 /// What the `mlflow` client asks before its first artifact transfer: artifacts are proxied,
@@ -227,17 +157,10 @@ async fn server_info() -> impl IntoResponse {
 }
 
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        ErrorCode::EndpointNotFound,
-        &format!("No endpoint at {}", uri.path()),
-    )
+    error_response(StatusCode::NOT_FOUND, ErrorCode::EndpointNotFound, &format!("No endpoint at {}", uri.path()))
 }
 
-async fn method_not_allowed(
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-) -> axum::response::Response {
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::BadRequest,
@@ -275,7 +198,5 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     on_bound(listener.local_addr()?);
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

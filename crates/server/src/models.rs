@@ -49,10 +49,7 @@ pub(crate) async fn create_logged_model(
     Ok(Json(json!({ "model": model })))
 }
 
-pub(crate) async fn get_logged_model(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-) -> JsonResult {
+pub(crate) async fn get_logged_model(State(s): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
     let model = s.db.get_logged_model(&model_id).await?;
     Ok(Json(json!({ "model": model })))
 }
@@ -68,17 +65,12 @@ pub(crate) async fn finalize_logged_model(
     Path(model_id): Path<String>,
     MlflowRequest(r): MlflowRequest<FinalizeLoggedModel>,
 ) -> JsonResult {
-    let status = r
-        .status
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'status'."))?;
+    let status = r.status.ok_or_else(|| ApiError::invalid("Missing value for required parameter 'status'."))?;
     let model = s.db.finalize_logged_model(&model_id, status).await?;
     Ok(Json(json!({ "model": model })))
 }
 
-pub(crate) async fn delete_logged_model(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-) -> JsonResult {
+pub(crate) async fn delete_logged_model(State(s): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
     s.db.delete_logged_model(&model_id).await?;
     empty()
 }
@@ -149,19 +141,11 @@ pub(crate) async fn search_logged_models(
     let order: Vec<LoggedModelOrder> = r
         .order_by
         .into_iter()
-        .map(|o| LoggedModelOrder {
-            field_name: o.field_name,
-            ascending: o.ascending.unwrap_or(true),
-        })
+        .map(|o| LoggedModelOrder { field_name: o.field_name, ascending: o.ascending.unwrap_or(true) })
         .collect();
-    let page =
-        s.db.search_logged_models(
-            &r.experiment_ids,
-            r.filter.as_deref(),
-            &order,
-            r.max_results,
-            r.page_token.as_deref(),
-        )
+    let page = s
+        .db
+        .search_logged_models(&r.experiment_ids, r.filter.as_deref(), &order, r.max_results, r.page_token.as_deref())
         .await?;
     page_response("models", page)
 }
@@ -183,9 +167,7 @@ pub(crate) async fn create_registered_model(
     MlflowRequest(r): MlflowRequest<CreateRegisteredModel>,
 ) -> JsonResult {
     let name = required(&r.name, "name")?;
-    let model =
-        s.db.create_registered_model(name, &r.tags, r.description.as_deref(), None)
-            .await?;
+    let model = s.db.create_registered_model(name, &r.tags, r.description.as_deref(), None).await?;
     Ok(Json(json!({ "registered_model": model })))
 }
 
@@ -205,9 +187,7 @@ pub(crate) async fn get_registered_model(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ModelName>,
 ) -> JsonResult {
-    let model =
-        s.db.get_registered_model(required(&r.name, "name")?)
-            .await?;
+    let model = s.db.get_registered_model(required(&r.name, "name")?).await?;
     Ok(Json(json!({ "registered_model": model })))
 }
 
@@ -226,9 +206,7 @@ pub(crate) async fn update_registered_model(
     MlflowRequest(r): MlflowRequest<ModelName>,
 ) -> JsonResult {
     let name = required(&r.name, "name")?;
-    let model =
-        s.db.update_registered_model(name, r.description.as_deref().unwrap_or(""))
-            .await?;
+    let model = s.db.update_registered_model(name, r.description.as_deref().unwrap_or("")).await?;
     Ok(Json(json!({ "registered_model": model })))
 }
 
@@ -236,8 +214,7 @@ pub(crate) async fn delete_registered_model(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ModelName>,
 ) -> JsonResult {
-    s.db.delete_registered_model(required(&r.name, "name")?)
-        .await?;
+    s.db.delete_registered_model(required(&r.name, "name")?).await?;
     empty()
 }
 
@@ -245,14 +222,8 @@ pub(crate) async fn get_latest_versions(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ModelName>,
 ) -> JsonResult {
-    let versions =
-        s.db.get_latest_versions(required(&r.name, "name")?, &r.stages)
-            .await?;
-    Ok(Json(if versions.is_empty() {
-        json!({})
-    } else {
-        json!({ "model_versions": versions })
-    }))
+    let versions = s.db.get_latest_versions(required(&r.name, "name")?, &r.stages).await?;
+    Ok(Json(if versions.is_empty() { json!({}) } else { json!({ "model_versions": versions }) }))
 }
 
 #[derive(Deserialize)]
@@ -269,10 +240,7 @@ pub(crate) struct RegistryTag {
 
 fn tag_of(r: &RegistryTag) -> Result<KeyValue, ApiError> {
     let key = required(&r.key, "key")?;
-    let value = r
-        .value
-        .clone()
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
+    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
     Ok(KeyValue::new(key, value))
 }
 
@@ -280,8 +248,7 @@ pub(crate) async fn set_registered_model_tag(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<RegistryTag>,
 ) -> JsonResult {
-    s.db.set_registered_model_tag(required(&r.name, "name")?, &tag_of(&r)?)
-        .await?;
+    s.db.set_registered_model_tag(required(&r.name, "name")?, &tag_of(&r)?).await?;
     empty()
 }
 
@@ -289,8 +256,7 @@ pub(crate) async fn delete_registered_model_tag(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<RegistryTag>,
 ) -> JsonResult {
-    s.db.delete_registered_model_tag(required(&r.name, "name")?, required(&r.key, "key")?)
-        .await?;
+    s.db.delete_registered_model_tag(required(&r.name, "name")?, required(&r.key, "key")?).await?;
     empty()
 }
 
@@ -298,12 +264,7 @@ pub(crate) async fn set_model_version_tag(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<RegistryTag>,
 ) -> JsonResult {
-    s.db.set_model_version_tag(
-        required(&r.name, "name")?,
-        required(&r.version, "version")?,
-        &tag_of(&r)?,
-    )
-    .await?;
+    s.db.set_model_version_tag(required(&r.name, "name")?, required(&r.version, "version")?, &tag_of(&r)?).await?;
     empty()
 }
 
@@ -337,13 +298,7 @@ pub(crate) async fn search_registered_models(
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
 ) -> JsonResult {
     let page =
-        s.db.search_registered_models(
-            r.filter.as_deref(),
-            r.max_results,
-            &r.order_by,
-            r.page_token.as_deref(),
-        )
-        .await?;
+        s.db.search_registered_models(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
     page_response("registered_models", page)
 }
 
@@ -352,13 +307,7 @@ pub(crate) async fn search_model_versions(
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
 ) -> JsonResult {
     let page =
-        s.db.search_model_versions(
-            r.filter.as_deref(),
-            r.max_results,
-            &r.order_by,
-            r.page_token.as_deref(),
-        )
-        .await?;
+        s.db.search_model_versions(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
     page_response("model_versions", page)
 }
 
@@ -421,10 +370,7 @@ pub(crate) struct VersionRef {
 
 impl VersionRef {
     fn key(&self) -> Result<(&str, &str), ApiError> {
-        Ok((
-            required(&self.name, "name")?,
-            required(&self.version, "version")?,
-        ))
+        Ok((required(&self.name, "name")?, required(&self.version, "version")?))
     }
 }
 
@@ -442,9 +388,7 @@ pub(crate) async fn update_model_version(
     MlflowRequest(r): MlflowRequest<VersionRef>,
 ) -> JsonResult {
     let (name, version) = r.key()?;
-    let v =
-        s.db.update_model_version(name, version, r.description.as_deref().unwrap_or(""))
-            .await?;
+    let v = s.db.update_model_version(name, version, r.description.as_deref().unwrap_or("")).await?;
     Ok(Json(json!({ "model_version": v })))
 }
 
@@ -464,13 +408,7 @@ pub(crate) async fn transition_model_version_stage(
     let (name, version) = r.key()?;
     let stage = required(&r.stage, "stage")?;
     let v =
-        s.db.transition_model_version_stage(
-            name,
-            version,
-            stage,
-            r.archive_existing_versions.unwrap_or(false),
-        )
-        .await?;
+        s.db.transition_model_version_stage(name, version, stage, r.archive_existing_versions.unwrap_or(false)).await?;
     Ok(Json(json!({ "model_version": v })))
 }
 
@@ -488,8 +426,7 @@ pub(crate) async fn set_registered_model_alias(
     MlflowRequest(r): MlflowRequest<VersionRef>,
 ) -> JsonResult {
     let (name, version) = r.key()?;
-    s.db.set_registered_model_alias(name, required(&r.alias, "alias")?, version)
-        .await?;
+    s.db.set_registered_model_alias(name, required(&r.alias, "alias")?, version).await?;
     empty()
 }
 
@@ -497,8 +434,7 @@ pub(crate) async fn delete_registered_model_alias(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<VersionRef>,
 ) -> JsonResult {
-    s.db.delete_registered_model_alias(required(&r.name, "name")?, required(&r.alias, "alias")?)
-        .await?;
+    s.db.delete_registered_model_alias(required(&r.name, "name")?, required(&r.alias, "alias")?).await?;
     empty()
 }
 
@@ -506,8 +442,6 @@ pub(crate) async fn get_model_version_by_alias(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<VersionRef>,
 ) -> JsonResult {
-    let v =
-        s.db.get_model_version_by_alias(required(&r.name, "name")?, required(&r.alias, "alias")?)
-            .await?;
+    let v = s.db.get_model_version_by_alias(required(&r.name, "name")?, required(&r.alias, "alias")?).await?;
     Ok(Json(json!({ "model_version": v })))
 }

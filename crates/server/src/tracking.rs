@@ -8,9 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shipyard_core::entities::{
-    DatasetInput, KeyValue, Metric, ModelInput, ModelOutput, RunStatus, ViewType, json_f64,
-};
+use shipyard_core::entities::{DatasetInput, KeyValue, Metric, ModelInput, ModelOutput, RunStatus, ViewType, json_f64};
 use shipyard_store::tracking::{NewRun, Page};
 
 use crate::AppState;
@@ -53,9 +51,7 @@ pub(crate) async fn create_experiment(
     MlflowRequest(r): MlflowRequest<CreateExperiment>,
 ) -> JsonResult {
     let name = required(&r.name, "name")?;
-    let id =
-        s.db.create_experiment(name, r.artifact_location.as_deref(), &r.tags)
-            .await?;
+    let id = s.db.create_experiment(name, r.artifact_location.as_deref(), &r.tags).await?;
     Ok(Json(json!({ "experiment_id": id })))
 }
 
@@ -93,8 +89,7 @@ pub(crate) async fn delete_experiment(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ExperimentId>,
 ) -> JsonResult {
-    s.db.delete_experiment(required(&r.experiment_id, "experiment_id")?)
-        .await?;
+    s.db.delete_experiment(required(&r.experiment_id, "experiment_id")?).await?;
     empty()
 }
 
@@ -102,8 +97,7 @@ pub(crate) async fn restore_experiment(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ExperimentId>,
 ) -> JsonResult {
-    s.db.restore_experiment(required(&r.experiment_id, "experiment_id")?)
-        .await?;
+    s.db.restore_experiment(required(&r.experiment_id, "experiment_id")?).await?;
     empty()
 }
 
@@ -142,12 +136,8 @@ pub(crate) async fn set_experiment_tag(
 ) -> JsonResult {
     let id = required(&r.experiment_id, "experiment_id")?;
     let key = required(&r.key, "key")?;
-    let value = r
-        .value
-        .clone()
-        .ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
-    s.db.set_experiment_tag(id, &KeyValue::new(key, value))
-        .await?;
+    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
+    s.db.set_experiment_tag(id, &KeyValue::new(key, value)).await?;
     empty()
 }
 
@@ -156,8 +146,7 @@ pub(crate) async fn delete_experiment_tag(
     MlflowRequest(r): MlflowRequest<ExperimentTag>,
 ) -> JsonResult {
     let id = required(&r.experiment_id, "experiment_id")?;
-    s.db.delete_experiment_tag(id, required(&r.key, "key")?)
-        .await?;
+    s.db.delete_experiment_tag(id, required(&r.key, "key")?).await?;
     empty()
 }
 
@@ -181,21 +170,12 @@ pub(crate) async fn search_experiments(
 ) -> JsonResult {
     let view = parse_view_type(r.view_type.as_deref())?;
     let page =
-        s.db.search_experiments(
-            view,
-            r.max_results,
-            r.filter.as_deref(),
-            &r.order_by,
-            r.page_token.as_deref(),
-        )
-        .await?;
+        s.db.search_experiments(view, r.max_results, r.filter.as_deref(), &r.order_by, r.page_token.as_deref()).await?;
     page_response("experiments", page)
 }
 
 pub(crate) fn internal(e: serde_json::Error) -> ApiError {
-    ApiError(shipyard_core::Error::Internal(format!(
-        "serialising the response: {e}"
-    )))
+    ApiError(shipyard_core::Error::Internal(format!("serialising the response: {e}")))
 }
 
 /// A page of results as MLflow sends it: the list under `field` (left out when empty) and the
@@ -227,10 +207,7 @@ pub(crate) struct CreateRun {
     tags: Vec<KeyValue>,
 }
 
-pub(crate) async fn create_run(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<CreateRun>,
-) -> JsonResult {
+pub(crate) async fn create_run(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<CreateRun>) -> JsonResult {
     let run =
         s.db.create_run(NewRun {
             experiment_id: r.experiment_id.unwrap_or_default(),
@@ -251,26 +228,17 @@ pub(crate) struct RunRef {
     run_uuid: Option<String>,
 }
 
-pub(crate) async fn get_run(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<RunRef>,
-) -> JsonResult {
+pub(crate) async fn get_run(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<RunRef>) -> JsonResult {
     let run = s.db.get_run(run_id(&r.run_id, &r.run_uuid)?).await?;
     Ok(Json(json!({ "run": run })))
 }
 
-pub(crate) async fn delete_run(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<RunRef>,
-) -> JsonResult {
+pub(crate) async fn delete_run(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<RunRef>) -> JsonResult {
     s.db.delete_run(run_id(&r.run_id, &r.run_uuid)?).await?;
     empty()
 }
 
-pub(crate) async fn restore_run(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<RunRef>,
-) -> JsonResult {
+pub(crate) async fn restore_run(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<RunRef>) -> JsonResult {
     s.db.restore_run(run_id(&r.run_id, &r.run_uuid)?).await?;
     empty()
 }
@@ -289,10 +257,7 @@ pub(crate) struct UpdateRun {
     run_name: Option<String>,
 }
 
-pub(crate) async fn update_run(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<UpdateRun>,
-) -> JsonResult {
+pub(crate) async fn update_run(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<UpdateRun>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let status = match r.status.as_deref() {
         None | Some("") => None,
@@ -302,9 +267,7 @@ pub(crate) async fn update_run(
             ))
         })?),
     };
-    let info =
-        s.db.update_run(id, status, r.end_time, r.run_name.as_deref())
-            .await?;
+    let info = s.db.update_run(id, status, r.end_time, r.run_name.as_deref()).await?;
     Ok(Json(json!({ "run_info": info })))
 }
 
@@ -341,10 +304,7 @@ mod opt_json_f64 {
     }
 }
 
-pub(crate) async fn log_metric(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogMetric>,
-) -> JsonResult {
+pub(crate) async fn log_metric(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogMetric>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?.to_owned();
     let value = r.value.ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
@@ -375,10 +335,7 @@ pub(crate) struct LogParam {
     value: Option<String>,
 }
 
-pub(crate) async fn log_param(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogParam>,
-) -> JsonResult {
+pub(crate) async fn log_param(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogParam>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?;
     let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
@@ -386,10 +343,7 @@ pub(crate) async fn log_param(
     empty()
 }
 
-pub(crate) async fn set_tag(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogParam>,
-) -> JsonResult {
+pub(crate) async fn set_tag(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogParam>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?;
     let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
@@ -397,10 +351,7 @@ pub(crate) async fn set_tag(
     empty()
 }
 
-pub(crate) async fn delete_tag(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogParam>,
-) -> JsonResult {
+pub(crate) async fn delete_tag(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogParam>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     s.db.delete_tag(id, required(&r.key, "key")?).await?;
     empty()
@@ -438,10 +389,7 @@ pub(crate) struct LogBatch {
     tags: Vec<KeyValue>,
 }
 
-pub(crate) async fn log_batch(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogBatch>,
-) -> JsonResult {
+pub(crate) async fn log_batch(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogBatch>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?.to_owned();
     let metrics = r
         .metrics
@@ -449,9 +397,7 @@ pub(crate) async fn log_batch(
         .enumerate()
         .map(|(i, m)| {
             let timestamp = m.timestamp.ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "Missing value for required parameter 'metrics[{i}].timestamp'."
-                ))
+                ApiError::invalid(format!("Missing value for required parameter 'metrics[{i}].timestamp'."))
             })?;
             Ok(Metric {
                 key: m.key,
@@ -479,10 +425,7 @@ pub(crate) struct LogInputs {
     models: Vec<ModelInput>,
 }
 
-pub(crate) async fn log_inputs(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogInputs>,
-) -> JsonResult {
+pub(crate) async fn log_inputs(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogInputs>) -> JsonResult {
     let id = required(&r.run_id, "run_id")?;
     s.db.log_inputs(id, r.datasets, r.models).await?;
     empty()
@@ -496,10 +439,7 @@ pub(crate) struct LogOutputs {
     models: Vec<ModelOutput>,
 }
 
-pub(crate) async fn log_outputs(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<LogOutputs>,
-) -> JsonResult {
+pub(crate) async fn log_outputs(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogOutputs>) -> JsonResult {
     let id = required(&r.run_id, "run_id")?;
     s.db.log_outputs(id, r.models).await?;
     empty()
@@ -525,9 +465,7 @@ pub(crate) async fn get_metric_history(
 ) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.metric_key, "metric_key")?;
-    let page =
-        s.db.get_metric_history(id, key, r.max_results, r.page_token.as_deref())
-            .await?;
+    let page = s.db.get_metric_history(id, key, r.max_results, r.page_token.as_deref()).await?;
     page_response("metrics", page)
 }
 
@@ -547,20 +485,11 @@ pub(crate) struct SearchRuns {
     page_token: Option<String>,
 }
 
-pub(crate) async fn search_runs(
-    State(s): State<AppState>,
-    MlflowRequest(r): MlflowRequest<SearchRuns>,
-) -> JsonResult {
+pub(crate) async fn search_runs(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<SearchRuns>) -> JsonResult {
     let view = parse_view_type(r.run_view_type.as_deref())?;
-    let page =
-        s.db.search_runs(
-            &r.experiment_ids,
-            r.filter.as_deref(),
-            view,
-            r.max_results,
-            &r.order_by,
-            r.page_token.as_deref(),
-        )
+    let page = s
+        .db
+        .search_runs(&r.experiment_ids, r.filter.as_deref(), view, r.max_results, &r.order_by, r.page_token.as_deref())
         .await?;
     page_response("runs", page)
 }

@@ -29,39 +29,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MlflowRequest<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(DEFAULT_MAX_BODY_BYTES, |l| l.0);
+        let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_MAX_BODY_BYTES, |l| l.0);
         let query = req.uri().query().map(str::to_owned);
-        let body = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.to_string().contains("length limit")
-                {
-                    ApiError(Error::TooLarge(format!(
-                        "Request body exceeds the limit of {limit} bytes"
-                    )))
-                } else {
-                    ApiError(Error::BadRequest(format!(
-                        "Could not read the request body: {e}"
-                    )))
-                }
-            })?;
-        let has_body = !body.iter().all(u8::is_ascii_whitespace);
-        let text = std::str::from_utf8(&body).map_err(|e| {
-            ApiError::invalid(format!("Malformed request body: not valid UTF-8 ({e})"))
+        let body = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit")
+            {
+                ApiError(Error::TooLarge(format!("Request body exceeds the limit of {limit} bytes")))
+            } else {
+                ApiError(Error::BadRequest(format!("Could not read the request body: {e}")))
+            }
         })?;
+        let has_body = !body.iter().all(u8::is_ascii_whitespace);
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| ApiError::invalid(format!("Malformed request body: not valid UTF-8 ({e})")))?;
         let parsed = match (query.as_deref().filter(|q| !q.is_empty()), has_body) {
             // The common cases read straight into the request struct.
             (None, true) => {
                 let mut de = serde_json::Deserializer::from_str(text);
-                let parsed =
-                    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(e, text))?;
-                de.end()
-                    .map_err(|e| ApiError::invalid(format!("Malformed JSON request body: {e}")))?;
+                let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| field_error(e, text))?;
+                de.end().map_err(|e| ApiError::invalid(format!("Malformed JSON request body: {e}")))?;
                 parsed
             }
             (query, _) => {
@@ -70,15 +57,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MlflowRequest<T> {
                     merge_query(&mut object, query);
                 }
                 if has_body {
-                    match serde_json::from_str::<Value>(text).map_err(|e| {
-                        ApiError::invalid(format!("Malformed JSON request body: {e}"))
-                    })? {
+                    match serde_json::from_str::<Value>(text)
+                        .map_err(|e| ApiError::invalid(format!("Malformed JSON request body: {e}")))?
+                    {
                         Value::Object(fields) => object.extend(fields),
                         other => return Err(not_an_object(&other)),
                     }
                 }
-                serde_path_to_error::deserialize(Value::Object(object))
-                    .map_err(|e| field_error(e, ""))?
+                serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| field_error(e, ""))?
             }
         };
         Ok(MlflowRequest(parsed))
@@ -103,10 +89,7 @@ fn merge_query(object: &mut Map<String, Value>, query: &str) {
 }
 
 fn not_an_object(v: &Value) -> ApiError {
-    ApiError::invalid(format!(
-        "Malformed JSON request body: expected a JSON object, got {}",
-        json_kind(v)
-    ))
+    ApiError::invalid(format!("Malformed JSON request body: expected a JSON object, got {}", json_kind(v)))
 }
 
 /// Turns a deserialisation failure into MLflow's messages: a missing required field, a value of
@@ -114,15 +97,8 @@ fn not_an_object(v: &Value) -> ApiError {
 fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, body: &str) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner().to_string();
-    if let Some(field) = inner
-        .strip_prefix("missing field `")
-        .and_then(|s| s.split('`').next())
-    {
-        let field = if path == "." {
-            field.to_owned()
-        } else {
-            format!("{path}.{field}")
-        };
+    if let Some(field) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
+        let field = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
         return ApiError::invalid(format!(
             "Missing value for required parameter '{field}'. See the API docs for more information about request parameters."
         ));
@@ -131,9 +107,7 @@ fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, body: &st
     if syntax {
         ApiError::invalid(format!("Malformed JSON request body: {inner}"))
     } else if path == "." && inner.starts_with("invalid type") {
-        ApiError::invalid(format!(
-            "Malformed JSON request body: expected a JSON object ({inner})"
-        ))
+        ApiError::invalid(format!("Malformed JSON request body: expected a JSON object ({inner})"))
     } else {
         ApiError::invalid(format!("Invalid value for parameter '{path}': {inner}"))
     }
@@ -161,10 +135,7 @@ pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Ap
 }
 
 /// The run id of a request that may carry `run_id` or the legacy `run_uuid`.
-pub fn run_id<'a>(
-    run_id: &'a Option<String>,
-    run_uuid: &'a Option<String>,
-) -> Result<&'a str, ApiError> {
+pub fn run_id<'a>(run_id: &'a Option<String>, run_uuid: &'a Option<String>) -> Result<&'a str, ApiError> {
     match (run_id.as_deref(), run_uuid.as_deref()) {
         (Some(r), _) if !r.is_empty() => Ok(r),
         (_, Some(r)) if !r.is_empty() => Ok(r),
@@ -189,15 +160,11 @@ pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
         None => Ok(None),
         Some(IntOrString::Int(i)) => Ok(Some(i)),
         Some(IntOrString::Float(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(Some(f as i64)),
-        Some(IntOrString::Float(f)) => {
-            Err(D::Error::custom(format!("expected an integer, got {f}")))
-        }
+        Some(IntOrString::Float(f)) => Err(D::Error::custom(format!("expected an integer, got {f}"))),
         Some(IntOrString::Str(s)) if s.trim().is_empty() => Ok(None),
-        Some(IntOrString::Str(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| D::Error::custom(format!("expected an integer, got \"{s}\""))),
+        Some(IntOrString::Str(s)) => {
+            s.trim().parse::<i64>().map(Some).map_err(|_| D::Error::custom(format!("expected an integer, got \"{s}\"")))
+        }
     }
 }
 
@@ -213,10 +180,7 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(D::Error::custom(format!(
-            "expected a string, got {}",
-            json_kind(&other)
-        ))),
+        Some(other) => Err(D::Error::custom(format!("expected a string, got {}", json_kind(&other)))),
     }
 }
 
@@ -227,10 +191,7 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
         match v {
             Value::String(s) => Ok(s),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(D::Error::custom(format!(
-                "expected a string, got {}",
-                json_kind(&other)
-            ))),
+            other => Err(D::Error::custom(format!("expected a string, got {}", json_kind(&other)))),
         }
     };
     match Option::<Value>::deserialize(d)? {
@@ -269,10 +230,7 @@ mod tests {
     #[test]
     fn lenient_fields() {
         let s: Sample = serde_json::from_str(r#"{"n": "42", "ids": "1", "flag": "true"}"#).unwrap();
-        assert_eq!(
-            (s.n, s.ids, s.flag),
-            (Some(42), vec!["1".to_owned()], Some(true))
-        );
+        assert_eq!((s.n, s.ids, s.flag), (Some(42), vec!["1".to_owned()], Some(true)));
         let s: Sample = serde_json::from_str(r#"{"n": 7, "ids": ["1", 2]}"#).unwrap();
         assert_eq!((s.n, s.ids.len()), (Some(7), 2));
         assert!(serde_json::from_str::<Sample>(r#"{"n": "x"}"#).is_err());

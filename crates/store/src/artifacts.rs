@@ -51,23 +51,18 @@ pub struct ArtifactStore {
 
 impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactStore")
-            .field("uri", &self.uri)
-            .finish()
+        f.debug_struct("ArtifactStore").field("uri", &self.uri).finish()
     }
 }
 
 impl ArtifactStore {
     /// Opens a destination: a local path (created if missing), `file:///path`, or a cloud URI.
     pub async fn open(destination: &str) -> Result<Self> {
-        let cloud_scheme = [
-            "s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://", "adl://",
-        ]
-        .iter()
-        .any(|s| destination.starts_with(s))
+        let cloud_scheme = ["s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://", "adl://"]
+            .iter()
+            .any(|s| destination.starts_with(s))
             || (destination.starts_with("https://")
-                && (destination.contains(".blob.core.windows.net")
-                    || destination.contains(".dfs.core.windows.net")));
+                && (destination.contains(".blob.core.windows.net") || destination.contains(".dfs.core.windows.net")));
         if cloud_scheme {
             return Self::open_cloud(destination);
         }
@@ -81,21 +76,13 @@ impl ArtifactStore {
     }
 
     async fn open_local(root: PathBuf) -> Result<Self> {
-        tokio::fs::create_dir_all(&root).await.map_err(|e| {
-            Error::Internal(format!(
-                "cannot create artifact root {}: {e}",
-                root.display()
-            ))
-        })?;
-        let canonical = tokio::fs::canonicalize(&root).await.map_err(|e| {
-            Error::Internal(format!(
-                "cannot resolve artifact root {}: {e}",
-                root.display()
-            ))
-        })?;
-        let fs = LocalFileSystem::new_with_prefix(&canonical)
-            .map_err(store_error)?
-            .with_automatic_cleanup(true);
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot create artifact root {}: {e}", root.display())))?;
+        let canonical = tokio::fs::canonicalize(&root)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot resolve artifact root {}: {e}", root.display())))?;
+        let fs = LocalFileSystem::new_with_prefix(&canonical).map_err(store_error)?.with_automatic_cleanup(true);
         Ok(ArtifactStore {
             store: Arc::new(fs),
             prefix: ObjectPath::default(),
@@ -107,47 +94,27 @@ impl ArtifactStore {
     fn open_cloud(destination: &str) -> Result<Self> {
         // object_store's HTTP clients use rustls; ring is the provider we build with.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let url = url::Url::parse(destination).map_err(|e| {
-            Error::invalid(format!("invalid artifact destination '{destination}': {e}"))
-        })?;
+        let url = url::Url::parse(destination)
+            .map_err(|e| Error::invalid(format!("invalid artifact destination '{destination}': {e}")))?;
         let bad = |e: object_store::Error| {
-            Error::invalid(format!(
-                "cannot configure artifact destination '{destination}': {e}"
-            ))
+            Error::invalid(format!("cannot configure artifact destination '{destination}': {e}"))
         };
         let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "s3" | "s3a" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(destination)
-                    .build()
-                    .map_err(bad)?,
-            ),
+            "s3" | "s3a" => {
+                Arc::new(object_store::aws::AmazonS3Builder::from_env().with_url(destination).build().map_err(bad)?)
+            }
             "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(destination)
-                    .build()
-                    .map_err(bad)?,
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(destination).build().map_err(bad)?,
             ),
             _ => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(destination)
-                    .build()
-                    .map_err(bad)?,
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_url(destination).build().map_err(bad)?,
             ),
         };
         // The bucket or container is the URL's host (or, for abfss, its user part); what follows
         // is our prefix inside it.
-        let prefix = ObjectPath::parse(url.path().trim_matches('/')).map_err(|e| {
-            Error::invalid(format!(
-                "invalid prefix in artifact destination '{destination}': {e}"
-            ))
-        })?;
-        Ok(ArtifactStore {
-            store,
-            prefix,
-            local_root: None,
-            uri: destination.to_owned(),
-        })
+        let prefix = ObjectPath::parse(url.path().trim_matches('/'))
+            .map_err(|e| Error::invalid(format!("invalid prefix in artifact destination '{destination}': {e}")))?;
+        Ok(ArtifactStore { store, prefix, local_root: None, uri: destination.to_owned() })
     }
 
     /// The destination as configured.
@@ -181,9 +148,7 @@ impl ArtifactStore {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => {
-                    return Err(Error::Internal(format!(
-                        "cannot inspect artifact path '{path}': {e}"
-                    )));
+                    return Err(Error::Internal(format!("cannot inspect artifact path '{path}': {e}")));
                 }
             }
         }
@@ -199,9 +164,7 @@ impl ArtifactStore {
         E: Into<Error>,
     {
         if path.is_root() {
-            return Err(Error::invalid(
-                "Invalid artifact path: a file name is required",
-            ));
+            return Err(Error::invalid("Invalid artifact path: a file name is required"));
         }
         self.check_no_symlinks(path).await?;
         let location = self.object_path(path);
@@ -218,19 +181,12 @@ impl ArtifactStore {
                 }
                 None => {
                     let payload = PutPayload::from_iter(first);
-                    self.store
-                        .put(&location, payload)
-                        .await
-                        .map_err(store_error)?;
+                    self.store.put(&location, payload).await.map_err(store_error)?;
                     return Ok(buffered as u64);
                 }
             }
         }
-        let upload = self
-            .store
-            .put_multipart(&location)
-            .await
-            .map_err(store_error)?;
+        let upload = self.store.put_multipart(&location).await.map_err(store_error)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK_BYTES);
         for chunk in first {
             writer.put(chunk);
@@ -265,9 +221,7 @@ impl ArtifactStore {
         self.check_no_symlinks(path).await?;
         if let Some(root) = &self.local_root {
             // object_store reports a folder as an I/O error; MLflow's answer is "no such file".
-            let on_disk = path.segments().iter().fold(root.clone(), |p, s| {
-                p.join(PathPart::from(s.as_str()).as_ref())
-            });
+            let on_disk = path.segments().iter().fold(root.clone(), |p, s| p.join(PathPart::from(s.as_str()).as_ref()));
             match tokio::fs::metadata(&on_disk).await {
                 Ok(m) if m.is_file() => {}
                 _ => return Err(Error::not_found(format!("No such artifact: '{path}'"))),
@@ -297,28 +251,14 @@ impl ArtifactStore {
         };
         let name_of = |p: &ObjectPath| -> Option<String> {
             let raw = p.filename()?;
-            Some(
-                percent_encoding::percent_decode_str(raw)
-                    .decode_utf8_lossy()
-                    .into_owned(),
-            )
+            Some(percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned())
         };
         let mut out: Vec<FileInfo> = listing
             .common_prefixes
             .iter()
-            .filter_map(|p| {
-                name_of(p).map(|name| FileInfo {
-                    path: name,
-                    is_dir: true,
-                    file_size: None,
-                })
-            })
+            .filter_map(|p| name_of(p).map(|name| FileInfo { path: name, is_dir: true, file_size: None }))
             .chain(listing.objects.iter().filter_map(|o| {
-                name_of(&o.location).map(|name| FileInfo {
-                    path: name,
-                    is_dir: false,
-                    file_size: Some(o.size),
-                })
+                name_of(&o.location).map(|name| FileInfo { path: name, is_dir: false, file_size: Some(o.size) })
             }))
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -338,11 +278,7 @@ impl ArtifactStore {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        let children = self
-            .store
-            .list(Some(&location))
-            .map_ok(|m| m.location)
-            .boxed();
+        let children = self.store.list(Some(&location)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(children);
         while let Some(r) = deleted.next().await {
             match r {
@@ -360,23 +296,11 @@ impl ArtifactStore {
         self.check_no_symlinks(to).await?;
         let src = self.object_path(from);
         let dst = self.object_path(to);
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&src))
-            .try_collect()
-            .await
-            .map_err(store_error)?;
+        let objects: Vec<_> = self.store.list(Some(&src)).try_collect().await.map_err(store_error)?;
         for meta in &objects {
-            let rel = meta
-                .location
-                .prefix_match(&src)
-                .map(|parts| parts.collect::<Vec<_>>())
-                .unwrap_or_default();
+            let rel = meta.location.prefix_match(&src).map(|parts| parts.collect::<Vec<_>>()).unwrap_or_default();
             let target = rel.into_iter().fold(dst.clone(), |p, part| p.join(part));
-            self.store
-                .copy(&meta.location, &target)
-                .await
-                .map_err(store_error)?;
+            self.store.copy(&meta.location, &target).await.map_err(store_error)?;
         }
         Ok(objects.len())
     }
@@ -385,9 +309,7 @@ impl ArtifactStore {
 /// Maps an object_store failure: a missing object is `NotFound`, the rest is internal and logged.
 fn store_error(e: object_store::Error) -> Error {
     match e {
-        object_store::Error::NotFound { path, .. } => {
-            Error::not_found(format!("No such artifact: '{path}'"))
-        }
+        object_store::Error::NotFound { path, .. } => Error::not_found(format!("No such artifact: '{path}'")),
         other => {
             tracing::error!(error = %other, "artifact store error");
             Error::Internal(format!("artifact store error: {other}"))
@@ -405,9 +327,7 @@ mod tests {
 
     async fn put_bytes(store: &ArtifactStore, path: &str, data: Vec<u8>) -> u64 {
         let stream = futures::stream::iter(
-            data.chunks(7919)
-                .map(|c| Ok::<_, Error>(Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
+            data.chunks(7919).map(|c| Ok::<_, Error>(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
         );
         store.put(&p(path), stream).await.unwrap()
     }
@@ -421,88 +341,45 @@ mod tests {
     #[tokio::test]
     async fn round_trip_nested_and_binary() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap();
+        let store = ArtifactStore::open(dir.path().to_str().unwrap()).await.unwrap();
         let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-        assert_eq!(
-            put_bytes(&store, "1/r/artifacts/bin/model.bin", binary.clone()).await,
-            100_000
-        );
+        assert_eq!(put_bytes(&store, "1/r/artifacts/bin/model.bin", binary.clone()).await, 100_000);
         put_bytes(&store, "1/r/artifacts/notes.txt", b"hello".to_vec()).await;
-        put_bytes(
-            &store,
-            "1/r/artifacts/with space & [brackets].txt",
-            b"x".to_vec(),
-        )
-        .await;
-        assert_eq!(
-            read_all(&store, "1/r/artifacts/bin/model.bin").await,
-            binary
-        );
+        put_bytes(&store, "1/r/artifacts/with space & [brackets].txt", b"x".to_vec()).await;
+        assert_eq!(read_all(&store, "1/r/artifacts/bin/model.bin").await, binary);
         let listing = store.list(&p("1/r/artifacts")).await.unwrap();
-        let names: Vec<_> = listing
-            .iter()
-            .map(|f| (f.path.as_str(), f.is_dir, f.file_size))
-            .collect();
+        let names: Vec<_> = listing.iter().map(|f| (f.path.as_str(), f.is_dir, f.file_size)).collect();
         assert_eq!(
             names,
-            vec![
-                ("bin", true, None),
-                ("notes.txt", false, Some(5)),
-                ("with space & [brackets].txt", false, Some(1))
-            ]
+            vec![("bin", true, None), ("notes.txt", false, Some(5)), ("with space & [brackets].txt", false, Some(1))]
         );
         assert!(store.list(&p("1/missing")).await.unwrap().is_empty());
         // A folder is not a file.
-        assert!(matches!(
-            store.get(&p("1/r/artifacts/bin")).await,
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(store.get(&p("1/r/artifacts/bin")).await, Err(Error::NotFound(_))));
         store.delete(&p("1/r/artifacts/bin")).await.unwrap();
-        assert!(matches!(
-            store.get(&p("1/r/artifacts/bin/model.bin")).await,
-            Err(Error::NotFound(_))
-        ));
+        assert!(matches!(store.get(&p("1/r/artifacts/bin/model.bin")).await, Err(Error::NotFound(_))));
         assert_eq!(store.list(&p("1/r/artifacts")).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
     async fn large_files_stream_through_multipart() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap();
-        let big: Vec<u8> = (0..(UPLOAD_CHUNK_BYTES * 2 + 12345))
-            .map(|i| (i % 251) as u8)
-            .collect();
-        assert_eq!(
-            put_bytes(&store, "big/file.bin", big.clone()).await,
-            big.len() as u64
-        );
+        let store = ArtifactStore::open(dir.path().to_str().unwrap()).await.unwrap();
+        let big: Vec<u8> = (0..(UPLOAD_CHUNK_BYTES * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        assert_eq!(put_bytes(&store, "big/file.bin", big.clone()).await, big.len() as u64);
         assert_eq!(read_all(&store, "big/file.bin").await, big);
     }
 
     #[tokio::test]
     async fn failed_upload_leaves_nothing_visible() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap();
+        let store = ArtifactStore::open(dir.path().to_str().unwrap()).await.unwrap();
         for size in [10usize, UPLOAD_CHUNK_BYTES + 10] {
-            let chunks: Vec<std::result::Result<Bytes, Error>> = vec![
-                Ok(Bytes::from(vec![1u8; size])),
-                Err(Error::TooLarge("client went away".into())),
-            ];
-            let err = store
-                .put(&p("x/partial.bin"), futures::stream::iter(chunks))
-                .await
-                .unwrap_err();
+            let chunks: Vec<std::result::Result<Bytes, Error>> =
+                vec![Ok(Bytes::from(vec![1u8; size])), Err(Error::TooLarge("client went away".into()))];
+            let err = store.put(&p("x/partial.bin"), futures::stream::iter(chunks)).await.unwrap_err();
             assert!(matches!(err, Error::TooLarge(_)));
-            assert!(matches!(
-                store.get(&p("x/partial.bin")).await,
-                Err(Error::NotFound(_))
-            ));
+            assert!(matches!(store.get(&p("x/partial.bin")).await, Err(Error::NotFound(_))));
             assert!(store.list(&p("x")).await.unwrap().is_empty());
         }
     }
@@ -514,18 +391,12 @@ mod tests {
         std::fs::write(outside.path().join("secret.txt"), b"secret").unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        let store = ArtifactStore::open(dir.path().to_str().unwrap())
-            .await
-            .unwrap();
+        let store = ArtifactStore::open(dir.path().to_str().unwrap()).await.unwrap();
         let err = store.get(&p("link/secret.txt")).await.err().unwrap();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(store.list(&p("link")).await.is_err());
-        let write = store
-            .put(
-                &p("link/new.txt"),
-                futures::stream::iter(vec![Ok::<_, Error>(Bytes::from_static(b"x"))]),
-            )
-            .await;
+        let write =
+            store.put(&p("link/new.txt"), futures::stream::iter(vec![Ok::<_, Error>(Bytes::from_static(b"x"))])).await;
         assert!(write.is_err());
         assert!(!outside.path().join("new.txt").exists());
         assert!(store.delete(&p("link")).await.is_err());

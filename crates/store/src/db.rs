@@ -127,14 +127,10 @@ impl DatabaseUri {
     pub fn parse(uri: &str) -> Result<Self> {
         if let Some(rest) = uri.strip_prefix("sqlite:///") {
             if rest.is_empty() {
-                return Err(Error::invalid(
-                    "sqlite URI has no file path: use sqlite:///path/to/file.db",
-                ));
+                return Err(Error::invalid("sqlite URI has no file path: use sqlite:///path/to/file.db"));
             }
             if rest.contains('?') || rest.contains('#') {
-                return Err(Error::invalid(format!(
-                    "sqlite file path must not contain '?' or '#': {rest}"
-                )));
+                return Err(Error::invalid(format!("sqlite file path must not contain '?' or '#': {rest}")));
             }
             return Ok(DatabaseUri::Sqlite(PathBuf::from(rest)));
         }
@@ -187,9 +183,7 @@ pub(crate) enum DbError {
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable(m) => {
-                Error::Unavailable(format!("metadata database unavailable: {m}"))
-            }
+            DbError::Unavailable(m) => Error::Unavailable(format!("metadata database unavailable: {m}")),
             DbError::Unique(m) | DbError::Other(m) => {
                 tracing::error!(error = %m, "metadata database error");
                 Error::Internal(format!("metadata database error: {m}"))
@@ -206,8 +200,7 @@ impl From<rusqlite::Error> for DbError {
                 ErrorCode::ConstraintViolation
                     if matches!(
                         f.extended_code,
-                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
                     ) =>
                 {
                     DbError::Unique(e.to_string())
@@ -291,9 +284,7 @@ impl Conn<'_> {
     /// Runs a query that must return a row (`INSERT ... RETURNING`).
     pub(crate) async fn fetch_one(&mut self, sql: Sql) -> Result<Row, DbError> {
         let text = sql.text.clone();
-        self.fetch_optional(sql)
-            .await?
-            .ok_or_else(|| DbError::Other(format!("no row returned by: {text}")))
+        self.fetch_optional(sql).await?.ok_or_else(|| DbError::Other(format!("no row returned by: {text}")))
     }
 }
 
@@ -311,15 +302,10 @@ fn sqlite_fetch(conn: &rusqlite::Connection, sql: &Sql) -> Result<Vec<Row>, DbEr
                 ValueRef::Null => Value::Null,
                 ValueRef::Integer(v) => Value::Int(v),
                 ValueRef::Real(v) => Value::Float(v),
-                ValueRef::Text(t) | ValueRef::Blob(t) => {
-                    Value::Text(String::from_utf8_lossy(t).into_owned())
-                }
+                ValueRef::Text(t) | ValueRef::Blob(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
             });
         }
-        out.push(Row {
-            names: names.clone(),
-            values,
-        });
+        out.push(Row { names: names.clone(), values });
     }
     Ok(out)
 }
@@ -343,50 +329,25 @@ fn pg_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Row>, DbError> {
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
-    let names: Arc<[String]> = first
-        .columns()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
-    let kinds: Vec<String> = first
-        .columns()
-        .iter()
-        .map(|c| c.type_info().name().to_owned())
-        .collect();
+    let names: Arc<[String]> = first.columns().iter().map(|c| c.name().to_owned()).collect();
+    let kinds: Vec<String> = first.columns().iter().map(|c| c.type_info().name().to_owned()).collect();
     rows.iter()
         .map(|row| {
             let mut values = Vec::with_capacity(kinds.len());
             for (i, kind) in kinds.iter().enumerate() {
                 let v = match kind.as_str() {
-                    "INT8" => row
-                        .try_get::<Option<i64>, _>(i)?
-                        .map_or(Value::Null, Value::Int),
-                    "INT4" => row
-                        .try_get::<Option<i32>, _>(i)?
-                        .map_or(Value::Null, |v| Value::Int(v.into())),
-                    "INT2" => row
-                        .try_get::<Option<i16>, _>(i)?
-                        .map_or(Value::Null, |v| Value::Int(v.into())),
-                    "BOOL" => row
-                        .try_get::<Option<bool>, _>(i)?
-                        .map_or(Value::Null, |v| Value::Int(v.into())),
-                    "FLOAT8" => row
-                        .try_get::<Option<f64>, _>(i)?
-                        .map_or(Value::Null, Value::Float),
-                    "FLOAT4" => row
-                        .try_get::<Option<f32>, _>(i)?
-                        .map_or(Value::Null, |v| Value::Float(v.into())),
+                    "INT8" => row.try_get::<Option<i64>, _>(i)?.map_or(Value::Null, Value::Int),
+                    "INT4" => row.try_get::<Option<i32>, _>(i)?.map_or(Value::Null, |v| Value::Int(v.into())),
+                    "INT2" => row.try_get::<Option<i16>, _>(i)?.map_or(Value::Null, |v| Value::Int(v.into())),
+                    "BOOL" => row.try_get::<Option<bool>, _>(i)?.map_or(Value::Null, |v| Value::Int(v.into())),
+                    "FLOAT8" => row.try_get::<Option<f64>, _>(i)?.map_or(Value::Null, Value::Float),
+                    "FLOAT4" => row.try_get::<Option<f32>, _>(i)?.map_or(Value::Null, |v| Value::Float(v.into())),
                     "VOID" => Value::Null,
-                    _ => row
-                        .try_get::<Option<String>, _>(i)?
-                        .map_or(Value::Null, Value::Text),
+                    _ => row.try_get::<Option<String>, _>(i)?.map_or(Value::Null, Value::Text),
                 };
                 values.push(v);
             }
-            Ok(Row {
-                names: names.clone(),
-                values,
-            })
+            Ok(Row { names: names.clone(), values })
         })
         .collect()
 }
@@ -424,9 +385,7 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("dialect", &self.dialect())
-            .finish()
+        f.debug_struct("Database").field("dialect", &self.dialect()).finish()
     }
 }
 
@@ -437,9 +396,9 @@ impl Database {
         let backend = match uri {
             DatabaseUri::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    tokio::fs::create_dir_all(parent).await.map_err(|e| {
-                        Error::Internal(format!("cannot create folder {}: {e}", parent.display()))
-                    })?;
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| Error::Internal(format!("cannot create folder {}: {e}", parent.display())))?;
                 }
                 let path = path.clone();
                 let display = uri.display();
@@ -448,9 +407,7 @@ impl Database {
                         .map_err(|e| Error::Unavailable(format!("cannot open {display}: {e:?}")))?;
                     // WAL lets readers run beside the writer; the setting persists in the file.
                     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-                        .map_err(|e| {
-                            Error::Unavailable(format!("cannot enable WAL on {display}: {e}"))
-                        })?;
+                        .map_err(|e| Error::Unavailable(format!("cannot enable WAL on {display}: {e}")))?;
                     Ok((conn, path))
                 })
                 .await?;
@@ -469,10 +426,7 @@ impl Database {
                     .connect(url)
                     .await
                     .map_err(|e| {
-                        Error::Unavailable(format!(
-                            "cannot open the metadata database {}: {e}",
-                            uri.display()
-                        ))
+                        Error::Unavailable(format!("cannot open the metadata database {}: {e}", uri.display()))
                     })?;
                 Backend::Postgres(pool)
             }
@@ -550,11 +504,7 @@ impl Database {
                 let _permit = acquire(&s.read_gate).await?;
                 let s = s.clone();
                 blocking(move || {
-                    let pooled = s
-                        .readers
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .pop();
+                    let pooled = s.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
                     let mut conn = match pooled {
                         Some(c) => c,
                         None => SqliteBackend::open_connection(&s.path)?,
@@ -565,10 +515,7 @@ impl Database {
                     run_cached(&conn, "BEGIN")?;
                     let result = futures::executor::block_on(work(&mut Conn::Sqlite(&mut conn)));
                     let _ = run_cached(&conn, "COMMIT");
-                    s.readers
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(conn);
+                    s.readers.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
                     result
                 })
                 .await
@@ -608,9 +555,7 @@ async fn acquire(gate: &Semaphore) -> Result<tokio::sync::SemaphorePermit<'_>> {
 
 /// Runs blocking SQLite work on Tokio's blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("database task failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -619,25 +564,14 @@ mod tests {
 
     #[test]
     fn uris_follow_sqlalchemy() {
-        assert_eq!(
-            DatabaseUri::parse("sqlite:///rel/x.db").unwrap(),
-            DatabaseUri::Sqlite("rel/x.db".into())
-        );
-        assert_eq!(
-            DatabaseUri::parse("sqlite:////abs/x.db").unwrap(),
-            DatabaseUri::Sqlite("/abs/x.db".into())
-        );
+        assert_eq!(DatabaseUri::parse("sqlite:///rel/x.db").unwrap(), DatabaseUri::Sqlite("rel/x.db".into()));
+        assert_eq!(DatabaseUri::parse("sqlite:////abs/x.db").unwrap(), DatabaseUri::Sqlite("/abs/x.db".into()));
         assert!(matches!(
             DatabaseUri::parse("postgresql+psycopg2://u:p@h:5/db").unwrap(),
             DatabaseUri::Postgres(u) if u == "postgresql://u:p@h:5/db"
         ));
-        let err = DatabaseUri::parse("mysql://u:secret@h/db")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("u:***@h/db") && !err.contains("secret"),
-            "{err}"
-        );
+        let err = DatabaseUri::parse("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(err.contains("u:***@h/db") && !err.contains("secret"), "{err}");
         assert!(DatabaseUri::parse("sqlite:///").is_err());
     }
 

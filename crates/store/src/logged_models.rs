@@ -8,8 +8,8 @@
 use std::collections::{HashMap, HashSet};
 
 use shipyard_core::entities::{
-    KeyValue, LifecycleStage, LoggedModel, LoggedModelData, LoggedModelInfo,
-    LoggedModelRegistration, LoggedModelStatus, Metric, new_logged_model_id, now_millis,
+    KeyValue, LifecycleStage, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelRegistration,
+    LoggedModelStatus, Metric, new_logged_model_id, now_millis,
 };
 use shipyard_core::filter::{self, Entity, Op};
 use shipyard_core::validation::{self, KeyKind};
@@ -19,8 +19,8 @@ use crate::db::{Conn, Database};
 use crate::search::{comparison_sql, text_condition};
 use crate::sql::{Arg, Row, Sql};
 use crate::tracking::{
-    Page, experiment_by_id, group_key_values, insert_rows, metric_from_row, parse_experiment_id,
-    parse_page_token, run_by_id, stored_metric_value,
+    Page, experiment_by_id, group_key_values, insert_rows, metric_from_row, parse_experiment_id, parse_page_token,
+    run_by_id, stored_metric_value,
 };
 
 /// What a client sends to create a logged model.
@@ -78,14 +78,9 @@ fn logged_model_not_found(model_id: &str) -> Error {
 
 /// A logged model with its tags, params, metrics and registrations, or `NotFound`.
 pub(crate) async fn logged_model_by_id(c: &mut Conn<'_>, model_id: &str) -> Result<LoggedModel> {
-    let sql = c.stmt(
-        "SELECT * FROM logged_models lm WHERE model_id = $1 AND lifecycle_stage = 'active'",
-        [model_id.into()],
-    );
-    let row = c
-        .fetch_optional(sql)
-        .await?
-        .ok_or_else(|| logged_model_not_found(model_id))?;
+    let sql =
+        c.stmt("SELECT * FROM logged_models lm WHERE model_id = $1 AND lifecycle_stage = 'active'", [model_id.into()]);
+    let row = c.fetch_optional(sql).await?.ok_or_else(|| logged_model_not_found(model_id))?;
     Ok(attach_logged_model_data(c, vec![row]).await?.remove(0))
 }
 
@@ -93,28 +88,17 @@ async fn attach_logged_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Ve
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = rows
-        .iter()
-        .map(|r| r.get::<String>("model_id"))
-        .collect::<Result<_>>()?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get::<String>("model_id")).collect::<Result<_>>()?;
     let by_models = |c: &Conn<'_>, head: &str| {
         let mut sql = c.sql(head);
         let list = sql.args(ids.iter());
         sql.push(&list).push(")");
         sql
     };
-    let params = c
-        .fetch_all(by_models(
-            c,
-            "SELECT model_id, key, value FROM logged_model_params WHERE model_id IN (",
-        ))
-        .await?;
-    let tags = c
-        .fetch_all(by_models(
-            c,
-            "SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN (",
-        ))
-        .await?;
+    let params =
+        c.fetch_all(by_models(c, "SELECT model_id, key, value FROM logged_model_params WHERE model_id IN (")).await?;
+    let tags =
+        c.fetch_all(by_models(c, "SELECT model_id, key, value FROM logged_model_tags WHERE model_id IN (")).await?;
     let metrics = c
         .fetch_all(by_models(
             c,
@@ -152,10 +136,7 @@ async fn attach_logged_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Ve
         registrations_by
             .entry(r.get("model_id")?)
             .or_default()
-            .push(LoggedModelRegistration {
-                name: r.get("name")?,
-                version: r.get::<i64>("version")?.to_string(),
-            });
+            .push(LoggedModelRegistration { name: r.get("name")?, version: r.get::<i64>("version")?.to_string() });
     }
     rows.iter()
         .map(|row| {
@@ -168,9 +149,8 @@ async fn attach_logged_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Ve
                     creation_timestamp_ms: row.get("creation_timestamp_ms")?,
                     last_updated_timestamp_ms: row.get("last_updated_timestamp_ms")?,
                     artifact_uri: row.get("artifact_location")?,
-                    status: LoggedModelStatus::parse(&status).ok_or_else(|| {
-                        Error::Internal(format!("unknown logged model status '{status}'"))
-                    })?,
+                    status: LoggedModelStatus::parse(&status)
+                        .ok_or_else(|| Error::Internal(format!("unknown logged model status '{status}'")))?,
                     model_type: row.get("model_type")?,
                     source_run_id: row.get("source_run_id")?,
                     status_message: row.get("status_message")?,
@@ -252,20 +232,12 @@ impl Database {
     /// Gets a logged model with its tags, params, metrics and registrations.
     pub async fn get_logged_model(&self, model_id: &str) -> Result<LoggedModel> {
         let model_id = model_id.to_owned();
-        self.read(move |c| Box::pin(async move { logged_model_by_id(c, &model_id).await }))
-            .await
+        self.read(move |c| Box::pin(async move { logged_model_by_id(c, &model_id).await })).await
     }
 
     /// Sets the upload status of a logged model (`READY` or `UPLOAD_FAILED`).
-    pub async fn finalize_logged_model(
-        &self,
-        model_id: &str,
-        status: LoggedModelStatus,
-    ) -> Result<LoggedModel> {
-        if !matches!(
-            status,
-            LoggedModelStatus::Ready | LoggedModelStatus::UploadFailed
-        ) {
+    pub async fn finalize_logged_model(&self, model_id: &str, status: LoggedModelStatus) -> Result<LoggedModel> {
+        if !matches!(status, LoggedModelStatus::Ready | LoggedModelStatus::UploadFailed) {
             return Err(Error::invalid(format!(
                 "Invalid status '{}': a logged model can only be finalized as LOGGED_MODEL_READY or LOGGED_MODEL_UPLOAD_FAILED",
                 status.as_str()
@@ -277,11 +249,7 @@ impl Database {
                 let update = c.stmt(
                     "UPDATE logged_models SET status = $1, last_updated_timestamp_ms = $2 \
                      WHERE model_id = $3 AND lifecycle_stage = 'active'",
-                    [
-                        status.as_str().into(),
-                        now_millis().into(),
-                        model_id.as_str().into(),
-                    ],
+                    [status.as_str().into(), now_millis().into(), model_id.as_str().into()],
                 );
                 if c.execute(update).await? == 0 {
                     return Err(logged_model_not_found(&model_id));
@@ -312,18 +280,10 @@ impl Database {
     }
 
     /// Sets tags on a logged model.
-    pub async fn set_logged_model_tags(
-        &self,
-        model_id: &str,
-        tags: &[KeyValue],
-    ) -> Result<LoggedModel> {
+    pub async fn set_logged_model_tags(&self, model_id: &str, tags: &[KeyValue]) -> Result<LoggedModel> {
         for t in tags {
             validation::validate_key(KeyKind::Tag, &t.key)?;
-            validation::check_length(
-                "logged model tag value",
-                &t.value,
-                validation::MAX_REGISTRY_TAG_VAL_LENGTH,
-            )?;
+            validation::check_length("logged model tag value", &t.value, validation::MAX_REGISTRY_TAG_VAL_LENGTH)?;
         }
         let (model_id, tags) = (model_id.to_owned(), tags.to_vec());
         self.write(move |c| {
@@ -396,24 +356,16 @@ impl Database {
         validation::validate_max_results(limit, validation::SEARCH_MAX_RESULTS_THRESHOLD)?;
         let offset = parse_page_token(page_token)?;
         let dialect = self.dialect();
-        let mut sql = Sql::new(
-            dialect,
-            "SELECT lm.* FROM logged_models lm WHERE lm.lifecycle_stage = 'active'",
-        );
+        let mut sql = Sql::new(dialect, "SELECT lm.* FROM logged_models lm WHERE lm.lifecycle_stage = 'active'");
         if !experiment_ids.is_empty() {
-            let ids: Vec<i64> = experiment_ids
-                .iter()
-                .map(|e| parse_experiment_id(e))
-                .collect::<Result<_>>()?;
+            let ids: Vec<i64> = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<_>>()?;
             sql.push(" AND lm.experiment_id IN (");
             let list = sql.args(ids);
             sql.push(&list).push(")");
         }
         for c in &comparisons {
             let cond = match c.entity {
-                Entity::Attribute => {
-                    comparison_sql(&mut sql, dialect, attribute_column(&c.key), c)?
-                }
+                Entity::Attribute => comparison_sql(&mut sql, dialect, attribute_column(&c.key), c)?,
                 Entity::Metric => {
                     let key = sql.arg(c.key.as_str());
                     let value = sql.arg(c.num_value().unwrap_or_default());
@@ -424,15 +376,9 @@ impl Database {
                     )
                 }
                 Entity::Param | Entity::Tag => {
-                    let table = if c.entity == Entity::Param {
-                        "logged_model_params"
-                    } else {
-                        "logged_model_tags"
-                    };
+                    let table = if c.entity == Entity::Param { "logged_model_params" } else { "logged_model_tags" };
                     let key = sql.arg(c.key.as_str());
-                    let exists = format!(
-                        "SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key}"
-                    );
+                    let exists = format!("SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key}");
                     match c.op {
                         Op::IsNull => format!("NOT EXISTS ({exists})"),
                         Op::IsNotNull => format!("EXISTS ({exists})"),
@@ -443,9 +389,7 @@ impl Database {
                     }
                 }
                 Entity::Dataset => {
-                    return Err(Error::invalid(
-                        "datasets are not searchable on logged models",
-                    ));
+                    return Err(Error::invalid("datasets are not searchable on logged models"));
                 }
             };
             sql.push(" AND ").push(&cond);
@@ -462,10 +406,7 @@ impl Database {
             } else if ATTRIBUTES.iter().any(|(k, _)| *k == o.field_name) {
                 order.push(format!("{} {dir}", attribute_column(&o.field_name)));
             } else {
-                return Err(Error::invalid(format!(
-                    "Invalid order by field name: '{}'",
-                    o.field_name
-                )));
+                return Err(Error::invalid(format!("Invalid order by field name: '{}'", o.field_name)));
             }
         }
         order.push("lm.creation_timestamp_ms DESC".into());
@@ -488,22 +429,8 @@ impl Database {
     }
 }
 
-async fn upsert_model_kv(
-    c: &mut Conn<'_>,
-    table: &str,
-    model_id: &str,
-    items: &[KeyValue],
-) -> Result<()> {
-    let rows = items
-        .iter()
-        .map(|kv| {
-            [
-                Arg::from(model_id),
-                kv.key.as_str().into(),
-                kv.value.as_str().into(),
-            ]
-        })
-        .collect();
+async fn upsert_model_kv(c: &mut Conn<'_>, table: &str, model_id: &str, items: &[KeyValue]) -> Result<()> {
+    let rows = items.iter().map(|kv| [Arg::from(model_id), kv.key.as_str().into(), kv.value.as_str().into()]).collect();
     insert_rows(
         c,
         &format!("INSERT INTO {table} (model_id, key, value) VALUES "),
@@ -514,31 +441,18 @@ async fn upsert_model_kv(
 }
 
 /// Records the metrics of a batch that carry a `model_id` on their logged models.
-pub(crate) async fn insert_model_metrics(
-    c: &mut Conn<'_>,
-    run_id: &str,
-    metrics: &[Metric],
-) -> Result<()> {
-    let with_model: Vec<&Metric> = metrics
-        .iter()
-        .filter(|m| m.model_id.as_deref().is_some_and(|id| !id.is_empty()))
-        .collect();
+pub(crate) async fn insert_model_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> Result<()> {
+    let with_model: Vec<&Metric> =
+        metrics.iter().filter(|m| m.model_id.as_deref().is_some_and(|id| !id.is_empty())).collect();
     if with_model.is_empty() {
         return Ok(());
     }
-    let ids: HashSet<&str> = with_model
-        .iter()
-        .filter_map(|m| m.model_id.as_deref())
-        .collect();
+    let ids: HashSet<&str> = with_model.iter().filter_map(|m| m.model_id.as_deref()).collect();
     let mut sql = c.sql("SELECT model_id FROM logged_models WHERE model_id IN (");
     let list = sql.args(ids.iter().copied());
     sql.push(&list).push(")");
-    let found: HashSet<String> = c
-        .fetch_all(sql)
-        .await?
-        .iter()
-        .map(|r| r.get::<String>("model_id"))
-        .collect::<Result<_>>()?;
+    let found: HashSet<String> =
+        c.fetch_all(sql).await?.iter().map(|r| r.get::<String>("model_id")).collect::<Result<_>>()?;
     if let Some(missing) = ids.iter().find(|id| !found.contains(**id)) {
         return Err(logged_model_not_found(missing));
     }

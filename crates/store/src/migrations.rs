@@ -274,11 +274,7 @@ pub(crate) async fn apply(db: &Database) -> Result<()> {
             })
             .await?;
         if applied {
-            tracing::info!(
-                version = migration.version,
-                "applied schema migration: {}",
-                migration.description
-            );
+            tracing::info!(version = migration.version, "applied schema migration: {}", migration.description);
         }
     }
     Ok(())

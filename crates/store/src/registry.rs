@@ -46,16 +46,9 @@ pub struct NewModelVersion {
 }
 
 fn canonical_stage(stage: &str) -> Result<&'static str> {
-    STAGES
-        .iter()
-        .find(|s| s.eq_ignore_ascii_case(stage))
-        .copied()
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "Invalid Model Version stage: {stage}. Value must be one of {}.",
-                STAGES.join(", ")
-            ))
-        })
+    STAGES.iter().find(|s| s.eq_ignore_ascii_case(stage)).copied().ok_or_else(|| {
+        Error::invalid(format!("Invalid Model Version stage: {stage}. Value must be one of {}.", STAGES.join(", ")))
+    })
 }
 
 fn model_not_found(name: &str) -> Error {
@@ -63,9 +56,7 @@ fn model_not_found(name: &str) -> Error {
 }
 
 fn version_not_found(name: &str, version: &str) -> Error {
-    Error::not_found(format!(
-        "Model Version (name={name}, version={version}) not found"
-    ))
+    Error::not_found(format!("Model Version (name={name}, version={version}) not found"))
 }
 
 fn parse_version(version: &str) -> Result<i64> {
@@ -74,11 +65,7 @@ fn parse_version(version: &str) -> Result<i64> {
         .parse::<i64>()
         .ok()
         .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "Parameter 'version' must be an integer, got '{version}'."
-            ))
-        })
+        .ok_or_else(|| Error::invalid(format!("Parameter 'version' must be an integer, got '{version}'.")))
 }
 
 fn validate_alias(alias: &str) -> Result<()> {
@@ -86,19 +73,14 @@ fn validate_alias(alias: &str) -> Result<()> {
         return Err(Error::invalid("Alias must not be empty."));
     }
     validation::check_length("alias", alias, 255)?;
-    if !alias
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-    {
+    if !alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
         return Err(Error::invalid(format!(
             "Invalid alias name: '{alias}'. Aliases may only contain alphanumerics, underscores (_) and dashes (-)."
         )));
     }
     let lower = alias.to_ascii_lowercase();
     if lower == "latest"
-        || (lower.len() > 1
-            && lower.starts_with('v')
-            && lower[1..].chars().all(|c| c.is_ascii_digit()))
+        || (lower.len() > 1 && lower.starts_with('v') && lower[1..].chars().all(|c| c.is_ascii_digit()))
     {
         return Err(Error::invalid(format!(
             "Invalid alias name: '{alias}'. Alias name cannot be 'latest' or a version reference such as 'v1'."
@@ -109,35 +91,24 @@ fn validate_alias(alias: &str) -> Result<()> {
 
 /// Checks a version source: no local paths, no traversal, no URL tricks.
 fn validate_source(source: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::invalid(format!(
-            "Invalid model version source: '{source}'. {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Error::invalid(format!("Invalid model version source: '{source}'. {why}")));
     if source.is_empty() {
         return bad("The source must not be empty.");
     }
     let decoded = percent_encoding::percent_decode_str(source).decode_utf8_lossy();
-    let decoded = percent_encoding::percent_decode_str(&decoded)
-        .decode_utf8_lossy()
-        .into_owned();
+    let decoded = percent_encoding::percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
     if decoded.contains('#') || decoded.contains('\\') || decoded.chars().any(char::is_control) {
         return bad("Fragments, backslashes and control characters are not allowed.");
     }
-    if decoded
-        .split('/')
-        .any(|s| s == ".." || s.starts_with("..;"))
-    {
+    if decoded.split('/').any(|s| s == ".." || s.starts_with("..;")) {
         return bad("Relative path segments ('..') are not allowed.");
     }
     let Some((scheme, _)) = source.split_once(':') else {
-        return bad(
-            "Local paths are not allowed as sources; use runs:/, models:/ or an artifact URI.",
-        );
+        return bad("Local paths are not allowed as sources; use runs:/, models:/ or an artifact URI.");
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "runs" | "models" | "mlflow-artifacts" | "s3" | "s3a" | "gs" | "wasbs" | "abfss" | "az"
-        | "http" | "https" | "hdfs" | "dbfs" => Ok(()),
+        "runs" | "models" | "mlflow-artifacts" | "s3" | "s3a" | "gs" | "wasbs" | "abfss" | "az" | "http" | "https"
+        | "hdfs" | "dbfs" => Ok(()),
         "file" => bad("Local file sources are not allowed."),
         other => bad(&format!("The scheme '{other}' is not supported.")),
     }
@@ -145,14 +116,8 @@ fn validate_source(source: &str) -> Result<()> {
 
 /// The id of a registered model, or `NotFound`.
 async fn registered_model_id(c: &mut Conn<'_>, name: &str) -> Result<i64> {
-    let sql = c.stmt(
-        "SELECT id FROM registered_models WHERE name = $1",
-        [name.into()],
-    );
-    c.fetch_optional(sql)
-        .await?
-        .ok_or_else(|| model_not_found(name))?
-        .get("id")
+    let sql = c.stmt("SELECT id FROM registered_models WHERE name = $1", [name.into()]);
+    c.fetch_optional(sql).await?.ok_or_else(|| model_not_found(name))?.get("id")
 }
 
 /// The (registered model id, version) of a version, or `NotFound`.
@@ -163,36 +128,21 @@ async fn version_key(c: &mut Conn<'_>, name: &str, version: &str) -> Result<(i64
          WHERE rm.name = $1 AND mv.version = $2",
         [name.into(), v.into()],
     );
-    let row = c
-        .fetch_optional(sql)
-        .await?
-        .ok_or_else(|| version_not_found(name, version))?;
+    let row = c.fetch_optional(sql).await?.ok_or_else(|| version_not_found(name, version))?;
     Ok((row.get("registered_model_id")?, v))
 }
 
 async fn registered_model_by_name(c: &mut Conn<'_>, name: &str) -> Result<RegisteredModel> {
-    let sql = c.stmt(
-        "SELECT * FROM registered_models WHERE name = $1",
-        [name.into()],
-    );
-    let row = c
-        .fetch_optional(sql)
-        .await?
-        .ok_or_else(|| model_not_found(name))?;
+    let sql = c.stmt("SELECT * FROM registered_models WHERE name = $1", [name.into()]);
+    let row = c.fetch_optional(sql).await?.ok_or_else(|| model_not_found(name))?;
     Ok(attach_registered_model_data(c, vec![row]).await?.remove(0))
 }
 
-async fn attach_registered_model_data(
-    c: &mut Conn<'_>,
-    rows: Vec<Row>,
-) -> Result<Vec<RegisteredModel>> {
+async fn attach_registered_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Vec<RegisteredModel>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<i64> = rows
-        .iter()
-        .map(|r| r.get::<i64>("id"))
-        .collect::<Result<_>>()?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64>("id")).collect::<Result<_>>()?;
     let by_models = |c: &Conn<'_>, head: &str, tail: &str| {
         let mut sql = c.sql(head);
         let list = sql.args(ids.iter().copied());
@@ -224,10 +174,7 @@ async fn attach_registered_model_data(
         .await?;
     let mut latest_keys = Vec::new();
     for r in &latest_rows {
-        latest_keys.push((
-            r.get::<i64>("registered_model_id")?,
-            r.get::<i64>("version")?,
-        ));
+        latest_keys.push((r.get::<i64>("registered_model_id")?, r.get::<i64>("version")?));
     }
     let mut latest_by: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
     for (rm, mv) in load_versions(c, &latest_keys).await? {
@@ -238,20 +185,14 @@ async fn attach_registered_model_data(
         tags_by
             .entry(r.get("registered_model_id")?)
             .or_default()
-            .push(KeyValue {
-                key: r.get("key")?,
-                value: r.get("value")?,
-            });
+            .push(KeyValue { key: r.get("key")?, value: r.get("value")? });
     }
     let mut aliases_by: HashMap<i64, Vec<RegisteredModelAlias>> = HashMap::new();
     for r in &alias_rows {
         aliases_by
             .entry(r.get("registered_model_id")?)
             .or_default()
-            .push(RegisteredModelAlias {
-                alias: r.get("alias")?,
-                version: r.get::<i64>("version")?.to_string(),
-            });
+            .push(RegisteredModelAlias { alias: r.get("alias")?, version: r.get::<i64>("version")?.to_string() });
     }
     rows.iter()
         .map(|r| {
@@ -292,12 +233,7 @@ async fn load_versions(c: &mut Conn<'_>, keys: &[(i64, i64)]) -> Result<Vec<(i64
         out.extend(versions_from_rows(c, &rows).await?);
     }
     let order: HashMap<(i64, i64), usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    out.sort_by_key(|(rm, v)| {
-        order
-            .get(&(*rm, v.version.parse::<i64>().unwrap_or(0)))
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
+    out.sort_by_key(|(rm, v)| order.get(&(*rm, v.version.parse::<i64>().unwrap_or(0))).copied().unwrap_or(usize::MAX));
     Ok(out)
 }
 
@@ -307,18 +243,15 @@ async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, 
     }
     let mut keys = Vec::with_capacity(rows.len());
     for r in rows {
-        keys.push((
-            r.get::<i64>("registered_model_id")?,
-            r.get::<i64>("version")?,
-        ));
+        keys.push((r.get::<i64>("registered_model_id")?, r.get::<i64>("version")?));
     }
     let mut tag_sql =
         c.sql("SELECT registered_model_id, version, key, value FROM model_version_tags WHERE registered_model_id IN (");
     let ids = tag_sql.args(keys.iter().map(|k| k.0));
     tag_sql.push(&ids).push(") ORDER BY key");
     let tag_rows = c.fetch_all(tag_sql).await?;
-    let mut alias_sql =
-        c.sql("SELECT registered_model_id, version, alias FROM registered_model_aliases WHERE registered_model_id IN (");
+    let mut alias_sql = c
+        .sql("SELECT registered_model_id, version, alias FROM registered_model_aliases WHERE registered_model_id IN (");
     let ids = alias_sql.args(keys.iter().map(|k| k.0));
     alias_sql.push(&ids).push(") ORDER BY alias");
     let alias_rows = c.fetch_all(alias_sql).await?;
@@ -327,17 +260,11 @@ async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, 
         tags_by
             .entry((r.get("registered_model_id")?, r.get("version")?))
             .or_default()
-            .push(KeyValue {
-                key: r.get("key")?,
-                value: r.get("value")?,
-            });
+            .push(KeyValue { key: r.get("key")?, value: r.get("value")? });
     }
     let mut aliases_by: HashMap<(i64, i64), Vec<String>> = HashMap::new();
     for r in &alias_rows {
-        aliases_by
-            .entry((r.get("registered_model_id")?, r.get("version")?))
-            .or_default()
-            .push(r.get("alias")?);
+        aliases_by.entry((r.get("registered_model_id")?, r.get("version")?)).or_default().push(r.get("alias")?);
     }
     rows.iter()
         .zip(keys)
@@ -356,9 +283,8 @@ async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, 
                     description: r.get("description")?,
                     source: r.get("source")?,
                     run_id: run_id.filter(|r| !r.is_empty()),
-                    status: ModelVersionStatus::parse(&status).ok_or_else(|| {
-                        Error::Internal(format!("unknown model version status '{status}'"))
-                    })?,
+                    status: ModelVersionStatus::parse(&status)
+                        .ok_or_else(|| Error::Internal(format!("unknown model version status '{status}'")))?,
                     status_message: r.get("status_message")?,
                     tags: tags_by.remove(&key).unwrap_or_default(),
                     run_link: r.get("run_link")?,
@@ -372,11 +298,7 @@ async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, 
 
 async fn model_version(c: &mut Conn<'_>, name: &str, version: &str) -> Result<ModelVersion> {
     let key = version_key(c, name, version).await?;
-    load_versions(c, &[key])
-        .await?
-        .pop()
-        .map(|(_, v)| v)
-        .ok_or_else(|| version_not_found(name, version))
+    load_versions(c, &[key]).await?.pop().map(|(_, v)| v).ok_or_else(|| version_not_found(name, version))
 }
 
 impl Database {
@@ -391,11 +313,7 @@ impl Database {
         validation::validate_name("registered model", name)?;
         for t in tags {
             validation::validate_key(KeyKind::Tag, &t.key)?;
-            validation::check_length(
-                "registered model tag value",
-                &t.value,
-                validation::MAX_REGISTRY_TAG_VAL_LENGTH,
-            )?;
+            validation::check_length("registered model tag value", &t.value, validation::MAX_REGISTRY_TAG_VAL_LENGTH)?;
         }
         let (name, tags) = (name.to_owned(), tags.to_vec());
         let (description, user_id) = (description.map(str::to_owned), user_id.map(str::to_owned));
@@ -422,16 +340,11 @@ impl Database {
     /// Gets a registered model with its latest versions per stage, tags and aliases.
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
         let name = name.to_owned();
-        self.read(move |c| Box::pin(async move { registered_model_by_name(c, &name).await }))
-            .await
+        self.read(move |c| Box::pin(async move { registered_model_by_name(c, &name).await })).await
     }
 
     /// Renames a registered model; its versions, tags and aliases follow.
-    pub async fn rename_registered_model(
-        &self,
-        name: &str,
-        new_name: &str,
-    ) -> Result<RegisteredModel> {
+    pub async fn rename_registered_model(&self, name: &str, new_name: &str) -> Result<RegisteredModel> {
         validation::validate_name("registered model", new_name)?;
         let (name, new_name) = (name.to_owned(), new_name.to_owned());
         self.write(move |c| {
@@ -442,9 +355,7 @@ impl Database {
                     [new_name.as_str().into(), now_millis().into(), id.into()],
                 );
                 if unique_violation(c.execute(update).await)?.is_none() {
-                    return Err(Error::AlreadyExists(format!(
-                        "Registered Model (name={new_name}) already exists."
-                    )));
+                    return Err(Error::AlreadyExists(format!("Registered Model (name={new_name}) already exists.")));
                 }
                 registered_model_by_name(c, &new_name).await
             })
@@ -453,11 +364,7 @@ impl Database {
     }
 
     /// Sets a registered model's description.
-    pub async fn update_registered_model(
-        &self,
-        name: &str,
-        description: &str,
-    ) -> Result<RegisteredModel> {
+    pub async fn update_registered_model(&self, name: &str, description: &str) -> Result<RegisteredModel> {
         let (name, description) = (name.to_owned(), description.to_owned());
         self.write(move |c| {
             Box::pin(async move {
@@ -479,8 +386,7 @@ impl Database {
         self.write(move |c| {
             Box::pin(async move {
                 let id = registered_model_id(c, &name).await?;
-                c.execute(c.stmt("DELETE FROM registered_models WHERE id = $1", [id.into()]))
-                    .await?;
+                c.execute(c.stmt("DELETE FROM registered_models WHERE id = $1", [id.into()])).await?;
                 Ok(())
             })
         })
@@ -490,11 +396,7 @@ impl Database {
     /// Sets a tag on a registered model.
     pub async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue) -> Result<()> {
         validation::validate_key(KeyKind::Tag, &tag.key)?;
-        validation::check_length(
-            "registered model tag value",
-            &tag.value,
-            validation::MAX_REGISTRY_TAG_VAL_LENGTH,
-        )?;
+        validation::check_length("registered model tag value", &tag.value, validation::MAX_REGISTRY_TAG_VAL_LENGTH)?;
         let (name, tag) = (name.to_owned(), tag.clone());
         self.write(move |c| {
             Box::pin(async move {
@@ -517,9 +419,7 @@ impl Database {
                     [id.into(), key.as_str().into()],
                 );
                 if c.execute(delete).await? == 0 {
-                    return Err(Error::not_found(format!(
-                        "No tag with name: {key} in registered model {name}"
-                    )));
+                    return Err(Error::not_found(format!("No tag with name: {key} in registered model {name}")));
                 }
                 Ok(())
             })
@@ -536,16 +436,10 @@ impl Database {
         page_token: Option<&str>,
     ) -> Result<Page<RegisteredModel>> {
         const ATTRIBUTES: &[(&str, bool)] = &[("name", false)];
-        const ORDER: &[&str] = &[
-            "name",
-            "timestamp",
-            "last_updated_timestamp",
-            "creation_timestamp",
-        ];
+        const ORDER: &[&str] = &["name", "timestamp", "last_updated_timestamp", "creation_timestamp"];
         let limit = max_results.unwrap_or(100);
         validation::validate_max_results(limit, 1000)?;
-        let comparisons =
-            filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
+        let comparisons = filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
         let orders = order_by
             .iter()
             .filter(|o| !o.trim().is_empty())
@@ -609,24 +503,13 @@ impl Database {
     }
 
     /// The latest version in each of `stages` (all stages when empty).
-    pub async fn get_latest_versions(
-        &self,
-        name: &str,
-        stages: &[String],
-    ) -> Result<Vec<ModelVersion>> {
-        let wanted: Vec<&str> = stages
-            .iter()
-            .map(|s| canonical_stage(s))
-            .collect::<Result<_>>()?;
+    pub async fn get_latest_versions(&self, name: &str, stages: &[String]) -> Result<Vec<ModelVersion>> {
+        let wanted: Vec<&str> = stages.iter().map(|s| canonical_stage(s)).collect::<Result<_>>()?;
         let model = self.get_registered_model(name).await?;
         if wanted.is_empty() {
             return Ok(model.latest_versions);
         }
-        Ok(model
-            .latest_versions
-            .into_iter()
-            .filter(|v| wanted.contains(&v.current_stage.as_str()))
-            .collect())
+        Ok(model.latest_versions.into_iter().filter(|v| wanted.contains(&v.current_stage.as_str())).collect())
     }
 
     /// Registers a new version of a model.
@@ -634,11 +517,7 @@ impl Database {
         validate_source(&new.source)?;
         for t in &new.tags {
             validation::validate_key(KeyKind::Tag, &t.key)?;
-            validation::check_length(
-                "model version tag value",
-                &t.value,
-                validation::MAX_REGISTRY_TAG_VAL_LENGTH,
-            )?;
+            validation::check_length("model version tag value", &t.value, validation::MAX_REGISTRY_TAG_VAL_LENGTH)?;
         }
         self.write(move |c| {
             Box::pin(async move {
@@ -704,19 +583,12 @@ impl Database {
     /// Gets a model version.
     pub async fn get_model_version(&self, name: &str, version: &str) -> Result<ModelVersion> {
         let (name, version) = (name.to_owned(), version.to_owned());
-        self.read(move |c| Box::pin(async move { model_version(c, &name, &version).await }))
-            .await
+        self.read(move |c| Box::pin(async move { model_version(c, &name, &version).await })).await
     }
 
     /// Sets a version's description.
-    pub async fn update_model_version(
-        &self,
-        name: &str,
-        version: &str,
-        description: &str,
-    ) -> Result<ModelVersion> {
-        let (name, version, description) =
-            (name.to_owned(), version.to_owned(), description.to_owned());
+    pub async fn update_model_version(&self, name: &str, version: &str, description: &str) -> Result<ModelVersion> {
+        let (name, version, description) = (name.to_owned(), version.to_owned(), description.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let (id, v) = version_key(c, &name, &version).await?;
@@ -796,11 +668,7 @@ impl Database {
     }
 
     /// Where a version's files are, as an artifact URI.
-    pub async fn get_model_version_download_uri(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> Result<String> {
+    pub async fn get_model_version_download_uri(&self, name: &str, version: &str) -> Result<String> {
         let (name, version) = (name.to_owned(), version.to_owned());
         self.read(move |c| {
             Box::pin(async move {
@@ -810,28 +678,16 @@ impl Database {
                      WHERE registered_model_id = $1 AND version = $2",
                     [id.into(), v.into()],
                 );
-                c.fetch_optional(sql)
-                    .await?
-                    .ok_or_else(|| version_not_found(&name, &version))?
-                    .get("location")
+                c.fetch_optional(sql).await?.ok_or_else(|| version_not_found(&name, &version))?.get("location")
             })
         })
         .await
     }
 
     /// Sets a tag on a version.
-    pub async fn set_model_version_tag(
-        &self,
-        name: &str,
-        version: &str,
-        tag: &KeyValue,
-    ) -> Result<()> {
+    pub async fn set_model_version_tag(&self, name: &str, version: &str, tag: &KeyValue) -> Result<()> {
         validation::validate_key(KeyKind::Tag, &tag.key)?;
-        validation::check_length(
-            "model version tag value",
-            &tag.value,
-            validation::MAX_REGISTRY_TAG_VAL_LENGTH,
-        )?;
+        validation::check_length("model version tag value", &tag.value, validation::MAX_REGISTRY_TAG_VAL_LENGTH)?;
         let (name, version, tag) = (name.to_owned(), version.to_owned(), tag.clone());
         self.write(move |c| {
             Box::pin(async move {
@@ -843,12 +699,7 @@ impl Database {
     }
 
     /// Deletes a tag of a version.
-    pub async fn delete_model_version_tag(
-        &self,
-        name: &str,
-        version: &str,
-        key: &str,
-    ) -> Result<()> {
+    pub async fn delete_model_version_tag(&self, name: &str, version: &str, key: &str) -> Result<()> {
         let (name, version, key) = (name.to_owned(), version.to_owned(), key.to_owned());
         self.write(move |c| {
             Box::pin(async move {
@@ -867,12 +718,7 @@ impl Database {
     }
 
     /// Points an alias at a version (moving it if it pointed elsewhere).
-    pub async fn set_registered_model_alias(
-        &self,
-        name: &str,
-        alias: &str,
-        version: &str,
-    ) -> Result<()> {
+    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {
         validate_alias(alias)?;
         let (name, alias, version) = (name.to_owned(), alias.to_owned(), version.to_owned());
         self.write(move |c| {
@@ -908,11 +754,7 @@ impl Database {
     }
 
     /// The version an alias points at.
-    pub async fn get_model_version_by_alias(
-        &self,
-        name: &str,
-        alias: &str,
-    ) -> Result<ModelVersion> {
+    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
         let (name, alias) = (name.to_owned(), alias.to_owned());
         self.read(move |c| {
             Box::pin(async move {
@@ -947,17 +789,10 @@ impl Database {
             ("version_number", true),
             ("model_id", false),
         ];
-        const ORDER: &[&str] = &[
-            "name",
-            "version_number",
-            "creation_timestamp",
-            "last_updated_timestamp",
-            "timestamp",
-        ];
+        const ORDER: &[&str] = &["name", "version_number", "creation_timestamp", "last_updated_timestamp", "timestamp"];
         let limit = max_results.unwrap_or(10_000);
         validation::validate_max_results(limit, 200_000)?;
-        let comparisons =
-            filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
+        let comparisons = filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
         let orders = order_by
             .iter()
             .filter(|o| !o.trim().is_empty())
@@ -992,9 +827,7 @@ impl Database {
                         format!("mv.version {} {p}", c.op.as_sql())
                     }
                     _ => {
-                        return Err(Error::invalid(
-                            "version_number must be compared with a number",
-                        ));
+                        return Err(Error::invalid("version_number must be compared with a number"));
                     }
                 },
                 (_, key) => {
@@ -1030,15 +863,8 @@ impl Database {
         self.read(move |c| {
             Box::pin(async move {
                 let page = Page::from_overfetch(c.fetch_all(sql).await?, offset, limit);
-                let items = versions_from_rows(c, &page.items)
-                    .await?
-                    .into_iter()
-                    .map(|(_, v)| v)
-                    .collect();
-                Ok(Page {
-                    items,
-                    next_page_token: page.next_page_token,
-                })
+                let items = versions_from_rows(c, &page.items).await?.into_iter().map(|(_, v)| v).collect();
+                Ok(Page { items, next_page_token: page.next_page_token })
             })
         })
         .await
@@ -1073,10 +899,8 @@ async fn upsert_registry_tag(
 }
 
 async fn touch_registered_model(c: &mut Conn<'_>, id: i64) -> Result<()> {
-    let sql = c.stmt(
-        "UPDATE registered_models SET last_updated_time = $1 WHERE id = $2",
-        [now_millis().into(), id.into()],
-    );
+    let sql =
+        c.stmt("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2", [now_millis().into(), id.into()]);
     c.execute(sql).await?;
     Ok(())
 }
@@ -1087,12 +911,7 @@ mod tests {
 
     #[test]
     fn sources_pointing_at_the_server_are_refused() {
-        for ok in [
-            "models:/m-abc",
-            "runs:/abc/model",
-            "mlflow-artifacts:/1/abc/artifacts/model",
-            "s3://b/k",
-        ] {
+        for ok in ["models:/m-abc", "runs:/abc/model", "mlflow-artifacts:/1/abc/artifacts/model", "s3://b/k"] {
             validate_source(ok).unwrap();
         }
         for bad in [

@@ -14,8 +14,7 @@ use shipyard_core::{Error, Result};
 use crate::db::{Database, Dialect};
 use crate::sql::Sql;
 use crate::tracking::{
-    Page, RUN_COLUMNS, attach_run_data, experiments_where, parse_experiment_id, parse_page_token,
-    run_row,
+    Page, RUN_COLUMNS, attach_run_data, experiments_where, parse_experiment_id, parse_page_token, run_row,
 };
 
 /// Default page size of run searches (MLflow's `SEARCH_MAX_RESULTS_DEFAULT`).
@@ -23,12 +22,7 @@ pub const SEARCH_RUNS_DEFAULT_MAX_RESULTS: i64 = 1000;
 
 /// A string comparison of `column` against the comparison's value (`=`, `!=`, `LIKE`, `ILIKE`,
 /// `IN`, `NOT IN`, and the ordering comparators).
-pub(crate) fn text_condition(
-    sql: &mut Sql,
-    dialect: Dialect,
-    column: &str,
-    c: &Comparison,
-) -> Result<String> {
+pub(crate) fn text_condition(sql: &mut Sql, dialect: Dialect, column: &str, c: &Comparison) -> Result<String> {
     Ok(match (&c.op, &c.value) {
         (Op::Like, Value::Str(s)) => {
             let p = sql.arg(dialect.like_pattern(s));
@@ -62,20 +56,11 @@ pub(crate) fn text_condition(
 }
 
 /// A comparison of a column against a number or a string.
-pub(crate) fn comparison_sql(
-    sql: &mut Sql,
-    dialect: Dialect,
-    column: &str,
-    c: &Comparison,
-) -> Result<String> {
+pub(crate) fn comparison_sql(sql: &mut Sql, dialect: Dialect, column: &str, c: &Comparison) -> Result<String> {
     match &c.value {
         Value::Num(n, _) => {
             // Integer columns (times) compare with the integer when the number is whole.
-            let p = if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                sql.arg(*n as i64)
-            } else {
-                sql.arg(*n)
-            };
+            let p = if n.fract() == 0.0 && n.abs() < 9.0e15 { sql.arg(*n as i64) } else { sql.arg(*n) };
             Ok(format!("{column} {} {p}", c.op.as_sql()))
         }
         _ => text_condition(sql, dialect, column, c),
@@ -128,19 +113,15 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
             )
         }
         Entity::Param | Entity::Tag => {
-            let table = if c.entity == Entity::Param {
-                "params"
-            } else {
-                "tags"
-            };
+            let table = if c.entity == Entity::Param { "params" } else { "tags" };
             let key = sql.arg(c.key.as_str());
             match c.op {
-                Op::IsNull => format!(
-                    "NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})"
-                ),
-                Op::IsNotNull => format!(
-                    "EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})"
-                ),
+                Op::IsNull => {
+                    format!("NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})")
+                }
+                Op::IsNotNull => {
+                    format!("EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})")
+                }
                 _ => {
                     let cond = text_condition(sql, dialect, "t.value", c)?;
                     format!(
@@ -185,25 +166,13 @@ impl Database {
         let orders = order_by
             .iter()
             .filter(|o| !o.trim().is_empty())
-            .map(|o| {
-                filter::order_by(
-                    o,
-                    RUN_ORDER_ATTRIBUTES,
-                    &[Entity::Metric, Entity::Param, Entity::Tag],
-                )
-            })
+            .map(|o| filter::order_by(o, RUN_ORDER_ATTRIBUTES, &[Entity::Metric, Entity::Param, Entity::Tag]))
             .collect::<Result<Vec<_>>>()?;
         let offset = parse_page_token(page_token)?;
         if experiment_ids.is_empty() {
-            return Ok(Page {
-                items: Vec::new(),
-                next_page_token: None,
-            });
+            return Ok(Page { items: Vec::new(), next_page_token: None });
         }
-        let ids: Vec<i64> = experiment_ids
-            .iter()
-            .map(|e| parse_experiment_id(e))
-            .collect::<Result<_>>()?;
+        let ids: Vec<i64> = experiment_ids.iter().map(|e| parse_experiment_id(e)).collect::<Result<_>>()?;
 
         let dialect = self.dialect();
         let mut sql = Sql::new(dialect, format!("SELECT {RUN_COLUMNS} FROM runs"));
@@ -218,26 +187,20 @@ impl Database {
                         " LEFT JOIN latest_metrics o{i} ON o{i}.run_uuid = runs.run_uuid AND o{i}.key = {key}"
                     ));
                     // Values first, then NaN, then runs without the metric, in either direction.
-                    order_terms.push(format!(
-                        "CASE WHEN o{i}.value IS NULL THEN 2 WHEN o{i}.is_nan = 1 THEN 1 ELSE 0 END"
-                    ));
+                    order_terms
+                        .push(format!("CASE WHEN o{i}.value IS NULL THEN 2 WHEN o{i}.is_nan = 1 THEN 1 ELSE 0 END"));
                     order_terms.push(format!("o{i}.value {dir}"));
                 }
                 Entity::Param | Entity::Tag => {
-                    let table = if o.entity == Entity::Param {
-                        "params"
-                    } else {
-                        "tags"
-                    };
+                    let table = if o.entity == Entity::Param { "params" } else { "tags" };
                     let key = sql.arg(o.key.as_str());
                     sql.push(&format!(" LEFT JOIN {table} o{i} ON o{i}.run_uuid = runs.run_uuid AND o{i}.key = {key}"));
                     order_terms.push(format!("(o{i}.value IS NULL)"));
                     order_terms.push(format!("o{i}.value {dir}"));
                 }
                 _ => {
-                    let column = run_attribute_column(&o.key).ok_or_else(|| {
-                        Error::invalid(format!("Invalid order_by key '{}'", o.key))
-                    })?;
+                    let column = run_attribute_column(&o.key)
+                        .ok_or_else(|| Error::invalid(format!("Invalid order_by key '{}'", o.key)))?;
                     order_terms.push(format!("({column} IS NULL)"));
                     order_terms.push(format!("{column} {dir}"));
                 }
@@ -252,10 +215,7 @@ impl Database {
             let cond = run_condition(&mut sql, dialect, c)?;
             sql.push(" AND ").push(&cond);
         }
-        if !orders
-            .iter()
-            .any(|o| o.entity == Entity::Attribute && o.key == "start_time")
-        {
+        if !orders.iter().any(|o| o.entity == Entity::Attribute && o.key == "start_time") {
             order_terms.push("runs.start_time DESC".into());
         }
         order_terms.push("runs.run_uuid ASC".into());
@@ -269,10 +229,7 @@ impl Database {
                 let rows = c.fetch_all(sql).await?;
                 let run_rows = rows.iter().map(run_row).collect::<Result<Vec<_>>>()?;
                 let page = Page::from_overfetch(run_rows, offset, limit);
-                Ok(Page {
-                    items: attach_run_data(c, page.items).await?,
-                    next_page_token: page.next_page_token,
-                })
+                Ok(Page { items: attach_run_data(c, page.items).await?, next_page_token: page.next_page_token })
             })
         })
         .await
@@ -287,18 +244,12 @@ impl Database {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<Experiment>> {
-        const ATTRIBUTES: &[(&str, bool)] = &[
-            ("name", false),
-            ("experiment_id", false),
-            ("creation_time", true),
-            ("last_update_time", true),
-        ];
-        const ORDER_ATTRIBUTES: &[&str] =
-            &["name", "experiment_id", "creation_time", "last_update_time"];
+        const ATTRIBUTES: &[(&str, bool)] =
+            &[("name", false), ("experiment_id", false), ("creation_time", true), ("last_update_time", true)];
+        const ORDER_ATTRIBUTES: &[&str] = &["name", "experiment_id", "creation_time", "last_update_time"];
         let limit = max_results.unwrap_or(1000);
         validation::validate_max_results(limit, validation::SEARCH_MAX_RESULTS_THRESHOLD)?;
-        let comparisons =
-            filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
+        let comparisons = filter::attribute_filter(filter_text.unwrap_or(""), ATTRIBUTES, &[Entity::Tag])?;
         let orders = order_by
             .iter()
             .filter(|o| !o.trim().is_empty())
@@ -307,10 +258,7 @@ impl Database {
         let dialect = self.dialect();
         let offset = parse_page_token(page_token)?;
 
-        let mut sql = Sql::new(
-            dialect,
-            "SELECT e.* FROM experiments e WHERE e.lifecycle_stage IN (",
-        );
+        let mut sql = Sql::new(dialect, "SELECT e.* FROM experiments e WHERE e.lifecycle_stage IN (");
         let stages = sql.args(view.stages().iter().copied());
         sql.push(&stages).push(")");
         for c in &comparisons {
@@ -336,14 +284,9 @@ impl Database {
                     // Ids are strings on the wire and integers in the table.
                     let ids: Vec<i64> = match &c.value {
                         Value::Str(s) => vec![parse_experiment_id(s)?],
-                        Value::List(items) => items
-                            .iter()
-                            .map(|s| parse_experiment_id(s))
-                            .collect::<Result<_>>()?,
+                        Value::List(items) => items.iter().map(|s| parse_experiment_id(s)).collect::<Result<_>>()?,
                         _ => {
-                            return Err(Error::invalid(
-                                "experiment_id must be compared with quoted ids",
-                            ));
+                            return Err(Error::invalid("experiment_id must be compared with quoted ids"));
                         }
                     };
                     let list = sql.args(ids);
@@ -362,10 +305,8 @@ impl Database {
             };
             sql.push(" AND ").push(&cond);
         }
-        let mut order_terms: Vec<String> = orders
-            .iter()
-            .map(|o| format!("e.{} {}", o.key, if o.ascending { "ASC" } else { "DESC" }))
-            .collect();
+        let mut order_terms: Vec<String> =
+            orders.iter().map(|o| format!("e.{} {}", o.key, if o.ascending { "ASC" } else { "DESC" })).collect();
         if orders.is_empty() {
             order_terms.push("e.creation_time DESC".into());
         }
@@ -375,13 +316,7 @@ impl Database {
         let off = sql.arg(offset);
         sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
         self.read(move |c| {
-            Box::pin(async move {
-                Ok(Page::from_overfetch(
-                    experiments_where(c, sql).await?,
-                    offset,
-                    limit,
-                ))
-            })
+            Box::pin(async move { Ok(Page::from_overfetch(experiments_where(c, sql).await?, offset, limit)) })
         })
         .await
     }

@@ -93,20 +93,12 @@ pub(crate) struct Sql {
 impl Sql {
     /// Starts a dynamic statement with `text`.
     pub(crate) fn new(dialect: Dialect, text: impl Into<String>) -> Self {
-        Sql {
-            text: text.into(),
-            args: Vec::new(),
-            dialect,
-        }
+        Sql { text: text.into(), args: Vec::new(), dialect }
     }
 
     /// A static statement with `$N` placeholders and its values in order.
     pub(crate) fn with<const N: usize>(dialect: Dialect, text: &str, args: [Arg; N]) -> Self {
-        Sql {
-            text: text.to_owned(),
-            args: args.into(),
-            dialect,
-        }
+        Sql { text: text.to_owned(), args: args.into(), dialect }
     }
 
     /// Appends text.
@@ -131,11 +123,7 @@ impl Sql {
         I: IntoIterator<Item = T>,
         T: Into<Arg>,
     {
-        values
-            .into_iter()
-            .map(|v| self.arg(v))
-            .collect::<Vec<_>>()
-            .join(", ")
+        values.into_iter().map(|v| self.arg(v)).collect::<Vec<_>>().join(", ")
     }
 
     /// Appends a parenthesised tuple of values, `(p1, p2, ...)`, without intermediate strings
@@ -227,10 +215,7 @@ impl Row {
         let v = self.values[i].clone();
         let shown = format!("{v:?}");
         T::from_value(v).ok_or_else(|| {
-            Error::Internal(format!(
-                "column {name} holds {shown}, not a {}",
-                std::any::type_name::<T>()
-            ))
+            Error::Internal(format!("column {name} holds {shown}, not a {}", std::any::type_name::<T>()))
         })
     }
 }
@@ -242,14 +227,8 @@ mod tests {
     #[test]
     fn placeholders_follow_the_dialect() {
         for (dialect, expect) in [
-            (
-                Dialect::Postgres,
-                "SELECT 1 WHERE a = $1 AND b IN ($2, $3) VALUES ($4, $5)",
-            ),
-            (
-                Dialect::Sqlite,
-                "SELECT 1 WHERE a = ? AND b IN (?, ?) VALUES (?, ?)",
-            ),
+            (Dialect::Postgres, "SELECT 1 WHERE a = $1 AND b IN ($2, $3) VALUES ($4, $5)"),
+            (Dialect::Sqlite, "SELECT 1 WHERE a = ? AND b IN (?, ?) VALUES (?, ?)"),
         ] {
             let mut s = Sql::new(dialect, "SELECT 1 WHERE a = ");
             let a = s.arg(5i64);

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use shipyard_core::entities::{
-    Dataset, DatasetInput, Experiment, KeyValue, LifecycleStage, Metric, ModelInput, ModelOutput,
-    Run, RunData, RunInfo, RunInputs, RunOutputs, RunStatus, new_run_id, now_millis,
+    Dataset, DatasetInput, Experiment, KeyValue, LifecycleStage, Metric, ModelInput, ModelOutput, Run, RunData,
+    RunInfo, RunInputs, RunOutputs, RunStatus, new_run_id, now_millis,
 };
 use shipyard_core::validation::{self, KeyKind};
 use shipyard_core::{Error, Result};
@@ -25,9 +25,7 @@ pub fn experiment_artifact_location(experiment_id: i64) -> String {
 
 /// Parses an experiment id as MLflow's SQL store does.
 pub(crate) fn parse_experiment_id(id: &str) -> Result<i64> {
-    id.trim()
-        .parse::<i64>()
-        .map_err(|_| Error::invalid(format!("Invalid experiment ID: '{id}'")))
+    id.trim().parse::<i64>().map_err(|_| Error::invalid(format!("Invalid experiment ID: '{id}'")))
 }
 
 /// What a client sends to create a run.
@@ -63,10 +61,7 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page {
-            items,
-            next_page_token,
-        }
+        Page { items, next_page_token }
     }
 }
 
@@ -82,19 +77,10 @@ pub(crate) fn parse_page_token(token: Option<&str>) -> Result<i64> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
-    let bad = || {
-        Error::invalid(format!(
-            "Invalid page token, could not base64-decode: '{token}'"
-        ))
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .map_err(|_| bad())?;
+    let bad = || Error::invalid(format!("Invalid page token, could not base64-decode: '{token}'"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-        Error::invalid(format!(
-            "Invalid page token, decoded value={}",
-            String::from_utf8_lossy(&bytes)
-        ))
+        Error::invalid(format!("Invalid page token, decoded value={}", String::from_utf8_lossy(&bytes)))
     })?;
     match value.get("offset").and_then(serde_json::Value::as_i64) {
         Some(o) if o >= 0 => Ok(o),
@@ -124,15 +110,13 @@ pub(crate) fn run_row(row: &Row) -> Result<RunRow> {
             experiment_id: experiment_id.to_string(),
             run_name: row.get("name")?,
             user_id: row.get("user_id")?,
-            status: RunStatus::parse(&status).ok_or_else(|| {
-                Error::Internal(format!("unknown run status '{status}' in the database"))
-            })?,
+            status: RunStatus::parse(&status)
+                .ok_or_else(|| Error::Internal(format!("unknown run status '{status}' in the database")))?,
             start_time: row.get("start_time")?,
             end_time: row.get("end_time")?,
             artifact_uri: row.get("artifact_uri")?,
-            lifecycle_stage: LifecycleStage::parse(&stage).ok_or_else(|| {
-                Error::Internal(format!("unknown lifecycle stage '{stage}' in the database"))
-            })?,
+            lifecycle_stage: LifecycleStage::parse(&stage)
+                .ok_or_else(|| Error::Internal(format!("unknown lifecycle stage '{stage}' in the database")))?,
             run_id,
         },
         experiment_id,
@@ -167,16 +151,10 @@ pub(crate) fn metric_from_row(row: &Row) -> Result<Metric> {
 }
 
 /// Groups rows of `(<owner>, key, value)` by owner.
-pub(crate) fn group_key_values(
-    rows: &[Row],
-    owner: &str,
-) -> Result<HashMap<String, Vec<KeyValue>>> {
+pub(crate) fn group_key_values(rows: &[Row], owner: &str) -> Result<HashMap<String, Vec<KeyValue>>> {
     let mut out: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for row in rows {
-        out.entry(row.get(owner)?).or_default().push(KeyValue {
-            key: row.get("key")?,
-            value: row.get("value")?,
-        });
+        out.entry(row.get(owner)?).or_default().push(KeyValue { key: row.get("key")?, value: row.get("value")? });
     }
     Ok(out)
 }
@@ -184,15 +162,14 @@ pub(crate) fn group_key_values(
 /// Random run names as MLflow's client-less default: `adjective-noun-NNN`.
 fn generate_run_name() -> String {
     const ADJECTIVES: &[&str] = &[
-        "able", "bold", "brave", "bright", "calm", "clever", "crisp", "eager", "fair", "fast",
-        "gentle", "glad", "grand", "keen", "kind", "lucky", "merry", "neat", "noble", "proud",
-        "quick", "quiet", "rare", "sharp", "shy", "smart", "swift", "tidy", "vast", "warm", "wise",
-        "zesty",
+        "able", "bold", "brave", "bright", "calm", "clever", "crisp", "eager", "fair", "fast", "gentle", "glad",
+        "grand", "keen", "kind", "lucky", "merry", "neat", "noble", "proud", "quick", "quiet", "rare", "sharp", "shy",
+        "smart", "swift", "tidy", "vast", "warm", "wise", "zesty",
     ];
     const NOUNS: &[&str] = &[
-        "ant", "bass", "bat", "bear", "bee", "cat", "colt", "crab", "crow", "deer", "dove", "duck",
-        "eel", "finch", "fox", "goat", "hare", "hawk", "lark", "lynx", "mink", "mole", "moth",
-        "newt", "owl", "ram", "seal", "slug", "snail", "swan", "toad", "wolf",
+        "ant", "bass", "bat", "bear", "bee", "cat", "colt", "crab", "crow", "deer", "dove", "duck", "eel", "finch",
+        "fox", "goat", "hare", "hawk", "lark", "lynx", "mink", "mole", "moth", "newt", "owl", "ram", "seal", "slug",
+        "snail", "swan", "toad", "wolf",
     ];
     let id = uuid::Uuid::new_v4();
     let b = id.as_bytes();
@@ -233,23 +210,15 @@ pub(crate) async fn experiments_where(c: &mut Conn<'_>, sql: Sql) -> Result<Vec<
     if experiments.is_empty() {
         return Ok(experiments);
     }
-    let mut tags_sql =
-        c.sql("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (");
-    let ids = tags_sql.args(
-        experiments
-            .iter()
-            .map(|e| e.experiment_id.parse::<i64>().unwrap_or(-1)),
-    );
+    let mut tags_sql = c.sql("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN (");
+    let ids = tags_sql.args(experiments.iter().map(|e| e.experiment_id.parse::<i64>().unwrap_or(-1)));
     tags_sql.push(&ids).push(") ORDER BY key");
     let mut by_id: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for row in &c.fetch_all(tags_sql).await? {
         by_id
             .entry(row.get::<i64>("experiment_id")?.to_string())
             .or_default()
-            .push(KeyValue {
-                key: row.get("key")?,
-                value: row.get("value")?,
-            });
+            .push(KeyValue { key: row.get("key")?, value: row.get("value")? });
     }
     for e in &mut experiments {
         e.tags = by_id.remove(&e.experiment_id).unwrap_or_default();
@@ -259,24 +228,15 @@ pub(crate) async fn experiments_where(c: &mut Conn<'_>, sql: Sql) -> Result<Vec<
 
 /// The experiment with id `id`, if any.
 pub(crate) async fn experiment_by_id(c: &mut Conn<'_>, id: i64) -> Result<Option<Experiment>> {
-    let sql = c.stmt(
-        "SELECT * FROM experiments WHERE experiment_id = $1",
-        [id.into()],
-    );
+    let sql = c.stmt("SELECT * FROM experiments WHERE experiment_id = $1", [id.into()]);
     Ok(experiments_where(c, sql).await?.pop())
 }
 
 /// The run row with id `run_id`, or `NotFound`.
 pub(crate) async fn run_by_id(c: &mut Conn<'_>, run_id: &str, lock: bool) -> Result<RunRow> {
     let lock = if lock { c.dialect().for_update() } else { "" };
-    let sql = c.stmt(
-        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = $1{lock}"),
-        [run_id.into()],
-    );
-    let row = c
-        .fetch_optional(sql)
-        .await?
-        .ok_or_else(|| run_not_found(run_id))?;
+    let sql = c.stmt(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_uuid = $1{lock}"), [run_id.into()]);
+    let row = c.fetch_optional(sql).await?.ok_or_else(|| run_not_found(run_id))?;
     run_row(&row)
 }
 
@@ -306,19 +266,10 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
         sql
     };
     let params = c
-        .fetch_all(by_runs(
-            c,
-            "SELECT run_uuid, key, value FROM params WHERE run_uuid IN (",
-            ") ORDER BY key",
-        ))
+        .fetch_all(by_runs(c, "SELECT run_uuid, key, value FROM params WHERE run_uuid IN (", ") ORDER BY key"))
         .await?;
-    let tags = c
-        .fetch_all(by_runs(
-            c,
-            "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN (",
-            ") ORDER BY key",
-        ))
-        .await?;
+    let tags =
+        c.fetch_all(by_runs(c, "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN (", ") ORDER BY key")).await?;
     let metrics = c
         .fetch_all(by_runs(
             c,
@@ -341,47 +292,30 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
             ") ORDER BY key",
         ))
         .await?;
-    let model_inputs = c
-        .fetch_all(by_runs(
-            c,
-            "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN (",
-            ")",
-        ))
-        .await?;
+    let model_inputs =
+        c.fetch_all(by_runs(c, "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN (", ")")).await?;
     let model_outputs = c
-        .fetch_all(by_runs(
-            c,
-            "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN (",
-            ")",
-        ))
+        .fetch_all(by_runs(c, "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN (", ")"))
         .await?;
 
     let mut params = group_key_values(&params, "run_uuid")?;
     let mut tags = group_key_values(&tags, "run_uuid")?;
     let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
     for row in &metrics {
-        metrics_by
-            .entry(row.get("run_uuid")?)
-            .or_default()
-            .push(metric_from_row(row)?);
+        metrics_by.entry(row.get("run_uuid")?).or_default().push(metric_from_row(row)?);
     }
     let mut input_tags_by: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
     for row in &input_tags {
         input_tags_by
             .entry((row.get("run_uuid")?, row.get("dataset_uuid")?))
             .or_default()
-            .push(KeyValue {
-                key: row.get("key")?,
-                value: row.get("value")?,
-            });
+            .push(KeyValue { key: row.get("key")?, value: row.get("value")? });
     }
     let mut datasets_by: HashMap<String, Vec<DatasetInput>> = HashMap::new();
     for row in &datasets {
         let run: String = row.get("run_uuid")?;
         let dataset_uuid: String = row.get("dataset_uuid")?;
-        let tags = input_tags_by
-            .remove(&(run.clone(), dataset_uuid))
-            .unwrap_or_default();
+        let tags = input_tags_by.remove(&(run.clone(), dataset_uuid)).unwrap_or_default();
         datasets_by.entry(run).or_default().push(DatasetInput {
             tags,
             dataset: Dataset {
@@ -396,22 +330,14 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
     }
     let mut model_inputs_by: HashMap<String, Vec<ModelInput>> = HashMap::new();
     for row in &model_inputs {
-        model_inputs_by
-            .entry(row.get("run_uuid")?)
-            .or_default()
-            .push(ModelInput {
-                model_id: row.get("model_id")?,
-            });
+        model_inputs_by.entry(row.get("run_uuid")?).or_default().push(ModelInput { model_id: row.get("model_id")? });
     }
     let mut model_outputs_by: HashMap<String, Vec<ModelOutput>> = HashMap::new();
     for row in &model_outputs {
         model_outputs_by
             .entry(row.get("run_uuid")?)
             .or_default()
-            .push(ModelOutput {
-                model_id: row.get("model_id")?,
-                step: row.get("step")?,
-            });
+            .push(ModelOutput { model_id: row.get("model_id")?, step: row.get("step")? });
     }
     Ok(rows
         .into_iter()
@@ -428,9 +354,7 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
                     dataset_inputs: datasets_by.remove(&id).unwrap_or_default(),
                     model_inputs: model_inputs_by.remove(&id).unwrap_or_default(),
                 },
-                outputs: RunOutputs {
-                    model_outputs: model_outputs_by.remove(&id).unwrap_or_default(),
-                },
+                outputs: RunOutputs { model_outputs: model_outputs_by.remove(&id).unwrap_or_default() },
             }
         })
         .collect())
@@ -456,19 +380,13 @@ impl Database {
         tags: &[KeyValue],
     ) -> Result<String> {
         validation::validate_name("experiment", name)?;
-        let location = artifact_location
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned);
+        let location = artifact_location.filter(|l| !l.is_empty()).map(str::to_owned);
         if let Some(loc) = &location {
             validate_artifact_location(loc)?;
         }
         for tag in tags {
             validation::validate_key(KeyKind::Tag, &tag.key)?;
-            validation::check_length(
-                "experiment tag value",
-                &tag.value,
-                validation::MAX_EXPERIMENT_TAG_VAL_LENGTH,
-            )?;
+            validation::check_length("experiment tag value", &tag.value, validation::MAX_EXPERIMENT_TAG_VAL_LENGTH)?;
         }
         let (name, tags) = (name.to_owned(), tags.to_vec());
         self.write(move |c| {
@@ -504,11 +422,7 @@ impl Database {
         let id = parse_experiment_id(experiment_id)?;
         let shown = experiment_id.to_owned();
         self.read(move |c| {
-            Box::pin(async move {
-                experiment_by_id(c, id)
-                    .await?
-                    .ok_or_else(|| experiment_not_found(&shown))
-            })
+            Box::pin(async move { experiment_by_id(c, id).await?.ok_or_else(|| experiment_not_found(&shown)) })
         })
         .await
     }
@@ -518,13 +432,11 @@ impl Database {
         let name = name.to_owned();
         self.read(move |c| {
             Box::pin(async move {
-                let sql = c.stmt(
-                    "SELECT * FROM experiments WHERE name = $1",
-                    [name.as_str().into()],
-                );
-                experiments_where(c, sql).await?.pop().ok_or_else(|| {
-                    Error::not_found(format!("Could not find experiment with name '{name}'"))
-                })
+                let sql = c.stmt("SELECT * FROM experiments WHERE name = $1", [name.as_str().into()]);
+                experiments_where(c, sql)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| Error::not_found(format!("Could not find experiment with name '{name}'")))
             })
         })
         .await
@@ -558,14 +470,12 @@ impl Database {
 
     /// Soft-deletes an experiment and its runs.
     pub async fn delete_experiment(&self, experiment_id: &str) -> Result<()> {
-        self.set_experiment_stage(experiment_id, LifecycleStage::Deleted)
-            .await
+        self.set_experiment_stage(experiment_id, LifecycleStage::Deleted).await
     }
 
     /// Restores a soft-deleted experiment and the runs deleted with it.
     pub async fn restore_experiment(&self, experiment_id: &str) -> Result<()> {
-        self.set_experiment_stage(experiment_id, LifecycleStage::Active)
-            .await
+        self.set_experiment_stage(experiment_id, LifecycleStage::Active).await
     }
 
     async fn set_experiment_stage(&self, experiment_id: &str, stage: LifecycleStage) -> Result<()> {
@@ -611,18 +521,12 @@ impl Database {
     /// Sets an experiment tag.
     pub async fn set_experiment_tag(&self, experiment_id: &str, tag: &KeyValue) -> Result<()> {
         validation::validate_key(KeyKind::Tag, &tag.key)?;
-        validation::check_length(
-            "experiment tag value",
-            &tag.value,
-            validation::MAX_EXPERIMENT_TAG_VAL_LENGTH,
-        )?;
+        validation::check_length("experiment tag value", &tag.value, validation::MAX_EXPERIMENT_TAG_VAL_LENGTH)?;
         let id = parse_experiment_id(experiment_id)?;
         let (shown, tag) = (experiment_id.to_owned(), tag.clone());
         self.write(move |c| {
             Box::pin(async move {
-                let experiment = experiment_by_id(c, id)
-                    .await?
-                    .ok_or_else(|| experiment_not_found(&shown))?;
+                let experiment = experiment_by_id(c, id).await?.ok_or_else(|| experiment_not_found(&shown))?;
                 check_experiment_active(&experiment)?;
                 upsert_experiment_tag(c, id, &tag).await
             })
@@ -636,18 +540,14 @@ impl Database {
         let (shown, key) = (experiment_id.to_owned(), key.to_owned());
         self.write(move |c| {
             Box::pin(async move {
-                let experiment = experiment_by_id(c, id)
-                    .await?
-                    .ok_or_else(|| experiment_not_found(&shown))?;
+                let experiment = experiment_by_id(c, id).await?.ok_or_else(|| experiment_not_found(&shown))?;
                 check_experiment_active(&experiment)?;
                 let delete = c.stmt(
                     "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2",
                     [id.into(), key.as_str().into()],
                 );
                 if c.execute(delete).await? == 0 {
-                    return Err(Error::not_found(format!(
-                        "No tag with name: {key} in experiment with id {shown}"
-                    )));
+                    return Err(Error::not_found(format!("No tag with name: {key} in experiment with id {shown}")));
                 }
                 Ok(())
             })
@@ -659,22 +559,13 @@ impl Database {
 
     /// Creates a run.
     pub async fn create_run(&self, new: NewRun) -> Result<Run> {
-        let experiment_shown = if new.experiment_id.is_empty() {
-            "0".to_owned()
-        } else {
-            new.experiment_id.clone()
-        };
+        let experiment_shown = if new.experiment_id.is_empty() { "0".to_owned() } else { new.experiment_id.clone() };
         let experiment_id = parse_experiment_id(&experiment_shown)?;
         for tag in &new.tags {
             validation::validate_key(KeyKind::Tag, &tag.key)?;
             validation::validate_tag_value(&tag.key, &tag.value)?;
         }
-        let tag_name = new
-            .tags
-            .iter()
-            .rev()
-            .find(|t| t.key == "mlflow.runName")
-            .map(|t| t.value.clone());
+        let tag_name = new.tags.iter().rev().find(|t| t.key == "mlflow.runName").map(|t| t.value.clone());
         let run_name = match (new.run_name.filter(|n| !n.is_empty()), tag_name) {
             (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(format!(
@@ -687,11 +578,7 @@ impl Database {
         };
         let run_id = new_run_id();
         let start_time = new.start_time.unwrap_or_else(now_millis);
-        let mut tags: Vec<KeyValue> = new
-            .tags
-            .into_iter()
-            .filter(|t| t.key != "mlflow.runName")
-            .collect();
+        let mut tags: Vec<KeyValue> = new.tags.into_iter().filter(|t| t.key != "mlflow.runName").collect();
         tags.push(KeyValue::new("mlflow.runName", run_name.clone()));
         let user_id = new.user_id;
         self.write(move |c| {
@@ -748,29 +635,16 @@ impl Database {
                 let row = active_run_for_update(c, &run_id).await?;
                 let status = status.unwrap_or(row.info.status);
                 let end_time = end_time.or(row.info.end_time);
-                let name = run_name
-                    .clone()
-                    .unwrap_or_else(|| row.info.run_name.clone());
+                let name = run_name.clone().unwrap_or_else(|| row.info.run_name.clone());
                 let update = c.stmt(
                     "UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4",
-                    [
-                        status.as_str().into(),
-                        end_time.into(),
-                        name.as_str().into(),
-                        run_id.as_str().into(),
-                    ],
+                    [status.as_str().into(), end_time.into(), name.as_str().into(), run_id.as_str().into()],
                 );
                 c.execute(update).await?;
                 if run_name.is_some() {
-                    upsert_tags(c, &run_id, &[KeyValue::new("mlflow.runName", name.clone())])
-                        .await?;
+                    upsert_tags(c, &run_id, &[KeyValue::new("mlflow.runName", name.clone())]).await?;
                 }
-                Ok(RunInfo {
-                    status,
-                    end_time,
-                    run_name: name,
-                    ..row.info
-                })
+                Ok(RunInfo { status, end_time, run_name: name, ..row.info })
             })
         })
         .await
@@ -790,11 +664,7 @@ impl Database {
         let run_id = run_id.to_owned();
         self.write(move |c| {
             Box::pin(async move {
-                let deleted_time = if stage == LifecycleStage::Deleted {
-                    Arg::Int(now_millis())
-                } else {
-                    Arg::NullInt
-                };
+                let deleted_time = if stage == LifecycleStage::Deleted { Arg::Int(now_millis()) } else { Arg::NullInt };
                 let update = c.stmt(
                     "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3",
                     [stage.as_str().into(), deleted_time, run_id.as_str().into()],
@@ -810,20 +680,17 @@ impl Database {
 
     /// Logs one metric value.
     pub async fn log_metric(&self, run_id: &str, metric: Metric) -> Result<()> {
-        self.log_batch(run_id, vec![metric], Vec::new(), Vec::new())
-            .await
+        self.log_batch(run_id, vec![metric], Vec::new(), Vec::new()).await
     }
 
     /// Logs one param.
     pub async fn log_param(&self, run_id: &str, param: KeyValue) -> Result<()> {
-        self.log_batch(run_id, Vec::new(), vec![param], Vec::new())
-            .await
+        self.log_batch(run_id, Vec::new(), vec![param], Vec::new()).await
     }
 
     /// Sets one tag.
     pub async fn set_tag(&self, run_id: &str, tag: KeyValue) -> Result<()> {
-        self.log_batch(run_id, Vec::new(), Vec::new(), vec![tag])
-            .await
+        self.log_batch(run_id, Vec::new(), Vec::new(), vec![tag]).await
     }
 
     /// Deletes a tag of a run.
@@ -837,9 +704,7 @@ impl Database {
                     [run_id.as_str().into(), key.as_str().into()],
                 );
                 if c.execute(delete).await? == 0 {
-                    return Err(Error::not_found(format!(
-                        "No tag with name: {key} in run with id {run_id}"
-                    )));
+                    return Err(Error::not_found(format!("No tag with name: {key} in run with id {run_id}")));
                 }
                 Ok(())
             })
@@ -909,25 +774,12 @@ impl Database {
     }
 
     /// Records datasets (and logged models) as inputs of a run.
-    pub async fn log_inputs(
-        &self,
-        run_id: &str,
-        datasets: Vec<DatasetInput>,
-        models: Vec<ModelInput>,
-    ) -> Result<()> {
+    pub async fn log_inputs(&self, run_id: &str, datasets: Vec<DatasetInput>, models: Vec<ModelInput>) -> Result<()> {
         for input in &datasets {
             let d = &input.dataset;
             validation::check_length("dataset name", &d.name, validation::MAX_DATASET_NAME_SIZE)?;
-            validation::check_length(
-                "dataset digest",
-                &d.digest,
-                validation::MAX_DATASET_DIGEST_SIZE,
-            )?;
-            validation::check_length(
-                "dataset source",
-                &d.source,
-                validation::MAX_DATASET_SOURCE_SIZE,
-            )?;
+            validation::check_length("dataset digest", &d.digest, validation::MAX_DATASET_DIGEST_SIZE)?;
+            validation::check_length("dataset source", &d.source, validation::MAX_DATASET_SOURCE_SIZE)?;
             validation::check_length(
                 "dataset schema",
                 d.schema.as_deref().unwrap_or(""),
@@ -939,16 +791,8 @@ impl Database {
                 validation::MAX_DATASET_PROFILE_SIZE,
             )?;
             for t in &input.tags {
-                validation::check_length(
-                    "input tag key",
-                    &t.key,
-                    validation::MAX_INPUT_TAG_KEY_SIZE,
-                )?;
-                validation::check_length(
-                    "input tag value",
-                    &t.value,
-                    validation::MAX_INPUT_TAG_VALUE_SIZE,
-                )?;
+                validation::check_length("input tag key", &t.key, validation::MAX_INPUT_TAG_KEY_SIZE)?;
+                validation::check_length("input tag value", &t.value, validation::MAX_INPUT_TAG_VALUE_SIZE)?;
             }
         }
         let run_id = run_id.to_owned();
@@ -1000,13 +844,7 @@ impl Database {
                 active_run_for_update(c, &run_id).await?;
                 let rows = models
                     .iter()
-                    .map(|m| {
-                        [
-                            Arg::from(run_id.as_str()),
-                            m.model_id.as_str().into(),
-                            m.step.into(),
-                        ]
-                    })
+                    .map(|m| [Arg::from(run_id.as_str()), m.model_id.as_str().into(), m.step.into()])
                     .collect();
                 insert_rows(
                     c,
@@ -1066,11 +904,7 @@ fn check_experiment_active(experiment: &Experiment) -> Result<()> {
 /// Refuses experiment artifact locations that would make the server or a client write where it
 /// must not (MLflow advisories CVE-2023-1176, CVE-2024-1483, CVE-2024-1594).
 fn validate_artifact_location(location: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::invalid(format!(
-            "Invalid artifact location '{location}': {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Error::invalid(format!("Invalid artifact location '{location}': {why}")));
     if location.starts_with("runs:") || location.starts_with("models:") {
         return bad("'runs:' and 'models:' URIs are not artifact locations");
     }
@@ -1087,11 +921,7 @@ async fn upsert_experiment_tag(c: &mut Conn<'_>, experiment_id: i64, tag: &KeyVa
     let upsert = c.stmt(
         "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
          ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-        [
-            experiment_id.into(),
-            tag.key.as_str().into(),
-            tag.value.as_str().into(),
-        ],
+        [experiment_id.into(), tag.key.as_str().into(), tag.value.as_str().into()],
     );
     c.execute(upsert).await?;
     Ok(())
@@ -1101,11 +931,7 @@ async fn upsert_experiment_tag(c: &mut Conn<'_>, experiment_id: i64, tag: &KeyVa
 async fn dataset_uuid(c: &mut Conn<'_>, experiment_id: i64, d: &Dataset) -> Result<String> {
     let find = c.stmt(
         "SELECT dataset_uuid FROM datasets WHERE experiment_id = $1 AND name = $2 AND digest = $3",
-        [
-            experiment_id.into(),
-            d.name.as_str().into(),
-            d.digest.as_str().into(),
-        ],
+        [experiment_id.into(), d.name.as_str().into(), d.digest.as_str().into()],
     );
     if let Some(row) = c.fetch_optional(find).await? {
         return row.get("dataset_uuid");
@@ -1160,16 +986,7 @@ pub(crate) async fn upsert_tags(c: &mut Conn<'_>, run_id: &str, tags: &[KeyValue
         last.retain(|x| x.key != t.key);
         last.push(t);
     }
-    let rows = last
-        .iter()
-        .map(|t| {
-            [
-                Arg::from(run_id),
-                t.key.as_str().into(),
-                t.value.as_str().into(),
-            ]
-        })
-        .collect();
+    let rows = last.iter().map(|t| [Arg::from(run_id), t.key.as_str().into(), t.value.as_str().into()]).collect();
     insert_rows(
         c,
         "INSERT INTO tags (run_uuid, key, value) VALUES ",
@@ -1205,21 +1022,9 @@ async fn insert_params(c: &mut Conn<'_>, run_id: &str, params: &[KeyValue]) -> R
     let rows = params
         .iter()
         .filter(|p| !existing.contains_key(&p.key) && seen.insert(p.key.as_str()))
-        .map(|p| {
-            [
-                Arg::from(run_id),
-                p.key.as_str().into(),
-                p.value.as_str().into(),
-            ]
-        })
+        .map(|p| [Arg::from(run_id), p.key.as_str().into(), p.value.as_str().into()])
         .collect();
-    insert_rows(
-        c,
-        "INSERT INTO params (run_uuid, key, value) VALUES ",
-        " ON CONFLICT DO NOTHING",
-        rows,
-    )
-    .await
+    insert_rows(c, "INSERT INTO params (run_uuid, key, value) VALUES ", " ON CONFLICT DO NOTHING", rows).await
 }
 
 /// Appends metric values to the history (exact repeats are dropped) and moves each metric's
@@ -1259,14 +1064,7 @@ async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> R
     let latest_rows = latest
         .into_iter()
         .map(|(key, (step, ts, value, is_nan))| {
-            [
-                Arg::from(run_id),
-                key.into(),
-                value.into(),
-                is_nan.into(),
-                ts.into(),
-                step.into(),
-            ]
+            [Arg::from(run_id), key.into(), value.into(), is_nan.into(), ts.into(), step.into()]
         })
         .collect();
     insert_rows(
@@ -1313,10 +1111,6 @@ mod tests {
         let p = Page::from_overfetch(vec![1, 2, 3], 10, 2);
         assert_eq!(p.items, vec![1, 2]);
         assert_eq!(parse_page_token(p.next_page_token.as_deref()).unwrap(), 12);
-        assert!(
-            Page::from_overfetch(vec![1, 2], 0, 2)
-                .next_page_token
-                .is_none()
-        );
+        assert!(Page::from_overfetch(vec![1, 2], 0, 2).next_page_token.is_none());
     }
 }

@@ -4,12 +4,14 @@
 //! PostgreSQL server comes from `SHIPYARD_TEST_PG_URI` (the test script starts a throwaway
 //! cluster) or, when unset, is started here with `scripts/pg-cluster.sh`; it is never skipped.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::OnceLock;
 
 use shipyard_core::Error;
 use shipyard_core::entities::{
-    Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, ModelOutput,
-    RunStatus, ViewType,
+    Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
 };
 use shipyard_store::logged_models::NewLoggedModel;
 use shipyard_store::registry::NewModelVersion;
@@ -25,16 +27,8 @@ fn pg_base_uri() -> String {
             return uri;
         }
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-cluster.sh");
-        let out = std::process::Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .output()
-            .expect("run pg-cluster.sh");
-        assert!(
-            out.status.success(),
-            "could not start PostgreSQL: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new("bash").arg(script).arg("start").output().expect("run pg-cluster.sh");
+        assert!(out.status.success(), "could not start PostgreSQL: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         text.split_whitespace()
             .find_map(|w| w.strip_prefix("SHIPYARD_TEST_PG_URI="))
@@ -48,25 +42,19 @@ fn pg_base_uri() -> String {
 async fn postgres() -> Database {
     let base = pg_base_uri();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&base)
-        .await
-        .expect("connect to PostgreSQL");
+    let mut admin = sqlx::PgConnection::connect(&base).await.expect("connect to PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create database");
     let (prefix, _) = base.rsplit_once('/').expect("URI has a database");
-    Database::connect(&DatabaseUri::Postgres(format!("{prefix}/{name}")))
-        .await
-        .expect("open PostgreSQL store")
+    Database::connect(&DatabaseUri::Postgres(format!("{prefix}/{name}"))).await.expect("open PostgreSQL store")
 }
 
 /// A fresh SQLite database (the folder is leaked on purpose: the pool outlives the test body).
 async fn sqlite() -> Database {
     let dir = tempfile::tempdir().expect("tempdir").keep();
-    Database::connect(&DatabaseUri::Sqlite(dir.join("t.db")))
-        .await
-        .expect("open SQLite store")
+    Database::connect(&DatabaseUri::Sqlite(dir.join("t.db"))).await.expect("open SQLite store")
 }
 
 macro_rules! both_backends {
@@ -123,90 +111,36 @@ async fn new_run(db: &Database, experiment_id: &str, name: &str) -> String {
 async fn experiments_lifecycle(db: Database) {
     let default = db.get_experiment("0").await.unwrap();
     assert_eq!(default.name, "Default");
-    let id = db
-        .create_experiment("exp-a", None, &[KeyValue::new("team", "x")])
-        .await
-        .unwrap();
+    let id = db.create_experiment("exp-a", None, &[KeyValue::new("team", "x")]).await.unwrap();
     let e = db.get_experiment(&id).await.unwrap();
     assert_eq!(e.artifact_location, format!("mlflow-artifacts:/{id}"));
     assert_eq!(e.tags, vec![KeyValue::new("team", "x")]);
-    assert!(matches!(
-        db.create_experiment("exp-a", None, &[]).await,
-        Err(Error::AlreadyExists(_))
-    ));
-    assert!(matches!(
-        db.get_experiment("9999").await,
-        Err(Error::NotFound(_))
-    ));
-    assert!(matches!(
-        db.get_experiment("abc").await,
-        Err(Error::InvalidParameter(_))
-    ));
-    assert!(matches!(
-        db.get_experiment_by_name("nope").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(db.create_experiment("exp-a", None, &[]).await, Err(Error::AlreadyExists(_))));
+    assert!(matches!(db.get_experiment("9999").await, Err(Error::NotFound(_))));
+    assert!(matches!(db.get_experiment("abc").await, Err(Error::InvalidParameter(_))));
+    assert!(matches!(db.get_experiment_by_name("nope").await, Err(Error::NotFound(_))));
 
     db.rename_experiment(&id, "exp-b").await.unwrap();
-    assert_eq!(
-        db.get_experiment_by_name("exp-b")
-            .await
-            .unwrap()
-            .experiment_id,
-        id
-    );
+    assert_eq!(db.get_experiment_by_name("exp-b").await.unwrap().experiment_id, id);
 
     let run = new_run(&db, &id, "r").await;
     db.delete_experiment(&id).await.unwrap();
-    assert_eq!(
-        db.get_experiment(&id).await.unwrap().lifecycle_stage,
-        LifecycleStage::Deleted
-    );
-    assert_eq!(
-        db.get_run(&run).await.unwrap().info.lifecycle_stage,
-        LifecycleStage::Deleted
-    );
-    assert!(
-        db.create_run(NewRun {
-            experiment_id: id.clone(),
-            ..Default::default()
-        })
-        .await
-        .is_err()
-    );
+    assert_eq!(db.get_experiment(&id).await.unwrap().lifecycle_stage, LifecycleStage::Deleted);
+    assert_eq!(db.get_run(&run).await.unwrap().info.lifecycle_stage, LifecycleStage::Deleted);
+    assert!(db.create_run(NewRun { experiment_id: id.clone(), ..Default::default() }).await.is_err());
     db.restore_experiment(&id).await.unwrap();
-    assert_eq!(
-        db.get_run(&run).await.unwrap().info.lifecycle_stage,
-        LifecycleStage::Active
-    );
+    assert_eq!(db.get_run(&run).await.unwrap().info.lifecycle_stage, LifecycleStage::Active);
 
-    db.set_experiment_tag(&id, &KeyValue::new("team", "y"))
-        .await
-        .unwrap();
-    assert_eq!(
-        db.get_experiment(&id).await.unwrap().tags,
-        vec![KeyValue::new("team", "y")]
-    );
+    db.set_experiment_tag(&id, &KeyValue::new("team", "y")).await.unwrap();
+    assert_eq!(db.get_experiment(&id).await.unwrap().tags, vec![KeyValue::new("team", "y")]);
     db.delete_experiment_tag(&id, "team").await.unwrap();
     assert!(db.get_experiment(&id).await.unwrap().tags.is_empty());
 
-    let page = db
-        .search_experiments(ViewType::All, Some(1), Some("name LIKE 'exp-%'"), &[], None)
-        .await
-        .unwrap();
+    let page = db.search_experiments(ViewType::All, Some(1), Some("name LIKE 'exp-%'"), &[], None).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert!(page.next_page_token.is_none());
-    let all = db
-        .search_experiments(ViewType::ActiveOnly, None, None, &["name ASC".into()], None)
-        .await
-        .unwrap();
-    assert_eq!(
-        all.items
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["Default", "exp-b"]
-    );
+    let all = db.search_experiments(ViewType::ActiveOnly, None, None, &["name ASC".into()], None).await.unwrap();
+    assert_eq!(all.items.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["Default", "exp-b"]);
 }
 
 async fn runs_lifecycle(db: Database) {
@@ -216,49 +150,24 @@ async fn runs_lifecycle(db: Database) {
             user_id: "u".into(),
             run_name: None,
             start_time: Some(123),
-            tags: vec![
-                KeyValue::new("mlflow.runName", "from-tag"),
-                KeyValue::new("k", "v"),
-            ],
+            tags: vec![KeyValue::new("mlflow.runName", "from-tag"), KeyValue::new("k", "v")],
         })
         .await
         .unwrap();
     assert_eq!(run.info.run_name, "from-tag");
     assert_eq!(run.info.start_time, Some(123));
     assert_eq!(run.info.status, RunStatus::Running);
-    assert_eq!(
-        run.info.artifact_uri,
-        format!("mlflow-artifacts:/0/{}/artifacts", run.info.run_id)
-    );
+    assert_eq!(run.info.artifact_uri, format!("mlflow-artifacts:/0/{}/artifacts", run.info.run_id));
     let id = run.info.run_id.clone();
-    let info = db
-        .update_run(&id, Some(RunStatus::Finished), Some(456), Some("renamed"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (info.status, info.end_time, info.run_name.as_str()),
-        (RunStatus::Finished, Some(456), "renamed")
-    );
+    let info = db.update_run(&id, Some(RunStatus::Finished), Some(456), Some("renamed")).await.unwrap();
+    assert_eq!((info.status, info.end_time, info.run_name.as_str()), (RunStatus::Finished, Some(456), "renamed"));
     let got = db.get_run(&id).await.unwrap();
-    assert!(
-        got.data
-            .tags
-            .contains(&KeyValue::new("mlflow.runName", "renamed"))
-    );
+    assert!(got.data.tags.contains(&KeyValue::new("mlflow.runName", "renamed")));
     db.delete_tag(&id, "k").await.unwrap();
-    assert!(matches!(
-        db.delete_tag(&id, "k").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(db.delete_tag(&id, "k").await, Err(Error::NotFound(_))));
     db.delete_run(&id).await.unwrap();
-    let err = db
-        .log_param(&id, KeyValue::new("p", "1"))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("must be in the 'active' state"),
-        "{err}"
-    );
+    let err = db.log_param(&id, KeyValue::new("p", "1")).await.unwrap_err();
+    assert!(err.to_string().contains("must be in the 'active' state"), "{err}");
     db.restore_run(&id).await.unwrap();
     db.log_param(&id, KeyValue::new("p", "1")).await.unwrap();
     assert!(matches!(db.get_run("0123").await, Err(Error::NotFound(_))));
@@ -266,20 +175,12 @@ async fn runs_lifecycle(db: Database) {
 
 async fn metrics_latest_history_and_special_values(db: Database) {
     let id = new_run(&db, "0", "m").await;
-    db.log_metric(&id, metric("loss", 3.0, 10, 0))
-        .await
-        .unwrap();
-    db.log_metric(&id, metric("loss", 2.0, 20, 1))
-        .await
-        .unwrap();
+    db.log_metric(&id, metric("loss", 3.0, 10, 0)).await.unwrap();
+    db.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap();
     // An older step arriving later does not become the latest.
-    db.log_metric(&id, metric("loss", 9.0, 30, 0))
-        .await
-        .unwrap();
+    db.log_metric(&id, metric("loss", 9.0, 30, 0)).await.unwrap();
     // An exact repeat is stored once.
-    db.log_metric(&id, metric("loss", 2.0, 20, 1))
-        .await
-        .unwrap();
+    db.log_metric(&id, metric("loss", 2.0, 20, 1)).await.unwrap();
     db.log_batch(
         &id,
         vec![
@@ -293,76 +194,34 @@ async fn metrics_latest_history_and_special_values(db: Database) {
     .await
     .unwrap();
     let run = db.get_run(&id).await.unwrap();
-    let latest = |k: &str| {
-        run.data
-            .metrics
-            .iter()
-            .find(|m| m.key == k)
-            .unwrap()
-            .clone()
-    };
+    let latest = |k: &str| run.data.metrics.iter().find(|m| m.key == k).unwrap().clone();
     assert_eq!((latest("loss").value, latest("loss").step), (2.0, 1));
     assert!(latest("nan").value.is_nan());
     assert_eq!(latest("inf").value, f64::MAX);
     assert_eq!(latest("ninf").value, f64::MIN);
 
-    let history = db
-        .get_metric_history(&id, "loss", None, None)
-        .await
-        .unwrap();
-    let points: Vec<(i64, i64, f64)> = history
-        .items
-        .iter()
-        .map(|m| (m.step, m.timestamp, m.value))
-        .collect();
+    let history = db.get_metric_history(&id, "loss", None, None).await.unwrap();
+    let points: Vec<(i64, i64, f64)> = history.items.iter().map(|m| (m.step, m.timestamp, m.value)).collect();
     assert_eq!(points, vec![(0, 10, 3.0), (0, 30, 9.0), (1, 20, 2.0)]);
-    let first = db
-        .get_metric_history(&id, "loss", Some(2), None)
-        .await
-        .unwrap();
+    let first = db.get_metric_history(&id, "loss", Some(2), None).await.unwrap();
     assert_eq!(first.items.len(), 2);
-    let rest = db
-        .get_metric_history(&id, "loss", Some(2), first.next_page_token.as_deref())
-        .await
-        .unwrap();
+    let rest = db.get_metric_history(&id, "loss", Some(2), first.next_page_token.as_deref()).await.unwrap();
     assert_eq!(rest.items.len(), 1);
     assert!(rest.next_page_token.is_none());
 
-    let bad = db
-        .log_metric(&id, metric("bad/../key", 1.0, 1, 0))
-        .await
-        .unwrap_err();
+    let bad = db.log_metric(&id, metric("bad/../key", 1.0, 1, 0)).await.unwrap_err();
     assert!(matches!(bad, Error::InvalidParameter(_)));
-    let too_many: Vec<Metric> = (0..1001)
-        .map(|i| metric("x", f64::from(i), i64::from(i), 0))
-        .collect();
-    assert!(matches!(
-        db.log_batch(&id, too_many, vec![], vec![]).await,
-        Err(Error::InvalidParameter(_))
-    ));
+    let too_many: Vec<Metric> = (0..1001).map(|i| metric("x", f64::from(i), i64::from(i), 0)).collect();
+    assert!(matches!(db.log_batch(&id, too_many, vec![], vec![]).await, Err(Error::InvalidParameter(_))));
 }
 
 async fn params_cannot_change(db: Database) {
     let id = new_run(&db, "0", "p").await;
     db.log_param(&id, KeyValue::new("lr", "0.1")).await.unwrap();
     db.log_param(&id, KeyValue::new("lr", "0.1")).await.unwrap();
-    let err = db
-        .log_param(&id, KeyValue::new("lr", "0.2"))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("Changing param values is not allowed"),
-        "{err}"
-    );
-    let dup = db
-        .log_batch(
-            &id,
-            vec![],
-            vec![KeyValue::new("a", "1"), KeyValue::new("a", "2")],
-            vec![],
-        )
-        .await;
+    let err = db.log_param(&id, KeyValue::new("lr", "0.2")).await.unwrap_err();
+    assert!(err.to_string().contains("Changing param values is not allowed"), "{err}");
+    let dup = db.log_batch(&id, vec![], vec![KeyValue::new("a", "1"), KeyValue::new("a", "2")], vec![]).await;
     assert!(matches!(dup, Err(Error::InvalidParameter(_))));
     // A failed batch leaves nothing behind.
     let failed = db
@@ -390,101 +249,47 @@ async fn search_runs_filters_order_and_paging(db: Database) {
                 user_id: "u".into(),
                 run_name: Some(format!("run-{i:02}")),
                 start_time: Some(1000 + i64::from(i)),
-                tags: vec![KeyValue::new(
-                    "parity",
-                    if i % 2 == 0 { "even" } else { "odd" },
-                )],
+                tags: vec![KeyValue::new("parity", if i % 2 == 0 { "even" } else { "odd" })],
             })
             .await
             .unwrap()
             .info
             .run_id;
         if i != 11 {
-            db.log_metric(&id, metric("acc", f64::from(i) / 10.0, 1, 0))
-                .await
-                .unwrap();
+            db.log_metric(&id, metric("acc", f64::from(i) / 10.0, 1, 0)).await.unwrap();
         }
-        db.log_param(&id, KeyValue::new("model", if i < 6 { "rf" } else { "lr" }))
-            .await
-            .unwrap();
+        db.log_param(&id, KeyValue::new("model", if i < 6 { "rf" } else { "lr" })).await.unwrap();
         ids.push(id);
     }
     let search = |filter: &'static str, order: Vec<String>| {
         let db = db.clone();
         let exp = exp.clone();
-        async move {
-            db.search_runs(
-                &[exp],
-                Some(filter),
-                ViewType::ActiveOnly,
-                None,
-                &order,
-                None,
-            )
-            .await
-        }
+        async move { db.search_runs(&[exp], Some(filter), ViewType::ActiveOnly, None, &order, None).await }
     };
-    let names = |runs: &[shipyard_core::entities::Run]| {
-        runs.iter()
-            .map(|r| r.info.run_name.clone())
-            .collect::<Vec<_>>()
-    };
+    let names =
+        |runs: &[shipyard_core::entities::Run]| runs.iter().map(|r| r.info.run_name.clone()).collect::<Vec<_>>();
 
-    let r = search(
-        "metrics.acc > 0.45 and params.model = 'rf'",
-        vec!["metrics.acc DESC".into()],
-    )
-    .await
-    .unwrap();
+    let r = search("metrics.acc > 0.45 and params.model = 'rf'", vec!["metrics.acc DESC".into()]).await.unwrap();
     assert_eq!(names(&r.items), vec!["run-05"]);
-    let r = search(
-        "params.model = 'lr' AND tags.parity = 'odd'",
-        vec!["attributes.start_time ASC".into()],
-    )
-    .await
-    .unwrap();
+    let r =
+        search("params.model = 'lr' AND tags.parity = 'odd'", vec!["attributes.start_time ASC".into()]).await.unwrap();
     assert_eq!(names(&r.items), vec!["run-07", "run-09", "run-11"]);
-    let r = search(
-        "attributes.run_name LIKE 'run-1%'",
-        vec!["run_name DESC".into()],
-    )
-    .await
-    .unwrap();
+    let r = search("attributes.run_name LIKE 'run-1%'", vec!["run_name DESC".into()]).await.unwrap();
     assert_eq!(names(&r.items), vec!["run-11", "run-10"]);
-    let r = search("attributes.run_name ILIKE 'RUN-0_'", vec![])
-        .await
-        .unwrap();
+    let r = search("attributes.run_name ILIKE 'RUN-0_'", vec![]).await.unwrap();
     assert_eq!(r.items.len(), 10);
-    let r = search("attributes.run_name LIKE 'RUN-%'", vec![])
-        .await
-        .unwrap();
+    let r = search("attributes.run_name LIKE 'RUN-%'", vec![]).await.unwrap();
     assert!(r.items.is_empty(), "LIKE is case-sensitive");
-    let r = search(
-        "tags.`parity` != 'even' and metrics.acc <= 0.3",
-        vec!["metrics.acc ASC".into()],
-    )
-    .await
-    .unwrap();
+    let r = search("tags.`parity` != 'even' and metrics.acc <= 0.3", vec!["metrics.acc ASC".into()]).await.unwrap();
     assert_eq!(names(&r.items), vec!["run-01", "run-03"]);
     let in_filter = format!("attributes.run_id IN ('{}', '{}')", ids[0], ids[3]);
     let r = db
-        .search_runs(
-            &[exp.clone()],
-            Some(&in_filter),
-            ViewType::ActiveOnly,
-            None,
-            &[],
-            None,
-        )
+        .search_runs(std::slice::from_ref(&exp), Some(&in_filter), ViewType::ActiveOnly, None, &[], None)
         .await
         .unwrap();
     assert_eq!(r.items.len(), 2);
     let r = search("start_time >= 1010", vec![]).await.unwrap();
-    assert_eq!(
-        names(&r.items),
-        vec!["run-11", "run-10"],
-        "default order is start_time DESC"
-    );
+    assert_eq!(names(&r.items), vec!["run-11", "run-10"], "default order is start_time DESC");
     let r = search("params.missing IS NULL", vec![]).await.unwrap();
     assert_eq!(r.items.len(), 12);
     // A run without the metric sorts last in both directions.
@@ -501,7 +306,7 @@ async fn search_runs_filters_order_and_paging(db: Database) {
     loop {
         let page = db
             .search_runs(
-                &[exp.clone()],
+                std::slice::from_ref(&exp),
                 None,
                 ViewType::ActiveOnly,
                 Some(5),
@@ -517,30 +322,15 @@ async fn search_runs_filters_order_and_paging(db: Database) {
         }
     }
     assert_eq!(seen.len(), 12);
-    let unpaged = names(
-        &search("", vec!["metrics.acc DESC".into()])
-            .await
-            .unwrap()
-            .items,
-    );
+    let unpaged = names(&search("", vec!["metrics.acc DESC".into()]).await.unwrap().items);
     assert_eq!(seen, unpaged);
 
     db.delete_run(&ids[0]).await.unwrap();
-    let deleted = db
-        .search_runs(&[exp.clone()], None, ViewType::DeletedOnly, None, &[], None)
-        .await
-        .unwrap();
+    let deleted =
+        db.search_runs(std::slice::from_ref(&exp), None, ViewType::DeletedOnly, None, &[], None).await.unwrap();
     assert_eq!(names(&deleted.items), vec!["run-00"]);
-    let bad = db
-        .search_runs(
-            &[exp.clone()],
-            Some("metrics.acc > 'x'"),
-            ViewType::All,
-            None,
-            &[],
-            None,
-        )
-        .await;
+    let bad =
+        db.search_runs(std::slice::from_ref(&exp), Some("metrics.acc > 'x'"), ViewType::All, None, &[], None).await;
     assert!(matches!(bad, Err(Error::InvalidParameter(_))));
 }
 
@@ -557,23 +347,12 @@ async fn datasets_and_outputs(db: Database) {
             profile: Some("{\"num_rows\": 5}".into()),
         },
     };
-    db.log_inputs(&id, vec![input.clone()], vec![])
-        .await
-        .unwrap();
-    db.log_inputs(&id, vec![input.clone()], vec![])
-        .await
-        .unwrap();
+    db.log_inputs(&id, vec![input.clone()], vec![]).await.unwrap();
+    db.log_inputs(&id, vec![input.clone()], vec![]).await.unwrap();
     let run = db.get_run(&id).await.unwrap();
     assert_eq!(run.inputs.dataset_inputs, vec![input]);
     let r = db
-        .search_runs(
-            &["0".into()],
-            Some("datasets.context = 'training'"),
-            ViewType::ActiveOnly,
-            None,
-            &[],
-            None,
-        )
+        .search_runs(&["0".into()], Some("datasets.context = 'training'"), ViewType::ActiveOnly, None, &[], None)
         .await
         .unwrap();
     assert_eq!(r.items.len(), 1);
@@ -590,74 +369,35 @@ async fn datasets_and_outputs(db: Database) {
         .unwrap();
     assert_eq!(model.info.status, LoggedModelStatus::Pending);
     let mid = model.info.model_id.clone();
-    db.log_outputs(
-        &id,
-        vec![ModelOutput {
-            model_id: mid.clone(),
-            step: 0,
-        }],
-    )
-    .await
-    .unwrap();
+    db.log_outputs(&id, vec![ModelOutput { model_id: mid.clone(), step: 0 }]).await.unwrap();
     let mut m = metric("acc", 0.9, 5, 0);
     m.model_id = Some(mid.clone());
     db.log_batch(&id, vec![m], vec![], vec![]).await.unwrap();
-    let ready = db
-        .finalize_logged_model(&mid, LoggedModelStatus::Ready)
-        .await
-        .unwrap();
+    let ready = db.finalize_logged_model(&mid, LoggedModelStatus::Ready).await.unwrap();
     assert_eq!(ready.info.status, LoggedModelStatus::Ready);
     assert_eq!(ready.data.metrics.len(), 1);
     assert_eq!(ready.data.metrics[0].run_id.as_deref(), Some(id.as_str()));
-    assert_eq!(
-        db.get_run(&id).await.unwrap().outputs.model_outputs[0].model_id,
-        mid
-    );
-    let found = db
-        .search_logged_models(&["0".into()], Some("name = 'model'"), &[], None, None)
-        .await
-        .unwrap();
+    assert_eq!(db.get_run(&id).await.unwrap().outputs.model_outputs[0].model_id, mid);
+    let found = db.search_logged_models(&["0".into()], Some("name = 'model'"), &[], None, None).await.unwrap();
     assert_eq!(found.items.len(), 1);
-    let found = db
-        .search_logged_models(&["0".into()], Some("metrics.acc > 0.95"), &[], None, None)
-        .await
-        .unwrap();
+    let found = db.search_logged_models(&["0".into()], Some("metrics.acc > 0.95"), &[], None, None).await.unwrap();
     assert!(found.items.is_empty());
-    db.set_logged_model_tags(&mid, &[KeyValue::new("t", "1")])
-        .await
-        .unwrap();
+    db.set_logged_model_tags(&mid, &[KeyValue::new("t", "1")]).await.unwrap();
     db.delete_logged_model_tag(&mid, "t").await.unwrap();
-    assert!(
-        db.get_logged_model(&mid)
-            .await
-            .unwrap()
-            .info
-            .tags
-            .is_empty()
-    );
+    assert!(db.get_logged_model(&mid).await.unwrap().info.tags.is_empty());
 }
 
 async fn registry_versions_aliases_and_stages(db: Database) {
     let run = new_run(&db, "0", "reg").await;
-    db.create_registered_model("clf", &[KeyValue::new("owner", "me")], Some("desc"), None)
-        .await
-        .unwrap();
-    assert!(matches!(
-        db.create_registered_model("clf", &[], None, None).await,
-        Err(Error::AlreadyExists(_))
-    ));
+    db.create_registered_model("clf", &[KeyValue::new("owner", "me")], Some("desc"), None).await.unwrap();
+    assert!(matches!(db.create_registered_model("clf", &[], None, None).await, Err(Error::AlreadyExists(_))));
     // Concurrent registrations get distinct, gap-free numbers.
     let mut handles = Vec::new();
     for _ in 0..6 {
         let db = db.clone();
         let source = format!("runs:/{run}/model");
         handles.push(tokio::spawn(async move {
-            db.create_model_version(NewModelVersion {
-                name: "clf".into(),
-                source,
-                ..Default::default()
-            })
-            .await
+            db.create_model_version(NewModelVersion { name: "clf".into(), source, ..Default::default() }).await
         }));
     }
     let mut versions = Vec::new();
@@ -691,79 +431,29 @@ async fn registry_versions_aliases_and_stages(db: Database) {
         Err(Error::NotFound(_))
     ));
 
-    db.set_registered_model_alias("clf", "champion", "2")
-        .await
-        .unwrap();
-    assert_eq!(
-        db.get_model_version_by_alias("clf", "champion")
-            .await
-            .unwrap()
-            .version,
-        "2"
-    );
-    db.set_registered_model_alias("clf", "champion", "3")
-        .await
-        .unwrap();
-    let v3 = db
-        .get_model_version_by_alias("clf", "champion")
-        .await
-        .unwrap();
-    assert_eq!(
-        (v3.version.as_str(), v3.aliases.clone()),
-        ("3", vec!["champion".to_owned()])
-    );
-    assert!(
-        db.set_registered_model_alias("clf", "v2", "1")
-            .await
-            .is_err()
-    );
+    db.set_registered_model_alias("clf", "champion", "2").await.unwrap();
+    assert_eq!(db.get_model_version_by_alias("clf", "champion").await.unwrap().version, "2");
+    db.set_registered_model_alias("clf", "champion", "3").await.unwrap();
+    let v3 = db.get_model_version_by_alias("clf", "champion").await.unwrap();
+    assert_eq!((v3.version.as_str(), v3.aliases.clone()), ("3", vec!["champion".to_owned()]));
+    assert!(db.set_registered_model_alias("clf", "v2", "1").await.is_err());
 
-    db.transition_model_version_stage("clf", "1", "production", false)
-        .await
-        .unwrap();
-    db.transition_model_version_stage("clf", "2", "Production", true)
-        .await
-        .unwrap();
-    assert_eq!(
-        db.get_model_version("clf", "1")
-            .await
-            .unwrap()
-            .current_stage,
-        "Archived"
-    );
-    let latest = db
-        .get_latest_versions("clf", &["Production".into()])
-        .await
-        .unwrap();
-    assert_eq!(
-        latest
-            .iter()
-            .map(|v| v.version.as_str())
-            .collect::<Vec<_>>(),
-        vec!["2"]
-    );
+    db.transition_model_version_stage("clf", "1", "production", false).await.unwrap();
+    db.transition_model_version_stage("clf", "2", "Production", true).await.unwrap();
+    assert_eq!(db.get_model_version("clf", "1").await.unwrap().current_stage, "Archived");
+    let latest = db.get_latest_versions("clf", &["Production".into()]).await.unwrap();
+    assert_eq!(latest.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), vec!["2"]);
     let model = db.get_registered_model("clf").await.unwrap();
-    let mut stages: Vec<_> = model
-        .latest_versions
-        .iter()
-        .map(|v| (v.current_stage.clone(), v.version.clone()))
-        .collect();
+    let mut stages: Vec<_> =
+        model.latest_versions.iter().map(|v| (v.current_stage.clone(), v.version.clone())).collect();
     stages.sort();
     assert_eq!(
         stages,
-        vec![
-            ("Archived".into(), "1".into()),
-            ("None".into(), "6".into()),
-            ("Production".into(), "2".into())
-        ]
+        vec![("Archived".into(), "1".into()), ("None".into(), "6".into()), ("Production".into(), "2".into())]
     );
 
     db.delete_model_version("clf", "3").await.unwrap();
-    assert!(
-        db.get_model_version_by_alias("clf", "champion")
-            .await
-            .is_err()
-    );
+    assert!(db.get_model_version_by_alias("clf", "champion").await.is_err());
     let next = db
         .create_model_version(NewModelVersion {
             name: "clf".into(),
@@ -775,30 +465,14 @@ async fn registry_versions_aliases_and_stages(db: Database) {
     assert_eq!(next.version, "7", "numbers are never reused");
 
     db.rename_registered_model("clf", "clf2").await.unwrap();
-    assert_eq!(
-        db.get_model_version("clf2", "2").await.unwrap().name,
-        "clf2"
-    );
-    let found = db
-        .search_model_versions(Some("name = 'clf2'"), None, &[], None)
-        .await
-        .unwrap();
+    assert_eq!(db.get_model_version("clf2", "2").await.unwrap().name, "clf2");
+    let found = db.search_model_versions(Some("name = 'clf2'"), None, &[], None).await.unwrap();
     assert_eq!(found.items.len(), 6);
-    let models = db
-        .search_registered_models(
-            Some("tags.`mlflow.prompt.is_prompt` != 'true'"),
-            None,
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let models =
+        db.search_registered_models(Some("tags.`mlflow.prompt.is_prompt` != 'true'"), None, &[], None).await.unwrap();
     assert_eq!(models.items.len(), 1);
     db.delete_registered_model("clf2").await.unwrap();
-    assert!(matches!(
-        db.get_registered_model("clf2").await,
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(db.get_registered_model("clf2").await, Err(Error::NotFound(_))));
 }
 
 async fn concurrent_writers_lose_nothing(db: Database) {
@@ -809,16 +483,10 @@ async fn concurrent_writers_lose_nothing(db: Database) {
         let id = id.clone();
         handles.push(tokio::spawn(async move {
             for i in 0..50i64 {
-                db.log_metric(&id, metric("m", (w * 100 + i) as f64, w * 1000 + i, i))
-                    .await
-                    .unwrap();
+                db.log_metric(&id, metric("m", (w * 100 + i) as f64, w * 1000 + i, i)).await.unwrap();
             }
-            db.log_param(&id, KeyValue::new(format!("p{w}"), "x"))
-                .await
-                .unwrap();
-            db.set_tag(&id, KeyValue::new(format!("t{w}"), "y"))
-                .await
-                .unwrap();
+            db.log_param(&id, KeyValue::new(format!("p{w}"), "x")).await.unwrap();
+            db.set_tag(&id, KeyValue::new(format!("t{w}"), "y")).await.unwrap();
         }));
     }
     for h in handles {
@@ -828,14 +496,7 @@ async fn concurrent_writers_lose_nothing(db: Database) {
     assert_eq!(history.items.len(), 400);
     let run = db.get_run(&id).await.unwrap();
     assert_eq!(run.data.params.len(), 8);
-    assert_eq!(
-        run.data
-            .tags
-            .iter()
-            .filter(|t| t.key.starts_with('t'))
-            .count(),
-        8
-    );
+    assert_eq!(run.data.tags.iter().filter(|t| t.key.starts_with('t')).count(), 8);
     // The latest value is the greatest (step, timestamp): step 49 of writer 7.
     assert_eq!(run.data.metrics[0].value, 749.0);
 }
