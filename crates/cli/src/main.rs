@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use shipyard_server::{AppState, ServerConfig};
 use shipyard_store::{ArtifactStore, Database, DatabaseUri};
 
+mod tracking;
+use tracking::{Tracking, print_table};
+
 /// Shipyard: experiment tracking, model registry, serving and monitoring in one binary.
 #[derive(Parser)]
 #[command(name = "shipyard", version, about, long_about = None)]
@@ -25,6 +28,65 @@ struct Cli {
 enum Command {
     /// Run the tracking and registry server (MLflow's REST API, proxied artifacts).
     Server(ServerArgs),
+    /// List and create experiments.
+    #[command(subcommand)]
+    Experiments(ExperimentsCommand),
+    /// Search runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+/// Where a client-side command reads and writes tracking data.
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// http(s)://host:port for a server, or sqlite:///path / postgresql://... to open the store
+    /// directly (default: SHIPYARD_HOME/shipyard.db).
+    #[arg(long, env = "SHIPYARD_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    home: HomeArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Aligned columns.
+    Table,
+    /// MLflow's JSON shapes.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ExperimentsCommand {
+    /// List active experiments.
+    List(ClientArgs),
+    /// Create an experiment; prints its id.
+    Create {
+        /// Experiment name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// List the runs of an experiment, newest first.
+    List {
+        /// Experiment id or name.
+        #[arg(long)]
+        experiment: String,
+        /// Search filter, e.g. "metrics.accuracy > 0.9 AND params.model = 'rf'".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Most runs to list.
+        #[arg(long, default_value_t = 100)]
+        max_results: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Where Shipyard keeps its data when no URI is given.
@@ -63,10 +125,12 @@ struct ServerArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The server narrates; client-side commands print only their results (and warnings).
+    let default_filter = if matches!(cli.command, Command::Server(_)) { "info,sqlx=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHIPYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -81,6 +145,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => run_server(args).await,
+            Command::Experiments(cmd) => experiments(cmd).await,
+            Command::Runs(cmd) => runs(cmd).await,
         }
     });
     match result {
@@ -90,6 +156,67 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn experiments(cmd: ExperimentsCommand) -> Result<()> {
+    match cmd {
+        ExperimentsCommand::List(args) => {
+            let tracking = Tracking::open(args.tracking_uri.as_deref(), &args.home.home).await?;
+            let experiments = tracking.list_experiments().await?;
+            if args.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&experiments)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = experiments
+                .iter()
+                .map(|e| vec![text(&e["experiment_id"]), text(&e["name"]), text(&e["artifact_location"])])
+                .collect();
+            print_table(&["ID", "NAME", "ARTIFACT LOCATION"], &rows);
+            Ok(())
+        }
+        ExperimentsCommand::Create { name, client } => {
+            let tracking = Tracking::open(client.tracking_uri.as_deref(), &client.home.home).await?;
+            let id = tracking.create_experiment(&name).await?;
+            if client.format == Format::Json {
+                println!("{}", serde_json::json!({ "experiment_id": id }));
+            } else {
+                println!("{id}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn runs(cmd: RunsCommand) -> Result<()> {
+    match cmd {
+        RunsCommand::List { experiment, filter, max_results, client } => {
+            let tracking = Tracking::open(client.tracking_uri.as_deref(), &client.home.home).await?;
+            let experiment_id = tracking.experiment_id(&experiment).await?;
+            let runs = tracking.search_runs(&experiment_id, filter.as_deref(), max_results).await?;
+            if client.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|r| {
+                    let metrics = r["data"]["metrics"]
+                        .as_array()
+                        .map(|ms| ms.iter().map(|m| format!("{}={}", text(&m["key"]), m["value"])).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .join(" ");
+                    vec![text(&r["info"]["run_id"]), text(&r["info"]["run_name"]), text(&r["info"]["status"]), metrics]
+                })
+                .collect();
+            print_table(&["RUN ID", "NAME", "STATUS", "METRICS"], &rows);
+            Ok(())
+        }
+    }
+}
+
+/// A JSON value as display text (strings without quotes).
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| if v.is_null() { String::new() } else { v.to_string() }, str::to_owned)
 }
 
 /// The default database URI under the home folder.

@@ -92,8 +92,7 @@ impl ArtifactStore {
     }
 
     fn open_cloud(destination: &str) -> Result<Self> {
-        // object_store's HTTP clients use rustls; ring is the provider we build with.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        ensure_tls_provider();
         let url = url::Url::parse(destination)
             .map_err(|e| Error::invalid(format!("invalid artifact destination '{destination}': {e}")))?;
         let bad = |e: object_store::Error| {
@@ -304,6 +303,12 @@ impl ArtifactStore {
         }
         Ok(objects.len())
     }
+}
+
+/// Installs rustls' ring provider for the process (object_store's and the CLI's HTTPS clients
+/// are built without a provider of their own). Idempotent.
+pub fn ensure_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Maps an object_store failure: a missing object is `NotFound`, the rest is internal and logged.
