@@ -9,9 +9,10 @@ use shipyard_store::logged_models::{LoggedModelOrder, NewLoggedModel};
 use shipyard_store::registry::NewModelVersion;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::tracking::{JsonResult, empty, page_response};
 use crate::wire::{MlflowRequest, opt_bool, opt_i64, opt_string, required, string_list};
+use axum::response::Response;
 
 // ----- logged models -----
 
@@ -137,7 +138,7 @@ pub(crate) struct SearchLoggedModels {
 pub(crate) async fn search_logged_models(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<SearchLoggedModels>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     let order: Vec<LoggedModelOrder> = r
         .order_by
         .into_iter()
@@ -296,7 +297,7 @@ pub(crate) struct SearchRegistry {
 pub(crate) async fn search_registered_models(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     let page =
         s.db.search_registered_models(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
     page_response("registered_models", page)
@@ -305,7 +306,7 @@ pub(crate) async fn search_registered_models(
 pub(crate) async fn search_model_versions(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     let page =
         s.db.search_model_versions(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
     page_response("model_versions", page)

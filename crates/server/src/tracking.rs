@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shipyard_core::entities::{DatasetInput, KeyValue, Metric, ModelInput, ModelOutput, RunStatus, ViewType, json_f64};
@@ -167,7 +168,7 @@ pub(crate) struct SearchExperiments {
 pub(crate) async fn search_experiments(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<SearchExperiments>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     let view = parse_view_type(r.view_type.as_deref())?;
     let page =
         s.db.search_experiments(view, r.max_results, r.filter.as_deref(), &r.order_by, r.page_token.as_deref()).await?;
@@ -179,16 +180,34 @@ pub(crate) fn internal(e: serde_json::Error) -> ApiError {
 }
 
 /// A page of results as MLflow sends it: the list under `field` (left out when empty) and the
-/// next page's token when there is one.
-pub(crate) fn page_response<T: serde::Serialize>(field: &str, page: Page<T>) -> JsonResult {
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out[field] = serde_json::to_value(&page.items).map_err(internal)?;
+/// next page's token when there is one. Serialised straight to bytes: no intermediate JSON tree.
+pub(crate) fn page_response<T: serde::Serialize>(field: &'static str, page: Page<T>) -> ApiResult<Response> {
+    struct Body<'a, T> {
+        field: &'static str,
+        items: &'a [T],
+        token: Option<&'a str>,
     }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = Value::String(t);
+    impl<T: serde::Serialize> serde::Serialize for Body<'_, T> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(None)?;
+            if !self.items.is_empty() {
+                map.serialize_entry(self.field, self.items)?;
+            }
+            if let Some(t) = self.token {
+                map.serialize_entry("next_page_token", t)?;
+            }
+            map.end()
+        }
     }
-    Ok(Json(out))
+    let body = Body { field, items: &page.items, token: page.next_page_token.as_deref() };
+    json_bytes(&body)
+}
+
+/// A JSON response serialised directly from `value`.
+pub(crate) fn json_bytes<T: serde::Serialize>(value: &T) -> ApiResult<Response> {
+    let bytes = serde_json::to_vec(value).map_err(internal)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
 // ----- runs -----
@@ -462,7 +481,7 @@ pub(crate) struct MetricHistory {
 pub(crate) async fn get_metric_history(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<MetricHistory>,
-) -> JsonResult {
+) -> ApiResult<Response> {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.metric_key, "metric_key")?;
     let page = s.db.get_metric_history(id, key, r.max_results, r.page_token.as_deref()).await?;
@@ -485,7 +504,10 @@ pub(crate) struct SearchRuns {
     page_token: Option<String>,
 }
 
-pub(crate) async fn search_runs(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<SearchRuns>) -> JsonResult {
+pub(crate) async fn search_runs(
+    State(s): State<AppState>,
+    MlflowRequest(r): MlflowRequest<SearchRuns>,
+) -> ApiResult<Response> {
     let view = parse_view_type(r.run_view_type.as_deref())?;
     let page = s
         .db

@@ -212,10 +212,8 @@ impl Row {
             .iter()
             .position(|n| n == name)
             .ok_or_else(|| Error::Internal(format!("no column {name} in the result")))?;
-        let v = self.values[i].clone();
-        let shown = format!("{v:?}");
-        T::from_value(v).ok_or_else(|| {
-            Error::Internal(format!("column {name} holds {shown}, not a {}", std::any::type_name::<T>()))
+        T::from_value(self.values[i].clone()).ok_or_else(|| {
+            Error::Internal(format!("column {name} holds {:?}, not a {}", self.values[i], std::any::type_name::<T>()))
         })
     }
 }
