@@ -119,8 +119,8 @@ async fn attach_logged_model_data(c: &mut Conn<'_>, rows: Vec<Row>) -> Result<Ve
         }
         m
     };
-    let mut params = sorted(group_key_values(&params, "model_id")?);
-    let mut tags = sorted(group_key_values(&tags, "model_id")?);
+    let mut params = sorted(group_key_values::<String>(&params, "model_id")?);
+    let mut tags = sorted(group_key_values::<String>(&tags, "model_id")?);
     let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
     for r in &metrics {
         let model_id: String = r.get("model_id")?;

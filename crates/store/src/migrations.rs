@@ -38,8 +38,11 @@ const MIGRATIONS: &[Migration] = &[Migration {
             value TEXT NOT NULL,
             PRIMARY KEY (experiment_id, key)
         )",
+        // Runs have a 32-hex public id and a compact integer key that every per-run table uses:
+        // integer keys keep the history tables small and their lookups cheap.
         "CREATE TABLE runs (
-            run_uuid TEXT PRIMARY KEY,
+            run_key {id},
+            run_uuid TEXT NOT NULL UNIQUE,
             experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
             name TEXT NOT NULL,
             user_id TEXT NOT NULL,
@@ -52,17 +55,17 @@ const MIGRATIONS: &[Migration] = &[Migration {
         )",
         "CREATE INDEX runs_by_experiment ON runs (experiment_id, lifecycle_stage, start_time)",
         "CREATE TABLE params (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
-            PRIMARY KEY (run_uuid, key)
+            PRIMARY KEY (run_key, key)
         ){without_rowid}",
         "CREATE INDEX params_by_key_value ON params (key, value)",
         "CREATE TABLE tags (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
-            PRIMARY KEY (run_uuid, key)
+            PRIMARY KEY (run_key, key)
         ){without_rowid}",
         "CREATE INDEX tags_by_key_value ON tags (key, value)",
         // Every logged value. `value` holds 0 for NaN (`is_nan` = 1), as MLflow stores it. The
@@ -72,24 +75,24 @@ const MIGRATIONS: &[Migration] = &[Migration {
         // would cost a b-tree search per value on the hottest write path. Runs are only ever
         // soft-deleted.
         "CREATE TABLE metrics (
-            run_uuid TEXT NOT NULL,
+            run_key BIGINT NOT NULL,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
             is_nan INTEGER NOT NULL,
             timestamp BIGINT NOT NULL,
             step BIGINT NOT NULL,
-            PRIMARY KEY (run_uuid, key, step, timestamp, value, is_nan)
+            PRIMARY KEY (run_key, key, step, timestamp, value, is_nan)
         ){without_rowid}",
         // The latest value of each metric of each run (greatest step, then timestamp, then value),
         // maintained on every write so that searches never scan the history.
         "CREATE TABLE latest_metrics (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
             is_nan INTEGER NOT NULL,
             timestamp BIGINT NOT NULL,
             step BIGINT NOT NULL,
-            PRIMARY KEY (run_uuid, key)
+            PRIMARY KEY (run_key, key)
         ){without_rowid}",
         "CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, value)",
         "CREATE TABLE datasets (
@@ -104,18 +107,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
             UNIQUE (experiment_id, name, digest)
         )",
         "CREATE TABLE run_dataset_inputs (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             dataset_uuid TEXT NOT NULL REFERENCES datasets(dataset_uuid),
-            PRIMARY KEY (run_uuid, dataset_uuid)
+            PRIMARY KEY (run_key, dataset_uuid)
         )",
         "CREATE TABLE run_dataset_input_tags (
-            run_uuid TEXT NOT NULL,
+            run_key BIGINT NOT NULL,
             dataset_uuid TEXT NOT NULL,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
-            PRIMARY KEY (run_uuid, dataset_uuid, key),
-            FOREIGN KEY (run_uuid, dataset_uuid)
-                REFERENCES run_dataset_inputs(run_uuid, dataset_uuid) ON DELETE CASCADE
+            PRIMARY KEY (run_key, dataset_uuid, key),
+            FOREIGN KEY (run_key, dataset_uuid)
+                REFERENCES run_dataset_inputs(run_key, dataset_uuid) ON DELETE CASCADE
         )",
         "CREATE TABLE logged_models (
             model_id TEXT PRIMARY KEY,
@@ -158,15 +161,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE UNIQUE INDEX logged_model_metrics_identity
             ON logged_model_metrics (model_id, key, step, timestamp, value, is_nan)",
         "CREATE TABLE run_model_inputs (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             model_id TEXT NOT NULL,
-            PRIMARY KEY (run_uuid, model_id)
+            PRIMARY KEY (run_key, model_id)
         )",
         "CREATE TABLE run_model_outputs (
-            run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
+            run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             model_id TEXT NOT NULL,
             step BIGINT NOT NULL,
-            PRIMARY KEY (run_uuid, model_id)
+            PRIMARY KEY (run_key, model_id)
         )",
         "CREATE TABLE registered_models (
             id {id},

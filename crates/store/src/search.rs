@@ -107,7 +107,7 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
             let key = sql.arg(c.key.as_str());
             let value = sql.arg(c.num_value().unwrap_or_default());
             format!(
-                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = runs.run_uuid AND m.key = {key} \
+                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_key = runs.run_key AND m.key = {key} \
                  AND m.is_nan = 0 AND m.value {} {value})",
                 c.op.as_sql()
             )
@@ -117,15 +117,15 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
             let key = sql.arg(c.key.as_str());
             match c.op {
                 Op::IsNull => {
-                    format!("NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})")
+                    format!("NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key})")
                 }
                 Op::IsNotNull => {
-                    format!("EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key})")
+                    format!("EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key})")
                 }
                 _ => {
                     let cond = text_condition(sql, dialect, "t.value", c)?;
                     format!(
-                        "EXISTS (SELECT 1 FROM {table} t WHERE t.run_uuid = runs.run_uuid AND t.key = {key} AND {cond})"
+                        "EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key} AND {cond})"
                     )
                 }
             }
@@ -136,14 +136,14 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
                 "digest" => ("d.digest", ""),
                 _ => (
                     "it.value",
-                    " JOIN run_dataset_input_tags it ON it.run_uuid = i.run_uuid AND it.dataset_uuid = i.dataset_uuid \
+                    " JOIN run_dataset_input_tags it ON it.run_key = i.run_key AND it.dataset_uuid = i.dataset_uuid \
                       AND it.key = 'mlflow.data.context'",
                 ),
             };
             let cond = text_condition(sql, dialect, column, c)?;
             format!(
                 "EXISTS (SELECT 1 FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid{join} \
-                 WHERE i.run_uuid = runs.run_uuid AND {cond})"
+                 WHERE i.run_key = runs.run_key AND {cond})"
             )
         }
     })
@@ -184,7 +184,7 @@ impl Database {
                 Entity::Metric => {
                     let key = sql.arg(o.key.as_str());
                     sql.push(&format!(
-                        " LEFT JOIN latest_metrics o{i} ON o{i}.run_uuid = runs.run_uuid AND o{i}.key = {key}"
+                        " LEFT JOIN latest_metrics o{i} ON o{i}.run_key = runs.run_key AND o{i}.key = {key}"
                     ));
                     // Values first, then NaN, then runs without the metric, in either direction.
                     order_terms
@@ -194,7 +194,7 @@ impl Database {
                 Entity::Param | Entity::Tag => {
                     let table = if o.entity == Entity::Param { "params" } else { "tags" };
                     let key = sql.arg(o.key.as_str());
-                    sql.push(&format!(" LEFT JOIN {table} o{i} ON o{i}.run_uuid = runs.run_uuid AND o{i}.key = {key}"));
+                    sql.push(&format!(" LEFT JOIN {table} o{i} ON o{i}.run_key = runs.run_key AND o{i}.key = {key}"));
                     order_terms.push(format!("(o{i}.value IS NULL)"));
                     order_terms.push(format!("o{i}.value {dir}"));
                 }

@@ -94,9 +94,11 @@ pub(crate) fn parse_page_token(token: Option<&str>) -> Result<i64> {
 pub(crate) struct RunRow {
     pub(crate) info: RunInfo,
     pub(crate) experiment_id: i64,
+    /// The integer key per-run tables use.
+    pub(crate) key: i64,
 }
 
-pub(crate) const RUN_COLUMNS: &str = "runs.run_uuid, runs.experiment_id, runs.name, runs.user_id, runs.status, \
+pub(crate) const RUN_COLUMNS: &str = "runs.run_key, runs.run_uuid, runs.experiment_id, runs.name, runs.user_id, runs.status, \
      runs.start_time, runs.end_time, runs.artifact_uri, runs.lifecycle_stage";
 
 pub(crate) fn run_row(row: &Row) -> Result<RunRow> {
@@ -120,6 +122,7 @@ pub(crate) fn run_row(row: &Row) -> Result<RunRow> {
             run_id,
         },
         experiment_id,
+        key: row.get("run_key")?,
     })
 }
 
@@ -151,8 +154,11 @@ pub(crate) fn metric_from_row(row: &Row) -> Result<Metric> {
 }
 
 /// Groups rows of `(<owner>, key, value)` by owner.
-pub(crate) fn group_key_values(rows: &[Row], owner: &str) -> Result<HashMap<String, Vec<KeyValue>>> {
-    let mut out: HashMap<String, Vec<KeyValue>> = HashMap::new();
+pub(crate) fn group_key_values<K>(rows: &[Row], owner: &str) -> Result<HashMap<K, Vec<KeyValue>>>
+where
+    K: crate::sql::FromValue + Eq + std::hash::Hash,
+{
+    let mut out: HashMap<K, Vec<KeyValue>> = HashMap::new();
     for row in rows {
         out.entry(row.get(owner)?).or_default().push(KeyValue { key: row.get("key")?, value: row.get("value")? });
     }
@@ -258,64 +264,63 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = rows.iter().map(|r| r.info.run_id.clone()).collect();
+    let keys: Vec<i64> = rows.iter().map(|r| r.key).collect();
     let by_runs = |c: &Conn<'_>, head: &str, tail: &str| {
         let mut sql = c.sql(head);
-        let list = sql.args(ids.iter());
+        let list = sql.args(keys.iter().copied());
         sql.push(&list).push(tail);
         sql
     };
-    let params = c
-        .fetch_all(by_runs(c, "SELECT run_uuid, key, value FROM params WHERE run_uuid IN (", ") ORDER BY key"))
-        .await?;
+    let params =
+        c.fetch_all(by_runs(c, "SELECT run_key, key, value FROM params WHERE run_key IN (", ") ORDER BY key")).await?;
     let tags =
-        c.fetch_all(by_runs(c, "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN (", ") ORDER BY key")).await?;
+        c.fetch_all(by_runs(c, "SELECT run_key, key, value FROM tags WHERE run_key IN (", ") ORDER BY key")).await?;
     let metrics = c
         .fetch_all(by_runs(
             c,
-            "SELECT run_uuid, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_uuid IN (",
+            "SELECT run_key, key, value, is_nan, timestamp, step FROM latest_metrics WHERE run_key IN (",
             ") ORDER BY key",
         ))
         .await?;
     let datasets = c
         .fetch_all(by_runs(
             c,
-            "SELECT i.run_uuid, i.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema_json, d.profile_json \
-             FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid IN (",
+            "SELECT i.run_key, i.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema_json, d.profile_json \
+             FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_key IN (",
             ") ORDER BY d.name, d.digest",
         ))
         .await?;
     let input_tags = c
         .fetch_all(by_runs(
             c,
-            "SELECT run_uuid, dataset_uuid, key, value FROM run_dataset_input_tags WHERE run_uuid IN (",
+            "SELECT run_key, dataset_uuid, key, value FROM run_dataset_input_tags WHERE run_key IN (",
             ") ORDER BY key",
         ))
         .await?;
     let model_inputs =
-        c.fetch_all(by_runs(c, "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN (", ")")).await?;
+        c.fetch_all(by_runs(c, "SELECT run_key, model_id FROM run_model_inputs WHERE run_key IN (", ")")).await?;
     let model_outputs = c
-        .fetch_all(by_runs(c, "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN (", ")"))
+        .fetch_all(by_runs(c, "SELECT run_key, model_id, step FROM run_model_outputs WHERE run_key IN (", ")"))
         .await?;
 
-    let mut params = group_key_values(&params, "run_uuid")?;
-    let mut tags = group_key_values(&tags, "run_uuid")?;
-    let mut metrics_by: HashMap<String, Vec<Metric>> = HashMap::new();
+    let mut params: HashMap<i64, _> = group_key_values(&params, "run_key")?;
+    let mut tags: HashMap<i64, _> = group_key_values(&tags, "run_key")?;
+    let mut metrics_by: HashMap<i64, Vec<Metric>> = HashMap::new();
     for row in &metrics {
-        metrics_by.entry(row.get("run_uuid")?).or_default().push(metric_from_row(row)?);
+        metrics_by.entry(row.get("run_key")?).or_default().push(metric_from_row(row)?);
     }
-    let mut input_tags_by: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+    let mut input_tags_by: HashMap<(i64, String), Vec<KeyValue>> = HashMap::new();
     for row in &input_tags {
         input_tags_by
-            .entry((row.get("run_uuid")?, row.get("dataset_uuid")?))
+            .entry((row.get("run_key")?, row.get("dataset_uuid")?))
             .or_default()
             .push(KeyValue { key: row.get("key")?, value: row.get("value")? });
     }
-    let mut datasets_by: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+    let mut datasets_by: HashMap<i64, Vec<DatasetInput>> = HashMap::new();
     for row in &datasets {
-        let run: String = row.get("run_uuid")?;
+        let run: i64 = row.get("run_key")?;
         let dataset_uuid: String = row.get("dataset_uuid")?;
-        let tags = input_tags_by.remove(&(run.clone(), dataset_uuid)).unwrap_or_default();
+        let tags = input_tags_by.remove(&(run, dataset_uuid)).unwrap_or_default();
         datasets_by.entry(run).or_default().push(DatasetInput {
             tags,
             dataset: Dataset {
@@ -328,21 +333,21 @@ pub(crate) async fn attach_run_data(c: &mut Conn<'_>, rows: Vec<RunRow>) -> Resu
             },
         });
     }
-    let mut model_inputs_by: HashMap<String, Vec<ModelInput>> = HashMap::new();
+    let mut model_inputs_by: HashMap<i64, Vec<ModelInput>> = HashMap::new();
     for row in &model_inputs {
-        model_inputs_by.entry(row.get("run_uuid")?).or_default().push(ModelInput { model_id: row.get("model_id")? });
+        model_inputs_by.entry(row.get("run_key")?).or_default().push(ModelInput { model_id: row.get("model_id")? });
     }
-    let mut model_outputs_by: HashMap<String, Vec<ModelOutput>> = HashMap::new();
+    let mut model_outputs_by: HashMap<i64, Vec<ModelOutput>> = HashMap::new();
     for row in &model_outputs {
         model_outputs_by
-            .entry(row.get("run_uuid")?)
+            .entry(row.get("run_key")?)
             .or_default()
             .push(ModelOutput { model_id: row.get("model_id")?, step: row.get("step")? });
     }
     Ok(rows
         .into_iter()
         .map(|r| {
-            let id = r.info.run_id.clone();
+            let id = r.key;
             Run {
                 info: r.info,
                 data: RunData {
@@ -600,8 +605,8 @@ impl Database {
                     ],
                 );
                 c.execute(insert).await?;
-                upsert_tags(c, &run_id, &tags).await?;
                 let row = run_by_id(c, &run_id, false).await?;
+                upsert_tags(c, row.key, &tags).await?;
                 Ok(attach_run_data(c, vec![row]).await?.remove(0))
             })
         })
@@ -642,7 +647,7 @@ impl Database {
                 );
                 c.execute(update).await?;
                 if run_name.is_some() {
-                    upsert_tags(c, &run_id, &[KeyValue::new("mlflow.runName", name.clone())]).await?;
+                    upsert_tags(c, row.key, &[KeyValue::new("mlflow.runName", name.clone())]).await?;
                 }
                 Ok(RunInfo { status, end_time, run_name: name, ..row.info })
             })
@@ -698,11 +703,9 @@ impl Database {
         let (run_id, key) = (run_id.to_owned(), key.to_owned());
         self.write(move |c| {
             Box::pin(async move {
-                active_run_for_update(c, &run_id).await?;
-                let delete = c.stmt(
-                    "DELETE FROM tags WHERE run_uuid = $1 AND key = $2",
-                    [run_id.as_str().into(), key.as_str().into()],
-                );
+                let run = active_run_for_update(c, &run_id).await?;
+                let delete =
+                    c.stmt("DELETE FROM tags WHERE run_key = $1 AND key = $2", [run.key.into(), key.as_str().into()]);
                 if c.execute(delete).await? == 0 {
                     return Err(Error::not_found(format!("No tag with name: {key} in run with id {run_id}")));
                 }
@@ -749,12 +752,12 @@ impl Database {
         let run_id = run_id.to_owned();
         self.write(move |c| {
             Box::pin(async move {
-                active_run_for_update(c, &run_id).await?;
+                let run = active_run_for_update(c, &run_id).await?;
                 if !params.is_empty() {
-                    insert_params(c, &run_id, &params).await?;
+                    insert_params(c, run.key, &run_id, &params).await?;
                 }
                 if !tags.is_empty() {
-                    upsert_tags(c, &run_id, &tags).await?;
+                    upsert_tags(c, run.key, &tags).await?;
                     if let Some(name) = tags.iter().rev().find(|t| t.key == "mlflow.runName") {
                         let rename = c.stmt(
                             "UPDATE runs SET name = $1 WHERE run_uuid = $2",
@@ -764,7 +767,7 @@ impl Database {
                     }
                 }
                 if !metrics.is_empty() {
-                    insert_metrics(c, &run_id, &metrics).await?;
+                    insert_metrics(c, run.key, &metrics).await?;
                     crate::logged_models::insert_model_metrics(c, &run_id, &metrics).await?;
                 }
                 Ok(())
@@ -802,8 +805,8 @@ impl Database {
                 for input in &datasets {
                     let dataset_uuid = dataset_uuid(c, run.experiment_id, &input.dataset).await?;
                     let link = c.stmt(
-                        "INSERT INTO run_dataset_inputs (run_uuid, dataset_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                        [run_id.as_str().into(), dataset_uuid.as_str().into()],
+                        "INSERT INTO run_dataset_inputs (run_key, dataset_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        [run.key.into(), dataset_uuid.as_str().into()],
                     );
                     // As MLflow: the tags of an input are those it was first logged with.
                     if c.execute(link).await? > 0 && !input.tags.is_empty() {
@@ -812,7 +815,7 @@ impl Database {
                             .iter()
                             .map(|t| {
                                 [
-                                    Arg::from(run_id.as_str()),
+                                    Arg::from(run.key),
                                     dataset_uuid.as_str().into(),
                                     t.key.as_str().into(),
                                     t.value.as_str().into(),
@@ -821,16 +824,21 @@ impl Database {
                             .collect();
                         insert_rows(
                             c,
-                            "INSERT INTO run_dataset_input_tags (run_uuid, dataset_uuid, key, value) VALUES ",
+                            "INSERT INTO run_dataset_input_tags (run_key, dataset_uuid, key, value) VALUES ",
                             " ON CONFLICT DO NOTHING",
                             rows,
                         )
                         .await?;
                     }
                 }
-                let rows = models.iter().map(|m| [Arg::from(run_id.as_str()), m.model_id.as_str().into()]).collect();
-                insert_rows(c, "INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ", " ON CONFLICT DO NOTHING", rows)
-                    .await
+                let rows = models.iter().map(|m| [Arg::from(run.key), m.model_id.as_str().into()]).collect();
+                insert_rows(
+                    c,
+                    "INSERT INTO run_model_inputs (run_key, model_id) VALUES ",
+                    " ON CONFLICT DO NOTHING",
+                    rows,
+                )
+                .await
             })
         })
         .await
@@ -841,15 +849,13 @@ impl Database {
         let run_id = run_id.to_owned();
         self.write(move |c| {
             Box::pin(async move {
-                active_run_for_update(c, &run_id).await?;
-                let rows = models
-                    .iter()
-                    .map(|m| [Arg::from(run_id.as_str()), m.model_id.as_str().into(), m.step.into()])
-                    .collect();
+                let run = active_run_for_update(c, &run_id).await?;
+                let rows =
+                    models.iter().map(|m| [Arg::from(run.key), m.model_id.as_str().into(), m.step.into()]).collect();
                 insert_rows(
                     c,
-                    "INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ",
-                    " ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step",
+                    "INSERT INTO run_model_outputs (run_key, model_id, step) VALUES ",
+                    " ON CONFLICT (run_key, model_id) DO UPDATE SET step = excluded.step",
                     rows,
                 )
                 .await
@@ -876,11 +882,11 @@ impl Database {
         let (run_id, key) = (run_id.to_owned(), key.to_owned());
         self.read(move |c| {
             Box::pin(async move {
-                run_by_id(c, &run_id, false).await?;
+                let run = run_by_id(c, &run_id, false).await?;
                 let sql = c.stmt(
-                    "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_uuid = $1 AND key = $2 \
+                    "SELECT key, value, is_nan, timestamp, step FROM metrics WHERE run_key = $1 AND key = $2 \
                      ORDER BY step, timestamp, value LIMIT $3 OFFSET $4",
-                    [run_id.as_str().into(), key.as_str().into(), limit.saturating_add(1).into(), offset.into()],
+                    [run.key.into(), key.as_str().into(), limit.saturating_add(1).into(), offset.into()],
                 );
                 let items = c.fetch_all(sql).await?.iter().map(metric_from_row).collect::<Result<Vec<_>>>()?;
                 Ok(Page::from_overfetch(items, offset, limit))
@@ -980,26 +986,26 @@ pub(crate) async fn insert_rows<const N: usize>(
 }
 
 /// Sets run tags, replacing values of existing keys (last one wins within the list).
-pub(crate) async fn upsert_tags(c: &mut Conn<'_>, run_id: &str, tags: &[KeyValue]) -> Result<()> {
+pub(crate) async fn upsert_tags(c: &mut Conn<'_>, run_key: i64, tags: &[KeyValue]) -> Result<()> {
     let mut last: Vec<&KeyValue> = Vec::new();
     for t in tags {
         last.retain(|x| x.key != t.key);
         last.push(t);
     }
-    let rows = last.iter().map(|t| [Arg::from(run_id), t.key.as_str().into(), t.value.as_str().into()]).collect();
+    let rows = last.iter().map(|t| [Arg::from(run_key), t.key.as_str().into(), t.value.as_str().into()]).collect();
     insert_rows(
         c,
-        "INSERT INTO tags (run_uuid, key, value) VALUES ",
-        " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
+        "INSERT INTO tags (run_key, key, value) VALUES ",
+        " ON CONFLICT (run_key, key) DO UPDATE SET value = excluded.value",
         rows,
     )
     .await
 }
 
 /// Inserts params, refusing to change the value of one already logged.
-async fn insert_params(c: &mut Conn<'_>, run_id: &str, params: &[KeyValue]) -> Result<()> {
-    let mut sql = c.sql("SELECT key, value FROM params WHERE run_uuid = ");
-    let r = sql.arg(run_id);
+async fn insert_params(c: &mut Conn<'_>, run_key: i64, run_id: &str, params: &[KeyValue]) -> Result<()> {
+    let mut sql = c.sql("SELECT key, value FROM params WHERE run_key = ");
+    let r = sql.arg(run_key);
     sql.push(&r).push(" AND key IN (");
     let keys = sql.args(params.iter().map(|p| p.key.as_str()));
     sql.push(&keys).push(")");
@@ -1022,14 +1028,14 @@ async fn insert_params(c: &mut Conn<'_>, run_id: &str, params: &[KeyValue]) -> R
     let rows = params
         .iter()
         .filter(|p| !existing.contains_key(&p.key) && seen.insert(p.key.as_str()))
-        .map(|p| [Arg::from(run_id), p.key.as_str().into(), p.value.as_str().into()])
+        .map(|p| [Arg::from(run_key), p.key.as_str().into(), p.value.as_str().into()])
         .collect();
-    insert_rows(c, "INSERT INTO params (run_uuid, key, value) VALUES ", " ON CONFLICT DO NOTHING", rows).await
+    insert_rows(c, "INSERT INTO params (run_key, key, value) VALUES ", " ON CONFLICT DO NOTHING", rows).await
 }
 
 /// Appends metric values to the history (exact repeats are dropped) and moves each metric's
 /// latest value forward: the greatest (step, timestamp, value) wins, NaN counting as 0.
-async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> Result<()> {
+async fn insert_metrics(c: &mut Conn<'_>, run_key: i64, metrics: &[Metric]) -> Result<()> {
     // (step, timestamp, stored value, is_nan) of the batch's latest value per key.
     type Latest = (i64, i64, f64, i64);
     let mut latest: HashMap<&str, Latest> = HashMap::new();
@@ -1037,7 +1043,7 @@ async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> R
     for m in metrics {
         let (value, is_nan) = stored_metric_value(m.value);
         rows.push([
-            Arg::from(run_id),
+            Arg::from(run_key),
             m.key.as_str().into(),
             value.into(),
             is_nan.into(),
@@ -1056,7 +1062,7 @@ async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> R
     }
     insert_rows(
         c,
-        "INSERT INTO metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
+        "INSERT INTO metrics (run_key, key, value, is_nan, timestamp, step) VALUES ",
         " ON CONFLICT DO NOTHING",
         rows,
     )
@@ -1064,13 +1070,13 @@ async fn insert_metrics(c: &mut Conn<'_>, run_id: &str, metrics: &[Metric]) -> R
     let latest_rows = latest
         .into_iter()
         .map(|(key, (step, ts, value, is_nan))| {
-            [Arg::from(run_id), key.into(), value.into(), is_nan.into(), ts.into(), step.into()]
+            [Arg::from(run_key), key.into(), value.into(), is_nan.into(), ts.into(), step.into()]
         })
         .collect();
     insert_rows(
         c,
-        "INSERT INTO latest_metrics (run_uuid, key, value, is_nan, timestamp, step) VALUES ",
-        " ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
+        "INSERT INTO latest_metrics (run_key, key, value, is_nan, timestamp, step) VALUES ",
+        " ON CONFLICT (run_key, key) DO UPDATE SET value = excluded.value, is_nan = excluded.is_nan, \
          timestamp = excluded.timestamp, step = excluded.step \
          WHERE (excluded.step, excluded.timestamp, excluded.value) > \
                (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
