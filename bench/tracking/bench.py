@@ -11,6 +11,8 @@ in a fresh temporary directory on SQLite, on a free loopback port:
   c         1,000 runs, each create_run + one log_batch (5 params + 5 metrics)
   d         search_runs over those runs: metric and param filter, order_by a metric,
             max_results 1,000; median of 10 calls
+  e, f      the log_batch and search requests again, sent as prepared JSON over raw HTTP
+            (no mlflow client work), to show the server's share of the wall time
   after     server process-tree RSS after the load
 
 For each workload: wall time (client side) and the server's own CPU seconds (user+system of its
@@ -197,6 +199,46 @@ def run_workloads(uri, pid):
     res["d_search_runs_x10"].update(
         {"rows": rows, "median_ms": round(statistics.median(times) * 1000, 2), "min_ms": round(min(times) * 1000, 2)}
     )
+
+    # The same two heavy requests without the Python client's own work (building entities,
+    # protobuf, parsing answers): prepared bodies over one keep-alive connection, answers read
+    # as bytes. This shows the server's share of the wall time.
+    import requests
+
+    session = requests.Session()
+    api = f"{uri}/api/2.0/mlflow"
+    raw_run = client.create_run(exp.experiment_id, run_name="raw").info.run_id
+    ts = int(time.time() * 1000)
+    bodies = [
+        json.dumps({"run_id": raw_run, "metrics": [
+            {"key": f"k{j % 10}", "value": random.random(), "timestamp": ts, "step": k * 100 + j // 10}
+            for j in range(1000)]}).encode()
+        for k in range(n_b)
+    ]
+    raw_times = []
+
+    def e():
+        for body in bodies:
+            t0 = time.perf_counter()
+            r = session.post(f"{api}/runs/log-batch", data=body, headers={"Content-Type": "application/json"})
+            raw_times.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+
+    phase("e_raw_log_batch", e, n_b)
+    res["e_raw_log_batch"]["median_ms"] = round(statistics.median(raw_times) * 1000, 2)
+    search_body = json.dumps({"experiment_ids": [exp_c], "filter": "metrics.acc > 0.5 and params.model = 'rf'",
+                              "max_results": 1000, "order_by": ["metrics.acc DESC"]}).encode()
+    search_times = []
+
+    def f():
+        for _ in range(30):
+            t0 = time.perf_counter()
+            r = session.post(f"{api}/runs/search", data=search_body, headers={"Content-Type": "application/json"})
+            search_times.append(time.perf_counter() - t0)
+            assert r.status_code == 200 and len(r.content) > 1000
+
+    phase("f_raw_search_x30", f, 30)
+    res["f_raw_search_x30"]["median_ms"] = round(statistics.median(search_times) * 1000, 2)
     return res
 
 
@@ -278,6 +320,14 @@ def print_table(r):
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    for key, label in [
+        ("e_raw_log_batch", "log_batch of 1,000 metrics, raw HTTP (median per call)"),
+        ("f_raw_search_x30", "search_runs, raw HTTP (median per call)"),
+    ]:
+        ops = m[key]["ops"]
+        mw, sw = m[key]["median_ms"], s[key]["median_ms"]
+        mc, sc = m[key]["server_cpu_s"] / ops * 1000, s[key]["server_cpu_s"] / ops * 1000
+        print(f"| {label} | {mw:.3f} ms | {sw:.3f} ms | {ratio(mw, sw)} | {mc:.4f} ms | {sc:.4f} ms | {ratio(mc, sc)} |")
     print(f"| startup to first /health 200 (new db) | {m['startup_s']:.3f} s | {s['startup_s'] * 1000:.1f} ms | "
           f"{ratio(m['startup_s'], s['startup_s'])} | | | |")
     print(f"| restart on existing db (best of 3) | {m['restart_s']:.3f} s | {s['restart_s'] * 1000:.1f} ms | "
