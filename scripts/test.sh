@@ -3,7 +3,8 @@
 #   1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
 #   2. Rust unit and store-contract tests, on SQLite and on a real PostgreSQL;
 #   3. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
-#      `shipyard server` on SQLite, then on PostgreSQL.
+#      `shipyard server` on SQLite, then on PostgreSQL, then with artifacts in S3 (a local
+#      S3 endpoint, moto's server, started by the suite).
 # It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
 # Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
 set -euo pipefail
@@ -49,5 +50,9 @@ for backend in sqlite postgres; do
   SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=$backend \
     "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
 done
+
+step "interop suite: artifacts and models with artifacts in S3 (local endpoint)"
+SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite SHIPYARD_TEST_ARTIFACTS=s3 \
+  "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py -q -p no:cacheprovider
 
 step "all tests passed in $(( $(date +%s) - started )) s"

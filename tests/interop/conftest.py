@@ -5,6 +5,8 @@ Environment:
                          tests encode MLflow's behaviour; not used in CI)
   SHIPYARD_TEST_BACKEND  sqlite (default) or postgres
   SHIPYARD_TEST_PG_URI   PostgreSQL URI for the postgres backend (required then: never skipped)
+  SHIPYARD_TEST_ARTIFACTS local (default) or s3: artifacts in a bucket of a local S3 endpoint
+                         (moto's server, started here), to exercise the object_store cloud path
   SHIPYARD_BIN           the shipyard binary (default: target/release/shipyard)
   MLFLOW_SERVER_BIN      the mlflow executable for the mlflow target (default: `mlflow` on PATH)
 """
@@ -25,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TARGET = os.environ.get("SHIPYARD_TEST_TARGET", "shipyard")
 BACKEND = os.environ.get("SHIPYARD_TEST_BACKEND", "sqlite")
+ARTIFACTS = os.environ.get("SHIPYARD_TEST_ARTIFACTS", "local")
 
 # The client: fail fast on server errors, print nothing extra, no telemetry.
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
@@ -54,10 +57,41 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _start_s3(workdir):
+    """A local S3 endpoint (moto) with one bucket; returns (process, destination URI, env)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=open(workdir / "s3.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            req = urllib.request.Request(f"{endpoint}/shipyard-interop", method="PUT")
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError("the local S3 endpoint (moto) did not start: " + open(workdir / "s3.log").read()[-2000:])
+        time.sleep(0.1)
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+    return proc, f"s3://shipyard-interop/run-{uuid.uuid4().hex[:8]}", env
+
+
+def _stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 class Server:
     def __init__(self, url, artifact_root, workdir, log_path):
         self.url = url
-        self.artifact_root = Path(artifact_root)
+        self.artifact_root = Path(artifact_root) if artifact_root is not None else None
         self.workdir = Path(workdir)
         self.log_path = log_path
 
@@ -72,6 +106,12 @@ class Server:
 def server():
     workdir = Path(tempfile.mkdtemp(prefix="shipyard-interop-"))
     artifacts = workdir / "artifacts"
+    destination, extra_env, s3 = str(artifacts), {}, None
+    if ARTIFACTS == "s3":
+        s3, destination, extra_env = _start_s3(workdir)
+        artifacts = None  # nothing on local disk to inspect
+    elif ARTIFACTS != "local":
+        raise RuntimeError(f"unknown SHIPYARD_TEST_ARTIFACTS {ARTIFACTS!r}")
     port = _free_port()
     if TARGET == "mlflow":
         mlflow_bin = os.environ.get("MLFLOW_SERVER_BIN") or shutil.which("mlflow")
@@ -89,9 +129,9 @@ def server():
             uri = f"sqlite:///{workdir}/shipyard.db"
         else:
             raise RuntimeError(f"unknown SHIPYARD_TEST_BACKEND {BACKEND!r}")
-        cmd = [binary, "server", "--backend-store-uri", uri, "--artifacts-destination", str(artifacts),
+        cmd = [binary, "server", "--backend-store-uri", uri, "--artifacts-destination", destination,
                "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", str(8 * 1024 * 1024)]
-        env = dict(os.environ)
+        env = dict(os.environ, **extra_env)
     log_path = workdir / "server.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
@@ -112,11 +152,9 @@ def server():
         time.sleep(0.05)
     os.environ["MLFLOW_TRACKING_URI"] = url
     yield srv
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+    _stop(proc)
+    if s3 is not None:
+        _stop(s3)
     if os.environ.get("SHIPYARD_TEST_KEEP") is None:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -137,6 +175,7 @@ def tracking_uri(server):
 
 @pytest.fixture(scope="session")
 def artifact_root(server):
+    """The server's local artifact folder (None when artifacts are in S3)."""
     return server.artifact_root
 
 
