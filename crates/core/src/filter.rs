@@ -538,6 +538,20 @@ fn check(input: &str, c: &Comparison, rule: &KeyRule, what: &str) -> Result<()> 
     }
 }
 
+/// Checks an attribute comparison against the searched entity's attributes (name, numeric).
+fn check_attribute(input: &str, c: &Comparison, attributes: &[(&str, bool)]) -> Result<()> {
+    let Some((_, numeric)) = attributes.iter().find(|(k, _)| *k == c.key) else {
+        let valid: Vec<&str> = attributes.iter().map(|(k, _)| *k).collect();
+        return Err(invalid(format!(
+            "Invalid attribute key '{}' specified in filter '{input}'. Valid keys are {}",
+            c.key,
+            valid.join(", ")
+        )));
+    };
+    let ops = if *numeric { NUMERIC_OPS } else { STRING_OPS };
+    check(input, c, &KeyRule { ops, numeric: *numeric }, "attribute")
+}
+
 /// Maps MLflow's alternate attribute names to the canonical one.
 fn canonical_run_attribute(key: &str) -> &str {
     match key {
@@ -570,16 +584,7 @@ pub fn run_filter(input: &str) -> Result<Vec<Comparison>> {
             Entity::Tag => check(input, c, &KeyRule { ops: KV_OPS, numeric: false }, "tag")?,
             Entity::Attribute => {
                 c.key = canonical_run_attribute(&c.key).to_owned();
-                let Some((_, numeric)) = RUN_ATTRIBUTES.iter().find(|(k, _)| *k == c.key) else {
-                    let valid: Vec<&str> = RUN_ATTRIBUTES.iter().map(|(k, _)| *k).collect();
-                    return Err(invalid(format!(
-                        "Invalid attribute key '{}' specified in filter '{input}'. Valid keys are {}",
-                        c.key,
-                        valid.join(", ")
-                    )));
-                };
-                let ops = if *numeric { NUMERIC_OPS } else { STRING_OPS };
-                check(input, c, &KeyRule { ops, numeric: *numeric }, "attribute")?;
+                check_attribute(input, c, RUN_ATTRIBUTES)?;
             }
             Entity::Dataset => {
                 if !["name", "digest", "context"].contains(&c.key.as_str()) {
@@ -602,18 +607,7 @@ pub fn attribute_filter(input: &str, attributes: &[(&str, bool)], allow: &[Entit
     let comparisons = parse(input)?;
     for c in &comparisons {
         match c.entity {
-            Entity::Attribute => {
-                let Some((_, numeric)) = attributes.iter().find(|(k, _)| *k == c.key) else {
-                    let valid: Vec<&str> = attributes.iter().map(|(k, _)| *k).collect();
-                    return Err(invalid(format!(
-                        "Invalid attribute key '{}' specified in filter '{input}'. Valid keys are {}",
-                        c.key,
-                        valid.join(", ")
-                    )));
-                };
-                let ops = if *numeric { NUMERIC_OPS } else { STRING_OPS };
-                check(input, c, &KeyRule { ops, numeric: *numeric }, "attribute")?;
-            }
+            Entity::Attribute => check_attribute(input, c, attributes)?,
             e if !allow.contains(&e) => {
                 return Err(invalid(format!(
                     "Invalid entity type '{}' in filter '{input}': this search accepts {}",

@@ -11,7 +11,7 @@ use shipyard_store::registry::NewModelVersion;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::tracking::{JsonResult, empty, page_response};
-use crate::wire::{MlflowRequest, opt_bool, opt_i64, opt_string, required, string_list};
+use crate::wire::{MlflowRequest, opt_bool, opt_i64, opt_string, present, required, string_list};
 use axum::response::Response;
 
 // ----- logged models -----
@@ -66,7 +66,7 @@ pub(crate) async fn finalize_logged_model(
     Path(model_id): Path<String>,
     MlflowRequest(r): MlflowRequest<FinalizeLoggedModel>,
 ) -> JsonResult {
-    let status = r.status.ok_or_else(|| ApiError::invalid("Missing value for required parameter 'status'."))?;
+    let status = present(&r.status, "status")?;
     let model = s.db.finalize_logged_model(&model_id, status).await?;
     Ok(Json(json!({ "model": model })))
 }
@@ -241,7 +241,7 @@ pub(crate) struct RegistryTag {
 
 fn tag_of(r: &RegistryTag) -> Result<KeyValue, ApiError> {
     let key = required(&r.key, "key")?;
-    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
+    let value = present(&r.value, "value")?;
     Ok(KeyValue::new(key, value))
 }
 

@@ -14,7 +14,7 @@ use shipyard_store::tracking::{NewRun, Page};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::wire::{MlflowRequest, opt_i64, opt_string, required, run_id, string_list};
+use crate::wire::{MlflowRequest, opt_i64, opt_string, present, required, run_id, string_list};
 
 pub(crate) type JsonResult = ApiResult<Json<Value>>;
 
@@ -137,7 +137,7 @@ pub(crate) async fn set_experiment_tag(
 ) -> JsonResult {
     let id = required(&r.experiment_id, "experiment_id")?;
     let key = required(&r.key, "key")?;
-    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'."))?;
+    let value = present(&r.value, "value")?;
     s.db.set_experiment_tag(id, &KeyValue::new(key, value)).await?;
     empty()
 }
@@ -326,8 +326,8 @@ mod opt_json_f64 {
 pub(crate) async fn log_metric(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogMetric>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?.to_owned();
-    let value = r.value.ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
-    let timestamp = r.timestamp.ok_or_else(|| ApiError::invalid("Missing value for required parameter 'timestamp'. See the API docs for more information about request parameters."))?;
+    let value = present(&r.value, "value")?;
+    let timestamp = present(&r.timestamp, "timestamp")?;
     let metric = Metric {
         key,
         value,
@@ -357,7 +357,7 @@ pub(crate) struct LogParam {
 pub(crate) async fn log_param(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogParam>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?;
-    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
+    let value = present(&r.value, "value")?;
     s.db.log_param(id, KeyValue::new(key, value)).await?;
     empty()
 }
@@ -365,7 +365,7 @@ pub(crate) async fn log_param(State(s): State<AppState>, MlflowRequest(r): Mlflo
 pub(crate) async fn set_tag(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<LogParam>) -> JsonResult {
     let id = run_id(&r.run_id, &r.run_uuid)?;
     let key = required(&r.key, "key")?;
-    let value = r.value.clone().ok_or_else(|| ApiError::invalid("Missing value for required parameter 'value'. See the API docs for more information about request parameters."))?;
+    let value = present(&r.value, "value")?;
     s.db.set_tag(id, KeyValue::new(key, value)).await?;
     empty()
 }
@@ -415,9 +415,7 @@ pub(crate) async fn log_batch(State(s): State<AppState>, MlflowRequest(r): Mlflo
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let timestamp = m.timestamp.ok_or_else(|| {
-                ApiError::invalid(format!("Missing value for required parameter 'metrics[{i}].timestamp'."))
-            })?;
+            let timestamp = m.timestamp.ok_or_else(|| crate::wire::missing(&format!("metrics[{i}].timestamp")))?;
             Ok(Metric {
                 key: m.key,
                 value: m.value,

@@ -99,9 +99,7 @@ fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, body: &st
     let inner = e.into_inner().to_string();
     if let Some(field) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
         let field = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
-        return ApiError::invalid(format!(
-            "Missing value for required parameter '{field}'. See the API docs for more information about request parameters."
-        ));
+        return missing(&field);
     }
     let syntax = !body.is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(body).is_err();
     if syntax {
@@ -124,14 +122,24 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// MLflow's error for a required parameter that was not sent.
+pub fn missing(name: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "Missing value for required parameter '{name}'. See the API docs for more information about request parameters."
+    ))
+}
+
 /// Fails with MLflow's message when a required string is absent or empty.
 pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
     match value.as_deref() {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(ApiError::invalid(format!(
-            "Missing value for required parameter '{name}'. See the API docs for more information about request parameters."
-        ))),
+        _ => Err(missing(name)),
     }
+}
+
+/// Fails with MLflow's message when a required value is absent (an empty string is a value).
+pub fn present<T: Clone>(value: &Option<T>, name: &str) -> Result<T, ApiError> {
+    value.clone().ok_or_else(|| missing(name))
 }
 
 /// The run id of a request that may carry `run_id` or the legacy `run_uuid`.
@@ -139,9 +147,7 @@ pub fn run_id<'a>(run_id: &'a Option<String>, run_uuid: &'a Option<String>) -> R
     match (run_id.as_deref(), run_uuid.as_deref()) {
         (Some(r), _) if !r.is_empty() => Ok(r),
         (_, Some(r)) if !r.is_empty() => Ok(r),
-        _ => Err(ApiError::invalid(
-            "Missing value for required parameter 'run_id'. See the API docs for more information about request parameters.",
-        )),
+        _ => Err(missing("run_id")),
     }
 }
 

@@ -11,12 +11,12 @@ use shipyard_core::entities::{
     KeyValue, LifecycleStage, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelRegistration,
     LoggedModelStatus, Metric, new_logged_model_id, now_millis,
 };
-use shipyard_core::filter::{self, Entity, Op};
+use shipyard_core::filter::{self, Entity};
 use shipyard_core::validation::{self, KeyKind};
 use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
-use crate::search::{comparison_sql, text_condition};
+use crate::search::{comparison_sql, direction, key_value_condition, metric_condition, order_and_page};
 use crate::sql::{Arg, Row, Sql};
 use crate::tracking::{
     Page, experiment_by_id, group_key_values, insert_rows, metric_from_row, parse_experiment_id, parse_page_token,
@@ -366,27 +366,12 @@ impl Database {
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Attribute => comparison_sql(&mut sql, dialect, attribute_column(&c.key), c)?,
-                Entity::Metric => {
-                    let key = sql.arg(c.key.as_str());
-                    let value = sql.arg(c.num_value().unwrap_or_default());
-                    format!(
-                        "EXISTS (SELECT 1 FROM logged_model_metrics m WHERE m.model_id = lm.model_id AND m.key = {key} \
-                         AND m.is_nan = 0 AND m.value {} {value})",
-                        c.op.as_sql()
-                    )
+                Entity::Metric => metric_condition(&mut sql, "logged_model_metrics", "m.model_id = lm.model_id", c),
+                Entity::Param => {
+                    key_value_condition(&mut sql, dialect, "logged_model_params", "t.model_id = lm.model_id", c)?
                 }
-                Entity::Param | Entity::Tag => {
-                    let table = if c.entity == Entity::Param { "logged_model_params" } else { "logged_model_tags" };
-                    let key = sql.arg(c.key.as_str());
-                    let exists = format!("SELECT 1 FROM {table} t WHERE t.model_id = lm.model_id AND t.key = {key}");
-                    match c.op {
-                        Op::IsNull => format!("NOT EXISTS ({exists})"),
-                        Op::IsNotNull => format!("EXISTS ({exists})"),
-                        _ => {
-                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
-                            format!("EXISTS ({exists} AND {cond})")
-                        }
-                    }
+                Entity::Tag => {
+                    key_value_condition(&mut sql, dialect, "logged_model_tags", "t.model_id = lm.model_id", c)?
                 }
                 Entity::Dataset => {
                     return Err(Error::invalid("datasets are not searchable on logged models"));
@@ -396,7 +381,7 @@ impl Database {
         }
         let mut order = Vec::new();
         for o in order_by {
-            let dir = if o.ascending { "ASC" } else { "DESC" };
+            let dir = direction(o.ascending);
             if let Some(metric) = o.field_name.strip_prefix("metrics.") {
                 // Missing values last, then the model's best value of the metric.
                 let (k1, k2) = (sql.arg(metric), sql.arg(metric));
@@ -411,10 +396,7 @@ impl Database {
         }
         order.push("lm.creation_timestamp_ms DESC".into());
         order.push("lm.model_id ASC".into());
-        sql.push(" ORDER BY ").push(&order.join(", "));
-        let lim = sql.arg(limit + 1);
-        let off = sql.arg(offset);
-        sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+        order_and_page(&mut sql, &order, limit, offset);
         self.read(move |c| {
             Box::pin(async move {
                 let rows = c.fetch_all(sql).await?;

@@ -17,7 +17,7 @@ use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
 use crate::logged_models::logged_model_by_id;
-use crate::search::text_condition;
+use crate::search::{direction, key_value_condition, order_and_page, text_condition};
 use crate::sql::{Row, Sql};
 use crate::tracking::{Page, parse_page_token, run_by_id, unique_violation};
 
@@ -450,25 +450,18 @@ impl Database {
         let mut sql = Sql::new(dialect, "SELECT rm.* FROM registered_models rm WHERE 1 = 1");
         for c in &comparisons {
             let cond = match c.entity {
-                Entity::Tag => {
+                // A model without the tag is "not equal" to any value: the client's own
+                // `tag.mlflow.prompt.is_prompt != 'true'` must keep untagged models.
+                Entity::Tag if c.op == Op::Ne => {
                     let key = sql.arg(c.key.as_str());
-                    let exists = format!(
-                        "SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id AND t.key = {key}"
-                    );
-                    match c.op {
-                        // A model without the tag is "not equal" to any value (the client's
-                        // `tag.mlflow.prompt.is_prompt != 'true'` must keep untagged models).
-                        Op::Ne => {
-                            let v = sql.arg(c.str_value().unwrap_or_default());
-                            format!("NOT EXISTS ({exists} AND t.value = {v})")
-                        }
-                        Op::IsNull => format!("NOT EXISTS ({exists})"),
-                        Op::IsNotNull => format!("EXISTS ({exists})"),
-                        _ => {
-                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
-                            format!("EXISTS ({exists} AND {cond})")
-                        }
-                    }
+                    let value = sql.arg(c.str_value().unwrap_or_default());
+                    format!(
+                        "NOT EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id \
+                         AND t.key = {key} AND t.value = {value})"
+                    )
+                }
+                Entity::Tag => {
+                    key_value_condition(&mut sql, dialect, "registered_model_tags", "t.registered_model_id = rm.id", c)?
                 }
                 _ => text_condition(&mut sql, dialect, "rm.name", c)?,
             };
@@ -482,14 +475,11 @@ impl Database {
                     "creation_timestamp" => "rm.creation_time",
                     _ => "rm.last_updated_time",
                 };
-                format!("{column} {}", if o.ascending { "ASC" } else { "DESC" })
+                format!("{column} {}", direction(o.ascending))
             })
             .collect();
         terms.push("rm.name ASC".into());
-        sql.push(" ORDER BY ").push(&terms.join(", "));
-        let lim = sql.arg(limit + 1);
-        let off = sql.arg(offset);
-        sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+        order_and_page(&mut sql, &terms, limit, offset);
         self.read(move |c| {
             Box::pin(async move {
                 let page = Page::from_overfetch(c.fetch_all(sql).await?, offset, limit);
@@ -806,21 +796,13 @@ impl Database {
         );
         for c in &comparisons {
             let cond = match (c.entity, c.key.as_str()) {
-                (Entity::Tag, _) => {
-                    let key = sql.arg(c.key.as_str());
-                    let exists = format!(
-                        "SELECT 1 FROM model_version_tags t WHERE t.registered_model_id = mv.registered_model_id \
-                         AND t.version = mv.version AND t.key = {key}"
-                    );
-                    match c.op {
-                        Op::IsNull => format!("NOT EXISTS ({exists})"),
-                        Op::IsNotNull => format!("EXISTS ({exists})"),
-                        _ => {
-                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
-                            format!("EXISTS ({exists} AND {cond})")
-                        }
-                    }
-                }
+                (Entity::Tag, _) => key_value_condition(
+                    &mut sql,
+                    dialect,
+                    "model_version_tags",
+                    "t.registered_model_id = mv.registered_model_id AND t.version = mv.version",
+                    c,
+                )?,
                 (_, "version_number") => match &c.value {
                     Value::Num(n, _) => {
                         let p = sql.arg(*n as i64);
@@ -851,15 +833,12 @@ impl Database {
                     "creation_timestamp" => "mv.creation_time",
                     _ => "mv.last_updated_time",
                 };
-                format!("{column} {}", if o.ascending { "ASC" } else { "DESC" })
+                format!("{column} {}", direction(o.ascending))
             })
             .collect();
         terms.push("rm.name ASC".into());
         terms.push("mv.version DESC".into());
-        sql.push(" ORDER BY ").push(&terms.join(", "));
-        let lim = sql.arg(limit + 1);
-        let off = sql.arg(offset);
-        sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+        order_and_page(&mut sql, &terms, limit, offset);
         self.read(move |c| {
             Box::pin(async move {
                 let page = Page::from_overfetch(c.fetch_all(sql).await?, offset, limit);

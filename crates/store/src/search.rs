@@ -67,6 +67,53 @@ pub(crate) fn comparison_sql(sql: &mut Sql, dialect: Dialect, column: &str, c: &
     }
 }
 
+/// A comparison on a key/value table (params or tags of some owner): `owner` is the condition
+/// tying a row `t` of `table` to the searched row, e.g. `t.run_key = runs.run_key`.
+/// `IS NULL` means "has no such key"; other comparators need the key to be present.
+pub(crate) fn key_value_condition(
+    sql: &mut Sql,
+    dialect: Dialect,
+    table: &str,
+    owner: &str,
+    c: &Comparison,
+) -> Result<String> {
+    let key = sql.arg(c.key.as_str());
+    let exists = format!("SELECT 1 FROM {table} t WHERE {owner} AND t.key = {key}");
+    Ok(match c.op {
+        Op::IsNull => format!("NOT EXISTS ({exists})"),
+        Op::IsNotNull => format!("EXISTS ({exists})"),
+        _ => {
+            let cond = text_condition(sql, dialect, "t.value", c)?;
+            format!("EXISTS ({exists} AND {cond})")
+        }
+    })
+}
+
+/// A comparison on a metric table (`m` rows with `key`, `value`, `is_nan`): `owner` ties a row
+/// `m` to the searched row. NaN values never match.
+pub(crate) fn metric_condition(sql: &mut Sql, table: &str, owner: &str, c: &Comparison) -> String {
+    let key = sql.arg(c.key.as_str());
+    let value = sql.arg(c.num_value().unwrap_or_default());
+    format!(
+        "EXISTS (SELECT 1 FROM {table} m WHERE {owner} AND m.key = {key} AND m.is_nan = 0 AND m.value {} {value})",
+        c.op.as_sql()
+    )
+}
+
+/// Appends `ORDER BY terms LIMIT limit+1 OFFSET offset`: one row more than the page, so that
+/// [`Page::from_overfetch`] knows whether there is a next page.
+pub(crate) fn order_and_page(sql: &mut Sql, terms: &[String], limit: i64, offset: i64) {
+    sql.push(" ORDER BY ").push(&terms.join(", "));
+    let lim = sql.arg(limit + 1);
+    let off = sql.arg(offset);
+    sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+}
+
+/// `ASC` or `DESC`.
+pub(crate) fn direction(ascending: bool) -> &'static str {
+    if ascending { "ASC" } else { "DESC" }
+}
+
 fn run_attribute_column(key: &str) -> Option<&'static str> {
     Some(match key {
         "run_id" => "runs.run_uuid",
@@ -103,33 +150,9 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
                 .ok_or_else(|| Error::invalid(format!("Invalid attribute key '{}'", c.key)))?;
             comparison_sql(sql, dialect, column, c)?
         }
-        Entity::Metric => {
-            let key = sql.arg(c.key.as_str());
-            let value = sql.arg(c.num_value().unwrap_or_default());
-            format!(
-                "EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_key = runs.run_key AND m.key = {key} \
-                 AND m.is_nan = 0 AND m.value {} {value})",
-                c.op.as_sql()
-            )
-        }
-        Entity::Param | Entity::Tag => {
-            let table = if c.entity == Entity::Param { "params" } else { "tags" };
-            let key = sql.arg(c.key.as_str());
-            match c.op {
-                Op::IsNull => {
-                    format!("NOT EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key})")
-                }
-                Op::IsNotNull => {
-                    format!("EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key})")
-                }
-                _ => {
-                    let cond = text_condition(sql, dialect, "t.value", c)?;
-                    format!(
-                        "EXISTS (SELECT 1 FROM {table} t WHERE t.run_key = runs.run_key AND t.key = {key} AND {cond})"
-                    )
-                }
-            }
-        }
+        Entity::Metric => metric_condition(sql, "latest_metrics", "m.run_key = runs.run_key", c),
+        Entity::Param => key_value_condition(sql, dialect, "params", "t.run_key = runs.run_key", c)?,
+        Entity::Tag => key_value_condition(sql, dialect, "tags", "t.run_key = runs.run_key", c)?,
         Entity::Dataset => {
             let (column, join) = match c.key.as_str() {
                 "name" => ("d.name", ""),
@@ -179,7 +202,7 @@ impl Database {
         // Order-by joins come first so their placeholders are numbered before the WHERE clause's.
         let mut order_terms = Vec::new();
         for (i, o) in orders.iter().enumerate() {
-            let dir = if o.ascending { "ASC" } else { "DESC" };
+            let dir = direction(o.ascending);
             match o.entity {
                 Entity::Metric => {
                     let key = sql.arg(o.key.as_str());
@@ -219,10 +242,7 @@ impl Database {
             order_terms.push("runs.start_time DESC".into());
         }
         order_terms.push("runs.run_uuid ASC".into());
-        sql.push(" ORDER BY ").push(&order_terms.join(", "));
-        let lim = sql.arg(limit + 1);
-        let off = sql.arg(offset);
-        sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+        order_and_page(&mut sql, &order_terms, limit, offset);
 
         self.read(move |c| {
             Box::pin(async move {
@@ -264,21 +284,7 @@ impl Database {
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Tag => {
-                    let key = sql.arg(c.key.as_str());
-                    match c.op {
-                        Op::IsNull => format!(
-                            "NOT EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {key})"
-                        ),
-                        Op::IsNotNull => format!(
-                            "EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {key})"
-                        ),
-                        _ => {
-                            let cond = text_condition(&mut sql, dialect, "t.value", c)?;
-                            format!(
-                                "EXISTS (SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = {key} AND {cond})"
-                            )
-                        }
-                    }
+                    key_value_condition(&mut sql, dialect, "experiment_tags", "t.experiment_id = e.experiment_id", c)?
                 }
                 _ if c.key == "experiment_id" => {
                     // Ids are strings on the wire and integers in the table.
@@ -306,15 +312,12 @@ impl Database {
             sql.push(" AND ").push(&cond);
         }
         let mut order_terms: Vec<String> =
-            orders.iter().map(|o| format!("e.{} {}", o.key, if o.ascending { "ASC" } else { "DESC" })).collect();
+            orders.iter().map(|o| format!("e.{} {}", o.key, direction(o.ascending))).collect();
         if orders.is_empty() {
             order_terms.push("e.creation_time DESC".into());
         }
         order_terms.push("e.experiment_id ASC".into());
-        sql.push(" ORDER BY ").push(&order_terms.join(", "));
-        let lim = sql.arg(limit + 1);
-        let off = sql.arg(offset);
-        sql.push(&format!(" LIMIT {lim} OFFSET {off}"));
+        order_and_page(&mut sql, &order_terms, limit, offset);
         self.read(move |c| {
             Box::pin(async move { Ok(Page::from_overfetch(experiments_where(c, sql).await?, offset, limit)) })
         })
