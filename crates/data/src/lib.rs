@@ -6,4 +6,8 @@
 //! This crate knows nothing of the metadata store, the server or the CLI; dataset versions are
 //! recorded by the store and resolved by the CLI, which hand this crate plain files.
 
+pub mod columns;
+pub mod drift;
+pub mod error;
 pub mod stats;
+pub mod table;

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use shipyard_data::columns::ColumnSample;
+use shipyard_data::drift::{self, DriftOptions, Kind, Method, TableSample};
 use shipyard_data::stats::{self, kolmogorov};
 
 const FIXTURES: &str = include_str!("fixtures/scipy_stats.json");
@@ -133,6 +135,45 @@ fn special_functions_equal_scipy() {
     for row in special["norm_cdf"].as_array().expect("norm rows") {
         let (z, want) = (num(&row[0]), num(&row[1]));
         check(&mut failures, format!("norm.cdf({z})"), stats::norm_cdf(z), want);
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn table_of(sample: &Sample) -> TableSample {
+    let column = match sample {
+        Sample::Numeric(v) => {
+            let mut values = v.clone();
+            values.sort_by(f64::total_cmp);
+            ColumnSample::Numbers { values, integer: false, missing: 0, infinite: 0 }
+        }
+        Sample::Labels(l) => {
+            let mut counts = std::collections::HashMap::new();
+            for label in l {
+                *counts.entry(label.clone()).or_insert(0u64) += 1;
+            }
+            ColumnSample::Labels { counts, missing: 0, overflow: false, seen: l.len() as u64 }
+        }
+    };
+    TableSample { rows: 0, columns: vec![("x".to_owned(), column)] }
+}
+
+/// Jensen-Shannon, PSI and KL go through the drift layer, so Evidently's binning is covered too.
+#[test]
+fn binned_distances_through_the_drift_layer_equal_scipy() {
+    let fx = fixtures();
+    let mut failures = Vec::new();
+    for case in fx["two_sample"].as_array().expect("cases") {
+        let name = case["name"].as_str().expect("name");
+        let (reference, current) = (table_of(&sample(&case["reference"])), table_of(&sample(&case["current"])));
+        let kind = if case["numeric"].as_bool().expect("numeric flag") { Kind::Numeric } else { Kind::Categorical };
+        for (method, key) in [(Method::Jensenshannon, "jensenshannon"), (Method::Psi, "psi"), (Method::KlDiv, "kl_div")]
+        {
+            let mut options = DriftOptions::default();
+            options.column_methods.insert("x".into(), method);
+            options.column_kinds.insert("x".into(), kind);
+            let report = drift::compare(&reference, &current, &options).expect("compare");
+            check(&mut failures, format!("{name}: {key}"), report.columns[0].statistic, num(&case[key]));
+        }
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

@@ -1,0 +1,642 @@
+//! Data drift between a reference table and a current one, column by column, as Evidently
+//! decides it, with statistics equal to scipy's.
+//!
+//! **Column kinds.** Floats and decimals are numeric. Integers are categorical when the reference
+//! has at most 10 distinct values (Evidently's `INTEGER_CARDINALITY_LIMIT`), numeric otherwise.
+//! Strings and booleans are categorical, unless more than half the reference values are distinct:
+//! then they are free text and not tested. Dates and times are not tested. `--kind COLUMN=KIND`
+//! overrides the inference.
+//!
+//! **Default test** (Evidently's `_get_default_stattest`). `n` is the reference's count of
+//! values (missing and infinite ones dropped), `u` the distinct values of both tables together:
+//!
+//! | kind | n <= 1000 | n > 1000 |
+//! |---|---|---|
+//! | numeric, u <= 2 | z | jensenshannon |
+//! | numeric, 3 <= u <= 5 | chisquare | jensenshannon |
+//! | numeric, u > 5 | ks | wasserstein (normed) |
+//! | categorical, u <= 2 | z | jensenshannon |
+//! | categorical, u > 2 | chisquare | jensenshannon |
+//!
+//! **Verdicts.** p-value tests drift when `p <= t` (ks) or `p < t` (chisquare, z); distances when
+//! `d >= t`. Default thresholds: 0.05 for p-value tests, 0.1 for distances. The table drifts when
+//! the share of drifted columns reaches `drift_share` (0.5).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::columns::{ColumnSample, number_label};
+use crate::error::{DataError, Result};
+use crate::stats;
+use crate::table::Table;
+
+/// A drift test, named as Evidently names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Ks,
+    Chisquare,
+    Z,
+    Wasserstein,
+    Jensenshannon,
+    Psi,
+    KlDiv,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::Ks,
+        Method::Chisquare,
+        Method::Z,
+        Method::Wasserstein,
+        Method::Jensenshannon,
+        Method::Psi,
+        Method::KlDiv,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ks => "ks",
+            Method::Chisquare => "chisquare",
+            Method::Z => "z",
+            Method::Wasserstein => "wasserstein",
+            Method::Jensenshannon => "jensenshannon",
+            Method::Psi => "psi",
+            Method::KlDiv => "kl_div",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
+            let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+            DataError::invalid(format!("unknown drift method '{name}' (known: {})", known.join(", ")))
+        })
+    }
+
+    /// Whether the test yields a p-value (otherwise its score is a distance or divergence).
+    pub fn is_p_value(self) -> bool {
+        matches!(self, Method::Ks | Method::Chisquare | Method::Z)
+    }
+
+    pub fn default_threshold(self) -> f64 {
+        if self.is_p_value() { 0.05 } else { 0.1 }
+    }
+
+    fn drifts(self, score: f64, threshold: f64) -> bool {
+        match self {
+            Method::Ks => score <= threshold,
+            Method::Chisquare | Method::Z => score < threshold,
+            _ => score >= threshold,
+        }
+    }
+
+    fn numeric_only(self) -> bool {
+        matches!(self, Method::Ks | Method::Wasserstein)
+    }
+}
+
+/// What a column is, for testing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Numeric,
+    Categorical,
+    Text,
+    Datetime,
+}
+
+impl Kind {
+    pub fn parse(name: &str) -> Result<Kind> {
+        match name {
+            "numeric" | "num" => Ok(Kind::Numeric),
+            "categorical" | "cat" => Ok(Kind::Categorical),
+            "text" => Ok(Kind::Text),
+            other => Err(DataError::invalid(format!("unknown column kind '{other}' (numeric, categorical or text)"))),
+        }
+    }
+}
+
+/// Choices a user can make; everything defaults to Evidently's behaviour.
+#[derive(Debug, Clone)]
+pub struct DriftOptions {
+    /// Test for every column where it applies (`--method METHOD`).
+    pub method: Option<Method>,
+    /// Per-column tests (`--method COLUMN=METHOD`).
+    pub column_methods: HashMap<String, Method>,
+    pub threshold: Option<f64>,
+    pub column_thresholds: HashMap<String, f64>,
+    pub column_kinds: HashMap<String, Kind>,
+    /// Share of drifted columns at which the dataset drifts.
+    pub drift_share: f64,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        DriftOptions {
+            method: None,
+            column_methods: HashMap::new(),
+            threshold: None,
+            column_thresholds: HashMap::new(),
+            column_kinds: HashMap::new(),
+            drift_share: 0.5,
+        }
+    }
+}
+
+/// One column's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnDrift {
+    pub column: String,
+    pub kind: Kind,
+    pub test: Method,
+    /// The test statistic (KS D, chi-square, z), or the distance for distance tests.
+    #[serde(with = "shipyard_core::entities::json_f64")]
+    pub statistic: f64,
+    /// `null` for distance tests.
+    pub p_value: Option<f64>,
+    pub threshold: f64,
+    pub drift: bool,
+    pub reference_count: u64,
+    pub current_count: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A column that was not tested, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub column: String,
+    pub reason: String,
+}
+
+/// The drift report; its JSON form is a contract scripts rely on.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub columns: Vec<ColumnDrift>,
+    pub drifted_columns: usize,
+    pub share_drifted: f64,
+    pub dataset_drift: bool,
+    pub drift_share: f64,
+    pub reference_rows: u64,
+    pub current_rows: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+    /// Columns of the current table that the reference lacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_columns: Vec<String>,
+}
+
+/// Every column of a table, gathered for the exact tests.
+#[derive(Debug, Clone)]
+pub struct TableSample {
+    pub rows: u64,
+    pub columns: Vec<(String, ColumnSample)>,
+}
+
+impl TableSample {
+    /// Reads a whole table in one streaming pass.
+    pub fn read(table: &mut Table) -> Result<TableSample> {
+        let mut sample = table.scan(
+            |schema| TableSample {
+                rows: 0,
+                columns: schema.fields().iter().map(|f| (f.name().clone(), ColumnSample::new(f.data_type()))).collect(),
+            },
+            |state, (_, batch)| {
+                state.rows += batch.num_rows() as u64;
+                for ((_, col), array) in state.columns.iter_mut().zip(batch.columns()) {
+                    col.push(array)?;
+                }
+                Ok(())
+            },
+        )?;
+        use rayon::prelude::*;
+        sample.columns.par_iter_mut().for_each(|(_, c)| c.finish());
+        Ok(sample)
+    }
+}
+
+/// Compares every column of `reference` with the same column of `current`.
+pub fn compare(reference: &TableSample, current: &TableSample, options: &DriftOptions) -> Result<DriftReport> {
+    let current_by_name: HashMap<&str, &ColumnSample> = current.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
+    let missing: Vec<&str> =
+        reference.columns.iter().map(|(n, _)| n.as_str()).filter(|n| !current_by_name.contains_key(n)).collect();
+    if !missing.is_empty() {
+        return Err(DataError::invalid(format!(
+            "the current data lacks {} column(s) of the reference: {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    for name in options.column_methods.keys().chain(options.column_thresholds.keys()).chain(options.column_kinds.keys())
+    {
+        if !reference.columns.iter().any(|(n, _)| n == name) {
+            return Err(DataError::invalid(format!("no column '{name}' in the reference data")));
+        }
+    }
+    let unmatched_columns: Vec<String> = current
+        .columns
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !reference.columns.iter().any(|(r, _)| r == *n))
+        .cloned()
+        .collect();
+
+    use rayon::prelude::*;
+    let outcomes: Vec<Result<std::result::Result<ColumnDrift, Skipped>>> = reference
+        .columns
+        .par_iter()
+        .map(|(name, r)| test_column(name, r, current_by_name[name.as_str()], options))
+        .collect();
+    let mut columns = Vec::new();
+    let mut skipped = Vec::new();
+    for outcome in outcomes {
+        match outcome? {
+            Ok(c) => columns.push(c),
+            Err(s) => skipped.push(s),
+        }
+    }
+    let drifted_columns = columns.iter().filter(|c| c.drift).count();
+    let share_drifted = if columns.is_empty() { 0.0 } else { drifted_columns as f64 / columns.len() as f64 };
+    Ok(DriftReport {
+        dataset_drift: !columns.is_empty() && share_drifted >= options.drift_share,
+        drifted_columns,
+        share_drifted,
+        columns,
+        drift_share: options.drift_share,
+        reference_rows: reference.rows,
+        current_rows: current.rows,
+        skipped,
+        unmatched_columns,
+    })
+}
+
+/// The counts of each distinct value of a column in both tables, over their union.
+struct Buckets {
+    /// Labels in a stable order: numbers ascending, text lexicographic.
+    labels: Vec<String>,
+    reference: Vec<u64>,
+    current: Vec<u64>,
+}
+
+impl Buckets {
+    fn pairs(&self) -> Vec<(u64, u64)> {
+        self.reference.iter().copied().zip(self.current.iter().copied()).collect()
+    }
+    fn unseen(&self) -> Vec<&str> {
+        self.labels.iter().zip(&self.reference).filter(|(_, r)| **r == 0).map(|(l, _)| l.as_str()).collect()
+    }
+}
+
+/// Distinct-value counts of sorted numbers.
+fn run_lengths(sorted: &[f64]) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> = Vec::new();
+    for &v in sorted {
+        match out.last_mut() {
+            Some((last, n)) if *last == v => *n += 1,
+            _ => out.push((v, 1)),
+        }
+    }
+    out
+}
+
+fn number_buckets(r: &[f64], c: &[f64]) -> Buckets {
+    let mut merged: BTreeMap<u64, (f64, u64, u64)> = BTreeMap::new();
+    // Order-preserving key for finite f64 (sign-magnitude to two's complement ordering).
+    let key = |v: f64| {
+        let b = v.to_bits();
+        if b >> 63 == 1 { !b } else { b | (1 << 63) }
+    };
+    for (v, n) in run_lengths(r) {
+        merged.entry(key(v)).or_insert((v, 0, 0)).1 += n;
+    }
+    for (v, n) in run_lengths(c) {
+        merged.entry(key(v)).or_insert((v, 0, 0)).2 += n;
+    }
+    let mut b = Buckets { labels: Vec::new(), reference: Vec::new(), current: Vec::new() };
+    for (v, rn, cn) in merged.into_values() {
+        b.labels.push(number_label(v));
+        b.reference.push(rn);
+        b.current.push(cn);
+    }
+    b
+}
+
+fn label_buckets(r: &HashMap<String, u64>, c: &HashMap<String, u64>) -> Buckets {
+    let mut merged: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (l, n) in r {
+        merged.entry(l.as_str()).or_default().0 += n;
+    }
+    for (l, n) in c {
+        merged.entry(l.as_str()).or_default().1 += n;
+    }
+    let mut b = Buckets { labels: Vec::new(), reference: Vec::new(), current: Vec::new() };
+    for (l, (rn, cn)) in merged {
+        b.labels.push(l.to_owned());
+        b.reference.push(rn);
+        b.current.push(cn);
+    }
+    b
+}
+
+/// Evidently's `get_binned_data`: numeric data with more than 20 distinct reference values is
+/// cut at numpy's Sturges edges over both samples; anything else gets a bucket per value.
+fn binned_shares(
+    numbers: Option<(&[f64], &[f64], bool)>,
+    buckets: &Buckets,
+    fill_zeroes: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut rp, mut cp) = match numbers {
+        Some((r, c, integer)) if run_lengths(r).len() > 20 => {
+            let min = r[0].min(c[0]);
+            let max = r[r.len() - 1].max(c[c.len() - 1]);
+            let edges = stats::sturges_edges(min, max, r.len() + c.len(), integer);
+            let count = |values: &[f64]| {
+                let mut counts = vec![0u64; edges.len() - 1];
+                for v in values {
+                    if let Some(bin) = stats::histogram_bin(&edges, *v) {
+                        counts[bin] += 1;
+                    }
+                }
+                counts
+            };
+            (stats::shares(&count(r), r.len() as u64), stats::shares(&count(c), c.len() as u64))
+        }
+        _ => {
+            let (nr, nc) = (buckets.reference.iter().sum(), buckets.current.iter().sum());
+            (stats::shares(&buckets.reference, nr), stats::shares(&buckets.current, nc))
+        }
+    };
+    if fill_zeroes {
+        stats::fill_zero_shares(&mut rp);
+        stats::fill_zero_shares(&mut cp);
+    }
+    (rp, cp)
+}
+
+fn skip(column: &str, reason: impl Into<String>) -> Result<std::result::Result<ColumnDrift, Skipped>> {
+    Ok(Err(Skipped { column: column.to_owned(), reason: reason.into() }))
+}
+
+fn distinct(sample: &ColumnSample) -> usize {
+    match sample {
+        ColumnSample::Numbers { values, .. } => run_lengths(values).len(),
+        ColumnSample::Labels { counts, .. } => counts.len(),
+        ColumnSample::Other { .. } => 0,
+    }
+}
+
+fn infer_kind(reference: &ColumnSample) -> Kind {
+    match reference {
+        ColumnSample::Numbers { integer: true, .. } if distinct(reference) <= 10 => Kind::Categorical,
+        ColumnSample::Numbers { .. } => Kind::Numeric,
+        ColumnSample::Labels { overflow: true, .. } => Kind::Text,
+        ColumnSample::Labels { seen, .. } if distinct(reference) as f64 > 0.5 * *seen as f64 && *seen > 0 => Kind::Text,
+        ColumnSample::Labels { .. } => Kind::Categorical,
+        ColumnSample::Other { .. } => Kind::Datetime,
+    }
+}
+
+fn test_column(
+    name: &str,
+    r: &ColumnSample,
+    c: &ColumnSample,
+    options: &DriftOptions,
+) -> Result<std::result::Result<ColumnDrift, Skipped>> {
+    let kind = match options.column_kinds.get(name) {
+        Some(k) => *k,
+        None => infer_kind(r),
+    };
+    let mut notes = Vec::new();
+    match (r, c) {
+        (ColumnSample::Other { data_type }, _) => return skip(name, format!("{data_type} columns are not tested")),
+        (ColumnSample::Numbers { .. }, ColumnSample::Numbers { .. })
+        | (ColumnSample::Labels { .. }, ColumnSample::Labels { .. }) => {}
+        _ => {
+            return Err(DataError::invalid(format!(
+                "column '{name}' holds numbers in one table and text in the other"
+            )));
+        }
+    }
+    if kind == Kind::Text {
+        return skip(name, "free text (more than half the reference values are distinct); set --kind to test it");
+    }
+    if kind == Kind::Numeric && matches!(r, ColumnSample::Labels { .. }) {
+        return Err(DataError::invalid(format!("column '{name}' holds text and cannot be tested as numeric")));
+    }
+    if let (ColumnSample::Labels { overflow: true, .. }, _) | (_, ColumnSample::Labels { overflow: true, .. }) = (r, c)
+    {
+        return skip(name, "more distinct values than can be counted exactly");
+    }
+    let (n_ref, n_cur) = (r.count(), c.count());
+    if n_ref == 0 {
+        return skip(name, "no values in the reference (all missing)");
+    }
+    if n_cur == 0 {
+        return skip(name, "no values in the current data (all missing)");
+    }
+    for (side, s) in [("reference", r), ("current", c)] {
+        if let ColumnSample::Numbers { infinite, .. } = s
+            && *infinite > 0
+        {
+            notes.push(format!("{infinite} infinite value(s) in the {side} dropped"));
+        }
+    }
+    let buckets = match (r, c) {
+        (ColumnSample::Numbers { values: rv, .. }, ColumnSample::Numbers { values: cv, .. }) => number_buckets(rv, cv),
+        (ColumnSample::Labels { counts: rc, .. }, ColumnSample::Labels { counts: cc, .. }) => label_buckets(rc, cc),
+        _ => unreachable!("kinds checked above"),
+    };
+    let u = buckets.labels.len();
+    let default = match (kind, n_ref <= 1000) {
+        (Kind::Numeric, true) if u <= 2 => Method::Z,
+        (Kind::Numeric, true) if u <= 5 => Method::Chisquare,
+        (Kind::Numeric, true) => Method::Ks,
+        (Kind::Numeric, false) if u <= 5 => Method::Jensenshannon,
+        (Kind::Numeric, false) => Method::Wasserstein,
+        (_, true) if u <= 2 => Method::Z,
+        (_, true) => Method::Chisquare,
+        (_, false) => Method::Jensenshannon,
+    };
+    let method = match (options.column_methods.get(name), options.method) {
+        (Some(m), _) => {
+            if m.numeric_only() && kind != Kind::Numeric {
+                return Err(DataError::invalid(format!(
+                    "{} applies to numeric columns; '{name}' is {kind:?}",
+                    m.name()
+                )));
+            }
+            *m
+        }
+        (None, Some(m)) if !(m.numeric_only() && kind != Kind::Numeric) => m,
+        (None, Some(m)) => {
+            notes.push(format!("{} applies to numeric columns only; the default test was used", m.name()));
+            default
+        }
+        (None, None) => default,
+    };
+    let threshold =
+        options.column_thresholds.get(name).copied().or(options.threshold).unwrap_or(method.default_threshold());
+    let numbers = match (r, c) {
+        (ColumnSample::Numbers { values: rv, integer, .. }, ColumnSample::Numbers { values: cv, .. }) => {
+            Some((rv.as_slice(), cv.as_slice(), *integer))
+        }
+        _ => None,
+    };
+    // For categorical columns tested on counts, a label new in the current data is worth saying.
+    let unseen = buckets.unseen();
+    if !unseen.is_empty() && kind == Kind::Categorical {
+        let shown: Vec<&str> = unseen.iter().take(5).copied().collect();
+        notes.push(format!("{} categor(ies) not in the reference: {}", unseen.len(), shown.join(", ")));
+    }
+    let (statistic, p_value) = match method {
+        Method::Ks => {
+            let (rv, cv, _) = numbers.expect("numeric checked");
+            let o = stats::ks_2samp(rv, cv);
+            (o.statistic, Some(o.p_value))
+        }
+        Method::Wasserstein => {
+            let (rv, cv, _) = numbers.expect("numeric checked");
+            (stats::wasserstein_normed(rv, cv), None)
+        }
+        Method::Chisquare => {
+            if u < 2 {
+                notes.push("a single value in both tables: nothing to compare".into());
+                (0.0, Some(1.0))
+            } else {
+                let o = stats::chisquare_against_reference(&buckets.pairs());
+                (o.statistic, Some(o.p_value))
+            }
+        }
+        Method::Z => {
+            if u > 2 {
+                return Err(DataError::invalid(format!(
+                    "the z-test compares two categories; '{name}' has {u} distinct values"
+                )));
+            }
+            let pairs = buckets.pairs();
+            let o = match pairs.as_slice() {
+                [a, b] => stats::z_two_proportions([*a, *b]),
+                _ => stats::TestOutcome { statistic: 0.0, p_value: 1.0 },
+            };
+            (o.statistic, Some(o.p_value))
+        }
+        Method::Jensenshannon => {
+            let (rp, cp) = binned_shares(numbers, &buckets, false);
+            (stats::jensenshannon(&rp, &cp), None)
+        }
+        Method::Psi => {
+            let (rp, cp) = binned_shares(numbers, &buckets, true);
+            (stats::psi(&rp, &cp), None)
+        }
+        Method::KlDiv => {
+            let (rp, cp) = binned_shares(numbers, &buckets, true);
+            (stats::kl_divergence(&rp, &cp), None)
+        }
+    };
+    let score = p_value.unwrap_or(statistic);
+    Ok(Ok(ColumnDrift {
+        column: name.to_owned(),
+        kind,
+        test: method,
+        statistic,
+        p_value,
+        threshold,
+        drift: method.drifts(score, threshold),
+        reference_count: n_ref,
+        current_count: n_cur,
+        notes,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(values: &[f64], integer: bool) -> ColumnSample {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        ColumnSample::Numbers { values: v, integer, missing: 0, infinite: 0 }
+    }
+
+    fn labels(pairs: &[(&str, u64)]) -> ColumnSample {
+        ColumnSample::Labels {
+            counts: pairs.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
+            missing: 0,
+            overflow: false,
+            seen: pairs.iter().map(|p| p.1).sum(),
+        }
+    }
+
+    fn table(cols: Vec<(&str, ColumnSample)>) -> TableSample {
+        TableSample { rows: 0, columns: cols.into_iter().map(|(n, c)| (n.to_owned(), c)).collect() }
+    }
+
+    #[test]
+    fn default_tests_follow_evidently_rules() {
+        let small: Vec<f64> = (0..100).map(|i| i as f64 * 0.37).collect();
+        let big: Vec<f64> = (0..2000).map(|i| i as f64 * 0.37).collect();
+        let r = table(vec![
+            ("f_small", numbers(&small, false)),
+            ("f_big", numbers(&big, false)),
+            ("cat", labels(&[("a", 10), ("b", 20), ("c", 5)])),
+            ("bin", labels(&[("y", 10), ("n", 20)])),
+            ("int_cat", numbers(&[1.0, 2.0, 3.0, 1.0], true)),
+        ]);
+        let report = compare(&r, &r.clone(), &DriftOptions::default()).expect("compare");
+        let tests: Vec<(&str, Method, Kind)> =
+            report.columns.iter().map(|c| (c.column.as_str(), c.test, c.kind)).collect();
+        assert_eq!(
+            tests,
+            vec![
+                ("f_small", Method::Ks, Kind::Numeric),
+                ("f_big", Method::Wasserstein, Kind::Numeric),
+                ("cat", Method::Chisquare, Kind::Categorical),
+                ("bin", Method::Z, Kind::Categorical),
+                ("int_cat", Method::Chisquare, Kind::Categorical),
+            ]
+        );
+        assert!(report.columns.iter().all(|c| !c.drift));
+        assert!(!report.dataset_drift);
+    }
+
+    #[test]
+    fn unseen_categories_and_missing_columns_are_reported() {
+        let r = table(vec![("cat", labels(&[("a", 50), ("b", 50), ("c", 50)]))]);
+        let c = table(vec![("cat", labels(&[("a", 50), ("b", 50), ("z", 50)]))]);
+        let report = compare(&r, &c, &DriftOptions::default()).expect("compare");
+        let col = &report.columns[0];
+        assert!(col.drift && col.statistic.is_infinite() && col.p_value == Some(0.0));
+        assert!(col.notes.iter().any(|n| n.contains("not in the reference: z")), "{:?}", col.notes);
+
+        let err = compare(&r, &table(vec![]), &DriftOptions::default()).expect_err("missing column");
+        assert!(err.to_string().contains("lacks 1 column(s) of the reference: cat"));
+    }
+
+    #[test]
+    fn methods_can_be_forced_and_checked() {
+        let r = table(vec![("cat", labels(&[("a", 5), ("b", 3), ("c", 2)]))]);
+        let mut opts = DriftOptions { method: Some(Method::Ks), ..DriftOptions::default() };
+        let report = compare(&r, &r.clone(), &opts).expect("compare");
+        assert_eq!(report.columns[0].test, Method::Chisquare);
+        assert!(report.columns[0].notes[0].contains("numeric columns only"));
+        opts.column_methods.insert("cat".into(), Method::Ks);
+        assert!(compare(&r, &r.clone(), &opts).is_err());
+        opts.column_methods.insert("cat".into(), Method::Psi);
+        let report = compare(&r, &r.clone(), &opts).expect("compare");
+        assert_eq!((report.columns[0].test, report.columns[0].statistic), (Method::Psi, 0.0));
+    }
+
+    #[test]
+    fn all_null_and_text_columns_are_skipped_with_a_reason() {
+        let r = table(vec![
+            ("empty", ColumnSample::Numbers { values: vec![], integer: false, missing: 10, infinite: 0 }),
+            ("ids", labels(&[("a", 1), ("b", 1), ("c", 1)])),
+        ]);
+        let report = compare(&r, &r.clone(), &DriftOptions::default()).expect("compare");
+        assert!(report.columns.is_empty());
+        assert_eq!(report.skipped.len(), 2);
+        assert!(report.skipped[0].reason.contains("all missing"));
+        assert!(report.skipped[1].reason.contains("free text"));
+    }
+}
