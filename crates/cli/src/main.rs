@@ -2,7 +2,10 @@
 //!
 //! One binary for every stage. This file holds the command-line definition and the glue between
 //! it and the library crates; it is not a library. Errors are `anyhow` here, at the edge, and
-//! printed with their causes; the exit code is 1 for any error, 2 for bad usage (clap).
+//! printed with their causes.
+//!
+//! Exit codes, for every command: 0 success, 1 checks ran and failed (a drift, a failed
+//! validation), 2 usage or input error (clap's own usage errors included).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use shipyard_server::{AppState, ServerConfig};
 use shipyard_store::{ArtifactStore, Database, DatabaseUri};
 
+mod data;
 mod tracking;
 use tracking::{Tracking, print_table};
 
@@ -34,6 +38,17 @@ enum Command {
     /// Search runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Profile, validate and compare tables; version datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// How a command that ran to the end came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The command's checks ran and at least one failed: exit status 1.
+    ChecksFailed,
 }
 
 /// Where a client-side command reads and writes tracking data.
@@ -135,25 +150,28 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // CPU-bound table work runs on plain threads, outside any async runtime.
+        Command::Data(cmd) => data::run(cmd),
+        command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(async {
+                match command {
+                    Command::Server(args) => run_server(args).await,
+                    Command::Experiments(cmd) => experiments(cmd).await,
+                    Command::Runs(cmd) => runs(cmd).await,
+                    Command::Data(_) => unreachable!("handled above"),
+                }
+                .map(|()| Outcome::Success)
+            }),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => run_server(args).await,
-            Command::Experiments(cmd) => experiments(cmd).await,
-            Command::Runs(cmd) => runs(cmd).await,
-        }
-    });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::Success) => std::process::ExitCode::SUCCESS,
+        Ok(Outcome::ChecksFailed) => std::process::ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -161,6 +161,60 @@ pub struct ColumnDrift {
     pub current_count: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Both distributions on common bins, for reports.
+    pub histogram: Histogram,
+}
+
+/// Two distributions on the same bins: shares of each table's values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    /// Bin labels: `[lo, hi)` ranges for numbers, the category otherwise.
+    pub bins: Vec<String>,
+    pub reference: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
+/// Most categories drawn in a report histogram; the rest are summed as "(other)".
+const HISTOGRAM_CATEGORIES: usize = 20;
+
+fn histogram<'a>(numbers: Option<(&[f64], &[f64], bool)>, u: usize, buckets: impl Fn() -> &'a Buckets) -> Histogram {
+    match numbers {
+        Some((r, c, integer)) if u > HISTOGRAM_CATEGORIES => {
+            let (edges, reference, current) = sturges_shares(r, c, integer);
+            let bins = edges.windows(2).map(|w| format!("[{}, {})", short_number(w[0]), short_number(w[1]))).collect();
+            Histogram { bins, reference, current }
+        }
+        _ => {
+            let buckets = buckets();
+            let (nr, nc) = (buckets.reference.iter().sum::<u64>().max(1), buckets.current.iter().sum::<u64>().max(1));
+            let mut order: Vec<usize> = (0..buckets.labels.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(buckets.reference[i] + buckets.current[i]));
+            let mut h = Histogram { bins: Vec::new(), reference: Vec::new(), current: Vec::new() };
+            let (mut other_r, mut other_c) = (0u64, 0u64);
+            for (rank, i) in order.into_iter().enumerate() {
+                if rank < HISTOGRAM_CATEGORIES {
+                    h.bins.push(buckets.labels[i].clone());
+                    h.reference.push(buckets.reference[i] as f64 / nr as f64);
+                    h.current.push(buckets.current[i] as f64 / nc as f64);
+                } else {
+                    other_r += buckets.reference[i];
+                    other_c += buckets.current[i];
+                }
+            }
+            if other_r + other_c > 0 {
+                h.bins.push("(other)".into());
+                h.reference.push(other_r as f64 / nr as f64);
+                h.current.push(other_c as f64 / nc as f64);
+            }
+            h
+        }
+    }
+}
+
+/// A bin edge for display: 4 significant digits.
+fn short_number(v: f64) -> String {
+    let s = format!("{v:.4e}");
+    s.parse::<f64>().map(|x| format!("{x}")).unwrap_or(s)
 }
 
 /// A column that was not tested, and why.
@@ -288,6 +342,39 @@ impl Buckets {
     }
 }
 
+/// The number of distinct values of a sorted slice.
+fn count_distinct(sorted: &[f64]) -> usize {
+    sorted.windows(2).filter(|w| w[0] != w[1]).count() + usize::from(!sorted.is_empty())
+}
+
+/// The number of distinct values of two sorted slices together.
+fn count_distinct_union(a: &[f64], b: &[f64]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    let mut last: Option<f64> = None;
+    while i < a.len() || j < b.len() {
+        let x = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => break,
+        };
+        if last != Some(x) {
+            n += 1;
+            last = Some(x);
+        }
+    }
+    n
+}
+
 /// Distinct-value counts of sorted numbers.
 fn run_lengths(sorted: &[f64]) -> Vec<(f64, u64)> {
     let mut out: Vec<(f64, u64)> = Vec::new();
@@ -339,30 +426,39 @@ fn label_buckets(r: &HashMap<String, u64>, c: &HashMap<String, u64>) -> Buckets 
     b
 }
 
+/// Both sorted, non-empty samples cut at numpy's Sturges edges over their union: the edges and
+/// each sample's shares per bin.
+fn sturges_shares(r: &[f64], c: &[f64], integer: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let min = r[0].min(c[0]);
+    let max = r[r.len() - 1].max(c[c.len() - 1]);
+    let edges = stats::sturges_edges(min, max, r.len() + c.len(), integer);
+    let shares = |values: &[f64]| {
+        let mut counts = vec![0u64; edges.len() - 1];
+        for v in values {
+            if let Some(bin) = stats::histogram_bin(&edges, *v) {
+                counts[bin] += 1;
+            }
+        }
+        stats::shares(&counts, values.len() as u64)
+    };
+    let (reference, current) = (shares(r), shares(c));
+    (edges, reference, current)
+}
+
 /// Evidently's `get_binned_data`: numeric data with more than 20 distinct reference values is
 /// cut at numpy's Sturges edges over both samples; anything else gets a bucket per value.
-fn binned_shares(
+fn binned_shares<'a>(
     numbers: Option<(&[f64], &[f64], bool)>,
-    buckets: &Buckets,
+    buckets: impl Fn() -> &'a Buckets,
     fill_zeroes: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut rp, mut cp) = match numbers {
-        Some((r, c, integer)) if run_lengths(r).len() > 20 => {
-            let min = r[0].min(c[0]);
-            let max = r[r.len() - 1].max(c[c.len() - 1]);
-            let edges = stats::sturges_edges(min, max, r.len() + c.len(), integer);
-            let count = |values: &[f64]| {
-                let mut counts = vec![0u64; edges.len() - 1];
-                for v in values {
-                    if let Some(bin) = stats::histogram_bin(&edges, *v) {
-                        counts[bin] += 1;
-                    }
-                }
-                counts
-            };
-            (stats::shares(&count(r), r.len() as u64), stats::shares(&count(c), c.len() as u64))
+        Some((r, c, integer)) if count_distinct(r) > 20 => {
+            let (_, reference, current) = sturges_shares(r, c, integer);
+            (reference, current)
         }
         _ => {
+            let buckets = buckets();
             let (nr, nc) = (buckets.reference.iter().sum(), buckets.current.iter().sum());
             (stats::shares(&buckets.reference, nr), stats::shares(&buckets.current, nc))
         }
@@ -380,7 +476,7 @@ fn skip(column: &str, reason: impl Into<String>) -> Result<std::result::Result<C
 
 fn distinct(sample: &ColumnSample) -> usize {
     match sample {
-        ColumnSample::Numbers { values, .. } => run_lengths(values).len(),
+        ColumnSample::Numbers { values, .. } => count_distinct(values),
         ColumnSample::Labels { counts, .. } => counts.len(),
         ColumnSample::Other { .. } => 0,
     }
@@ -442,12 +538,27 @@ fn test_column(
             notes.push(format!("{infinite} infinite value(s) in the {side} dropped"));
         }
     }
-    let buckets = match (r, c) {
-        (ColumnSample::Numbers { values: rv, .. }, ColumnSample::Numbers { values: cv, .. }) => number_buckets(rv, cv),
-        (ColumnSample::Labels { counts: rc, .. }, ColumnSample::Labels { counts: cc, .. }) => label_buckets(rc, cc),
-        _ => unreachable!("kinds checked above"),
+    // Per-value counts are built only when a test or the histogram needs them: for a continuous
+    // column they would cost more than the test itself.
+    let bucket_cell = std::cell::OnceCell::new();
+    let buckets = || {
+        bucket_cell.get_or_init(|| match (r, c) {
+            (ColumnSample::Numbers { values: rv, .. }, ColumnSample::Numbers { values: cv, .. }) => {
+                number_buckets(rv, cv)
+            }
+            (ColumnSample::Labels { counts: rc, .. }, ColumnSample::Labels { counts: cc, .. }) => label_buckets(rc, cc),
+            _ => Buckets { labels: Vec::new(), reference: Vec::new(), current: Vec::new() },
+        })
     };
-    let u = buckets.labels.len();
+    let u = match (r, c) {
+        (ColumnSample::Numbers { values: rv, .. }, ColumnSample::Numbers { values: cv, .. }) => {
+            count_distinct_union(rv, cv)
+        }
+        (ColumnSample::Labels { counts: rc, .. }, ColumnSample::Labels { counts: cc, .. }) => {
+            rc.len() + cc.keys().filter(|k| !rc.contains_key(*k)).count()
+        }
+        _ => 0,
+    };
     let default = match (kind, n_ref <= 1000) {
         (Kind::Numeric, true) if u <= 2 => Method::Z,
         (Kind::Numeric, true) if u <= 5 => Method::Chisquare,
@@ -484,8 +595,8 @@ fn test_column(
         _ => None,
     };
     // For categorical columns tested on counts, a label new in the current data is worth saying.
-    let unseen = buckets.unseen();
-    if !unseen.is_empty() && kind == Kind::Categorical {
+    let unseen = if kind == Kind::Categorical { buckets().unseen() } else { Vec::new() };
+    if !unseen.is_empty() {
         let shown: Vec<&str> = unseen.iter().take(5).copied().collect();
         notes.push(format!("{} categor(ies) not in the reference: {}", unseen.len(), shown.join(", ")));
     }
@@ -504,7 +615,7 @@ fn test_column(
                 notes.push("a single value in both tables: nothing to compare".into());
                 (0.0, Some(1.0))
             } else {
-                let o = stats::chisquare_against_reference(&buckets.pairs());
+                let o = stats::chisquare_against_reference(&buckets().pairs());
                 (o.statistic, Some(o.p_value))
             }
         }
@@ -514,7 +625,7 @@ fn test_column(
                     "the z-test compares two categories; '{name}' has {u} distinct values"
                 )));
             }
-            let pairs = buckets.pairs();
+            let pairs = buckets().pairs();
             let o = match pairs.as_slice() {
                 [a, b] => stats::z_two_proportions([*a, *b]),
                 _ => stats::TestOutcome { statistic: 0.0, p_value: 1.0 },
@@ -522,15 +633,15 @@ fn test_column(
             (o.statistic, Some(o.p_value))
         }
         Method::Jensenshannon => {
-            let (rp, cp) = binned_shares(numbers, &buckets, false);
+            let (rp, cp) = binned_shares(numbers, buckets, false);
             (stats::jensenshannon(&rp, &cp), None)
         }
         Method::Psi => {
-            let (rp, cp) = binned_shares(numbers, &buckets, true);
+            let (rp, cp) = binned_shares(numbers, buckets, true);
             (stats::psi(&rp, &cp), None)
         }
         Method::KlDiv => {
-            let (rp, cp) = binned_shares(numbers, &buckets, true);
+            let (rp, cp) = binned_shares(numbers, buckets, true);
             (stats::kl_divergence(&rp, &cp), None)
         }
     };
@@ -546,6 +657,7 @@ fn test_column(
         reference_count: n_ref,
         current_count: n_cur,
         notes,
+        histogram: histogram(numbers, u, buckets),
     }))
 }
 

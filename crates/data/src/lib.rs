@@ -9,5 +9,6 @@
 pub mod columns;
 pub mod drift;
 pub mod error;
+pub mod report;
 pub mod stats;
 pub mod table;

@@ -1,0 +1,209 @@
+//! `shipyard data ...`: profiles, expectation suites, drift and dataset versions from the command
+//! line. The work is done by `shipyard-data`; this module parses options and prints results.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method, TableSample};
+use shipyard_data::table::{CsvOptions, Table};
+
+use crate::Outcome;
+use crate::tracking::print_table;
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Compare a current table with a reference, column by column (Evidently's tests, scipy's numbers).
+    Drift(DriftArgs),
+}
+
+/// How CSV files are read.
+#[derive(Args, Clone)]
+pub struct ReadArgs {
+    /// CSV field delimiter (default: comma; tab for .tsv files).
+    #[arg(long)]
+    delimiter: Option<char>,
+    /// The CSV files have no header line (columns are named column_1, column_2, ...).
+    #[arg(long)]
+    no_header: bool,
+    /// Rows read to infer CSV column types; 0 reads the whole file.
+    #[arg(long, default_value_t = 10_000)]
+    infer_rows: usize,
+    /// Extra field value read as missing (repeatable); pandas' markers ("", NA, NaN, null...) always are.
+    #[arg(long = "null-marker")]
+    null_markers: Vec<String>,
+}
+
+impl ReadArgs {
+    fn options(&self) -> Result<CsvOptions> {
+        let mut o = CsvOptions { has_header: !self.no_header, infer_rows: self.infer_rows, ..CsvOptions::default() };
+        if let Some(d) = self.delimiter {
+            if !d.is_ascii() {
+                bail!("--delimiter must be a single ASCII character");
+            }
+            o.delimiter = d as u8;
+        }
+        o.null_markers.extend(self.null_markers.iter().cloned());
+        Ok(o)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned columns.
+    Table,
+    /// JSON, a stable contract for scripts.
+    Json,
+    /// One self-contained HTML file (no network), written to stdout.
+    Html,
+}
+
+#[derive(Args)]
+pub struct DriftArgs {
+    /// The reference table (CSV or Parquet), typically the training data.
+    #[arg(long)]
+    reference: PathBuf,
+    /// The current table to compare with it.
+    #[arg(long)]
+    current: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    /// Test for every column (METHOD) or for one (COLUMN=METHOD); repeatable. Methods: ks,
+    /// chisquare, z, wasserstein, jensenshannon, psi, kl_div.
+    #[arg(long = "method", value_name = "[COLUMN=]METHOD")]
+    methods: Vec<String>,
+    /// Drift threshold for every column (VALUE) or for one (COLUMN=VALUE); repeatable.
+    #[arg(long = "threshold", value_name = "[COLUMN=]VALUE")]
+    thresholds: Vec<String>,
+    /// Column kind override, COLUMN=numeric|categorical|text; repeatable.
+    #[arg(long = "kind", value_name = "COLUMN=KIND")]
+    kinds: Vec<String>,
+    /// Share of drifted columns at which the whole table counts as drifted.
+    #[arg(long, default_value_t = 0.5)]
+    drift_share: f64,
+    /// Exit with status 1 when the table drifts.
+    #[arg(long)]
+    fail_on_drift: bool,
+    #[command(flatten)]
+    read: ReadArgs,
+}
+
+pub fn run(cmd: DataCommand) -> Result<Outcome> {
+    match cmd {
+        DataCommand::Drift(args) => drift_command(args),
+    }
+}
+
+/// Splits `COLUMN=VALUE` (or a bare `VALUE`) at the last `=`, so column names may hold `=`.
+fn split_assignment(s: &str) -> (Option<&str>, &str) {
+    match s.rsplit_once('=') {
+        Some((col, value)) => (Some(col), value),
+        None => (None, s),
+    }
+}
+
+fn drift_options(args: &DriftArgs) -> Result<DriftOptions> {
+    let mut o = DriftOptions { drift_share: args.drift_share, ..DriftOptions::default() };
+    if !(0.0..=1.0).contains(&args.drift_share) {
+        bail!("--drift-share must be between 0 and 1, got {}", args.drift_share);
+    }
+    for m in &args.methods {
+        match split_assignment(m) {
+            (Some(col), name) => {
+                o.column_methods.insert(col.to_owned(), Method::parse(name)?);
+            }
+            (None, name) => o.method = Some(Method::parse(name)?),
+        }
+    }
+    for t in &args.thresholds {
+        let (col, value) = split_assignment(t);
+        let v: f64 = value
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .with_context(|| format!("--threshold {t}: not a number"))?;
+        match col {
+            Some(col) => {
+                o.column_thresholds.insert(col.to_owned(), v);
+            }
+            None => o.threshold = Some(v),
+        }
+    }
+    for k in &args.kinds {
+        let (Some(col), kind) = split_assignment(k) else { bail!("--kind {k}: expected COLUMN=KIND") };
+        o.column_kinds.insert(col.to_owned(), Kind::parse(kind)?);
+    }
+    Ok(o)
+}
+
+fn drift_command(args: DriftArgs) -> Result<Outcome> {
+    let options = drift_options(&args)?;
+    let csv = args.read.options()?;
+    let (reference, current) = std::thread::scope(|s| {
+        let r = s.spawn(|| read_sample(&args.reference, &csv));
+        let c = read_sample(&args.current, &csv);
+        (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the reference failed"))), c)
+    });
+    let report = drift::compare(&reference?, &current?, &options)?;
+    match args.format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Table => print_drift(&report),
+        ReportFormat::Html => {
+            print!("{}", shipyard_data::report::drift_html(&report, &args.reference, &args.current))
+        }
+    }
+    for s in &report.skipped {
+        eprintln!("note: column '{}' not tested: {}", s.column, s.reason);
+    }
+    if !report.unmatched_columns.is_empty() {
+        eprintln!("note: not in the reference, not tested: {}", report.unmatched_columns.join(", "));
+    }
+    Ok(if args.fail_on_drift && report.dataset_drift { Outcome::ChecksFailed } else { Outcome::Success })
+}
+
+fn read_sample(path: &std::path::Path, csv: &CsvOptions) -> Result<TableSample> {
+    let mut table = Table::open(path, csv)?;
+    Ok(TableSample::read(&mut table)?)
+}
+
+/// A number for a table cell: 4 significant digits, scientific when small.
+pub fn short(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn print_drift(report: &DriftReport) {
+    let rows: Vec<Vec<String>> = report
+        .columns
+        .iter()
+        .map(|c| {
+            vec![
+                c.column.clone(),
+                format!("{:?}", c.kind).to_lowercase(),
+                c.test.name().to_owned(),
+                short(c.statistic),
+                c.p_value.map(short).unwrap_or_else(|| "-".into()),
+                short(c.threshold),
+                if c.drift { "DRIFT".into() } else { "ok".into() },
+            ]
+        })
+        .collect();
+    print_table(&["COLUMN", "KIND", "TEST", "STATISTIC", "P-VALUE", "THRESHOLD", "VERDICT"], &rows);
+    println!();
+    println!(
+        "{} of {} columns drifted (share {:.3}, dataset drift at {}): {}",
+        report.drifted_columns,
+        report.columns.len(),
+        report.share_drifted,
+        report.drift_share,
+        if report.dataset_drift { "DATASET DRIFT" } else { "no dataset drift" }
+    );
+}

@@ -1,0 +1,191 @@
+//! `shipyard data ...` end to end: CSV and Parquet inputs, output values, exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use serde_json::Value;
+
+fn shipyard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shipyard"))
+}
+
+fn run(args: &[&str]) -> Output {
+    shipyard().args(args).output().expect("run shipyard")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "status {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// Reference: x = 0, 0.5, ..., 29.5 and a/b/c in turn; current: x shifted by 3.1, more a's.
+fn tables() -> [(Vec<f64>, Vec<String>); 2] {
+    let reference =
+        ((0..60).map(|i| i as f64 * 0.5).collect(), (0..60).map(|i| ["a", "b", "c"][i % 3].to_owned()).collect());
+    let current = (
+        (0..50).map(|i| i as f64 * 0.5 + 3.1).collect(),
+        (0..50)
+            .map(|i| {
+                (if i % 2 == 0 {
+                    "a"
+                } else if i % 4 == 1 {
+                    "b"
+                } else {
+                    "c"
+                })
+                .to_owned()
+            })
+            .collect(),
+    );
+    [reference, current]
+}
+
+fn write_csv(path: &Path, (x, cat): &(Vec<f64>, Vec<String>)) {
+    let mut body = String::from("x,cat\n");
+    for (v, c) in x.iter().zip(cat) {
+        body.push_str(&format!("{v},{c}\n"));
+    }
+    std::fs::write(path, body).expect("write csv");
+}
+
+fn write_parquet(path: &Path, (x, cat): &(Vec<f64>, Vec<String>)) {
+    let batch = RecordBatch::try_from_iter([
+        ("x", Arc::new(Float64Array::from(x.clone())) as ArrayRef),
+        ("cat", Arc::new(StringArray::from(cat.clone())) as ArrayRef),
+    ])
+    .expect("batch");
+    let file = std::fs::File::create(path).expect("create parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+fn files(dir: &Path, ext: &str) -> (PathBuf, PathBuf) {
+    let [r, c] = tables();
+    let (rp, cp) = (dir.join(format!("ref.{ext}")), dir.join(format!("cur.{ext}")));
+    if ext == "csv" {
+        write_csv(&rp, &r);
+        write_csv(&cp, &c);
+    } else {
+        write_parquet(&rp, &r);
+        write_parquet(&cp, &c);
+    }
+    (rp, cp)
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| ((a - b) / b).abs() < 1e-12)
+}
+
+#[test]
+#[allow(clippy::approx_constant, reason = "6.28 is scipy's chi-square statistic here, not tau")]
+fn drift_reports_scipy_values_on_csv_and_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ext in ["csv", "parquet"] {
+        let (r, c) = files(dir.path(), ext);
+        let out = run(&[
+            "data",
+            "drift",
+            "--reference",
+            r.to_str().unwrap(),
+            "--current",
+            c.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        let report = stdout_json(&out);
+        let cols = report["columns"].as_array().expect("columns");
+        // scipy 1.17.1: ks_2samp(ref.x, cur.x) = (0.11666666666666667, 0.8076375143673235)
+        assert_eq!(cols[0]["column"], "x");
+        assert_eq!(cols[0]["test"], "ks");
+        assert!(close(&cols[0]["statistic"], 0.11666666666666667), "{ext}: {}", cols[0]);
+        assert!(close(&cols[0]["p_value"], 0.8076375143673235), "{ext}: {}", cols[0]);
+        assert_eq!(cols[0]["drift"], false);
+        // chisquare([25, 13, 12], [20 * 50/60] * 3) = (6.28, 0.043282797901965896)
+        assert_eq!(cols[1]["test"], "chisquare");
+        assert!(close(&cols[1]["statistic"], 6.28), "{ext}: {}", cols[1]);
+        assert!(close(&cols[1]["p_value"], 0.043282797901965896), "{ext}: {}", cols[1]);
+        assert_eq!(cols[1]["drift"], true);
+        assert_eq!(report["drifted_columns"], 1);
+        assert_eq!(report["share_drifted"], 0.5);
+        assert_eq!(report["dataset_drift"], true);
+        assert_eq!(out.status.code(), Some(0), "no --fail-on-drift: exit 0");
+
+        let failing = run(&[
+            "data",
+            "drift",
+            "--reference",
+            r.to_str().unwrap(),
+            "--current",
+            c.to_str().unwrap(),
+            "--fail-on-drift",
+        ]);
+        assert_eq!(failing.status.code(), Some(1), "drift with --fail-on-drift: exit 1");
+        let table = String::from_utf8_lossy(&failing.stdout);
+        assert!(table.contains("1 of 2 columns drifted") && table.contains("DATASET DRIFT"), "{table}");
+    }
+}
+
+#[test]
+fn drift_methods_thresholds_and_html() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, c) = files(dir.path(), "csv");
+    let (r, c) = (r.to_str().unwrap(), c.to_str().unwrap());
+    let out = run(&[
+        "data",
+        "drift",
+        "--reference",
+        r,
+        "--current",
+        c,
+        "--format",
+        "json",
+        "--method",
+        "x=wasserstein",
+        "--threshold",
+        "cat=0.01",
+    ]);
+    let report = stdout_json(&out);
+    assert_eq!(report["columns"][0]["test"], "wasserstein");
+    assert!(report["columns"][0]["p_value"].is_null());
+    assert_eq!(report["columns"][1]["threshold"], 0.01);
+    assert_eq!(report["columns"][1]["drift"], false);
+
+    let html = run(&["data", "drift", "--reference", r, "--current", c, "--format", "html"]);
+    let page = String::from_utf8(html.stdout).expect("utf-8");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("<svg"));
+    assert!(!page.contains("src=\"http") && !page.contains("href=\"http"), "no network resources");
+    assert_eq!(page.matches("<tr>").count(), 3, "a header and a row per column");
+}
+
+#[test]
+fn drift_input_errors_exit_2_with_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, _) = files(dir.path(), "csv");
+    let r = r.to_str().unwrap();
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "y\n1\n2\n").expect("write");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--current", other.to_str().unwrap()], "lacks 2 column(s) of the reference: x, cat"),
+        (vec!["--current", "/nonexistent.csv"], "/nonexistent.csv"),
+        (vec!["--current", r, "--method", "nope"], "unknown drift method 'nope'"),
+        (vec!["--current", r, "--method", "cat=ks"], "ks applies to numeric columns"),
+        (vec!["--current", r, "--threshold", "x=abc"], "--threshold x=abc: not a number"),
+        (vec!["--current", r, "--kind", "zz=numeric"], "no column 'zz'"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["data", "drift", "--reference", r];
+        args.extend(extra);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}
