@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method, TableSample};
+use shipyard_data::profile::Profile;
 use shipyard_data::table::{CsvOptions, Table};
 
 use crate::Outcome;
@@ -15,6 +16,19 @@ use crate::tracking::print_table;
 pub enum DataCommand {
     /// Compare a current table with a reference, column by column (Evidently's tests, scipy's numbers).
     Drift(DriftArgs),
+    /// Summarise every column of a table in one streaming pass (bounded memory).
+    Profile(ProfileArgs),
+}
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// The table (CSV or Parquet).
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 /// How CSV files are read.
@@ -92,6 +106,7 @@ pub struct DriftArgs {
 pub fn run(cmd: DataCommand) -> Result<Outcome> {
     match cmd {
         DataCommand::Drift(args) => drift_command(args),
+        DataCommand::Profile(args) => profile_command(args),
     }
 }
 
@@ -147,10 +162,10 @@ fn drift_command(args: DriftArgs) -> Result<Outcome> {
     });
     let report = drift::compare(&reference?, &current?, &options)?;
     match args.format {
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Table => print_drift(&report),
         ReportFormat::Html => {
-            print!("{}", shipyard_data::report::drift_html(&report, &args.reference, &args.current))
+            out!("{}", shipyard_data::report::drift_html(&report, &args.reference, &args.current))
         }
     }
     for s in &report.skipped {
@@ -197,13 +212,61 @@ fn print_drift(report: &DriftReport) {
         })
         .collect();
     print_table(&["COLUMN", "KIND", "TEST", "STATISTIC", "P-VALUE", "THRESHOLD", "VERDICT"], &rows);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} of {} columns drifted (share {:.3}, dataset drift at {}): {}",
         report.drifted_columns,
         report.columns.len(),
         report.share_drifted,
         report.drift_share,
         if report.dataset_drift { "DATASET DRIFT" } else { "no dataset drift" }
+    );
+}
+
+fn profile_command(args: ProfileArgs) -> Result<Outcome> {
+    let mut table = Table::open(&args.file, &args.read.options()?)?;
+    let profile = Profile::of_table(&mut table)?;
+    match args.format {
+        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&profile)?),
+        ReportFormat::Html => out!("{}", shipyard_data::report::profile_html(&profile, &args.file)),
+        ReportFormat::Table => print_profile(&profile),
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_profile(profile: &Profile) {
+    let opt = |v: Option<f64>| v.map(short).unwrap_or_default();
+    let rows: Vec<Vec<String>> = profile
+        .columns
+        .iter()
+        .map(|c| {
+            let n = c.numeric.as_ref();
+            let median = n.and_then(|s| s.quantiles.iter().find(|q| q.q == 0.5).map(|q| q.value));
+            let top = c
+                .top_values
+                .as_ref()
+                .map(|t| {
+                    t.values.iter().take(3).map(|v| format!("{} ({})", v.value, v.count)).collect::<Vec<_>>().join(", ")
+                })
+                .unwrap_or_default();
+            vec![
+                c.name.clone(),
+                c.data_type.clone(),
+                c.count.to_string(),
+                format!("{} ({:.1}%)", c.missing, c.missing_fraction * 100.0),
+                format!("{}{}", if c.exact { "" } else { "~" }, c.distinct),
+                opt(n.and_then(|s| s.min)),
+                opt(n.and_then(|s| s.max)),
+                opt(n.and_then(|s| s.mean)),
+                opt(n.and_then(|s| s.std)),
+                opt(median),
+                top,
+            ]
+        })
+        .collect();
+    outln!("{} rows, {} columns", profile.rows, profile.columns.len());
+    print_table(
+        &["COLUMN", "TYPE", "COUNT", "MISSING", "DISTINCT", "MIN", "MAX", "MEAN", "STD", "MEDIAN", "TOP"],
+        &rows,
     );
 }

@@ -16,8 +16,33 @@ use clap::{Args, Parser, Subcommand};
 use shipyard_server::{AppState, ServerConfig};
 use shipyard_store::{ArtifactStore, Database, DatabaseUri};
 
+/// Writes to stdout; a closed pipe (`shipyard ... | head`) ends the program quietly instead of
+/// panicking as `print!` would.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::emit(&format!($($arg)*)) };
+}
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { $crate::emit("\n") };
+    ($($arg:tt)*) => { $crate::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod data;
 mod tracking;
+
+/// Writes `text` to stdout. On a broken pipe the reader is gone: exit with success, as a
+/// program killed by SIGPIPE would have stopped without an error message.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(2);
+    }
+}
 use tracking::{Tracking, print_table};
 
 /// Shipyard: experiment tracking, model registry, serving and monitoring in one binary.
@@ -182,7 +207,7 @@ async fn experiments(cmd: ExperimentsCommand) -> Result<()> {
             let tracking = Tracking::open(args.tracking_uri.as_deref(), &args.home.home).await?;
             let experiments = tracking.list_experiments().await?;
             if args.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&experiments)?);
+                outln!("{}", serde_json::to_string_pretty(&experiments)?);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = experiments
@@ -196,9 +221,9 @@ async fn experiments(cmd: ExperimentsCommand) -> Result<()> {
             let tracking = Tracking::open(client.tracking_uri.as_deref(), &client.home.home).await?;
             let id = tracking.create_experiment(&name).await?;
             if client.format == Format::Json {
-                println!("{}", serde_json::json!({ "experiment_id": id }));
+                outln!("{}", serde_json::json!({ "experiment_id": id }));
             } else {
-                println!("{id}");
+                outln!("{id}");
             }
             Ok(())
         }
@@ -212,7 +237,7 @@ async fn runs(cmd: RunsCommand) -> Result<()> {
             let experiment_id = tracking.experiment_id(&experiment).await?;
             let runs = tracking.search_runs(&experiment_id, filter.as_deref(), max_results).await?;
             if client.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                outln!("{}", serde_json::to_string_pretty(&runs)?);
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = runs

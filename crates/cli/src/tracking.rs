@@ -180,8 +180,8 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let line = |cells: Vec<String>| {
         cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
     };
-    println!("{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
+    outln!("{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
     for row in rows {
-        println!("{}", line(row.clone()));
+        outln!("{}", line(row.clone()));
     }
 }

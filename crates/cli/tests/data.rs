@@ -189,3 +189,33 @@ fn drift_input_errors_exit_2_with_a_message() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn profile_reports_values_on_csv_and_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ext in ["csv", "parquet"] {
+        let (r, _) = files(dir.path(), ext);
+        let out = run(&["data", "profile", r.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let p = stdout_json(&out);
+        assert_eq!(p["rows"], 60);
+        let x = &p["columns"][0];
+        // numpy: x = 0, 0.5, ..., 29.5: mean 14.75, std(ddof=1) 8.732124598286491, median 14.75
+        assert_eq!((x["name"].as_str(), x["count"].as_u64(), x["distinct"].as_u64()), (Some("x"), Some(60), Some(60)));
+        assert_eq!(x["numeric"]["mean"], 14.75);
+        assert!(close(&x["numeric"]["std"], 8.732124598286491), "{ext}: {}", x["numeric"]["std"]);
+        assert_eq!(x["numeric"]["quantiles"][3], serde_json::json!({"q": 0.5, "value": 14.75}));
+        assert_eq!(x["numeric"]["min"], 0.0);
+        assert_eq!(x["numeric"]["max"], 29.5);
+        let cat = &p["columns"][1];
+        assert_eq!(cat["kind"], "text");
+        assert_eq!(cat["top_values"]["values"][0], serde_json::json!({"value": "a", "count": 20}));
+        assert_eq!(cat["distinct"], 3);
+
+        let table = run(&["data", "profile", r.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&table.stdout);
+        assert!(text.starts_with("60 rows, 2 columns") && text.contains("a (20), b (20), c (20)"), "{text}");
+        let html = run(&["data", "profile", r.to_str().unwrap(), "--format", "html"]);
+        assert!(String::from_utf8_lossy(&html.stdout).contains("<svg"));
+    }
+}

@@ -9,6 +9,7 @@
 pub mod columns;
 pub mod drift;
 pub mod error;
+pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod table;

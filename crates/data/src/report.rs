@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::drift::{DriftReport, Histogram};
+use crate::profile::Profile;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -132,6 +133,68 @@ pub fn drift_html(report: &DriftReport, reference: &Path, current: &Path) -> Str
         body.push_str("</ul>");
     }
     page("Shipyard data drift", &body)
+}
+
+/// Bars of one distribution, in a small inline SVG.
+fn counts_svg(labels: &[String], counts: &[u64]) -> String {
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let h = Histogram {
+        bins: labels.to_vec(),
+        reference: counts.iter().map(|c| *c as f64 / total).collect(),
+        current: vec![0.0; counts.len()],
+    };
+    histogram_svg(&h)
+}
+
+fn opt_cell(v: Option<f64>) -> String {
+    v.map(num_cell).unwrap_or_else(|| "<td class=\"num\" data-v=\"\"></td>".into())
+}
+
+/// A profile as one HTML page.
+pub fn profile_html(profile: &Profile, source: &Path) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Data profile</h1><p><code>{}</code>: {} rows, {} columns. Click a header to sort.</p>\
+         <table class=\"sortable\"><thead><tr><th>Column</th><th>Type</th><th>Count</th><th>Missing</th><th>Distinct</th>\
+         <th>Min</th><th>Max</th><th>Mean</th><th>Std</th><th>Median</th><th>Distribution</th><th>Exact</th></tr></thead><tbody>",
+        escape(&source.display().to_string()),
+        profile.rows,
+        profile.columns.len()
+    );
+    for c in &profile.columns {
+        let n = c.numeric.as_ref();
+        let median = n.and_then(|s| s.quantiles.iter().find(|q| q.q == 0.5).map(|q| q.value));
+        let chart = match (n.and_then(|s| s.histogram.as_ref()), &c.top_values) {
+            (Some(h), _) => {
+                let labels: Vec<String> = h.edges.windows(2).map(|w| format!("[{}, {})", w[0], w[1])).collect();
+                counts_svg(&labels, &h.counts)
+            }
+            (None, Some(top)) => {
+                let labels: Vec<String> = top.values.iter().map(|t| t.value.clone()).collect();
+                let counts: Vec<u64> = top.values.iter().map(|t| t.count).collect();
+                counts_svg(&labels, &counts)
+            }
+            _ => String::new(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td>{}{}{}{}{}{}{}{}<td>{chart}</td><td>{}</td></tr>",
+            escape(&c.name),
+            escape(&c.data_type),
+            num_cell(c.count as f64),
+            num_cell(c.missing as f64),
+            num_cell(c.distinct as f64),
+            opt_cell(n.and_then(|s| s.min)),
+            opt_cell(n.and_then(|s| s.max)),
+            opt_cell(n.and_then(|s| s.mean)),
+            opt_cell(n.and_then(|s| s.std)),
+            opt_cell(median),
+            if c.exact { "yes" } else { "sketch" },
+        );
+    }
+    body.push_str("</tbody></table>");
+    page("Shipyard data profile", &body)
 }
 
 #[cfg(test)]

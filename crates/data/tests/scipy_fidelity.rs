@@ -256,3 +256,53 @@ fn two_sample_tests_equal_scipy() {
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Profiles of numeric columns equal numpy's mean, std (ddof = 1), quantiles and histogram.
+#[test]
+fn numeric_profiles_equal_numpy() {
+    use shipyard_data::profile::ColumnAccumulator;
+    let fx = fixtures();
+    let mut failures = Vec::new();
+    for case in fx["profiles"].as_array().expect("profiles") {
+        let Sample::Numeric(values) = sample(&case["sample"]) else { panic!("numeric sample expected") };
+        let array: arrow_array::ArrayRef = std::sync::Arc::new(arrow_array::Float64Array::from(values));
+        let mut acc = ColumnAccumulator::new("x", &arrow_schema::DataType::Float64).expect("accumulator");
+        acc.push(&array).expect("push");
+        let p = acc.finish();
+        let name = case["sample"].to_string();
+        let s = p.numeric.expect("numeric summary");
+        assert!(p.exact, "{name}: small samples are exact");
+        assert_eq!(p.count, case["count"].as_u64().expect("count"), "{name}");
+        assert_eq!(p.distinct, case["distinct"].as_u64().expect("distinct"), "{name}");
+        for (label, got, want) in [
+            ("min", s.min, &case["min"]),
+            ("max", s.max, &case["max"]),
+            ("mean", s.mean, &case["mean"]),
+            ("std", s.std, &case["std"]),
+        ] {
+            match (got, want.is_null()) {
+                (None, true) => {}
+                (Some(g), false) => check(&mut failures, format!("{name}: {label}"), g, num(want)),
+                _ => failures.push(format!("{name}: {label}: got {got:?}, numpy {want}")),
+            }
+        }
+        for (q, want) in s.quantiles.iter().zip(case["quantiles"].as_array().expect("quantiles")) {
+            assert_eq!(q.q, num(&want[0]));
+            check(&mut failures, format!("{name}: quantile {}", q.q), q.value, num(&want[1]));
+        }
+        let h = s.histogram.expect("histogram");
+        let want_edges: Vec<f64> = case["histogram"]["edges"].as_array().expect("edges").iter().map(num).collect();
+        let want_counts: Vec<u64> = case["histogram"]["counts"]
+            .as_array()
+            .expect("counts")
+            .iter()
+            .map(|c| c.as_u64().expect("count"))
+            .collect();
+        assert_eq!(h.counts, want_counts, "{name}: histogram counts");
+        assert_eq!(h.edges.len(), want_edges.len(), "{name}: histogram edges");
+        for (g, w) in h.edges.iter().zip(&want_edges) {
+            check(&mut failures, format!("{name}: edge"), *g, *w);
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
