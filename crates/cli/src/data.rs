@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method, TableSample};
 use shipyard_data::profile::Profile;
+use shipyard_data::suite::{Suite, ValidationReport};
 use shipyard_data::table::{CsvOptions, Table};
 
 use crate::Outcome;
@@ -18,6 +19,42 @@ pub enum DataCommand {
     Drift(DriftArgs),
     /// Summarise every column of a table in one streaming pass (bounded memory).
     Profile(ProfileArgs),
+    /// Expectation suites.
+    #[command(subcommand)]
+    Suite(SuiteCommand),
+    /// Check a table against an expectation suite; exit status 1 if any expectation fails.
+    Validate(ValidateArgs),
+}
+
+#[derive(Subcommand)]
+pub enum SuiteCommand {
+    /// Write a suite that the table passes, with stated tolerances (see docs/expectations.md).
+    Infer {
+        /// The table (CSV or Parquet).
+        file: PathBuf,
+        /// Where to write the suite (YAML); standard output if omitted.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Slack around observed values: min and max widen by this share of the observed range.
+        #[arg(long, default_value_t = 0.25)]
+        tolerance: f64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The table (CSV or Parquet).
+    file: PathBuf,
+    /// The expectation suite (YAML).
+    #[arg(long)]
+    suite: PathBuf,
+    /// Output format (table or json).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    #[command(flatten)]
+    read: ReadArgs,
 }
 
 #[derive(Args)]
@@ -107,6 +144,31 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
     match cmd {
         DataCommand::Drift(args) => drift_command(args),
         DataCommand::Profile(args) => profile_command(args),
+        DataCommand::Suite(SuiteCommand::Infer { file, output, tolerance, read }) => {
+            if !(0.0..=1.0).contains(&tolerance) {
+                bail!("--tolerance must be between 0 and 1, got {tolerance}");
+            }
+            let mut table = Table::open(&file, &read.options()?)?;
+            let profile = Profile::of_table(&mut table)?;
+            let mut suite = Suite::infer(&profile, tolerance);
+            suite.name = file.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let text = format!(
+                "# Inferred by `shipyard data suite infer` from {} ({} rows) with tolerance {tolerance}.\n\
+                 # Schema and tolerances: docs/expectations.md. Edit freely.\n{}",
+                file.display(),
+                profile.rows,
+                suite.to_yaml()?
+            );
+            match output {
+                Some(path) => {
+                    write_atomically(&path, text.as_bytes())?;
+                    eprintln!("wrote {} expectations to {}", suite.len(), path.display());
+                }
+                None => out!("{text}"),
+            }
+            Ok(Outcome::Success)
+        }
+        DataCommand::Validate(args) => validate_command(args),
     }
 }
 
@@ -268,5 +330,61 @@ fn print_profile(profile: &Profile) {
     print_table(
         &["COLUMN", "TYPE", "COUNT", "MISSING", "DISTINCT", "MIN", "MAX", "MEAN", "STD", "MEDIAN", "TOP"],
         &rows,
+    );
+}
+
+/// Writes a file through a temporary sibling and a rename: never half-written.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn validate_command(args: ValidateArgs) -> Result<Outcome> {
+    let text = std::fs::read_to_string(&args.suite).with_context(|| format!("reading {}", args.suite.display()))?;
+    let suite = Suite::from_yaml(&text, &args.suite.display().to_string())?;
+    let mut table = Table::open(&args.file, &args.read.options()?)?;
+    let report = shipyard_data::suite::validate(&mut table, &suite)?;
+    match args.format {
+        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Table | ReportFormat::Html => print_validation(&report),
+    }
+    Ok(if report.success { Outcome::Success } else { Outcome::ChecksFailed })
+}
+
+fn print_validation(report: &ValidationReport) {
+    let rows: Vec<Vec<String>> = report
+        .results
+        .iter()
+        .map(|r| {
+            let rows = if r.failing_rows.is_empty() {
+                String::new()
+            } else {
+                let shown: Vec<String> = r.failing_rows.iter().map(u64::to_string).collect();
+                let more = r.unexpected_count.unwrap_or(0) as usize > shown.len();
+                format!("{}{}", shown.join(","), if more { ",..." } else { "" })
+            };
+            vec![
+                r.column.clone().unwrap_or_else(|| "(table)".into()),
+                r.expectation.clone(),
+                if r.success { "ok".into() } else { "FAIL".into() },
+                r.observed.to_string(),
+                r.expected.to_string(),
+                r.unexpected_count.map(|c| c.to_string()).unwrap_or_default(),
+                rows,
+            ]
+        })
+        .collect();
+    print_table(&["COLUMN", "EXPECTATION", "RESULT", "OBSERVED", "EXPECTED", "UNEXPECTED", "FIRST ROWS"], &rows);
+    outln!();
+    outln!(
+        "{} of {} expectations met on {} rows; quality score {:.4}: {}",
+        report.successful_expectations,
+        report.evaluated_expectations,
+        report.rows,
+        report.quality_score,
+        if report.success { "PASSED" } else { "FAILED" }
     );
 }

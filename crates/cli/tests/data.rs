@@ -219,3 +219,109 @@ fn profile_reports_values_on_csv_and_parquet() {
         assert!(String::from_utf8_lossy(&html.stdout).contains("<svg"));
     }
 }
+
+/// Rewrites a CSV file as Parquet through Shipyard's own reader.
+fn csv_to_parquet(csv: &Path, out: &Path) {
+    let mut table = shipyard_data::table::Table::open(csv, &Default::default()).expect("open csv");
+    let batches = table.read_all().expect("read csv");
+    let file = std::fs::File::create(out).expect("create parquet");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, table.schema().clone(), None).expect("writer");
+    for b in &batches {
+        writer.write(b).expect("write");
+    }
+    writer.close().expect("close");
+}
+
+const SUITE: &str = "
+suite: 1
+table:
+  row_count: {min: 1, max: 3}
+  columns: {exact: [id, age, country]}
+columns:
+  id: {type: integer, unique: true}
+  age: {not_null: true, min: 0, max: 120}
+  country: {allowed_values: [FR, DE, IT], regex: '^[A-Z]{2}$'}
+  missing_col: {not_null: true}
+";
+
+#[test]
+fn validate_reports_every_expectation_with_failing_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "id,age,country,score\n1,34,FR,0.5\n2,,DE,0.7\n3,150,XX,0.2\n3,40,IT,0.9\n").expect("write");
+    let parquet = dir.path().join("people.parquet");
+    csv_to_parquet(&csv, &parquet);
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(&suite, SUITE).expect("write suite");
+    for file in [&csv, &parquet] {
+        let out =
+            run(&["data", "validate", file.to_str().unwrap(), "--suite", suite.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(out.status.code(), Some(1), "failed checks exit 1: {}", String::from_utf8_lossy(&out.stderr));
+        let report = stdout_json(&out);
+        assert_eq!(report["success"], false);
+        assert_eq!(report["rows"], 4);
+        let results = report["results"].as_array().expect("results");
+        let summary: Vec<(String, String, bool, Value)> = results
+            .iter()
+            .map(|r| {
+                (
+                    r["column"].as_str().unwrap_or("").to_owned(),
+                    r["expectation"].as_str().expect("name").to_owned(),
+                    r["success"].as_bool().expect("success"),
+                    r.get("failing_rows").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        let rows = |v: &[u64]| serde_json::json!(v);
+        let expected = vec![
+            ("".into(), "row_count".into(), false, Value::Null),
+            ("".into(), "exact_columns".into(), false, Value::Null),
+            ("age".into(), "not_null".into(), false, rows(&[1])),
+            ("age".into(), "min".into(), true, Value::Null),
+            ("age".into(), "max".into(), false, rows(&[2])),
+            ("country".into(), "allowed_values".into(), false, rows(&[2])),
+            ("country".into(), "regex".into(), true, Value::Null),
+            ("id".into(), "type".into(), true, Value::Null),
+            ("id".into(), "unique".into(), false, rows(&[3])),
+            ("missing_col".into(), "not_null".into(), false, Value::Null),
+        ];
+        assert_eq!(summary, expected, "{}", file.display());
+        assert_eq!(results[1]["observed"]["unexpected"], serde_json::json!(["score"]));
+        assert_eq!(results[9]["observed"], "column missing from the data");
+        // (0 + 0 + 3/4 + 1 + 2/3 + 3/4 + 1 + 1 + 3/4 + 0) / 10
+        let score = report["quality_score"].as_f64().expect("score");
+        assert!((score - (0.75 + 1.0 + 2.0 / 3.0 + 0.75 + 1.0 + 1.0 + 0.75) / 10.0).abs() < 1e-12, "{score}");
+    }
+
+    // An inferred suite passes the data it came from, for both formats.
+    for file in [&csv, &parquet] {
+        let inferred = dir.path().join("inferred.yaml");
+        let out = run(&["data", "suite", "infer", file.to_str().unwrap(), "-o", inferred.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&["data", "validate", file.to_str().unwrap(), "--suite", inferred.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("quality score 1.0000: PASSED"), "{text}");
+    }
+}
+
+#[test]
+fn bad_suites_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "a\n1\n").expect("write");
+    for (yaml, message) in [
+        ("suite: 1\ncolumns:\n  a: {not_nul: true}\n", "unknown field `not_nul`"),
+        ("suite: 2\n", "unsupported suite version 2"),
+        ("suite: 1\ncolumns:\n  a: {regex: '('}\n", "column 'a': bad regex"),
+        ("suite: 1\ntable: {columns: {}}\n", "one of `required` or `exact`"),
+        ("- not a mapping\n", "not a valid suite"),
+    ] {
+        let suite = dir.path().join("s.yaml");
+        std::fs::write(&suite, yaml).expect("write suite");
+        let out = run(&["data", "validate", csv.to_str().unwrap(), "--suite", suite.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(message), "{yaml}: {err}");
+    }
+}

@@ -12,4 +12,5 @@ pub mod error;
 pub mod profile;
 pub mod report;
 pub mod stats;
+pub mod suite;
 pub mod table;
