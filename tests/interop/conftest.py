@@ -89,8 +89,12 @@ def _stop(proc):
 
 
 class Server:
-    def __init__(self, url, artifact_root, workdir, log_path):
+    def __init__(self, url, artifact_root, workdir, log_path, backend_uri=None, destination=None, env=None):
         self.url = url
+        # Shipyard only: the stores the server uses, for commands that open them directly.
+        self.backend_uri = backend_uri
+        self.destination = destination
+        self.env = env or {}
         self.artifact_root = Path(artifact_root) if artifact_root is not None else None
         self.workdir = Path(workdir)
         self.log_path = log_path
@@ -113,6 +117,7 @@ def server():
     elif ARTIFACTS != "local":
         raise RuntimeError(f"unknown SHIPYARD_TEST_ARTIFACTS {ARTIFACTS!r}")
     port = _free_port()
+    uri = None
     if TARGET == "mlflow":
         mlflow_bin = os.environ.get("MLFLOW_SERVER_BIN") or shutil.which("mlflow")
         cmd = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
@@ -136,7 +141,8 @@ def server():
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    srv = Server(url, artifacts, workdir, log_path)
+    srv = Server(url, artifacts, workdir, log_path,
+                 backend_uri=uri if TARGET != "mlflow" else None, destination=destination, env=extra_env)
     deadline = time.time() + 90
     while True:
         try:

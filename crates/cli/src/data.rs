@@ -11,6 +11,7 @@ use shipyard_data::suite::{Suite, ValidationReport};
 use shipyard_data::table::{CsvOptions, Table};
 
 use crate::Outcome;
+use crate::datasets::{self, DatasetStoreArgs, resolve_input};
 use crate::tracking::print_table;
 
 #[derive(Subcommand)]
@@ -24,6 +25,46 @@ pub enum DataCommand {
     Suite(SuiteCommand),
     /// Check a table against an expectation suite; exit status 1 if any expectation fails.
     Validate(ValidateArgs),
+    /// Record a table as a new version of a named dataset (stored once per SHA-256 digest).
+    Add(AddArgs),
+    /// List dataset versions.
+    List {
+        /// Only this dataset's versions.
+        name: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Show one dataset version: NAME (latest) or NAME@VERSION.
+    Show {
+        reference: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The table (CSV or Parquet).
+    file: PathBuf,
+    /// Dataset name: letters, digits, '.', '_' and '-'.
+    #[arg(long)]
+    name: String,
+    /// A note kept with the version.
+    #[arg(long)]
+    description: Option<String>,
+    /// Also log the version as an input of this run (MLflow's dataset form).
+    #[arg(long)]
+    run: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +81,8 @@ pub enum SuiteCommand {
         tolerance: f64,
         #[command(flatten)]
         read: ReadArgs,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
     },
 }
 
@@ -55,17 +98,21 @@ pub struct ValidateArgs {
     format: ReportFormat,
     #[command(flatten)]
     read: ReadArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
 }
 
 #[derive(Args)]
 pub struct ProfileArgs {
-    /// The table (CSV or Parquet).
+    /// The table (CSV or Parquet), or dataset:NAME[@VERSION].
     file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     format: ReportFormat,
     #[command(flatten)]
     read: ReadArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
 }
 
 /// How CSV files are read.
@@ -138,17 +185,19 @@ pub struct DriftArgs {
     fail_on_drift: bool,
     #[command(flatten)]
     read: ReadArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
 }
 
 pub fn run(cmd: DataCommand) -> Result<Outcome> {
     match cmd {
         DataCommand::Drift(args) => drift_command(args),
         DataCommand::Profile(args) => profile_command(args),
-        DataCommand::Suite(SuiteCommand::Infer { file, output, tolerance, read }) => {
+        DataCommand::Suite(SuiteCommand::Infer { file, output, tolerance, read, store }) => {
             if !(0.0..=1.0).contains(&tolerance) {
                 bail!("--tolerance must be between 0 and 1, got {tolerance}");
             }
-            let mut table = Table::open(&file, &read.options()?)?;
+            let mut table = Table::open(&resolve_input(&file, &store)?, &read.options()?)?;
             let profile = Profile::of_table(&mut table)?;
             let mut suite = Suite::infer(&profile, tolerance);
             suite.name = file.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -169,6 +218,76 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         DataCommand::Validate(args) => validate_command(args),
+        DataCommand::Add(args) => {
+            let (version, created) = datasets::add(
+                datasets::AddRequest {
+                    file: &args.file,
+                    name: &args.name,
+                    description: args.description.clone(),
+                    run_id: args.run.clone(),
+                    csv: args.read.options()?,
+                },
+                &args.store,
+            )?;
+            if args.format == ReportFormat::Json {
+                let mut v = serde_json::to_value(&version)?;
+                v["created"] = serde_json::Value::Bool(created);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let what = if created { "added" } else { "unchanged: same content as" };
+                eprintln!(
+                    "{what} {}@{} ({} rows, sha256 {})",
+                    version.name,
+                    version.version,
+                    version.rows,
+                    &version.digest[..12]
+                );
+                outln!("{}@{}", version.name, version.version);
+            }
+            Ok(Outcome::Success)
+        }
+        DataCommand::List { name, format, store } => {
+            let versions = datasets::list(name.as_deref(), &store)?;
+            if format == ReportFormat::Json {
+                outln!("{}", serde_json::to_string_pretty(&versions)?);
+            } else {
+                let rows: Vec<Vec<String>> = versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.name.clone(),
+                            v.version.to_string(),
+                            v.rows.to_string(),
+                            v.format.clone(),
+                            v.digest[..12].to_owned(),
+                            v.source.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["NAME", "VERSION", "ROWS", "FORMAT", "SHA256", "SOURCE"], &rows);
+            }
+            Ok(Outcome::Success)
+        }
+        DataCommand::Show { reference, format, store } => {
+            let v = datasets::show(&reference, &store)?;
+            match format {
+                ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
+                ReportFormat::Table | ReportFormat::Html => {
+                    outln!("{}@{}: {} rows, {} bytes, {}", v.name, v.version, v.rows, v.size_bytes, v.format);
+                    outln!("sha256 {}", v.digest);
+                    outln!("source {}", v.source);
+                    outln!("stored {}/{}", v.artifact_root, v.artifact_path);
+                    if let Some(d) = &v.description {
+                        outln!("description {d}");
+                    }
+                    outln!();
+                    let profile: Profile =
+                        serde_json::from_value(v.profile.clone()).context("the stored profile does not parse")?;
+                    print_profile(&profile);
+                }
+            }
+            Ok(Outcome::Success)
+        }
     }
 }
 
@@ -217,9 +336,11 @@ fn drift_options(args: &DriftArgs) -> Result<DriftOptions> {
 fn drift_command(args: DriftArgs) -> Result<Outcome> {
     let options = drift_options(&args)?;
     let csv = args.read.options()?;
+    let (reference_file, current_file) =
+        (resolve_input(&args.reference, &args.store)?, resolve_input(&args.current, &args.store)?);
     let (reference, current) = std::thread::scope(|s| {
-        let r = s.spawn(|| read_sample(&args.reference, &csv));
-        let c = read_sample(&args.current, &csv);
+        let r = s.spawn(|| read_sample(&reference_file, &csv));
+        let c = read_sample(&current_file, &csv);
         (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the reference failed"))), c)
     });
     let report = drift::compare(&reference?, &current?, &options)?;
@@ -286,7 +407,7 @@ fn print_drift(report: &DriftReport) {
 }
 
 fn profile_command(args: ProfileArgs) -> Result<Outcome> {
-    let mut table = Table::open(&args.file, &args.read.options()?)?;
+    let mut table = Table::open(&resolve_input(&args.file, &args.store)?, &args.read.options()?)?;
     let profile = Profile::of_table(&mut table)?;
     match args.format {
         ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&profile)?),
@@ -345,7 +466,7 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 fn validate_command(args: ValidateArgs) -> Result<Outcome> {
     let text = std::fs::read_to_string(&args.suite).with_context(|| format!("reading {}", args.suite.display()))?;
     let suite = Suite::from_yaml(&text, &args.suite.display().to_string())?;
-    let mut table = Table::open(&args.file, &args.read.options()?)?;
+    let mut table = Table::open(&resolve_input(&args.file, &args.store)?, &args.read.options()?)?;
     let report = shipyard_data::suite::validate(&mut table, &suite)?;
     match args.format {
         ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),

@@ -28,6 +28,7 @@ macro_rules! outln {
 }
 
 mod data;
+mod datasets;
 mod tracking;
 
 /// Writes `text` to stdout. On a broken pipe the reader is gone: exit with success, as a
@@ -131,10 +132,10 @@ enum RunsCommand {
 
 /// Where Shipyard keeps its data when no URI is given.
 #[derive(Args, Clone)]
-struct HomeArgs {
+pub struct HomeArgs {
     /// Folder for the default SQLite database and artifacts.
     #[arg(long, env = "SHIPYARD_HOME", default_value = "./shipyard-data", global = true)]
-    home: PathBuf,
+    pub home: PathBuf,
 }
 
 #[derive(Args)]

@@ -325,3 +325,63 @@ fn bad_suites_exit_2_naming_the_problem() {
         assert!(err.contains(message), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn dataset_versions_from_csv_and_parquet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+    let (csv, _) = files(dir.path(), "csv");
+    let (parquet, _) = files(dir.path(), "parquet");
+    let add = |file: &Path| {
+        let out = run(&["data", "add", file.to_str().unwrap(), "--name", "ref", "--home", home, "--format", "json"]);
+        stdout_json(&out)
+    };
+    let v1 = add(&csv);
+    assert_eq!((v1["version"].as_i64(), v1["rows"].as_i64(), v1["format"].as_str()), (Some(1), Some(60), Some("csv")));
+    let v2 = add(&parquet);
+    assert_eq!(
+        (v2["version"].as_i64(), v2["format"].as_str(), v2["created"].as_bool()),
+        (Some(2), Some("parquet"), Some(true))
+    );
+    let again = add(&parquet);
+    assert_eq!((again["version"].as_i64(), again["created"].as_bool()), (Some(2), Some(false)));
+    // Stored once per digest, named by it.
+    let stored: Vec<_> =
+        std::fs::read_dir(dir.path().join("home/artifacts/datasets/sha256")).expect("stored").collect();
+    assert_eq!(stored.len(), 2);
+
+    let listed = stdout_json(&run(&["data", "list", "--home", home, "--format", "json"]));
+    let versions: Vec<(i64, String)> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| (v["version"].as_i64().expect("v"), v["format"].as_str().expect("f").to_owned()))
+        .collect();
+    assert_eq!(versions, vec![(1, "csv".into()), (2, "parquet".into())]);
+    let shown = stdout_json(&run(&["data", "show", "ref@1", "--home", home, "--format", "json"]));
+    assert_eq!(shown["profile"]["columns"][0]["numeric"]["mean"], 14.75);
+    assert_eq!(
+        shown["schema"]["mlflow_colspec"][0],
+        serde_json::json!({"name": "x", "type": "double", "required": true})
+    );
+
+    // Both versions drift-compare like the files they came from.
+    let report = stdout_json(&run(&[
+        "data",
+        "drift",
+        "--reference",
+        "dataset:ref@1",
+        "--current",
+        "dataset:ref@2",
+        "--home",
+        home,
+        "--format",
+        "json",
+    ]));
+    assert_eq!(report["drifted_columns"], 0, "the same table in two formats");
+
+    let missing = run(&["data", "profile", "dataset:ref@7", "--home", home]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("Dataset 'ref' has no version 7"));
+}

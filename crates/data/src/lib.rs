@@ -1,12 +1,19 @@
 //! Shipyard's data layer: everything that reads a table and says something about it.
 //!
-//! - [`stats`]: two-sample statistics (Kolmogorov-Smirnov, chi-square, z, Wasserstein,
-//!   Jensen-Shannon, PSI, KL) whose numbers equal scipy's.
+//! - [`table`]: CSV and Parquet files as streams of Arrow batches, with clear errors.
+//! - [`profile`]: per column summaries in one pass, exact when small, sketched when large,
+//!   mergeable.
+//! - [`suite`]: expectation suites (YAML), inferred from profiles, validated in one pass.
+//! - [`drift`]: column and dataset drift as Evidently decides it; [`stats`]: the two-sample
+//!   statistics (Kolmogorov-Smirnov, chi-square, z, Wasserstein, Jensen-Shannon, PSI, KL) whose
+//!   numbers equal scipy's; [`columns`]: column values gathered for them.
+//! - [`report`]: self-contained HTML reports; [`digest`]: SHA-256 of files.
 //!
 //! This crate knows nothing of the metadata store, the server or the CLI; dataset versions are
 //! recorded by the store and resolved by the CLI, which hand this crate plain files.
 
 pub mod columns;
+pub mod digest;
 pub mod drift;
 pub mod error;
 pub mod profile;

@@ -3,7 +3,8 @@
 //! - [`db`]: connection to SQLite (embedded default) or PostgreSQL through sqlx, the two
 //!   dialects, write transactions.
 //! - [`migrations`]: the versioned schema, applied at start.
-//! - [`tracking`]: experiments, runs, metrics, params, tags, datasets.
+//! - [`tracking`]: experiments, runs, metrics, params, tags, run inputs.
+//! - [`datasets`]: named, numbered, content-addressed dataset versions.
 //! - [`search`]: run and experiment searches, translated to SQL over indexed columns.
 //! - [`logged_models`]: MLflow 3 logged models.
 //! - [`registry`]: registered models, versions, stages, tags and aliases.
@@ -14,6 +15,7 @@
 //! `shipyard-core` and reports [`shipyard_core::Error`].
 
 pub mod artifacts;
+pub mod datasets;
 pub mod db;
 pub mod logged_models;
 mod migrations;

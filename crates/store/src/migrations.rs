@@ -20,11 +20,12 @@ struct Migration {
 }
 
 /// All migrations, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "tracking, logged models and model registry",
-    statements: &[
-        "CREATE TABLE experiments (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "tracking, logged models and model registry",
+        statements: &[
+            "CREATE TABLE experiments (
             experiment_id {id},
             name TEXT NOT NULL UNIQUE,
             artifact_location TEXT NOT NULL,
@@ -32,15 +33,15 @@ const MIGRATIONS: &[Migration] = &[Migration {
             creation_time BIGINT NOT NULL,
             last_update_time BIGINT NOT NULL
         )",
-        "CREATE TABLE experiment_tags (
+            "CREATE TABLE experiment_tags (
             experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (experiment_id, key)
         )",
-        // Runs have a 32-hex public id and a compact integer key that every per-run table uses:
-        // integer keys keep the history tables small and their lookups cheap.
-        "CREATE TABLE runs (
+            // Runs have a 32-hex public id and a compact integer key that every per-run table uses:
+            // integer keys keep the history tables small and their lookups cheap.
+            "CREATE TABLE runs (
             run_key {id},
             run_uuid TEXT NOT NULL UNIQUE,
             experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
@@ -53,28 +54,28 @@ const MIGRATIONS: &[Migration] = &[Migration {
             artifact_uri TEXT NOT NULL,
             lifecycle_stage TEXT NOT NULL
         )",
-        "CREATE INDEX runs_by_experiment ON runs (experiment_id, lifecycle_stage, start_time)",
-        "CREATE TABLE params (
+            "CREATE INDEX runs_by_experiment ON runs (experiment_id, lifecycle_stage, start_time)",
+            "CREATE TABLE params (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (run_key, key)
         ){without_rowid}",
-        "CREATE INDEX params_by_key_value ON params (key, value)",
-        "CREATE TABLE tags (
+            "CREATE INDEX params_by_key_value ON params (key, value)",
+            "CREATE TABLE tags (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (run_key, key)
         ){without_rowid}",
-        "CREATE INDEX tags_by_key_value ON tags (key, value)",
-        // Every logged value. `value` holds 0 for NaN (`is_nan` = 1), as MLflow stores it. The
-        // primary key both serves history reads (prefix run, key) and drops exact repeats, as
-        // MLflow's primary key on these columns does; without a rowid, an insert is one b-tree.
-        // No foreign key: the writer has just checked the run, and a per-row lookup of `runs`
-        // would cost a b-tree search per value on the hottest write path. Runs are only ever
-        // soft-deleted.
-        "CREATE TABLE metrics (
+            "CREATE INDEX tags_by_key_value ON tags (key, value)",
+            // Every logged value. `value` holds 0 for NaN (`is_nan` = 1), as MLflow stores it. The
+            // primary key both serves history reads (prefix run, key) and drops exact repeats, as
+            // MLflow's primary key on these columns does; without a rowid, an insert is one b-tree.
+            // No foreign key: the writer has just checked the run, and a per-row lookup of `runs`
+            // would cost a b-tree search per value on the hottest write path. Runs are only ever
+            // soft-deleted.
+            "CREATE TABLE metrics (
             run_key BIGINT NOT NULL,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
@@ -83,9 +84,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
             step BIGINT NOT NULL,
             PRIMARY KEY (run_key, key, step, timestamp, value, is_nan)
         ){without_rowid}",
-        // The latest value of each metric of each run (greatest step, then timestamp, then value),
-        // maintained on every write so that searches never scan the history.
-        "CREATE TABLE latest_metrics (
+            // The latest value of each metric of each run (greatest step, then timestamp, then value),
+            // maintained on every write so that searches never scan the history.
+            "CREATE TABLE latest_metrics (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
@@ -94,8 +95,8 @@ const MIGRATIONS: &[Migration] = &[Migration {
             step BIGINT NOT NULL,
             PRIMARY KEY (run_key, key)
         ){without_rowid}",
-        "CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, value)",
-        "CREATE TABLE datasets (
+            "CREATE INDEX latest_metrics_by_key_value ON latest_metrics (key, value)",
+            "CREATE TABLE datasets (
             dataset_uuid TEXT PRIMARY KEY,
             experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
             name TEXT NOT NULL,
@@ -106,12 +107,12 @@ const MIGRATIONS: &[Migration] = &[Migration {
             profile_json TEXT,
             UNIQUE (experiment_id, name, digest)
         )",
-        "CREATE TABLE run_dataset_inputs (
+            "CREATE TABLE run_dataset_inputs (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             dataset_uuid TEXT NOT NULL REFERENCES datasets(dataset_uuid),
             PRIMARY KEY (run_key, dataset_uuid)
         )",
-        "CREATE TABLE run_dataset_input_tags (
+            "CREATE TABLE run_dataset_input_tags (
             run_key BIGINT NOT NULL,
             dataset_uuid TEXT NOT NULL,
             key TEXT NOT NULL,
@@ -120,7 +121,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             FOREIGN KEY (run_key, dataset_uuid)
                 REFERENCES run_dataset_inputs(run_key, dataset_uuid) ON DELETE CASCADE
         )",
-        "CREATE TABLE logged_models (
+            "CREATE TABLE logged_models (
             model_id TEXT PRIMARY KEY,
             experiment_id BIGINT NOT NULL REFERENCES experiments(experiment_id),
             name TEXT NOT NULL,
@@ -133,21 +134,21 @@ const MIGRATIONS: &[Migration] = &[Migration {
             source_run_id TEXT,
             status_message TEXT
         )",
-        "CREATE INDEX logged_models_by_experiment ON logged_models (experiment_id, name)",
-        "CREATE TABLE logged_model_params (
+            "CREATE INDEX logged_models_by_experiment ON logged_models (experiment_id, name)",
+            "CREATE TABLE logged_model_params (
             model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (model_id, key)
         )",
-        "CREATE TABLE logged_model_tags (
+            "CREATE TABLE logged_model_tags (
             model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (model_id, key)
         )",
-        // Metrics logged with a `model_id` (MLflow 3), kept apart from the run's history.
-        "CREATE TABLE logged_model_metrics (
+            // Metrics logged with a `model_id` (MLflow 3), kept apart from the run's history.
+            "CREATE TABLE logged_model_metrics (
             model_id TEXT NOT NULL REFERENCES logged_models(model_id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value DOUBLE PRECISION NOT NULL,
@@ -158,20 +159,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
             dataset_name TEXT,
             dataset_digest TEXT
         )",
-        "CREATE UNIQUE INDEX logged_model_metrics_identity
+            "CREATE UNIQUE INDEX logged_model_metrics_identity
             ON logged_model_metrics (model_id, key, step, timestamp, value, is_nan)",
-        "CREATE TABLE run_model_inputs (
+            "CREATE TABLE run_model_inputs (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             model_id TEXT NOT NULL,
             PRIMARY KEY (run_key, model_id)
         )",
-        "CREATE TABLE run_model_outputs (
+            "CREATE TABLE run_model_outputs (
             run_key BIGINT NOT NULL REFERENCES runs(run_key) ON DELETE CASCADE,
             model_id TEXT NOT NULL,
             step BIGINT NOT NULL,
             PRIMARY KEY (run_key, model_id)
         )",
-        "CREATE TABLE registered_models (
+            "CREATE TABLE registered_models (
             id {id},
             name TEXT NOT NULL UNIQUE,
             creation_time BIGINT NOT NULL,
@@ -180,13 +181,13 @@ const MIGRATIONS: &[Migration] = &[Migration {
             user_id TEXT,
             last_version BIGINT NOT NULL
         )",
-        "CREATE TABLE registered_model_tags (
+            "CREATE TABLE registered_model_tags (
             registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
             key TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (registered_model_id, key)
         )",
-        "CREATE TABLE model_versions (
+            "CREATE TABLE model_versions (
             registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
             version BIGINT NOT NULL,
             creation_time BIGINT NOT NULL,
@@ -203,9 +204,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
             model_id TEXT,
             PRIMARY KEY (registered_model_id, version)
         )",
-        "CREATE INDEX model_versions_by_run ON model_versions (run_id)",
-        "CREATE INDEX model_versions_by_model_id ON model_versions (model_id)",
-        "CREATE TABLE model_version_tags (
+            "CREATE INDEX model_versions_by_run ON model_versions (run_id)",
+            "CREATE INDEX model_versions_by_model_id ON model_versions (model_id)",
+            "CREATE TABLE model_version_tags (
             registered_model_id BIGINT NOT NULL,
             version BIGINT NOT NULL,
             key TEXT NOT NULL,
@@ -214,14 +215,38 @@ const MIGRATIONS: &[Migration] = &[Migration {
             FOREIGN KEY (registered_model_id, version)
                 REFERENCES model_versions(registered_model_id, version) ON DELETE CASCADE
         )",
-        "CREATE TABLE registered_model_aliases (
+            "CREATE TABLE registered_model_aliases (
             registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
             alias TEXT NOT NULL,
             version BIGINT NOT NULL,
             PRIMARY KEY (registered_model_id, alias)
         )",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "dataset versions",
+        statements: &[
+            "CREATE TABLE dataset_versions (
+            name TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            digest TEXT NOT NULL,
+            format TEXT NOT NULL,
+            rows BIGINT NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            schema_json TEXT NOT NULL,
+            profile_json TEXT NOT NULL,
+            source TEXT NOT NULL,
+            artifact_root TEXT NOT NULL,
+            artifact_path TEXT NOT NULL,
+            created_time BIGINT NOT NULL,
+            description TEXT,
+            PRIMARY KEY (name, version)
+        )",
+            "CREATE INDEX dataset_versions_by_digest ON dataset_versions (digest)",
+        ],
+    },
+];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.
 pub(crate) async fn apply(db: &Database) -> Result<()> {

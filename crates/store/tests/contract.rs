@@ -79,6 +79,7 @@ both_backends!(
     datasets_and_outputs,
     registry_versions_aliases_and_stages,
     concurrent_writers_lose_nothing,
+    dataset_versions_number_and_deduplicate,
 );
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
@@ -499,4 +500,38 @@ async fn concurrent_writers_lose_nothing(db: Database) {
     assert_eq!(run.data.tags.iter().filter(|t| t.key.starts_with('t')).count(), 8);
     // The latest value is the greatest (step, timestamp): step 49 of writer 7.
     assert_eq!(run.data.metrics[0].value, 749.0);
+}
+
+async fn dataset_versions_number_and_deduplicate(db: Database) {
+    use shipyard_store::datasets::NewDatasetVersion;
+    let new = |digest: &str| NewDatasetVersion {
+        name: "train".into(),
+        digest: digest.into(),
+        format: "csv".into(),
+        rows: 3,
+        size_bytes: 42,
+        schema: r#"{"mlflow_colspec": []}"#.into(),
+        profile: r#"{"rows": 3}"#.into(),
+        source: "/data/train.csv".into(),
+        artifact_root: "/artifacts".into(),
+        artifact_path: format!("datasets/sha256/{digest}.csv"),
+        description: None,
+    };
+    let (v1, created) = db.create_dataset_version(new("aa")).await.unwrap();
+    assert_eq!((v1.version, created), (1, true));
+    let (same, created) = db.create_dataset_version(new("aa")).await.unwrap();
+    assert_eq!((same.version, created), (1, false));
+    let (v2, created) = db.create_dataset_version(new("bb")).await.unwrap();
+    assert_eq!((v2.version, created), (2, true));
+    assert_eq!(db.get_dataset_version("train", None).await.unwrap().digest, "bb");
+    let first = db.get_dataset_version("train", Some(1)).await.unwrap();
+    assert_eq!((first.digest.as_str(), first.profile["rows"].as_i64()), ("aa", Some(3)));
+    let listed = db.list_dataset_versions(Some("train")).await.unwrap();
+    assert_eq!(listed.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(listed[0].profile.is_null(), "listings leave profiles out");
+    assert!(matches!(db.get_dataset_version("train", Some(9)).await, Err(Error::NotFound(_))));
+    assert!(matches!(db.get_dataset_version("nope", None).await, Err(Error::NotFound(_))));
+    let mut bad = new("cc");
+    bad.name = "../x".into();
+    assert!(matches!(db.create_dataset_version(bad).await, Err(Error::InvalidParameter(_))));
 }

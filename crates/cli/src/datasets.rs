@@ -1,0 +1,257 @@
+//! Dataset versions from the command line: `shipyard data add|list|show`, and `dataset:NAME@VERSION`
+//! wherever a table file is accepted.
+//!
+//! The bytes go to the artifact store once per SHA-256 digest (`datasets/sha256/<digest>.<ext>`);
+//! the metadata store records each version. Both are opened in this process: the default SQLite
+//! store and artifact folder under `SHIPYARD_HOME`, or `--tracking-uri sqlite:///...|postgresql://...`
+//! with `--artifacts-destination`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use futures::StreamExt;
+use serde_json::json;
+use shipyard_core::artifact_path::ArtifactPath;
+use shipyard_core::entities::{Dataset, DatasetInput, KeyValue};
+use shipyard_data::profile::Profile;
+use shipyard_data::table::{Format, Table};
+use shipyard_store::datasets::{DatasetVersion, NewDatasetVersion};
+use shipyard_store::{ArtifactStore, Database, DatabaseUri};
+
+use crate::HomeArgs;
+
+/// Where dataset versions are recorded and stored.
+#[derive(Args, Clone)]
+pub struct DatasetStoreArgs {
+    /// Metadata store: sqlite:///path or postgresql://... (default: SHIPYARD_HOME/shipyard.db).
+    #[arg(long, env = "SHIPYARD_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// Artifact store for the dataset files: a folder, s3://, gs:// or az:// (default:
+    /// SHIPYARD_HOME/artifacts).
+    #[arg(long, env = "SHIPYARD_ARTIFACTS_DESTINATION")]
+    artifacts_destination: Option<String>,
+    #[command(flatten)]
+    home: HomeArgs,
+}
+
+impl DatasetStoreArgs {
+    async fn database(&self) -> Result<Database> {
+        let uri = match self.tracking_uri.as_deref() {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => bail!(
+                "dataset versions are recorded in the metadata store: pass --tracking-uri sqlite:///... or \
+                 postgresql://... (the server's --backend-store-uri), not a server URL"
+            ),
+            Some(u) => DatabaseUri::parse(u)?,
+            None => DatabaseUri::Sqlite(self.home.home.join("shipyard.db")),
+        };
+        Ok(Database::connect(&uri).await?)
+    }
+
+    fn destination(&self) -> String {
+        self.artifacts_destination.clone().unwrap_or_else(|| {
+            let dir = self.home.home.join("artifacts");
+            std::path::absolute(&dir).unwrap_or(dir).display().to_string()
+        })
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.home.home.join("cache").join("datasets")
+    }
+}
+
+/// Runs an async block on a runtime made for it (data commands run outside one).
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// `NAME` or `NAME@VERSION` (`@latest` too).
+pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
+    match text.rsplit_once('@') {
+        Some((name, "latest")) => Ok((name.to_owned(), None)),
+        Some((name, v)) => {
+            let version =
+                v.parse::<i64>().ok().filter(|v| *v > 0).with_context(|| {
+                    format!("'{text}': the version after '@' must be a positive number or 'latest'")
+                })?;
+            Ok((name.to_owned(), Some(version)))
+        }
+        None => Ok((text.to_owned(), None)),
+    }
+}
+
+/// A file argument: a path, or `dataset:NAME[@VERSION]` resolved to the version's file (fetched
+/// into `SHIPYARD_HOME/cache` when its artifact store is remote).
+pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
+    let Some(reference) = arg.to_str().and_then(|s| s.strip_prefix("dataset:")) else {
+        return Ok(arg.to_owned());
+    };
+    let (name, version) = parse_reference(reference)?;
+    block_on(async {
+        let db = store.database().await?;
+        let v = db.get_dataset_version(&name, version).await?;
+        db.close().await;
+        local_copy(&v, &store.cache_dir()).await
+    })
+}
+
+/// A local path holding the version's bytes.
+async fn local_copy(v: &DatasetVersion, cache: &Path) -> Result<PathBuf> {
+    let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
+    if !root.contains("://") {
+        let path = Path::new(root).join(&v.artifact_path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!("dataset {}@{}: its file {} is missing", v.name, v.version, path.display());
+    }
+    let ext = Path::new(&v.artifact_path).extension().and_then(|e| e.to_str()).unwrap_or("bin");
+    let target = cache.join(format!("{}.{ext}", v.digest));
+    if target.is_file() {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let artifacts = ArtifactStore::open(&v.artifact_root).await?;
+    let mut download = artifacts.get(&ArtifactPath::parse(&v.artifact_path)?).await?;
+    let tmp = tempfile::NamedTempFile::new_in(cache)?;
+    let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+    while let Some(chunk) = download.stream.next().await {
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?).await?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    tmp.persist(&target).with_context(|| format!("writing {}", target.display()))?;
+    Ok(target)
+}
+
+/// MLflow's column types for a dataset's `mlflow_colspec` schema.
+fn mlflow_type(arrow: &arrow_schema::DataType) -> &'static str {
+    use arrow_schema::DataType as T;
+    match arrow {
+        T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 => "integer",
+        T::Int64 | T::UInt32 | T::UInt64 => "long",
+        T::Float16 | T::Float32 => "float",
+        T::Float64 | T::Decimal32(..) | T::Decimal64(..) | T::Decimal128(..) | T::Decimal256(..) => "double",
+        T::Boolean => "boolean",
+        T::Date32 | T::Date64 | T::Timestamp(..) => "datetime",
+        T::Binary | T::LargeBinary | T::BinaryView | T::FixedSizeBinary(_) => "binary",
+        _ => "string",
+    }
+}
+
+/// What `data add` does: hash, profile, store the bytes once, record the version.
+pub struct AddRequest<'a> {
+    pub file: &'a Path,
+    pub name: &'a str,
+    pub description: Option<String>,
+    pub run_id: Option<String>,
+    pub csv: shipyard_data::table::CsvOptions,
+}
+
+pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(DatasetVersion, bool)> {
+    shipyard_store::datasets::validate_dataset_name(request.name)?;
+    let file = request.file;
+    // Hash and profile on two threads: both read the whole file.
+    let (digest, profiled) = std::thread::scope(|s| {
+        let digest = s.spawn(|| shipyard_data::digest::sha256_file(file));
+        let profiled = Table::open(file, &request.csv).and_then(|mut t| {
+            let p = Profile::of_table(&mut t)?;
+            Ok((t, p))
+        });
+        (digest.join().unwrap_or_else(|_| Err(shipyard_data::error::DataError::invalid("hashing failed"))), profiled)
+    });
+    let ((digest, size), (table, profile)) = (digest?, profiled?);
+    let format = match table.format() {
+        Format::Csv => "csv",
+        Format::Parquet => "parquet",
+    };
+    let schema = json!({
+        "mlflow_colspec": table.schema().fields().iter().map(|f| json!({
+            "name": f.name(), "type": mlflow_type(f.data_type()), "required": !f.is_nullable() || profile.columns.iter().any(|c| c.name == *f.name() && c.missing == 0)
+        })).collect::<Vec<_>>()
+    });
+    let source = std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display().to_string();
+    let artifact_path = format!("datasets/sha256/{digest}.{format}");
+    block_on(async {
+        let db = store.database().await?;
+        let destination = store.destination();
+        let artifacts = ArtifactStore::open(&destination).await?;
+        let path = ArtifactPath::parse(&artifact_path)?;
+        // Stored once per digest: identical bytes under any name are not copied again.
+        if artifacts.get(&path).await.is_err() {
+            let f = tokio::fs::File::open(file).await.with_context(|| format!("reading {}", file.display()))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)
+                .map(|r| r.map_err(|e| shipyard_core::Error::Internal(format!("reading {}: {e}", file.display()))));
+            artifacts.put(&path, stream).await?;
+        }
+        let (version, created) = db
+            .create_dataset_version(NewDatasetVersion {
+                name: request.name.to_owned(),
+                digest: digest.clone(),
+                format: format.to_owned(),
+                rows: profile.rows as i64,
+                size_bytes: size as i64,
+                schema: schema.to_string(),
+                profile: serde_json::to_string(&profile)?,
+                source: source.clone(),
+                artifact_root: destination.clone(),
+                artifact_path: artifact_path.clone(),
+                description: request.description.clone(),
+            })
+            .await?;
+        if let Some(run_id) = &request.run_id {
+            db.log_inputs(run_id, vec![mlflow_input(&version, &schema)], Vec::new()).await?;
+        }
+        db.close().await;
+        Ok((version, created))
+    })
+}
+
+/// The dataset version in MLflow's dataset form, as a run input: `mlflow` clients see it in
+/// `run.inputs.dataset_inputs`. Local files use MLflow's `local` source type, so
+/// `mlflow.data.get_source(...)` resolves them.
+fn mlflow_input(v: &DatasetVersion, schema: &serde_json::Value) -> DatasetInput {
+    let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
+    let (source_type, source) = if root.contains("://") {
+        (
+            "shipyard",
+            json!({"uri": format!("dataset:{}@{}", v.name, v.version), "artifact_uri": format!("{root}/{}", v.artifact_path)}),
+        )
+    } else {
+        ("local", json!({"uri": Path::new(root).join(&v.artifact_path).display().to_string()}))
+    };
+    DatasetInput {
+        tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
+        dataset: Dataset {
+            name: v.name.clone(),
+            // MLflow keeps digests to 36 characters: the first 128 bits of the SHA-256.
+            digest: v.digest[..32.min(v.digest.len())].to_owned(),
+            source_type: source_type.into(),
+            source: source.to_string(),
+            schema: Some(schema.to_string()),
+            profile: Some(json!({"num_rows": v.rows, "shipyard_version": v.version}).to_string()),
+        },
+    }
+}
+
+pub fn list(name: Option<&str>, store: &DatasetStoreArgs) -> Result<Vec<DatasetVersion>> {
+    block_on(async {
+        let db = store.database().await?;
+        let versions = db.list_dataset_versions(name).await?;
+        db.close().await;
+        Ok(versions)
+    })
+}
+
+pub fn show(reference: &str, store: &DatasetStoreArgs) -> Result<DatasetVersion> {
+    let (name, version) = parse_reference(reference.strip_prefix("dataset:").unwrap_or(reference))?;
+    block_on(async {
+        let db = store.database().await?;
+        let v = db.get_dataset_version(&name, version).await?;
+        db.close().await;
+        Ok(v)
+    })
+}
