@@ -392,8 +392,11 @@ struct ColumnCheck {
     no_match: Offenders,
     duplicate: Offenders,
     allowed: HashSet<String>,
+    /// `allowed_values` that are numbers, as `f64` bits (0.0 for both zeros).
+    allowed_numbers: HashSet<u64>,
     regex: Option<regex::Regex>,
-    seen: HashSet<u64>,
+    /// Hashes of the values seen, for `unique`: 8 bytes per distinct value.
+    seen: FxHashSet<u64>,
     n: u64,
     mean: f64,
     m2: f64,
@@ -402,18 +405,20 @@ struct ColumnCheck {
 }
 
 fn value_hash(v: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     v.hash(&mut h);
     h.finish()
 }
 
+type FxHashSet<T> = HashSet<T, rustc_hash::FxBuildHasher>;
+
 impl ColumnCheck {
     fn push(&mut self, first_row: u64, array: &ArrayRef) -> Result<()> {
         let (value_type, min, max) = (self.expect.value_type, self.expect.min, self.expect.max);
-        let wants_text =
-            self.expect.allowed_values.is_some() || self.expect.regex.is_some() || self.expect.unique == Some(true);
         match self.representation {
             Representation::Number { integer } => {
+                let check_values =
+                    self.expect.allowed_values.is_some() || self.regex.is_some() || self.expect.unique == Some(true);
                 let floats = as_f64(array)?;
                 for (i, v) in floats.iter().enumerate() {
                     let row = first_row + i as u64;
@@ -439,27 +444,25 @@ impl ColumnCheck {
                     }
                     self.observed_min = self.observed_min.min(v);
                     self.observed_max = self.observed_max.max(v);
-                    if wants_text {
-                        let label = number_label(v);
-                        self.check_label(row, &label);
+                    if check_values {
+                        self.check_number(row, v);
                     }
                 }
             }
-            Representation::Label | Representation::Other => {
-                let mut labels: Vec<Option<String>> = Vec::with_capacity(array.len());
-                if self.representation == Representation::Label {
-                    for_each_label(array, |l| labels.push(l.map(str::to_owned)))?;
-                } else {
-                    labels.extend((0..array.len()).map(|i| array.is_valid(i).then(String::new)));
-                }
-                for (i, label) in labels.iter().enumerate() {
-                    let row = first_row + i as u64;
+            Representation::Label => {
+                let parse = value_type.is_some_and(|t| matches!(t, ValueType::Number | ValueType::Integer))
+                    || min.is_some()
+                    || max.is_some();
+                let mut i = 0u64;
+                for_each_label(array, |label| {
+                    let row = first_row + i;
+                    i += 1;
                     self.rows += 1;
                     let Some(label) = label else {
                         self.missing.add(row);
-                        continue;
+                        return;
                     };
-                    if self.representation == Representation::Label {
+                    if parse {
                         let parsed = label.trim().parse::<f64>().ok();
                         match value_type {
                             Some(ValueType::Number) if parsed.is_none() => self.bad_type.add(row),
@@ -477,12 +480,37 @@ impl ColumnCheck {
                                 None => self.bad_type.add(row),
                             }
                         }
-                        self.check_label(row, label);
+                    }
+                    self.check_label(row, label);
+                })?;
+            }
+            Representation::Other => {
+                for i in 0..array.len() {
+                    self.rows += 1;
+                    if array.is_null(i) {
+                        self.missing.add(first_row + i as u64);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// `allowed_values`, `regex` and `unique` on a number: compared by value, formatted only for
+    /// a regex.
+    fn check_number(&mut self, row: u64, v: f64) {
+        let bits = if v == 0.0 { 0 } else { v.to_bits() };
+        if self.expect.allowed_values.is_some() && !self.allowed_numbers.contains(&bits) {
+            self.not_allowed.add(row);
+        }
+        if let Some(re) = &self.regex
+            && !re.is_match(&number_label(v))
+        {
+            self.no_match.add(row);
+        }
+        if self.expect.unique == Some(true) && !self.seen.insert(bits) {
+            self.duplicate.add(row);
+        }
     }
 
     fn check_label(&mut self, row: u64, label: &str) {
@@ -681,13 +709,24 @@ pub fn validate(table: &mut Table, suite: &Suite) -> Result<ValidationReport> {
                             other => other.to_string(),
                         })
                         .collect(),
+                    allowed_numbers: expect
+                        .allowed_values
+                        .iter()
+                        .flatten()
+                        .filter_map(|v| match v {
+                            Value::Number(n) => n.as_f64(),
+                            Value::String(s) => s.trim().parse::<f64>().ok(),
+                            _ => None,
+                        })
+                        .map(|v| if v == 0.0 { 0 } else { v.to_bits() })
+                        .collect(),
                     regex: expect
                         .regex
                         .as_deref()
                         .map(regex::Regex::new)
                         .transpose()
                         .map_err(|e| DataError::invalid(format!("column '{name}': bad regex: {e}")))?,
-                    seen: HashSet::new(),
+                    seen: FxHashSet::default(),
                     n: 0,
                     mean: 0.0,
                     m2: 0.0,
