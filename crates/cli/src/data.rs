@@ -158,7 +158,8 @@ pub enum ReportFormat {
 
 #[derive(Args)]
 pub struct DriftArgs {
-    /// The reference table (CSV or Parquet), typically the training data.
+    /// The reference: a table (CSV or Parquet, typically the training data), dataset:NAME[@VERSION],
+    /// or a profile saved by `shipyard data profile --format json` (a .json file).
     #[arg(long)]
     reference: PathBuf,
     /// The current table to compare with it.
@@ -339,7 +340,13 @@ fn drift_command(args: DriftArgs) -> Result<Outcome> {
     let (reference_file, current_file) =
         (resolve_input(&args.reference, &args.store)?, resolve_input(&args.current, &args.store)?);
     let (reference, current) = std::thread::scope(|s| {
-        let r = s.spawn(|| read_sample(&reference_file, &csv));
+        let r = s.spawn(|| {
+            if reference_file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+                read_profile(&reference_file)
+            } else {
+                read_sample(&reference_file, &csv)
+            }
+        });
         let c = read_sample(&current_file, &csv);
         (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the reference failed"))), c)
     });
@@ -358,6 +365,15 @@ fn drift_command(args: DriftArgs) -> Result<Outcome> {
         eprintln!("note: not in the reference, not tested: {}", report.unmatched_columns.join(", "));
     }
     Ok(if args.fail_on_drift && report.dataset_drift { Outcome::ChecksFailed } else { Outcome::Success })
+}
+
+/// A profile JSON as the reference side.
+fn read_profile(path: &std::path::Path) -> Result<TableSample> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let profile: Profile = serde_json::from_str(&text).with_context(|| {
+        format!("{}: not a profile written by `shipyard data profile --format json`", path.display())
+    })?;
+    Ok(TableSample::from_profile(&profile)?)
 }
 
 fn read_sample(path: &std::path::Path, csv: &CsvOptions) -> Result<TableSample> {

@@ -385,3 +385,57 @@ fn dataset_versions_from_csv_and_parquet() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("Dataset 'ref' has no version 7"));
 }
+
+#[test]
+fn a_saved_profile_serves_as_the_drift_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (r, c) = files(dir.path(), "csv");
+    let drift = |reference: &Path, current: &Path| {
+        stdout_json(&run(&[
+            "data",
+            "drift",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--current",
+            current.to_str().unwrap(),
+            "--format",
+            "json",
+        ]))
+    };
+    let save_profile = |table: &Path, out: &Path| {
+        let p = run(&["data", "profile", table.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(p.status.code(), Some(0));
+        std::fs::write(out, &p.stdout).expect("write profile");
+    };
+    // A small reference keeps its values in the profile: the same tests and numbers as the file.
+    let small = dir.path().join("small.json");
+    save_profile(&r, &small);
+    let (from_file, from_profile) = (drift(&r, &c), drift(&small, &c));
+    assert_eq!(from_file["columns"][0]["statistic"], from_profile["columns"][0]["statistic"]);
+    assert_eq!(from_file["columns"][0]["p_value"], from_profile["columns"][0]["p_value"]);
+    assert_eq!(from_file["columns"][1]["p_value"], from_profile["columns"][1]["p_value"]);
+
+    // A large one is sketched: Wasserstein from its quantiles, flagged as approximate.
+    let big_ref = dir.path().join("big_ref.csv");
+    let big_cur = dir.path().join("big_cur.csv");
+    let column = |shift: f64| {
+        let mut body = String::from("x\n");
+        for i in 0..5000 {
+            body.push_str(&format!("{}\n", ((i * 7919) % 5000) as f64 / 50.0 + shift));
+        }
+        body
+    };
+    std::fs::write(&big_ref, column(0.0)).expect("write");
+    std::fs::write(&big_cur, column(30.0)).expect("write");
+    let big = dir.path().join("big.json");
+    save_profile(&big_ref, &big);
+    let (exact, approx) = (drift(&big_ref, &big_cur), drift(&big, &big_cur));
+    let (e, a) = (&exact["columns"][0], &approx["columns"][0]);
+    assert_eq!((e["test"].as_str(), a["test"].as_str()), (Some("wasserstein"), Some("wasserstein")));
+    let (es, as_) = (e["statistic"].as_f64().expect("exact"), a["statistic"].as_f64().expect("approx"));
+    // Uniform on [0, 100) shifted by 30: W1 = 30, std = 28.87: normed 1.039.
+    assert!((es - 30.0 / 28.867).abs() < 1e-3, "{es}");
+    assert!((as_ - es).abs() < 0.03 * es, "{as_} vs {es}");
+    assert_eq!(e["drift"], a["drift"]);
+    assert!(a["notes"][0].as_str().expect("note").contains("sketched profile"), "{a}");
+}

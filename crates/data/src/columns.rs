@@ -15,6 +15,17 @@ use crate::error::{DataError, Result};
 /// Distinct labels counted per column before it is treated as free text.
 pub const MAX_CATEGORIES: usize = 100_000;
 
+/// A reference column known only through a profile's quantile sketch: `values` holds its
+/// quantiles at evenly spaced ranks, which stand for `count` values with exact moments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sketched {
+    pub count: u64,
+    /// Population standard deviation, from the profile's exact moments.
+    pub std_population: f64,
+    /// The sketch's normalised rank error.
+    pub rank_error: f64,
+}
+
 /// How a column's values are represented, from its Arrow type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Representation {
@@ -53,6 +64,9 @@ pub enum ColumnSample {
         integer: bool,
         missing: u64,
         infinite: u64,
+        /// Set when `values` is not the data but an evenly spaced quantile grid of a sketched
+        /// profile standing for more values: see [`Sketched`].
+        sketched: Option<Sketched>,
     },
     Labels {
         counts: HashMap<String, u64>,
@@ -70,7 +84,7 @@ impl ColumnSample {
     pub fn new(t: &DataType) -> Self {
         match Representation::of(t) {
             Representation::Number { integer } => {
-                ColumnSample::Numbers { values: Vec::new(), integer, missing: 0, infinite: 0 }
+                ColumnSample::Numbers { values: Vec::new(), integer, missing: 0, infinite: 0, sketched: None }
             }
             Representation::Label => {
                 ColumnSample::Labels { counts: HashMap::new(), missing: 0, overflow: false, seen: 0 }
@@ -123,6 +137,7 @@ impl ColumnSample {
     /// Values that take part in a test (missing and infinite ones excluded).
     pub fn count(&self) -> u64 {
         match self {
+            ColumnSample::Numbers { sketched: Some(s), .. } => s.count,
             ColumnSample::Numbers { values, .. } => values.len() as u64,
             ColumnSample::Labels { seen, .. } => *seen,
             ColumnSample::Other { .. } => 0,

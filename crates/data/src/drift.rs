@@ -177,10 +177,10 @@ pub struct Histogram {
 /// Most categories drawn in a report histogram; the rest are summed as "(other)".
 const HISTOGRAM_CATEGORIES: usize = 20;
 
-fn histogram<'a>(numbers: Option<(&[f64], &[f64], bool)>, u: usize, buckets: impl Fn() -> &'a Buckets) -> Histogram {
+fn histogram<'a>(numbers: Option<Numbers<'_>>, u: usize, buckets: impl Fn() -> &'a Buckets) -> Histogram {
     match numbers {
-        Some((r, c, integer)) if u > HISTOGRAM_CATEGORIES => {
-            let (edges, reference, current) = sturges_shares(r, c, integer);
+        Some(n) if u > HISTOGRAM_CATEGORIES => {
+            let (edges, reference, current) = sturges_shares(n);
             let bins = edges.windows(2).map(|w| format!("[{}, {})", short_number(w[0]), short_number(w[1]))).collect();
             Histogram { bins, reference, current }
         }
@@ -249,6 +249,14 @@ pub struct TableSample {
 }
 
 impl TableSample {
+    /// A stored profile as the reference side of a drift comparison (see
+    /// [`crate::profile::ColumnProfile::reference_sample`] for what stays exact).
+    pub fn from_profile(profile: &crate::profile::Profile) -> Result<TableSample> {
+        let columns =
+            profile.columns.iter().map(|c| Ok((c.name.clone(), c.reference_sample()?))).collect::<Result<Vec<_>>>()?;
+        Ok(TableSample { rows: profile.rows, columns })
+    }
+
     /// Reads a whole table in one streaming pass.
     pub fn read(table: &mut Table) -> Result<TableSample> {
         let mut sample = table.scan(
@@ -426,12 +434,23 @@ fn label_buckets(r: &HashMap<String, u64>, c: &HashMap<String, u64>) -> Buckets 
     b
 }
 
+/// A numeric column's two sides, sorted, and how many values they stand for together (more than
+/// their lengths when the reference is a sketched profile's quantile grid).
+#[derive(Clone, Copy)]
+struct Numbers<'a> {
+    r: &'a [f64],
+    c: &'a [f64],
+    integer: bool,
+    total: usize,
+}
+
 /// Both sorted, non-empty samples cut at numpy's Sturges edges over their union: the edges and
 /// each sample's shares per bin.
-fn sturges_shares(r: &[f64], c: &[f64], integer: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn sturges_shares(n: Numbers<'_>) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (r, c) = (n.r, n.c);
     let min = r[0].min(c[0]);
     let max = r[r.len() - 1].max(c[c.len() - 1]);
-    let edges = stats::sturges_edges(min, max, r.len() + c.len(), integer);
+    let edges = stats::sturges_edges(min, max, n.total, n.integer);
     let shares = |values: &[f64]| {
         let mut counts = vec![0u64; edges.len() - 1];
         for v in values {
@@ -448,13 +467,13 @@ fn sturges_shares(r: &[f64], c: &[f64], integer: bool) -> (Vec<f64>, Vec<f64>, V
 /// Evidently's `get_binned_data`: numeric data with more than 20 distinct reference values is
 /// cut at numpy's Sturges edges over both samples; anything else gets a bucket per value.
 fn binned_shares<'a>(
-    numbers: Option<(&[f64], &[f64], bool)>,
+    numbers: Option<Numbers<'_>>,
     buckets: impl Fn() -> &'a Buckets,
     fill_zeroes: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let (mut rp, mut cp) = match numbers {
-        Some((r, c, integer)) if count_distinct(r) > 20 => {
-            let (_, reference, current) = sturges_shares(r, c, integer);
+        Some(n) if count_distinct(n.r) > 20 => {
+            let (_, reference, current) = sturges_shares(n);
             (reference, current)
         }
         _ => {
@@ -540,11 +559,27 @@ fn test_column(
     }
     // Per-value counts are built only when a test or the histogram needs them: for a continuous
     // column they would cost more than the test itself.
+    let sketched = match r {
+        ColumnSample::Numbers { sketched: Some(s), .. } => Some(*s),
+        _ => None,
+    };
+    if let Some(s) = sketched {
+        notes.push(format!(
+            "reference from a sketched profile: approximate (quantiles within a rank error of {:.4})",
+            s.rank_error
+        ));
+    }
     let bucket_cell = std::cell::OnceCell::new();
     let buckets = || {
         bucket_cell.get_or_init(|| match (r, c) {
             (ColumnSample::Numbers { values: rv, .. }, ColumnSample::Numbers { values: cv, .. }) => {
-                number_buckets(rv, cv)
+                let mut b = number_buckets(rv, cv);
+                // A quantile grid stands for `count` values: scale its counts back.
+                if let Some(s) = sketched {
+                    let per_point = s.count as f64 / rv.len().max(1) as f64;
+                    b.reference.iter_mut().for_each(|n| *n = (*n as f64 * per_point).round() as u64);
+                }
+                b
             }
             (ColumnSample::Labels { counts: rc, .. }, ColumnSample::Labels { counts: cc, .. }) => label_buckets(rc, cc),
             _ => Buckets { labels: Vec::new(), reference: Vec::new(), current: Vec::new() },
@@ -590,7 +625,7 @@ fn test_column(
         options.column_thresholds.get(name).copied().or(options.threshold).unwrap_or(method.default_threshold());
     let numbers = match (r, c) {
         (ColumnSample::Numbers { values: rv, integer, .. }, ColumnSample::Numbers { values: cv, .. }) => {
-            Some((rv.as_slice(), cv.as_slice(), *integer))
+            Some(Numbers { r: rv, c: cv, integer: *integer, total: (n_ref + n_cur) as usize })
         }
         _ => None,
     };
@@ -602,13 +637,21 @@ fn test_column(
     }
     let (statistic, p_value) = match method {
         Method::Ks => {
-            let (rv, cv, _) = numbers.expect("numeric checked");
-            let o = stats::ks_2samp(rv, cv);
+            let n = numbers.expect("numeric checked");
+            let o = match sketched {
+                None => stats::ks_2samp(n.r, n.c),
+                // Only the distribution is known: D from it, Smirnov's asymptotic p-value.
+                Some(s) => stats::ks_2samp_asymptotic(stats::ks_statistic(n.r, n.c), s.count, n_cur),
+            };
             (o.statistic, Some(o.p_value))
         }
         Method::Wasserstein => {
-            let (rv, cv, _) = numbers.expect("numeric checked");
-            (stats::wasserstein_normed(rv, cv), None)
+            let n = numbers.expect("numeric checked");
+            let w = match sketched {
+                None => stats::wasserstein_normed(n.r, n.c),
+                Some(s) => stats::wasserstein(n.r, n.c) / s.std_population.max(0.001),
+            };
+            (w, None)
         }
         Method::Chisquare => {
             if u < 2 {
@@ -668,7 +711,7 @@ mod tests {
     fn numbers(values: &[f64], integer: bool) -> ColumnSample {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
-        ColumnSample::Numbers { values: v, integer, missing: 0, infinite: 0 }
+        ColumnSample::Numbers { values: v, integer, missing: 0, infinite: 0, sketched: None }
     }
 
     fn labels(pairs: &[(&str, u64)]) -> ColumnSample {
@@ -742,7 +785,10 @@ mod tests {
     #[test]
     fn all_null_and_text_columns_are_skipped_with_a_reason() {
         let r = table(vec![
-            ("empty", ColumnSample::Numbers { values: vec![], integer: false, missing: 10, infinite: 0 }),
+            (
+                "empty",
+                ColumnSample::Numbers { values: vec![], integer: false, missing: 10, infinite: 0, sketched: None },
+            ),
             ("ids", labels(&[("a", 1), ("b", 1), ("c", 1)])),
         ]);
         let report = compare(&r, &r.clone(), &DriftOptions::default()).expect("compare");

@@ -508,6 +508,71 @@ impl ColumnAccumulator {
     }
 }
 
+/// Points of the quantile grid that stands for a sketched numeric column as a drift reference;
+/// their spacing (1/4096 in rank) is far below the sketch's own rank error.
+const REFERENCE_GRID_POINTS: usize = 4096;
+
+impl ColumnProfile {
+    /// The column as a drift reference. Small numeric columns kept their values and text columns
+    /// with up to 10,000 distinct values their exact counts: those give exact tests. Otherwise
+    /// numbers are the sketch's quantiles on an even rank grid standing for the true count (with
+    /// exact moments), and text the frequent-items estimates.
+    pub fn reference_sample(&self) -> Result<crate::columns::ColumnSample> {
+        use crate::columns::{ColumnSample, Sketched};
+        let acc = ColumnAccumulator::from_profile(self)?;
+        Ok(match self.kind {
+            ProfileKind::Numeric => {
+                let integer = acc.integer;
+                let infinite = acc.infinite;
+                match acc.values {
+                    Some(mut values) if values.len() as u64 == acc.n => {
+                        values.sort_unstable_by(f64::total_cmp);
+                        ColumnSample::Numbers { values, integer, missing: self.missing, infinite, sketched: None }
+                    }
+                    _ => {
+                        let m = REFERENCE_GRID_POINTS.min(acc.n.max(1) as usize);
+                        let ranks: Vec<f64> = (0..m).map(|i| (i as f64 + 0.5) / m as f64).collect();
+                        let values: Vec<f64> = acc
+                            .kll
+                            .quantiles(&ranks, SearchCriteria::Inclusive)
+                            .map_err(sketch_error)?
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(KllFloat::into_inner)
+                            .collect();
+                        let sketched = Sketched {
+                            count: acc.n,
+                            std_population: if acc.n > 0 { (acc.m2 / acc.n as f64).sqrt() } else { 0.0 },
+                            rank_error: acc.kll.normalized_rank_error(),
+                        };
+                        ColumnSample::Numbers {
+                            values,
+                            integer,
+                            missing: self.missing,
+                            infinite,
+                            sketched: Some(sketched),
+                        }
+                    }
+                }
+            }
+            ProfileKind::Text => {
+                let counts = match acc.labels {
+                    Some(labels) => labels,
+                    None => acc
+                        .frequent
+                        .frequent_items(ErrorType::NoFalseNegatives)
+                        .iter()
+                        .map(|r| (r.item().clone(), r.estimate()))
+                        .collect(),
+                };
+                let seen = counts.values().sum();
+                ColumnSample::Labels { counts, missing: self.missing, overflow: false, seen }
+            }
+            ProfileKind::Other => ColumnSample::Other { data_type: self.data_type.clone() },
+        })
+    }
+}
+
 impl Profile {
     /// Profiles a table in one streaming pass.
     pub fn of_table(table: &mut Table) -> Result<Profile> {

@@ -144,7 +144,7 @@ fn table_of(sample: &Sample) -> TableSample {
         Sample::Numeric(v) => {
             let mut values = v.clone();
             values.sort_by(f64::total_cmp);
-            ColumnSample::Numbers { values, integer: false, missing: 0, infinite: 0 }
+            ColumnSample::Numbers { values, integer: false, missing: 0, infinite: 0, sketched: None }
         }
         Sample::Labels(l) => {
             let mut counts = std::collections::HashMap::new();

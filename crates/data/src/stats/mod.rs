@@ -72,16 +72,23 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> TestOutcome {
             }
         }
     }
-    let prob = prob.unwrap_or_else(|| {
-        let (m, n) = if n1 >= n2 { (n1 as f64, n2 as f64) } else { (n2 as f64, n1 as f64) };
-        let en = m * n / (m + n);
-        kolmogorov::kstwo_sf(en.round_ties_even() as u64, d)
-    });
-    TestOutcome { statistic: d, p_value: prob.clamp(0.0, 1.0) }
+    match prob {
+        Some(p) => TestOutcome { statistic: d, p_value: p.clamp(0.0, 1.0) },
+        None => ks_2samp_asymptotic(d, n1u, n2u),
+    }
 }
 
-/// The two-sided statistic `max |F_a - F_b|`, each ECDF evaluated as scipy does (count / n).
-fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
+/// `ks_2samp`'s asymptotic p-value for a statistic `d` between samples of `n1` and `n2` values:
+/// `kstwo.sf(d, round(n1 n2 / (n1 + n2)))`.
+pub fn ks_2samp_asymptotic(d: f64, n1: u64, n2: u64) -> TestOutcome {
+    let (m, n) = if n1 >= n2 { (n1 as f64, n2 as f64) } else { (n2 as f64, n1 as f64) };
+    let en = m * n / (m + n);
+    TestOutcome { statistic: d, p_value: kolmogorov::kstwo_sf(en.round_ties_even() as u64, d).clamp(0.0, 1.0) }
+}
+
+/// The two-sided statistic `max |F_a - F_b|` of two sorted samples, each ECDF evaluated as scipy
+/// does (count / n).
+pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
     let (n1, n2) = (a.len() as f64, b.len() as f64);
     let (mut i, mut j) = (0usize, 0usize);
     let (mut max_diff, mut min_diff) = (f64::NEG_INFINITY, f64::INFINITY);
