@@ -783,6 +783,36 @@ mod tests {
     }
 
     #[test]
+    fn constant_and_non_finite_columns_get_defined_answers() {
+        // Constant in both tables: every test says "no drift" without dividing by zero.
+        let constant = numbers(&[2.0; 50], false);
+        let r = table(vec![("c", constant.clone())]);
+        for method in Method::ALL {
+            let mut opts = DriftOptions::default();
+            opts.column_methods.insert("c".into(), method);
+            opts.column_kinds.insert("c".into(), Kind::Numeric);
+            let report = compare(&r, &r.clone(), &opts).expect("compare");
+            let col = &report.columns[0];
+            assert!(col.statistic.is_finite() && !col.drift, "{method:?}: {col:?}");
+        }
+        // Constant reference, moved current: drift, and the normed Wasserstein uses 0.001.
+        let moved = table(vec![("c", numbers(&[3.0; 50], false))]);
+        let mut opts = DriftOptions::default();
+        opts.column_methods.insert("c".into(), Method::Wasserstein);
+        let report = compare(&r, &moved, &opts).expect("compare");
+        assert_eq!(report.columns[0].statistic, 1.0 / 0.001);
+        // Infinities are dropped and said so.
+        let mut with_inf = numbers(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], false);
+        if let ColumnSample::Numbers { infinite, .. } = &mut with_inf {
+            *infinite = 2;
+        }
+        let report =
+            compare(&table(vec![("x", with_inf.clone())]), &table(vec![("x", with_inf)]), &DriftOptions::default())
+                .expect("compare");
+        assert!(report.columns[0].notes.iter().any(|n| n.contains("2 infinite value(s) in the reference dropped")));
+    }
+
+    #[test]
     fn all_null_and_text_columns_are_skipped_with_a_reason() {
         let r = table(vec![
             (
