@@ -51,8 +51,9 @@ for backend in sqlite postgres; do
     "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
 done
 
-step "interop suite: artifacts and models with artifacts in S3 (local endpoint)"
+step "interop suite: artifacts, models and datasets with artifacts in S3 (local endpoint)"
 SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite SHIPYARD_TEST_ARTIFACTS=s3 \
-  "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py -q -p no:cacheprovider
+  "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py tests/interop/test_datasets.py \
+    -q -p no:cacheprovider
 
 step "all tests passed in $(( $(date +%s) - started )) s"
