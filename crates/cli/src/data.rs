@@ -10,9 +10,9 @@ use shipyard_data::profile::Profile;
 use shipyard_data::suite::{Suite, ValidationReport};
 use shipyard_data::table::{CsvOptions, Table};
 
-use crate::Outcome;
 use crate::datasets::{self, DatasetStoreArgs, resolve_input};
 use crate::tracking::print_table;
+use crate::{Format, Outcome};
 
 #[derive(Subcommand)]
 pub enum DataCommand {
@@ -31,16 +31,16 @@ pub enum DataCommand {
     List {
         /// Only this dataset's versions.
         name: Option<String>,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
         #[command(flatten)]
         store: DatasetStoreArgs,
     },
     /// Show one dataset version: NAME (latest) or NAME@VERSION.
     Show {
         reference: String,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-        format: ReportFormat,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
         #[command(flatten)]
         store: DatasetStoreArgs,
     },
@@ -59,8 +59,8 @@ pub struct AddArgs {
     /// Also log the version as an input of this run (MLflow's dataset form).
     #[arg(long)]
     run: Option<String>,
-    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-    format: ReportFormat,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     #[command(flatten)]
     read: ReadArgs,
     #[command(flatten)]
@@ -93,9 +93,9 @@ pub struct ValidateArgs {
     /// The expectation suite (YAML).
     #[arg(long)]
     suite: PathBuf,
-    /// Output format (table or json).
-    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
-    format: ReportFormat,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     #[command(flatten)]
     read: ReadArgs,
     #[command(flatten)]
@@ -230,7 +230,7 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
                 },
                 &args.store,
             )?;
-            if args.format == ReportFormat::Json {
+            if args.format == Format::Json {
                 let mut v = serde_json::to_value(&version)?;
                 v["created"] = serde_json::Value::Bool(created);
                 outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -249,7 +249,7 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
         }
         DataCommand::List { name, format, store } => {
             let versions = datasets::list(name.as_deref(), &store)?;
-            if format == ReportFormat::Json {
+            if format == Format::Json {
                 outln!("{}", serde_json::to_string_pretty(&versions)?);
             } else {
                 let rows: Vec<Vec<String>> = versions
@@ -272,8 +272,8 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
         DataCommand::Show { reference, format, store } => {
             let v = datasets::show(&reference, &store)?;
             match format {
-                ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
-                ReportFormat::Table | ReportFormat::Html => {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Table => {
                     outln!("{}@{}: {} rows, {} bytes, {}", v.name, v.version, v.rows, v.size_bytes, v.format);
                     outln!("sha256 {}", v.digest);
                     outln!("source {}", v.source);
@@ -485,8 +485,8 @@ fn validate_command(args: ValidateArgs) -> Result<Outcome> {
     let mut table = Table::open(&resolve_input(&args.file, &args.store)?, &args.read.options()?)?;
     let report = shipyard_data::suite::validate(&mut table, &suite)?;
     match args.format {
-        ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-        ReportFormat::Table | ReportFormat::Html => print_validation(&report),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => print_validation(&report),
     }
     Ok(if report.success { Outcome::Success } else { Outcome::ChecksFailed })
 }

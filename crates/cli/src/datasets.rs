@@ -181,7 +181,12 @@ pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(Dataset
         let artifacts = ArtifactStore::open(&destination).await?;
         let path = ArtifactPath::parse(&artifact_path)?;
         // Stored once per digest: identical bytes under any name are not copied again.
-        if artifacts.get(&path).await.is_err() {
+        let stored = match artifacts.get(&path).await {
+            Ok(_) => true,
+            Err(shipyard_core::Error::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !stored {
             let f = tokio::fs::File::open(file).await.with_context(|| format!("reading {}", file.display()))?;
             let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)
                 .map(|r| r.map_err(|e| shipyard_core::Error::Internal(format!("reading {}: {e}", file.display()))));

@@ -91,11 +91,12 @@ struct ClientArgs {
     home: HomeArgs,
 }
 
+/// Output of commands that print records: a table for people, JSON for scripts.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
+pub enum Format {
     /// Aligned columns.
     Table,
-    /// MLflow's JSON shapes.
+    /// JSON (MLflow's shapes for tracking data).
     Json,
 }
 
