@@ -28,14 +28,7 @@ cargo test --release --workspace --locked
 
 step "Python venv for the interop suite"
 venv=${SHIPYARD_VENV:-$root/.venv}
-req=tests/interop/requirements.txt
-stamp=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  echo "$stamp" > "$venv/.requirements.sha256"
-fi
+scripts/venv.sh "$venv" tests/interop/requirements.txt
 
 step "building the shipyard binary"
 cargo build --release --locked --bin shipyard

@@ -11,19 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
-venv_for() { # NAME REQUIREMENTS -> path of a venv with exactly those requirements
-  local venv="$root/bench/data/.venv-$1" req=$2 stamp
-  stamp=$(sha256sum "$req" | cut -d' ' -f1)
-  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-    echo "$stamp" > "$venv/.requirements.sha256"
-  fi
-  echo "$venv"
-}
-ev=$(venv_for evidently bench/data/requirements-evidently.txt)
-gx=$(venv_for gx bench/data/requirements-gx.txt)
+ev=$root/bench/data/.venv-evidently
+gx=$root/bench/data/.venv-gx
+scripts/venv.sh "$ev" bench/data/requirements-evidently.txt
+scripts/venv.sh "$gx" bench/data/requirements-gx.txt
 
 cargo build --release --locked --bin shipyard
 mkdir -p bench/results

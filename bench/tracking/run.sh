@@ -12,14 +12,7 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 venv=${SHIPYARD_BENCH_VENV:-$root/bench/.venv}
-req=bench/tracking/requirements.txt
-stamp=$(sha256sum "$req" | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$stamp" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  echo "$stamp" > "$venv/.requirements.sha256"
-fi
+scripts/venv.sh "$venv" bench/tracking/requirements.txt
 
 cargo build --release --locked --bin shipyard
 mkdir -p bench/results
