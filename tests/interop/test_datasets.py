@@ -14,8 +14,9 @@ def shipyard(server, *args):
     binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
     env = dict(os.environ, **server.env)
     env.pop("SHIPYARD_TRACKING_URI", None)
+    # --home keeps the download cache of remote datasets in the session's temporary folder.
     out = subprocess.run([binary, *args, "--tracking-uri", server.backend_uri,
-                          "--artifacts-destination", server.destination],
+                          "--artifacts-destination", server.destination, "--home", str(server.workdir / "home")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
