@@ -133,7 +133,7 @@ pub struct ReadArgs {
 }
 
 impl ReadArgs {
-    fn options(&self) -> Result<CsvOptions> {
+    pub fn options(&self) -> Result<CsvOptions> {
         let mut o = CsvOptions { has_header: !self.no_header, infer_rows: self.infer_rows, ..CsvOptions::default() };
         if let Some(d) = self.delimiter {
             if !d.is_ascii() {

@@ -36,10 +36,10 @@ pub struct DatasetStoreArgs {
 }
 
 impl DatasetStoreArgs {
-    async fn database(&self) -> Result<Database> {
+    pub(crate) async fn database(&self) -> Result<Database> {
         let uri = match self.tracking_uri.as_deref() {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => bail!(
-                "dataset versions are recorded in the metadata store: pass --tracking-uri sqlite:///... or \
+                "this command writes to the metadata store itself: pass --tracking-uri sqlite:///... or \
                  postgresql://... (the server's --backend-store-uri), not a server URL"
             ),
             Some(u) => DatabaseUri::parse(u)?,
@@ -48,7 +48,7 @@ impl DatasetStoreArgs {
         Ok(Database::connect(&uri).await?)
     }
 
-    fn destination(&self) -> String {
+    pub(crate) fn destination(&self) -> String {
         self.artifacts_destination.clone().unwrap_or_else(|| {
             let dir = self.home.home.join("artifacts");
             std::path::absolute(&dir).unwrap_or(dir).display().to_string()
@@ -61,7 +61,7 @@ impl DatasetStoreArgs {
 }
 
 /// Runs an async block on a runtime made for it (data commands run outside one).
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,19 +84,25 @@ pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
     }
 }
 
-/// A file argument: a path, or `dataset:NAME[@VERSION]` resolved to the version's file (fetched
-/// into `SHIPYARD_HOME/cache` when its artifact store is remote).
-pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
+/// A file argument resolved to a local path, with the dataset version when it named one.
+pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf, Option<DatasetVersion>)> {
     let Some(reference) = arg.to_str().and_then(|s| s.strip_prefix("dataset:")) else {
-        return Ok(arg.to_owned());
+        return Ok((arg.to_owned(), None));
     };
     let (name, version) = parse_reference(reference)?;
     block_on(async {
         let db = store.database().await?;
         let v = db.get_dataset_version(&name, version).await?;
         db.close().await;
-        local_copy(&v, &store.cache_dir()).await
+        let path = local_copy(&v, &store.cache_dir()).await?;
+        Ok((path, Some(v)))
     })
+}
+
+/// A file argument: a path, or `dataset:NAME[@VERSION]` resolved to the version's file (fetched
+/// into `SHIPYARD_HOME/cache` when its artifact store is remote).
+pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
+    Ok(resolve_dataset(arg, store)?.0)
 }
 
 /// A local path holding the version's bytes.
@@ -168,11 +174,7 @@ pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(Dataset
         Format::Csv => "csv",
         Format::Parquet => "parquet",
     };
-    let schema = json!({
-        "mlflow_colspec": table.schema().fields().iter().map(|f| json!({
-            "name": f.name(), "type": mlflow_type(f.data_type()), "required": !f.is_nullable() || profile.columns.iter().any(|c| c.name == *f.name() && c.missing == 0)
-        })).collect::<Vec<_>>()
-    });
+    let schema = colspec(table.schema(), |name| profile.columns.iter().any(|c| c.name == name && c.missing == 0));
     let source = std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display().to_string();
     let artifact_path = format!("datasets/sha256/{digest}.{format}");
     block_on(async {
@@ -218,7 +220,7 @@ pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(Dataset
 /// The dataset version in MLflow's dataset form, as a run input: `mlflow` clients see it in
 /// `run.inputs.dataset_inputs`. Local files use MLflow's `local` source type, so
 /// `mlflow.data.get_source(...)` resolves them.
-fn mlflow_input(v: &DatasetVersion, schema: &serde_json::Value) -> DatasetInput {
+pub(crate) fn mlflow_input(v: &DatasetVersion, schema: &serde_json::Value) -> DatasetInput {
     let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
     let (source_type, source) = if root.contains("://") {
         (
@@ -258,5 +260,31 @@ pub fn show(reference: &str, store: &DatasetStoreArgs) -> Result<DatasetVersion>
         let v = db.get_dataset_version(&name, version).await?;
         db.close().await;
         Ok(v)
+    })
+}
+
+/// A plain file as an MLflow dataset input (`local` source), named after the file.
+pub(crate) fn file_input(path: &Path, digest: &str, rows: u64, schema: &serde_json::Value) -> DatasetInput {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dataset").to_owned();
+    DatasetInput {
+        tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
+        dataset: Dataset {
+            name,
+            digest: digest[..32.min(digest.len())].to_owned(),
+            source_type: "local".into(),
+            source: json!({"uri": absolute.display().to_string()}).to_string(),
+            schema: Some(schema.to_string()),
+            profile: Some(json!({"num_rows": rows}).to_string()),
+        },
+    }
+}
+
+/// A table schema in MLflow's `mlflow_colspec` form.
+pub(crate) fn colspec(schema: &arrow_schema::Schema, required: impl Fn(&str) -> bool) -> serde_json::Value {
+    json!({
+        "mlflow_colspec": schema.fields().iter().map(|f| json!({
+            "name": f.name(), "type": mlflow_type(f.data_type()), "required": !f.is_nullable() || required(f.name())
+        })).collect::<Vec<_>>()
     })
 }

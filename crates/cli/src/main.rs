@@ -30,6 +30,7 @@ macro_rules! outln {
 mod data;
 mod datasets;
 mod tracking;
+mod train;
 
 /// Writes `text` to stdout. On a broken pipe the reader is gone: exit with success, as a
 /// program killed by SIGPIPE would have stopped without an error message.
@@ -67,6 +68,8 @@ enum Command {
     /// Profile, validate and compare tables; version datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a model on a table, evaluate it on a held-out split, and record the run.
+    Train(Box<train::TrainArgs>),
 }
 
 /// How a command that ran to the end came out.
@@ -180,13 +183,14 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         // CPU-bound table work runs on plain threads, outside any async runtime.
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
                     Command::Server(args) => run_server(args).await,
                     Command::Experiments(cmd) => experiments(cmd).await,
                     Command::Runs(cmd) => runs(cmd).await,
-                    Command::Data(_) => unreachable!("handled above"),
+                    Command::Data(_) | Command::Train(_) => unreachable!("handled above"),
                 }
                 .map(|()| Outcome::Success)
             }),

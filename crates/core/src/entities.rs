@@ -15,6 +15,23 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
+/// `millis` since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, as MLflow writes
+/// `utc_time_created` (days to a civil date by Howard Hinnant's algorithm).
+pub fn utc_timestamp(millis: i64) -> String {
+    let (days, ms) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:06}", frac * 1000)
+}
+
 /// A new run id: 32 lowercase hex characters, as MLflow's `uuid.uuid4().hex`.
 pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -164,7 +181,7 @@ pub struct Experiment {
 }
 
 /// One value of a metric at a step and a time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
     /// Metric name.
     pub key: String,
@@ -578,6 +595,13 @@ pub mod json_f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn utc_timestamps_are_civil_dates() {
+        assert_eq!(super::utc_timestamp(0), "1970-01-01 00:00:00.000000");
+        assert_eq!(super::utc_timestamp(1_795_564_800_123), "2026-11-25 00:00:00.123000");
+        assert_eq!(super::utc_timestamp(951_782_400_000), "2000-02-29 00:00:00.000000");
+    }
+
     use super::*;
 
     #[test]

@@ -595,6 +595,20 @@ impl Profile {
         Ok(Profile { profile_format: 1, rows, columns })
     }
 
+    /// Profiles record batches already in memory (a training split, say).
+    pub fn of_batches(schema: &arrow_schema::Schema, batches: &[arrow_array::RecordBatch]) -> Result<Profile> {
+        use rayon::prelude::*;
+        let mut accs: Vec<ColumnAccumulator> =
+            schema.fields().iter().map(|f| ColumnAccumulator::new(f.name(), f.data_type())).collect::<Result<_>>()?;
+        let mut rows = 0u64;
+        for batch in batches {
+            rows += batch.num_rows() as u64;
+            accs.par_iter_mut().zip(batch.columns().par_iter()).try_for_each(|(acc, array)| acc.push(array))?;
+        }
+        let columns = accs.into_par_iter().map(ColumnAccumulator::finish).collect();
+        Ok(Profile { profile_format: 1, rows, columns })
+    }
+
     /// The profile of two tables taken together; both must have the same column names in order.
     pub fn merge(&self, other: &Profile) -> Result<Profile> {
         let names = |p: &Profile| p.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
