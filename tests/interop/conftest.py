@@ -211,3 +211,17 @@ def experiment(client, unique):
     yield exp_id
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+def run_shipyard(server, *args, check=True, timeout=300):
+    """Runs the shipyard CLI against the session server's own store and artifact destination."""
+    binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+    env = dict(os.environ, **server.env)
+    env.pop("SHIPYARD_TRACKING_URI", None)
+    # --home keeps caches (remote dataset downloads) in the session's temporary folder.
+    out = subprocess.run([binary, *args, "--tracking-uri", server.backend_uri,
+                          "--artifacts-destination", server.destination, "--home", str(server.workdir / "home")],
+                         capture_output=True, text=True, env=env, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out

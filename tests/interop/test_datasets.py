@@ -1,25 +1,15 @@
 """Dataset versions from `shipyard data add --run`, seen by the mlflow client as run inputs."""
 import json
-import os
-import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import run_shipyard
 
 pytestmark = pytest.mark.shipyard_only
 
 
 def shipyard(server, *args):
-    binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
-    env = dict(os.environ, **server.env)
-    env.pop("SHIPYARD_TRACKING_URI", None)
-    # --home keeps the download cache of remote datasets in the session's temporary folder.
-    out = subprocess.run([binary, *args, "--tracking-uri", server.backend_uri,
-                          "--artifacts-destination", server.destination, "--home", str(server.workdir / "home")],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_shipyard(server, *args).stdout
 
 
 def test_dataset_version_is_a_run_input_in_mlflow_form(server, client, experiment, unique, tmp_path):

@@ -29,6 +29,7 @@ macro_rules! outln {
 
 mod data;
 mod datasets;
+mod predict;
 mod tracking;
 mod train;
 
@@ -70,6 +71,8 @@ enum Command {
     Data(data::DataCommand),
     /// Train a model on a table, evaluate it on a held-out split, and record the run.
     Train(Box<train::TrainArgs>),
+    /// Score a table with a trained model (CSV or JSON predictions).
+    Predict(Box<predict::PredictArgs>),
 }
 
 /// How a command that ran to the end came out.
@@ -184,13 +187,14 @@ fn main() -> std::process::ExitCode {
         // CPU-bound table work runs on plain threads, outside any async runtime.
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(*args),
+        Command::Predict(args) => predict::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
                     Command::Server(args) => run_server(args).await,
                     Command::Experiments(cmd) => experiments(cmd).await,
                     Command::Runs(cmd) => runs(cmd).await,
-                    Command::Data(_) | Command::Train(_) => unreachable!("handled above"),
+                    Command::Data(_) | Command::Train(_) | Command::Predict(_) => unreachable!("handled above"),
                 }
                 .map(|()| Outcome::Success)
             }),

@@ -367,12 +367,7 @@ async fn train_in_run(
     db.log_batch(&run_id, metrics, Vec::new(), Vec::new()).await?;
 
     let files = run_files(prepared, &trained, &run_id)?;
-    let root = run
-        .info
-        .artifact_uri
-        .strip_prefix("mlflow-artifacts:")
-        .map(|p| p.trim_start_matches('/').to_owned())
-        .ok_or_else(|| anyhow!("run artifact location {} is not proxied", run.info.artifact_uri))?;
+    let root = ArtifactPath::from_proxied_uri(&run.info.artifact_uri)?;
     for (path, bytes) in files {
         let full = ArtifactPath::parse(&format!("{root}/{path}"))?;
         let body = futures::stream::once(async move { Ok::<_, shipyard_core::Error>(bytes::Bytes::from(bytes)) });

@@ -89,6 +89,21 @@ impl ArtifactPath {
     }
 }
 
+impl ArtifactPath {
+    /// The path under the artifact root of an `mlflow-artifacts:/...` URI (a run's or an
+    /// experiment's artifact location), with or without a `//host:port` authority.
+    pub fn from_proxied_uri(uri: &str) -> Result<Self> {
+        let rest = uri
+            .strip_prefix("mlflow-artifacts:")
+            .ok_or_else(|| Error::invalid(format!("The artifact location '{uri}' is not served by this server")))?;
+        let rest = match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
+            None => rest,
+        };
+        ArtifactPath::parse(rest.trim_start_matches('/'))
+    }
+}
+
 impl std::fmt::Display for ArtifactPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.segments.join("/"))

@@ -110,15 +110,7 @@ pub(crate) struct RunListQuery {
 
 /// Maps an `mlflow-artifacts:/...` URI to a path under the artifact root.
 pub(crate) fn proxied_path(uri: &str) -> ApiResult<ArtifactPath> {
-    let rest = uri
-        .strip_prefix("mlflow-artifacts:")
-        .ok_or_else(|| ApiError::invalid(format!("The artifact location '{uri}' is not served by this server")))?;
-    // `mlflow-artifacts://host:port/path` carries an authority before the path.
-    let rest = match rest.strip_prefix("//") {
-        Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
-        None => rest,
-    };
-    Ok(ArtifactPath::parse(rest.trim_start_matches('/'))?)
+    Ok(ArtifactPath::from_proxied_uri(uri)?)
 }
 
 /// `GET /api/2.0/mlflow/artifacts/list?run_id=...&path=...`: lists a folder of a run's artifacts,

@@ -5,6 +5,7 @@
 //! - `MLmodel`: flavor `shipyard` (the file, kind, task, format version), a signature with the
 //!   input columns and types, and the input example's description, as MLflow writes them;
 //! - `model.json`: the [`Model`];
+//! - `model.onnx`: the same model in ONNX ([`crate::onnx`]);
 //! - `input_example.json` (pandas `split` orient) and `serving_input_example.json` (the body
 //!   `/invocations` takes).
 
@@ -73,7 +74,7 @@ pub fn model_directory(model: &Model, meta: &ModelMeta, example: &Features, opti
     let quoted = |v: &Value| serde_json::to_string(&v.to_string()).unwrap_or_default();
     let mlmodel = format!(
         "artifact_path: model\n\
-         flavors:\n  shipyard:\n    model_file: model.json\n    kind: {kind}\n    task: {task}\n    format_version: {fv}\n    shipyard_version: {sv}\n\
+         flavors:\n  shipyard:\n    model_file: model.json\n    onnx_file: model.onnx\n    kind: {kind}\n    task: {task}\n    format_version: {fv}\n    shipyard_version: {sv}\n\
          model_uuid: {uuid}\n\
          run_id: {run}\n\
          saved_input_example_info:\n  artifact_path: input_example.json\n  pandas_orient: split\n  serving_input_path: serving_input_example.json\n  type: dataframe\n\
@@ -96,6 +97,7 @@ pub fn model_directory(model: &Model, meta: &ModelMeta, example: &Features, opti
     vec![
         ("model/MLmodel".into(), mlmodel.into_bytes()),
         ("model/model.json".into(), serde_json::to_vec(model).unwrap_or_default()),
+        ("model/model.onnx".into(), crate::onnx::export(model)),
         ("model/input_example.json".into(), input_example.to_string().into_bytes()),
         ("model/serving_input_example.json".into(), serde_json::to_vec_pretty(&serving).unwrap_or_default()),
     ]

@@ -9,6 +9,7 @@
 //! - [`lbfgs`], [`linear`]: logistic and ridge regression.
 //! - [`model`]: the saved model, training dispatch and prediction.
 //! - [`evaluate`]: held-out metrics and per-row latency.
+//! - [`onnx`]: export to ONNX (standard and `ai.onnx.ml` operators).
 //! - [`metrics`]: evaluation metrics, checked against scikit-learn on committed fixtures.
 //! - [`artifacts`]: the model directory (MLflow's layout) and evaluation plots a run stores.
 //!
@@ -25,6 +26,7 @@ pub mod lbfgs;
 pub mod linear;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod params;
 pub mod split;
 pub mod tree;
