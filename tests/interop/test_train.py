@@ -217,3 +217,28 @@ def test_ctrl_c_ends_the_run_killed(server, client, unique, tmp_path):
     assert "KILLED" in stderr
     run = client.get_run(runs[0].info.run_id)
     assert run.info.status == "KILLED" and run.info.end_time is not None
+
+
+def test_grid_search_runs_children_under_a_parent_and_marks_the_best(server, client, unique, table):
+    path, _ = table
+    experiment = unique("search")
+    result = json.loads(run_shipyard(
+        server, "train", "--data", str(path), "--target", "label", "--model", "random_forest",
+        "--exclude", "grade,amount", "--experiment", experiment, "--search", "grid",
+        "--param", "max_depth=2,6", "--param", "n_estimators=5,15", "--cv", "3", "--metric", "f1_macro",
+        "--format", "json").stdout)
+    assert len(result["trials"]) == 4
+    parent = client.get_run(result["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space.max_depth"] == "2,6" and parent.data.params["cv"] == "3"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    scores = {c.info.run_id: c.data.metrics["cv_f1_macro_mean"] for c in children}
+    best = max(scores, key=scores.get)
+    assert parent.data.tags["shipyard.best_run_id"] == best == result["best_run_id"]
+    assert parent.data.metrics["best_f1_macro"] == pytest.approx(scores[best])
+    winner = client.get_run(best)
+    assert parent.data.params["best.max_depth"] == winner.data.params["max_depth"]
+    assert {"model/MLmodel", "model/model.json", "model/model.onnx"} <= {
+        f.path for f in client.list_artifacts(parent.info.run_id, "model")}

@@ -26,7 +26,7 @@ use shipyard_store::{ArtifactStore, Database};
 use shipyard_train::artifacts::{self, ArtifactFile, ModelMeta};
 use shipyard_train::evaluate::{self, Evaluation};
 use shipyard_train::frame::{Features, Target, Task, Values};
-use shipyard_train::params::{ModelKind, Params};
+use shipyard_train::params::{ModelKind, Params, SearchSpace};
 use shipyard_train::split::{self, Split};
 use shipyard_train::{Control, Model, TrainError};
 
@@ -43,6 +43,12 @@ pub enum TaskArg {
     Auto,
     Classification,
     Regression,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchKind {
+    Grid,
+    Random,
 }
 
 #[derive(Args)]
@@ -77,6 +83,19 @@ pub struct TrainArgs {
     /// The run's name (generated when absent).
     #[arg(long)]
     run_name: Option<String>,
+    /// Hyperparameter search over --param value lists (--param max_depth=4,8,16): every
+    /// combination (grid) or a seeded random sample of them; each trial is a child run.
+    #[arg(long, value_enum)]
+    search: Option<SearchKind>,
+    /// Trials of a random search (and the most a grid search runs).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Cross-validate each trial with K stratified folds of the training rows.
+    #[arg(long, value_name = "K")]
+    cv: Option<usize>,
+    /// The metric that picks the best trial (default: accuracy, or r2 for regression).
+    #[arg(long)]
+    metric: Option<String>,
     /// Output: a summary table, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -89,7 +108,12 @@ pub struct TrainArgs {
 /// Everything checked and decoded before a run exists.
 struct Prepared {
     kind: ModelKind,
-    params: Params,
+    /// One parameter set per trial (one without --search).
+    trials: Vec<Params>,
+    /// The searched values per parameter (none without --search).
+    space: SearchSpace,
+    /// The metric that picks the best trial.
+    metric: String,
     features: Features,
     target: Target,
     split: Split,
@@ -100,17 +124,51 @@ struct Prepared {
     target_name: String,
 }
 
-/// `KEY=VALUE` pairs.
-fn parse_params(raw: &[String]) -> Result<Vec<(String, String)>> {
+/// `KEY=VALUE` pairs; values may be comma-separated lists only under --search.
+fn parse_params(raw: &[String], search: bool) -> Result<Vec<(String, String)>> {
     raw.iter()
         .map(|p| {
             let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("--param {p}: expected KEY=VALUE"))?;
-            if v.contains(',') {
-                bail!("--param {p}: a list of values needs --search (hyperparameter search)");
+            if v.contains(',') && !search {
+                bail!("--param {p}: a list of values needs --search grid|random");
             }
             Ok((k.trim().to_owned(), v.trim().to_owned()))
         })
         .collect()
+}
+
+/// The parameter sets to train: one, or the search's trials (each checked now).
+fn trials(args: &TrainArgs, kind: ModelKind, task: Task) -> Result<(Vec<Params>, SearchSpace)> {
+    let given = parse_params(&args.params, args.search.is_some())?;
+    let Some(search) = args.search else {
+        return Ok((vec![Params::resolve(kind, task, &given)?], SearchSpace { axes: Vec::new() }));
+    };
+    let space = SearchSpace::parse(&given);
+    let points = match search {
+        SearchKind::Grid => space.grid(args.trials.unwrap_or(usize::MAX)),
+        SearchKind::Random => {
+            let n = args.trials.ok_or_else(|| anyhow!("--search random needs --trials N"))?;
+            space.random(n, args.seed)
+        }
+    };
+    if points.is_empty() || args.trials == Some(0) {
+        bail!("the search has no trials: give --trials N above 0");
+    }
+    let trials = points.iter().map(|p| Params::resolve(kind, task, p)).collect::<Result<Vec<_>, _>>()?;
+    Ok((trials, space))
+}
+
+/// The selection metric, checked against the task's metric names.
+fn selection_metric(args: &TrainArgs, task: Task) -> Result<String> {
+    let known: &[&str] = match task {
+        Task::Classification => &evaluate::CLASSIFICATION_METRICS,
+        Task::Regression => &evaluate::REGRESSION_METRICS,
+    };
+    let metric = args.metric.clone().unwrap_or_else(|| if task == Task::Regression { "r2" } else { "accuracy" }.into());
+    if !known.contains(&metric.as_str()) {
+        bail!("--metric {metric}: not a {} metric; choose one of {}", task.as_str(), known.join(", "));
+    }
+    Ok(metric)
 }
 
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
@@ -138,7 +196,11 @@ fn prepare(args: &TrainArgs) -> Result<Prepared> {
     if features.columns.is_empty() {
         bail!("no feature columns: the table has only the target (and excluded) columns");
     }
-    let params = Params::resolve(kind, target.task(), &parse_params(&args.params)?)?;
+    let (trials, space) = trials(args, kind, target.task())?;
+    let metric = selection_metric(args, target.task())?;
+    if args.cv.is_some_and(|k| k < 2) {
+        bail!("--cv must be at least 2 folds");
+    }
     let split = split::train_test_split(&target, args.test_size, args.seed)?;
     let input = match &version {
         Some(v) => {
@@ -157,7 +219,9 @@ fn prepare(args: &TrainArgs) -> Result<Prepared> {
     };
     Ok(Prepared {
         kind,
-        params,
+        trials,
+        space,
+        metric,
         features,
         target,
         split,
@@ -220,34 +284,54 @@ struct Trained {
     evaluation: Evaluation,
     training_time_s: f64,
     latency_ms: (f64, f64),
+    /// Per metric: cross-validation mean and standard deviation (with --cv).
+    cv: Vec<(String, f64, f64)>,
 }
 
-/// Trains and evaluates on the prepared split (blocking; runs on the rayon pool).
+impl Trained {
+    /// The trial's score on `metric`: the cross-validation mean when there is one.
+    fn score(&self, metric: &str) -> Option<f64> {
+        match self.cv.iter().find(|(n, ..)| n == metric) {
+            Some((_, mean, _)) => Some(*mean),
+            None => self.evaluation.metrics.iter().find(|(n, _)| n == metric).map(|(_, v)| *v),
+        }
+    }
+}
+
+/// Trains and evaluates on the prepared split (blocking; runs on the rayon pool), after
+/// cross-validating on the training rows when `cv` folds are asked for.
 fn fit_and_evaluate(
     prepared: &Prepared,
     params: &Params,
-    train_rows: &[usize],
-    test_rows: &[usize],
+    cv: Option<usize>,
     seed: u64,
     control: &Control,
 ) -> Result<Trained, TrainError> {
+    let (train_rows, test_rows) = (&prepared.split.train, &prepared.split.test);
+    let (kind, target_name) = (prepared.kind, prepared.target_name.as_str());
+    let cv = match cv {
+        Some(k) => evaluate::cross_validate(
+            kind,
+            params,
+            &prepared.features,
+            &prepared.target,
+            target_name,
+            train_rows,
+            k,
+            seed,
+            control,
+        )?,
+        None => Vec::new(),
+    };
     let train_features = prepared.features.take(train_rows);
     let train_target = prepared.target.take(train_rows);
     let start = Instant::now();
-    let model = shipyard_train::model::train(
-        prepared.kind,
-        params,
-        &train_features,
-        &train_target,
-        &prepared.target_name,
-        seed,
-        control,
-    )?;
+    let model = shipyard_train::model::train(kind, params, &train_features, &train_target, target_name, seed, control)?;
     let training_time_s = start.elapsed().as_secs_f64();
     let test_features = prepared.features.take(test_rows);
     let evaluation = evaluate::evaluate(&model, &test_features, &prepared.target.take(test_rows))?;
     let latency_ms = evaluate::latency_ms(&model, &test_features, LATENCY_ROWS)?;
-    Ok(Trained { model, evaluation, training_time_s, latency_ms })
+    Ok(Trained { model, evaluation, training_time_s, latency_ms, cv })
 }
 
 pub fn run(args: TrainArgs) -> Result<crate::Outcome> {
@@ -272,39 +356,148 @@ async fn record(args: TrainArgs, prepared: Arc<Prepared>) -> Result<crate::Outco
         Err(shipyard_core::Error::NotFound(_)) => "0".to_owned(),
         Err(e) => return Err(e.into()),
     };
-    let run = db
-        .create_run(NewRun {
-            experiment_id,
+    let new_run = |name: Option<String>, extra: Vec<KeyValue>| {
+        let mut tags = run_tags(&prepared);
+        tags.extend(extra);
+        NewRun {
+            experiment_id: experiment_id.clone(),
             user_id: std::env::var("USER").unwrap_or_default(),
-            run_name: args.run_name.clone(),
+            run_name: name,
             start_time: None,
-            tags: run_tags(&prepared),
-        })
-        .await?;
-    let run_id = run.info.run_uuid.clone();
-    let result = train_in_run(&args, &prepared, &db, &artifacts, &run).await;
-    let (status, outcome) = match &result {
-        Ok(_) => (RunStatus::Finished, Ok(())),
-        Err(e) if e.downcast_ref::<TrainError>().is_some_and(|t| matches!(t, TrainError::Interrupted)) => {
-            (RunStatus::Killed, Err(anyhow!("training interrupted; run {run_id} ended KILLED")))
+            tags,
+        }
+    };
+    if args.search.is_none() {
+        let run = db.create_run(new_run(args.run_name.clone(), Vec::new())).await?;
+        let result = train_in_run(&args, &prepared, &prepared.trials[0], &db, &artifacts, &run).await;
+        let trained = end_run(&db, &run.info.run_uuid, result).await;
+        db.close().await;
+        print_summary(&args, &prepared, &run.info.run_uuid, &trained?);
+        return Ok(crate::Outcome::Success);
+    }
+
+    // A search: a parent run, one child run per trial, the best marked on the parent.
+    let parent = db.create_run(new_run(args.run_name.clone(), vec![KeyValue::new("shipyard.search", "true")])).await?;
+    let parent_id = parent.info.run_uuid.clone();
+    let searched = search(&args, &prepared, &db, &artifacts, &parent, &new_run).await;
+    let status = match &searched {
+        Ok(_) => RunStatus::Finished,
+        Err(e) if is_interrupted(e) => RunStatus::Killed,
+        Err(_) => RunStatus::Failed,
+    };
+    db.update_run(&parent_id, Some(status), Some(now_millis()), None).await?;
+    db.close().await;
+    let (trials, best) = searched.map_err(|e| anyhow!("{e:#}\nsearch run {parent_id} ended {status:?}"))?;
+    print_search(&args, &prepared, &parent_id, &trials, best);
+    Ok(crate::Outcome::Success)
+}
+
+fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<TrainError>().is_some_and(|t| matches!(t, TrainError::Interrupted))
+}
+
+/// Ends a run FINISHED, KILLED (interrupted) or FAILED (the error kept in `shipyard.error`).
+async fn end_run(db: &Database, run_id: &str, result: Result<Trained>) -> Result<Trained> {
+    let (status, result) = match result {
+        Ok(t) => (RunStatus::Finished, Ok(t)),
+        Err(e) if is_interrupted(&e) => {
+            (RunStatus::Killed, Err(anyhow!(TrainError::Interrupted).context(format!("run {run_id} ended KILLED"))))
         }
         Err(e) => {
             let message: String = format!("{e:#}").chars().take(5000).collect();
-            let _ = db.set_tag(&run_id, KeyValue::new("shipyard.error", message)).await;
+            let _ = db.set_tag(run_id, KeyValue::new("shipyard.error", message)).await;
             (RunStatus::Failed, Err(anyhow!("{e:#}\nrun {run_id} ended FAILED")))
         }
     };
-    db.update_run(&run_id, Some(status), Some(now_millis()), None).await?;
-    db.close().await;
-    outcome?;
-    let trained = result?;
-    print_summary(&args, &prepared, &run_id, &trained);
-    Ok(crate::Outcome::Success)
+    db.update_run(run_id, Some(status), Some(now_millis()), None).await?;
+    result
+}
+
+/// One finished trial of a search.
+struct TrialResult {
+    run_id: String,
+    params: Vec<(String, String)>,
+    score: f64,
+    trained: Trained,
+}
+
+async fn search(
+    args: &TrainArgs,
+    prepared: &Arc<Prepared>,
+    db: &Database,
+    artifacts: &ArtifactStore,
+    parent: &shipyard_core::entities::Run,
+    new_run: &impl Fn(Option<String>, Vec<KeyValue>) -> NewRun,
+) -> Result<(Vec<TrialResult>, usize)> {
+    let parent_id = parent.info.run_uuid.clone();
+    let mut params = vec![
+        KeyValue::new("model", prepared.kind.as_str()),
+        KeyValue::new("target", args.target.clone()),
+        KeyValue::new("search", if args.search == Some(SearchKind::Random) { "random" } else { "grid" }),
+        KeyValue::new("trials", prepared.trials.len().to_string()),
+        KeyValue::new("metric", prepared.metric.clone()),
+        KeyValue::new("cv", args.cv.map_or("none".into(), |k| k.to_string())),
+        KeyValue::new("seed", args.seed.to_string()),
+    ];
+    params.extend(
+        prepared.space.axes.iter().map(|(name, values)| KeyValue::new(format!("space.{name}"), values.join(","))),
+    );
+    db.log_batch(&parent_id, Vec::new(), params, Vec::new()).await?;
+    db.log_inputs(&parent_id, vec![prepared.input.clone()], Vec::new()).await?;
+    let searched: Vec<&str> = prepared.space.axes.iter().map(|(n, _)| n.as_str()).collect();
+    let mut results = Vec::with_capacity(prepared.trials.len());
+    for (i, trial) in prepared.trials.iter().enumerate() {
+        let name = format!("{}-trial-{}", parent.info.run_name, i + 1);
+        let run =
+            db.create_run(new_run(Some(name), vec![KeyValue::new("mlflow.parentRunId", parent_id.clone())])).await?;
+        let result = train_in_run(args, prepared, trial, db, artifacts, &run).await;
+        let trained = end_run(db, &run.info.run_uuid, result).await?;
+        let score = trained.score(&prepared.metric).unwrap_or(f64::NAN);
+        let shown = trial.to_strings().into_iter().filter(|(k, _)| searched.contains(&k.as_str())).collect();
+        results.push(TrialResult { run_id: run.info.run_uuid.clone(), params: shown, score, trained });
+    }
+    let higher = evaluate::higher_is_better(&prepared.metric);
+    let best = (0..results.len())
+        .filter(|&i| !results[i].score.is_nan())
+        .reduce(|a, b| {
+            let better = if higher { results[b].score > results[a].score } else { results[b].score < results[a].score };
+            if better { b } else { a }
+        })
+        .ok_or_else(|| anyhow!("no trial produced the metric {}", prepared.metric))?;
+    let winner = &results[best];
+    let mut metrics = vec![Metric {
+        key: format!("best_{}", prepared.metric),
+        value: winner.score,
+        timestamp: now_millis(),
+        ..Metric::default()
+    }];
+    metrics.extend(winner.trained.evaluation.metrics.iter().map(|(k, v)| Metric {
+        key: k.clone(),
+        value: *v,
+        timestamp: now_millis(),
+        ..Metric::default()
+    }));
+    let best_params = winner.params.iter().map(|(k, v)| KeyValue::new(format!("best.{k}"), v.clone())).collect();
+    let tags = vec![
+        KeyValue::new("shipyard.best_run_id", winner.run_id.clone()),
+        KeyValue::new("shipyard.best_model_uri", format!("runs:/{}/model", winner.run_id)),
+    ];
+    db.log_batch(&parent_id, metrics, best_params, tags).await?;
+    // The parent carries a copy of the best model: runs:/PARENT/model is the search's result.
+    let child = db.get_run(&winner.run_id).await?;
+    let from = ArtifactPath::from_proxied_uri(&child.info.artifact_uri)?;
+    let to = ArtifactPath::from_proxied_uri(&parent.info.artifact_uri)?;
+    for folder in ["model", "evaluation", "profile"] {
+        let sub = ArtifactPath::parse(folder)?;
+        artifacts.copy_tree(&from.join(&sub), &to.join(&sub)).await?;
+    }
+    Ok((results, best))
 }
 
 async fn train_in_run(
     args: &TrainArgs,
     prepared: &Arc<Prepared>,
+    trial: &Params,
     db: &Database,
     artifacts: &ArtifactStore,
     run: &shipyard_core::entities::Run,
@@ -321,7 +514,10 @@ async fn train_in_run(
         KeyValue::new("train_rows", prepared.split.train.len().to_string()),
         KeyValue::new("test_rows", prepared.split.test.len().to_string()),
     ];
-    params.extend(prepared.params.to_strings().into_iter().map(|(k, v)| KeyValue::new(k, v)));
+    if let Some(k) = args.cv {
+        params.push(KeyValue::new("cv", k.to_string()));
+    }
+    params.extend(trial.to_strings().into_iter().map(|(k, v)| KeyValue::new(k, v)));
     db.log_batch(&run_id, Vec::new(), params, Vec::new()).await?;
     db.log_inputs(&run_id, vec![prepared.input.clone()], Vec::new()).await?;
 
@@ -329,13 +525,14 @@ async fn train_in_run(
     let bar = progress_bar();
     let job = {
         let (prepared, cancel, bar, seed) = (prepared.clone(), cancel.clone(), bar.clone(), args.seed);
+        let (trial, cv) = (trial.clone(), args.cv);
         tokio::task::spawn_blocking(move || {
             let progress = move |done: usize, total: usize| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             };
             let control = Control { progress: &progress, cancel: &cancel };
-            fit_and_evaluate(&prepared, &prepared.params, &prepared.split.train, &prepared.split.test, seed, &control)
+            fit_and_evaluate(&prepared, &trial, cv, seed, &control)
         })
     };
     tokio::pin!(job);
@@ -363,6 +560,10 @@ async fn train_in_run(
         ("inference_latency_p99_ms", trained.latency_ms.1),
     ] {
         metrics.push(Metric { key: key.into(), value, timestamp, ..Metric::default() });
+    }
+    for (name, mean, std) in &trained.cv {
+        metrics.push(Metric { key: format!("cv_{name}_mean"), value: *mean, timestamp, ..Metric::default() });
+        metrics.push(Metric { key: format!("cv_{name}_std"), value: *std, timestamp, ..Metric::default() });
     }
     db.log_batch(&run_id, metrics, Vec::new(), Vec::new()).await?;
 
@@ -457,4 +658,39 @@ fn print_summary(args: &TrainArgs, prepared: &Prepared, run_id: &str, trained: &
     }
     outln!("model: runs:/{run_id}/model");
     outln!("{run_id}");
+}
+
+fn print_search(args: &TrainArgs, prepared: &Prepared, parent_id: &str, trials: &[TrialResult], best: usize) {
+    let metric = &prepared.metric;
+    let scored = if args.cv.is_some() { format!("cv_{metric}_mean") } else { metric.clone() };
+    if args.format == Format::Json {
+        let out = json!({
+            "run_id": parent_id,
+            "model_uri": format!("runs:/{parent_id}/model"),
+            "best_run_id": trials[best].run_id,
+            "metric": metric,
+            "trials": trials.iter().map(|t| json!({
+                "run_id": t.run_id,
+                "params": t.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "score": t.score,
+                "metrics": t.trained.evaluation.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            })).collect::<Vec<_>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return;
+    }
+    outln!(
+        "{} search over {} trial(s) of {} on {}, by {scored}:",
+        if args.search == Some(SearchKind::Random) { "random" } else { "grid" },
+        trials.len(),
+        prepared.kind,
+        prepared.data_display
+    );
+    for (i, t) in trials.iter().enumerate() {
+        let params: Vec<String> = t.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mark = if i == best { "*" } else { " " };
+        outln!("{mark} {}  {}  {}", t.run_id, crate::data::short(t.score), params.join(" "));
+    }
+    outln!("best: runs:/{}/model (copied to runs:/{parent_id}/model)", trials[best].run_id);
+    outln!("{parent_id}");
 }

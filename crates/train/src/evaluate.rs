@@ -5,7 +5,24 @@ use std::time::Instant;
 use crate::error::{Result, TrainError};
 use crate::frame::{Features, Target};
 use crate::metrics::{self, ClassificationMetrics};
-use crate::model::{Model, Predictions};
+use crate::model::{Control, Model, Predictions};
+use crate::params::{ModelKind, Params};
+use crate::split;
+
+/// Classification metric names, in the order runs log them.
+pub const CLASSIFICATION_METRICS: [&str; 9] = [
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "f1_weighted",
+    "roc_auc",
+    "log_loss",
+];
+/// Regression metric names, in the order runs log them.
+pub const REGRESSION_METRICS: [&str; 4] = ["rmse", "mae", "r2", "mape"];
 
 /// Metrics by the names runs carry, plus the confusion matrix for classification.
 #[derive(Debug, Clone)]
@@ -80,6 +97,53 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Mean and (population) standard deviation of each metric over `folds`-fold cross-validation
+/// of `rows`, in the metric order of [`evaluate`].
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate(
+    kind: ModelKind,
+    params: &Params,
+    features: &Features,
+    target: &Target,
+    target_name: &str,
+    rows: &[usize],
+    folds: usize,
+    seed: u64,
+    control: &Control,
+) -> Result<Vec<(String, f64, f64)>> {
+    let mut per_fold: Vec<Vec<(String, f64)>> = Vec::with_capacity(folds);
+    for fold in split::k_fold(target, rows, folds, seed)? {
+        let model = crate::model::train(
+            kind,
+            params,
+            &features.take(&fold.train),
+            &target.take(&fold.train),
+            target_name,
+            seed,
+            control,
+        )?;
+        per_fold.push(evaluate(&model, &features.take(&fold.test), &target.take(&fold.test))?.metrics);
+    }
+    let names: Vec<String> = per_fold[0].iter().map(|(n, _)| n.clone()).collect();
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            // A metric a fold could not compute (ROC AUC without both classes) is left out.
+            let values: Vec<f64> =
+                per_fold.iter().filter_map(|m| m.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            (name, mean, var.sqrt())
+        })
+        .collect())
+}
+
+/// Whether larger values of `metric` are better.
+pub fn higher_is_better(metric: &str) -> bool {
+    !matches!(metric, "log_loss" | "rmse" | "mae" | "mape" | "training_time_s")
+        && !metric.starts_with("inference_latency")
 }
 
 #[cfg(test)]

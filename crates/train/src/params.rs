@@ -388,3 +388,81 @@ mod tests {
         assert!(e.contains("logistic_regression, linear_regression"), "{e}");
     }
 }
+
+/// Candidate values per parameter, for hyperparameter search (`--param max_depth=4,8,16`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSpace {
+    pub axes: Vec<(String, Vec<String>)>,
+}
+
+impl SearchSpace {
+    /// Splits each `name -> "v1,v2,..."` into its values.
+    pub fn parse(given: &[(String, String)]) -> SearchSpace {
+        SearchSpace {
+            axes: given
+                .iter()
+                .map(|(name, text)| (name.clone(), text.split(',').map(|v| v.trim().to_owned()).collect()))
+                .collect(),
+        }
+    }
+
+    /// The number of grid points.
+    pub fn size(&self) -> usize {
+        self.axes.iter().map(|(_, v)| v.len().max(1)).product()
+    }
+
+    /// Every combination, the last parameter varying fastest; at most `limit`.
+    pub fn grid(&self, limit: usize) -> Vec<Vec<(String, String)>> {
+        let total = self.size();
+        (0..total.min(limit))
+            .map(|mut index| {
+                let mut point = vec![(String::new(), String::new()); self.axes.len()];
+                for (slot, (name, values)) in point.iter_mut().zip(&self.axes).rev() {
+                    *slot = (name.clone(), values[index % values.len()].clone());
+                    index /= values.len();
+                }
+                point
+            })
+            .collect()
+    }
+
+    /// `trials` distinct combinations drawn uniformly (all of them when the grid is smaller).
+    pub fn random(&self, trials: usize, seed: u64) -> Vec<Vec<(String, String)>> {
+        use rand::SeedableRng;
+        use rand::seq::index;
+        let total = self.size();
+        let grid = self.grid(usize::MAX);
+        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
+        let mut picked = index::sample(&mut rng, total, trials.min(total)).into_vec();
+        picked.sort_unstable();
+        picked.into_iter().map(|i| grid[i].clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    fn space() -> SearchSpace {
+        SearchSpace::parse(&[("max_depth".into(), "4,8,16".into()), ("max_features".into(), "sqrt,all".into())])
+    }
+
+    #[test]
+    fn grid_enumerates_every_combination() {
+        let g = space().grid(usize::MAX);
+        assert_eq!(g.len(), 6);
+        assert_eq!(g[0], vec![("max_depth".into(), "4".into()), ("max_features".into(), "sqrt".into())]);
+        assert_eq!(g[5], vec![("max_depth".into(), "16".into()), ("max_features".into(), "all".into())]);
+    }
+
+    #[test]
+    fn random_draws_distinct_seeded_points() {
+        let a = space().random(4, 1);
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, space().random(4, 1));
+        let mut dedup = a.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 4);
+        assert_eq!(space().random(100, 1).len(), 6);
+    }
+}

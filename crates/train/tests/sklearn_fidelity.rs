@@ -30,17 +30,7 @@ fn classification_metrics_equal_sklearn() {
         let got = metrics::classification(&usizes(&case["y_true"]), &usizes(&case["y_pred"]), Some(&proba), k);
         let want = &case["expected"];
         let got_json = serde_json::to_value(&got).expect("serialise");
-        for key in [
-            "accuracy",
-            "precision_macro",
-            "recall_macro",
-            "f1_macro",
-            "precision_weighted",
-            "recall_weighted",
-            "f1_weighted",
-            "log_loss",
-            "roc_auc",
-        ] {
+        for key in shipyard_train::evaluate::CLASSIFICATION_METRICS {
             match (got_json[key].as_f64(), want[key].as_f64()) {
                 (Some(g), Some(w)) if close(g, w) => {}
                 (None, None) => {}
