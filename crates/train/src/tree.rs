@@ -436,8 +436,11 @@ struct Grower<'a> {
 
 /// Bins per feature in a histogram (255 value bins and the missing bin).
 const HIST_BINS: usize = 256;
-/// Below this many row-features per node, histograms are built on one thread.
+/// Below this many row-features per node, per-feature histograms are built on one thread.
 const PARALLEL_WORK: usize = 1 << 16;
+/// Below this many rows, all-feature histograms are built on one thread (splitting the rows
+/// costs a zeroed histogram per thread and a reduction).
+const PARALLEL_ROWS: usize = 4096;
 
 impl Grower<'_> {
     fn new_node(&mut self, stats: &[f64]) -> usize {
@@ -484,7 +487,7 @@ impl Grower<'_> {
                 }
                 hist
             };
-            if rows.len() * n_features < PARALLEL_WORK {
+            if rows.len() < PARALLEL_ROWS {
                 return fill(rows);
             }
             let chunk = rows.len().div_ceil(rayon::current_num_threads().max(1));
@@ -642,9 +645,10 @@ fn fill_by_row<const C: usize>(by_row: &[u8], n_features: usize, rows: &[u32], s
     for &r in rows {
         let r = r as usize;
         let bins = &by_row[r * n_features..(r + 1) * n_features];
-        let s = &stats[r * C..r * C + C];
-        for (f, &b) in bins.iter().enumerate() {
-            let o = &mut out[(f * HIST_BINS + b as usize) * C..(f * HIST_BINS + b as usize) * C + C];
+        let Ok(s) = <[f64; C]>::try_from(&stats[r * C..r * C + C]) else { continue };
+        // Per-feature histogram slices of exactly 256 bins: a u8 bin index needs no bounds check.
+        for (h, &b) in out.chunks_exact_mut(HIST_BINS * C).zip(bins) {
+            let o = &mut h[b as usize * C..b as usize * C + C];
             for k in 0..C {
                 o[k] += s[k];
             }
