@@ -96,3 +96,49 @@ fn bad_input_exits_2_with_a_message_naming_the_problem() {
     let listed = ok(&run(&home, &["runs", "list", "--experiment", "Default", "--format", "json"]));
     assert_eq!(listed.trim(), "[]", "a rejected command must leave no run");
 }
+
+#[test]
+fn unusable_columns_and_tiny_tables_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let empty_column = dir.path().join("empty.csv");
+    std::fs::write(&empty_column, "x,blank,y\n1,,a\n2,,b\n3,,a\n4,,b\n5,,a\n6,,b\n").expect("write");
+    let out = run(
+        &home,
+        &["train", "--data", empty_column.to_str().expect("path"), "--target", "y", "--model", "decision_tree"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("column 'blank' is missing in every row"), "{stderr}");
+
+    let tiny = dir.path().join("tiny.csv");
+    std::fs::write(&tiny, "x,y\n1,a\n2,b\n").expect("write");
+    let out =
+        run(&home, &["train", "--data", tiny.to_str().expect("path"), "--target", "y", "--model", "decision_tree"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("too few rows for the split"), "{stderr}");
+}
+
+#[test]
+fn a_failure_after_the_run_starts_ends_it_failed_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (home, data) = (dir.path().join("home"), dir.path().join("t.csv"));
+    write_table(&data);
+    // A file where the Default experiment's artifact folder must go: storing the model fails.
+    let artifacts = home.join("artifacts");
+    std::fs::create_dir_all(&artifacts).expect("mkdir");
+    std::fs::write(artifacts.join("0"), "not a folder").expect("write");
+    let out =
+        run(&home, &["train", "--data", data.to_str().expect("path"), "--target", "y", "--model", "decision_tree"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ended FAILED"), "{stderr}");
+    let listed = ok(&run(&home, &["runs", "list", "--experiment", "Default", "--format", "json"]));
+    let runs: Value = serde_json::from_str(&listed).expect("json");
+    let run = &runs[0];
+    assert_eq!(run["info"]["status"], "FAILED");
+    let tags = run["data"]["tags"].as_array().expect("tags");
+    let error = tags.iter().find(|t| t["key"] == "shipyard.error").expect("shipyard.error tag");
+    assert!(error["value"].as_str().expect("text").contains("storing artifact"), "{error}");
+}

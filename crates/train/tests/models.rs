@@ -75,7 +75,9 @@ fn score(kind: ModelKind, params: &[(&str, &str)], classes: usize, regression: b
 
 #[test]
 fn every_kind_learns_the_problem() {
-    let cases: &[(ModelKind, &[(&str, &str)], usize, bool, f64)] = &[
+    // Kind, parameters, classes (0: regression), regression, the score to beat.
+    type Case = (ModelKind, &'static [(&'static str, &'static str)], usize, bool, f64);
+    let cases: &[Case] = &[
         (ModelKind::LogisticRegression, &[], 2, false, 0.70),
         (ModelKind::LogisticRegression, &[], 3, false, 0.60),
         (ModelKind::LinearRegression, &[], 0, true, 0.40),
