@@ -1,7 +1,9 @@
 //! Feature values to small bin numbers, the input of histogram-based tree growing.
 //!
-//! Each feature gets at most 255 bins of non-missing values and one bin ([`MISSING_BIN`]) for
-//! missing ones. A feature with few distinct values gets one bin per value and thresholds
+//! Each feature gets at most 255 bins of non-missing values and one bin
+//! ([`BinMapper::missing_bin`], the same for every feature, right after the largest feature's
+//! last bin) for missing ones; histograms are as wide as the widest feature needs, so data with
+//! few distinct values gets small histograms. A feature with few distinct values gets one bin per value and thresholds
 //! half-way between neighbours; others get quantile bins from a seeded sample of 200,000 values,
 //! as scikit-learn's `HistGradientBoosting` and LightGBM do. Bin `b` holds the values `x` with
 //! `thresholds[b-1] < x <= thresholds[b]`, so a split "bin <= b" is the raw test
@@ -13,8 +15,6 @@ use rand::seq::index;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The bin of a missing value.
-pub const MISSING_BIN: u8 = 255;
 /// The most bins of non-missing values a feature can have.
 pub const MAX_BINS: usize = 255;
 const SAMPLE_FOR_QUANTILES: usize = 200_000;
@@ -24,6 +24,8 @@ const SAMPLE_FOR_QUANTILES: usize = 200_000;
 pub struct BinMapper {
     /// `thresholds[f]` is ascending; feature `f` has `thresholds[f].len() + 1` bins.
     pub thresholds: Vec<Vec<f32>>,
+    /// The bin of missing values: one past the widest feature's last bin (at most 255).
+    pub missing_bin: u8,
 }
 
 /// Binned features: column-major (`columns`, `rows` long each) for per-feature passes, and
@@ -43,8 +45,14 @@ impl BinMapper {
             .par_iter()
             .enumerate()
             .map(|(f, col)| feature_thresholds(col, max_bins, seed.wrapping_add(f as u64)))
-            .collect();
-        BinMapper { thresholds }
+            .collect::<Vec<Vec<f32>>>();
+        let widest = thresholds.iter().map(|t| t.len() + 1).max().unwrap_or(1);
+        BinMapper { thresholds, missing_bin: widest.min(MAX_BINS) as u8 }
+    }
+
+    /// Bins per feature in a histogram: every value bin of the widest feature and the missing bin.
+    pub fn stride(&self) -> usize {
+        self.missing_bin as usize + 1
     }
 
     /// The number of non-missing bins of feature `f`.
@@ -58,7 +66,7 @@ impl BinMapper {
         let columns: Vec<Vec<u8>> = columns
             .par_iter()
             .zip(&self.thresholds)
-            .map(|(col, thresholds)| col.iter().map(|&x| bin_of(thresholds, x)).collect())
+            .map(|(col, thresholds)| col.iter().map(|&x| bin_of(thresholds, x, self.missing_bin)).collect())
             .collect();
         let width = columns.len();
         let mut by_row = vec![0u8; rows * width];
@@ -71,10 +79,10 @@ impl BinMapper {
     }
 }
 
-/// The bin of `x`: the number of thresholds below it, or [`MISSING_BIN`].
+/// The bin of `x`: the number of thresholds below it, or `missing_bin`.
 #[inline]
-pub fn bin_of(thresholds: &[f32], x: f32) -> u8 {
-    if x.is_nan() { MISSING_BIN } else { thresholds.partition_point(|&t| t < x) as u8 }
+pub fn bin_of(thresholds: &[f32], x: f32, missing_bin: u8) -> u8 {
+    if x.is_nan() { missing_bin } else { thresholds.partition_point(|&t| t < x) as u8 }
 }
 
 fn feature_thresholds(col: &[f32], max_bins: usize, seed: u64) -> Vec<f32> {
@@ -120,7 +128,8 @@ mod tests {
         let m = BinMapper::fit(&[vec![3.0, 1.0, f32::NAN, 2.0, 1.0]], 255, 0);
         assert_eq!(m.thresholds[0], vec![1.5, 2.5]);
         let b = m.transform(&[vec![1.0, 1.5, 1.6, 3.0, 9.0, f32::NAN]]);
-        assert_eq!(b.columns[0], vec![0, 0, 1, 2, 2, MISSING_BIN]);
+        assert_eq!(m.missing_bin, 3);
+        assert_eq!(b.columns[0], vec![0, 0, 1, 2, 2, 3]);
     }
 
     #[test]

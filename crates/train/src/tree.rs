@@ -21,7 +21,7 @@ use rand::seq::index;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::binning::{BinMapper, Binned, MISSING_BIN};
+use crate::binning::{BinMapper, Binned};
 
 /// A tree as saved: parallel arrays over nodes, node 0 the root.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,8 +434,6 @@ struct Grower<'a> {
     scratch: Vec<u32>,
 }
 
-/// Bins per feature in a histogram (255 value bins and the missing bin).
-const HIST_BINS: usize = 256;
 /// Below this many row-features per node, per-feature histograms are built on one thread.
 const PARALLEL_WORK: usize = 1 << 16;
 /// Below this many rows, all-feature histograms are built on one thread (splitting the rows
@@ -470,10 +468,11 @@ impl Grower<'_> {
         }
     }
 
-    /// Per-feature histograms (`HIST_BINS * channels` each) of the rows at `start..end`.
+    /// Per-feature histograms (`stride * channels` each) of the rows at `start..end`.
     fn histogram(&self, start: usize, end: usize, features: &[usize]) -> Vec<f64> {
         let c = self.channels;
-        let width = HIST_BINS * c;
+        let stride = self.mapper.stride();
+        let width = stride * c;
         let rows = &self.rows[start..end];
         if features.len() == self.binned.columns.len() {
             // Every feature: one pass over the rows, reading each row's bins and statistics once.
@@ -562,8 +561,10 @@ impl Grower<'_> {
         let mut best: Option<BestSplit> = None;
         let (mut left, mut with_missing, mut right) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
         for (k, &f) in features.iter().enumerate() {
-            let h = &hist[k * HIST_BINS * c..(k + 1) * HIST_BINS * c];
-            let missing = &h[MISSING_BIN as usize * c..MISSING_BIN as usize * c + c];
+            let stride = self.mapper.stride();
+            let h = &hist[k * stride * c..(k + 1) * stride * c];
+            let missing_at = self.mapper.missing_bin as usize * c;
+            let missing = &h[missing_at..missing_at + c];
             let has_missing = obj.count(missing) > 0.0;
             left.fill(0.0);
             for b in 0..self.mapper.bins(f) - 1 {
@@ -611,12 +612,13 @@ impl Grower<'_> {
         let col = &self.binned.columns[split.feature];
         let bin = split.bin as u8;
         let missing_left = split.missing_left;
+        let missing_bin = self.mapper.missing_bin;
         self.scratch.clear();
         let mut write = start;
         for i in start..end {
             let r = self.rows[i];
             let b = col[r as usize];
-            let go_left = if b == MISSING_BIN { missing_left } else { b <= bin };
+            let go_left = if b == missing_bin { missing_left } else { b <= bin };
             if go_left {
                 self.rows[write] = r;
                 write += 1;
@@ -642,12 +644,12 @@ fn fill_hist<const C: usize>(col: &[u8], rows: &[u32], ordered: &[f64], out: &mu
 
 #[inline]
 fn fill_by_row<const C: usize>(by_row: &[u8], n_features: usize, rows: &[u32], stats: &[f64], out: &mut [f64]) {
+    let width = out.len() / n_features.max(1);
     for &r in rows {
         let r = r as usize;
         let bins = &by_row[r * n_features..(r + 1) * n_features];
         let Ok(s) = <[f64; C]>::try_from(&stats[r * C..r * C + C]) else { continue };
-        // Per-feature histogram slices of exactly 256 bins: a u8 bin index needs no bounds check.
-        for (h, &b) in out.chunks_exact_mut(HIST_BINS * C).zip(bins) {
+        for (h, &b) in out.chunks_exact_mut(width).zip(bins) {
             let o = &mut h[b as usize * C..b as usize * C + C];
             for k in 0..C {
                 o[k] += s[k];
@@ -657,12 +659,13 @@ fn fill_by_row<const C: usize>(by_row: &[u8], n_features: usize, rows: &[u32], s
 }
 
 fn fill_by_row_dyn(by_row: &[u8], n_features: usize, rows: &[u32], stats: &[f64], c: usize, out: &mut [f64]) {
+    let stride = out.len() / (n_features.max(1) * c);
     for &r in rows {
         let r = r as usize;
         let bins = &by_row[r * n_features..(r + 1) * n_features];
         let s = &stats[r * c..r * c + c];
         for (f, &b) in bins.iter().enumerate() {
-            let at = (f * HIST_BINS + b as usize) * c;
+            let at = (f * stride + b as usize) * c;
             out[at..at + c].iter_mut().zip(s).for_each(|(o, s)| *o += s);
         }
     }
