@@ -6,6 +6,7 @@
 //! - [`filter`]: the search-filter and order-by language of MLflow's search endpoints.
 //! - [`validation`]: the limits and naming rules MLflow enforces on what clients log.
 //! - [`artifact_path`]: artifact paths that cannot escape their root.
+//! - [`onnx_proto`]: the ONNX file format's protobuf messages (export and inference).
 //!
 //! This crate does no I/O. It must never depend on the store, the server or the CLI.
 
@@ -13,6 +14,7 @@ pub mod artifact_path;
 pub mod entities;
 pub mod error;
 pub mod filter;
+pub mod onnx_proto;
 pub mod validation;
 
 pub use error::{Error, ErrorCode, Result};

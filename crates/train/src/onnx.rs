@@ -15,171 +15,21 @@
 //! Inference is in `float`: thresholds are `f32` already (see [`crate::binning`]), so tree paths
 //! match Shipyard's exactly and outputs agree to float rounding.
 //!
-//! The protobuf messages are declared here with `prost` derives for the subset of `onnx.proto`
-//! (field numbers from the ONNX specification) the export writes; no code generation step.
+//! The protobuf messages are [`shipyard_core::onnx_proto`]'s, shared with the inference engine.
 
 use prost::Message;
+use shipyard_core::onnx_proto::attribute_type::{
+    FLOAT as ATTR_FLOAT, FLOATS as ATTR_FLOATS, INT as ATTR_INT, INTS as ATTR_INTS, STRING as ATTR_STRING,
+    STRINGS as ATTR_STRINGS,
+};
+use shipyard_core::onnx_proto::data_type::{FLOAT, INT64, STRING};
+use shipyard_core::onnx_proto::*;
 
 use crate::encode::LinearColumn;
 use crate::ensemble::Combine;
 use crate::frame::Task;
 use crate::model::{Body, Model};
 
-#[derive(Clone, PartialEq, Message)]
-pub struct ModelProto {
-    #[prost(int64, tag = "1")]
-    pub ir_version: i64,
-    #[prost(string, tag = "2")]
-    pub producer_name: String,
-    #[prost(string, tag = "3")]
-    pub producer_version: String,
-    #[prost(string, tag = "4")]
-    pub domain: String,
-    #[prost(int64, tag = "5")]
-    pub model_version: i64,
-    #[prost(string, tag = "6")]
-    pub doc_string: String,
-    #[prost(message, optional, tag = "7")]
-    pub graph: Option<GraphProto>,
-    #[prost(message, repeated, tag = "8")]
-    pub opset_import: Vec<OperatorSetIdProto>,
-    #[prost(message, repeated, tag = "14")]
-    pub metadata_props: Vec<StringStringEntryProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct OperatorSetIdProto {
-    #[prost(string, tag = "1")]
-    pub domain: String,
-    #[prost(int64, tag = "2")]
-    pub version: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct StringStringEntryProto {
-    #[prost(string, tag = "1")]
-    pub key: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct GraphProto {
-    #[prost(message, repeated, tag = "1")]
-    pub node: Vec<NodeProto>,
-    #[prost(string, tag = "2")]
-    pub name: String,
-    #[prost(message, repeated, tag = "5")]
-    pub initializer: Vec<TensorProto>,
-    #[prost(message, repeated, tag = "11")]
-    pub input: Vec<ValueInfoProto>,
-    #[prost(message, repeated, tag = "12")]
-    pub output: Vec<ValueInfoProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct NodeProto {
-    #[prost(string, repeated, tag = "1")]
-    pub input: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    pub output: Vec<String>,
-    #[prost(string, tag = "3")]
-    pub name: String,
-    #[prost(string, tag = "4")]
-    pub op_type: String,
-    #[prost(message, repeated, tag = "5")]
-    pub attribute: Vec<AttributeProto>,
-    #[prost(string, tag = "7")]
-    pub domain: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct AttributeProto {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(float, tag = "2")]
-    pub f: f32,
-    #[prost(int64, tag = "3")]
-    pub i: i64,
-    #[prost(bytes = "vec", tag = "4")]
-    pub s: Vec<u8>,
-    #[prost(message, optional, tag = "5")]
-    pub t: Option<TensorProto>,
-    #[prost(float, repeated, tag = "7")]
-    pub floats: Vec<f32>,
-    #[prost(int64, repeated, tag = "8")]
-    pub ints: Vec<i64>,
-    #[prost(bytes = "vec", repeated, tag = "9")]
-    pub strings: Vec<Vec<u8>>,
-    #[prost(int32, tag = "20")]
-    pub r#type: i32,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorProto {
-    #[prost(int64, repeated, tag = "1")]
-    pub dims: Vec<i64>,
-    #[prost(int32, tag = "2")]
-    pub data_type: i32,
-    #[prost(float, repeated, tag = "4")]
-    pub float_data: Vec<f32>,
-    #[prost(bytes = "vec", repeated, tag = "6")]
-    pub string_data: Vec<Vec<u8>>,
-    #[prost(int64, repeated, tag = "7")]
-    pub int64_data: Vec<i64>,
-    #[prost(string, tag = "8")]
-    pub name: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct ValueInfoProto {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(message, optional, tag = "2")]
-    pub r#type: Option<TypeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TypeProto {
-    #[prost(message, optional, tag = "1")]
-    pub tensor_type: Option<TensorTypeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorTypeProto {
-    #[prost(int32, tag = "1")]
-    pub elem_type: i32,
-    #[prost(message, optional, tag = "2")]
-    pub shape: Option<TensorShapeProto>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TensorShapeProto {
-    #[prost(message, repeated, tag = "1")]
-    pub dim: Vec<Dimension>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Dimension {
-    #[prost(int64, optional, tag = "1")]
-    pub dim_value: Option<i64>,
-    #[prost(string, optional, tag = "2")]
-    pub dim_param: Option<String>,
-}
-
-/// ONNX element types used here.
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-const STRING: i32 = 8;
-/// Attribute types.
-const ATTR_FLOAT: i32 = 1;
-const ATTR_INT: i32 = 2;
-const ATTR_STRING: i32 = 3;
-const ATTR_FLOATS: i32 = 6;
-const ATTR_INTS: i32 = 7;
-const ATTR_STRINGS: i32 = 8;
-
-const ML_DOMAIN: &str = "ai.onnx.ml";
 /// Default-domain opset (Softmax over one axis, IsNaN, Where, ArgMax `keepdims`).
 const OPSET: i64 = 13;
 /// `ai.onnx.ml` opset: TreeEnsembleRegressor v3 (missing-value tracking), LabelEncoder v2.
@@ -222,6 +72,7 @@ fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> ValueInfoProt
         name: name.into(),
         r#type: Some(TypeProto {
             tensor_type: Some(TensorTypeProto { elem_type, shape: Some(TensorShapeProto { dim }) }),
+            ..Default::default()
         }),
     }
 }
