@@ -1,0 +1,584 @@
+//! A loaded model, whatever its flavor, and prediction on Arrow record batches.
+//!
+//! Loads a model directory (an `MLmodel` file with the `shipyard` or `onnx` flavor) or a bare
+//! `.onnx` file, reads the MLflow signature when there is one, and predicts: named columns are
+//! matched by name (extra columns ignored); a bare ONNX file with one 2-D input takes the
+//! table's columns in order. A missing value in a column the signature marks `required` is
+//! refused with its row, as is a text column where the model needs numbers.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use serde::Deserialize;
+use shipyard_train::frame::{Features, Values};
+use shipyard_train::{Model, Predictions};
+
+use crate::onnx::{Data, ElemType, IoType, MapKeys, OnnxError, OnnxModel, Tensor, Value};
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+/// Why a prediction was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    /// The input does not fit the model: a column or a type is wrong. A client error.
+    #[error("{0}")]
+    Input(String),
+    /// One row does not fit the model (zero-based `row` within the rows given).
+    #[error("row {}: {message}", .row + 1)]
+    Row { row: usize, message: String },
+    /// The model failed on valid input.
+    #[error("{0}")]
+    Model(String),
+}
+
+impl PredictError {
+    /// The same error with its row counted from `offset` rows earlier.
+    pub fn shifted(self, offset: usize) -> PredictError {
+        match self {
+            PredictError::Row { row, message } => PredictError::Row { row: row + offset, message },
+            other => other,
+        }
+    }
+
+    /// Whether the caller, not the model, is at fault.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, PredictError::Model(_))
+    }
+}
+
+/// Which engine runs a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// The native engine for native and ONNX models.
+    #[default]
+    Auto,
+    Native,
+}
+
+/// A column the model reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputColumn {
+    pub name: String,
+    /// MLflow's type name: `double`, `float`, `long`, `integer`, `string`, `boolean`.
+    pub mlflow_type: String,
+    /// Missing values are refused.
+    pub required: bool,
+}
+
+/// What the model reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inputs {
+    Named(Vec<InputColumn>),
+    /// A bare ONNX file with one `[N, width]` input: the table's columns, in order.
+    Positional {
+        width: Option<usize>,
+    },
+}
+
+/// What a prediction holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Classes {
+        classes: Vec<String>,
+        labels: Vec<String>,
+        /// `rows x classes`, row-major.
+        probabilities: Vec<f64>,
+    },
+    /// `rows x columns`, row-major (one column for a regressor).
+    Values { columns: usize, values: Vec<f64> },
+}
+
+impl Output {
+    pub fn rows(&self) -> usize {
+        match self {
+            Output::Classes { labels, .. } => labels.len(),
+            Output::Values { columns, values } => values.len() / (*columns).max(1),
+        }
+    }
+}
+
+/// How ONNX tensors are made from columns.
+enum OnnxLayout {
+    /// One `[N, F]` input holding every column.
+    Matrix { elem: ElemType },
+    /// One input per column (`[N, 1]`), or per group of `width` columns named
+    /// `<input>_0 .. <input>_<width-1>` for a wider input, in graph input order.
+    PerColumn(Vec<InputSlot>),
+}
+
+/// Which columns fill one graph input.
+struct InputSlot {
+    first: usize,
+    width: usize,
+    elem: ElemType,
+    rank: usize,
+}
+
+enum Engine {
+    Native(Box<Model>),
+    Onnx { model: Box<OnnxModel>, layout: OnnxLayout },
+}
+
+/// A model ready to predict.
+pub struct LoadedModel {
+    pub inputs: Inputs,
+    /// `shipyard` or `onnx`.
+    pub flavor: &'static str,
+    /// `native` (Shipyard's trained model) or `onnx-native` (the native ONNX engine).
+    pub engine_name: &'static str,
+    pub location: PathBuf,
+    engine: Engine,
+}
+
+#[derive(Deserialize)]
+struct MlModel {
+    #[serde(default)]
+    flavors: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    signature: Option<SignatureYaml>,
+}
+
+#[derive(Deserialize)]
+struct SignatureYaml {
+    #[serde(default)]
+    inputs: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ColSpec {
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "yes")]
+    required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> LoadError {
+    LoadError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| file_error(path, e))
+}
+
+impl LoadedModel {
+    /// Loads a model directory (with an `MLmodel` file) or a bare `.onnx` file.
+    pub fn load(path: &Path, engine: EngineChoice) -> Result<LoadedModel, LoadError> {
+        let _ = engine; // Both choices run on the native engines today.
+        if path.is_file() {
+            let model = OnnxModel::from_bytes(&read(path)?)?;
+            return Self::onnx(model, None, path);
+        }
+        let mlmodel_path = path.join("MLmodel");
+        if !mlmodel_path.is_file() {
+            // A directory saved by an older Shipyard: model.json alone.
+            if path.join("model.json").is_file() {
+                return Self::native(path, None);
+            }
+            return Err(file_error(path, "not a model: no MLmodel file and not an .onnx file"));
+        }
+        let text = String::from_utf8(read(&mlmodel_path)?).map_err(|_| file_error(&mlmodel_path, "not UTF-8"))?;
+        let ml: MlModel = serde_norway::from_str(&text).map_err(|e| file_error(&mlmodel_path, e))?;
+        let signature = match ml.signature.and_then(|s| s.inputs) {
+            Some(inputs) => {
+                let specs: Vec<ColSpec> = serde_json::from_str(&inputs)
+                    .map_err(|e| file_error(&mlmodel_path, format!("signature inputs: {e}")))?;
+                // Tensor signatures carry no column names: the model reads positions.
+                if specs.iter().all(|s| s.name.is_some() && s.ty != "tensor") {
+                    Some(
+                        specs
+                            .into_iter()
+                            .map(|s| InputColumn {
+                                name: s.name.unwrap_or_default(),
+                                mlflow_type: s.ty,
+                                required: s.required,
+                            })
+                            .collect(),
+                    )
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        if ml.flavors.contains_key("shipyard") {
+            return Self::native(path, signature);
+        }
+        if let Some(onnx) = ml.flavors.get("onnx") {
+            let file = onnx.get("data").and_then(|d| d.as_str()).unwrap_or("model.onnx");
+            let model_path = path.join(file);
+            if !model_path.starts_with(path) || file.contains("..") {
+                return Err(file_error(&mlmodel_path, "the onnx flavor's data path leaves the model directory"));
+            }
+            let model = OnnxModel::from_bytes(&read(&model_path)?)?;
+            return Self::onnx(model, signature, path);
+        }
+        let names: Vec<&String> = ml.flavors.keys().collect();
+        Err(file_error(
+            &mlmodel_path,
+            format!("no flavor Shipyard can run (found {names:?}; supported: shipyard, onnx)"),
+        ))
+    }
+
+    fn native(path: &Path, signature: Option<Vec<InputColumn>>) -> Result<LoadedModel, LoadError> {
+        let file = path.join("model.json");
+        let text = String::from_utf8(read(&file)?).map_err(|_| file_error(&file, "not UTF-8"))?;
+        let model = Model::from_json(&text).map_err(|e| file_error(&file, e))?;
+        let inputs = signature.unwrap_or_else(|| {
+            model
+                .features
+                .iter()
+                .map(|f| InputColumn {
+                    name: f.name.clone(),
+                    mlflow_type: f.input_type.mlflow_name().into(),
+                    required: false,
+                })
+                .collect()
+        });
+        Ok(LoadedModel {
+            inputs: Inputs::Named(inputs),
+            flavor: "shipyard",
+            engine_name: "native",
+            location: path.to_path_buf(),
+            engine: Engine::Native(Box::new(model)),
+        })
+    }
+
+    fn onnx(model: OnnxModel, signature: Option<Vec<InputColumn>>, path: &Path) -> Result<LoadedModel, LoadError> {
+        let tensor_inputs: Vec<(ElemType, usize, Option<usize>)> = model
+            .inputs
+            .iter()
+            .map(|i| match &i.ty {
+                IoType::Tensor { elem: Some(e), dims, .. } => {
+                    let rank = dims.as_ref().map_or(2, Vec::len);
+                    let width = dims.as_ref().and_then(|d| d.get(1).copied().flatten());
+                    Ok((*e, rank, width))
+                }
+                IoType::Tensor { elem_name, .. } => Err(file_error(
+                    path,
+                    format!("input {:?} has element type {elem_name}, which is not supported", i.name),
+                )),
+                _ => Err(file_error(path, format!("input {:?} is not a tensor", i.name))),
+            })
+            .collect::<Result<_, _>>()?;
+        // One numeric input holds every column; otherwise each input is one column.
+        let single_matrix = tensor_inputs.len() == 1 && tensor_inputs[0].0 != ElemType::Str;
+        let (inputs, layout) = if single_matrix {
+            let (elem, _, width) = tensor_inputs[0];
+            let inputs = match signature {
+                Some(cols) => Inputs::Named(cols),
+                None => Inputs::Positional { width },
+            };
+            (inputs, OnnxLayout::Matrix { elem })
+        } else {
+            // One input per column: columns named as the graph inputs (`<input>_<j>` for the
+            // columns of a wider input).
+            let by_name = signature.unwrap_or_default();
+            let mut cols: Vec<InputColumn> = Vec::new();
+            let mut slots = Vec::new();
+            for (i, &(elem, rank, width)) in model.inputs.iter().zip(&tensor_inputs) {
+                let width = if rank == 2 { width.unwrap_or(1).max(1) } else { 1 };
+                let names: Vec<String> = if width == 1 {
+                    vec![i.name.clone()]
+                } else {
+                    (0..width).map(|j| format!("{}_{j}", i.name)).collect()
+                };
+                slots.push(InputSlot { first: cols.len(), width, elem, rank });
+                for name in names {
+                    cols.push(by_name.iter().find(|c| c.name == name).cloned().unwrap_or_else(|| {
+                        InputColumn {
+                            name,
+                            mlflow_type: match elem {
+                                ElemType::Str => "string",
+                                ElemType::I64 => "long",
+                                ElemType::I32 => "integer",
+                                ElemType::Bool => "boolean",
+                                ElemType::F32 => "float",
+                                ElemType::F64 => "double",
+                            }
+                            .into(),
+                            required: false,
+                        }
+                    }));
+                }
+            }
+            let layout = OnnxLayout::PerColumn(slots);
+            (Inputs::Named(cols), layout)
+        };
+        Ok(LoadedModel {
+            inputs,
+            flavor: "onnx",
+            engine_name: "onnx-native",
+            location: path.to_path_buf(),
+            engine: Engine::Onnx { model: Box::new(model), layout },
+        })
+    }
+
+    /// The columns the model reads, by name (empty for a positional model).
+    pub fn column_names(&self) -> Vec<String> {
+        match &self.inputs {
+            Inputs::Named(cols) => cols.iter().map(|c| c.name.clone()).collect(),
+            Inputs::Positional { .. } => Vec::new(),
+        }
+    }
+
+    /// Decodes the model's columns from `batches` and checks them.
+    pub fn features(&self, batches: &[RecordBatch]) -> Result<Features, PredictError> {
+        let names: Vec<String> = match &self.inputs {
+            Inputs::Named(cols) => cols.iter().map(|c| c.name.clone()).collect(),
+            Inputs::Positional { width } => {
+                let schema =
+                    batches.first().map(|b| b.schema()).ok_or_else(|| PredictError::Input("no rows".into()))?;
+                let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                if let Some(w) = width
+                    && *w != names.len()
+                {
+                    return Err(PredictError::Input(format!(
+                        "the model takes {w} columns, the input has {} ({})",
+                        names.len(),
+                        names.join(", ")
+                    )));
+                }
+                names
+            }
+        };
+        let features =
+            Features::from_batches(batches, Some(&names), &[]).map_err(|e| PredictError::Input(e.to_string()))?;
+        if let Inputs::Named(cols) = &self.inputs {
+            for (col, values) in cols.iter().zip(&features.columns) {
+                let numeric_type = matches!(col.mlflow_type.as_str(), "double" | "float" | "long" | "integer");
+                if numeric_type && matches!(values, Values::Categorical { .. }) {
+                    return Err(PredictError::Input(format!(
+                        "column '{}' must hold numbers ({}), got text",
+                        col.name, col.mlflow_type
+                    )));
+                }
+            }
+        }
+        if let Some((row, message)) = self.row_problems(&features).into_iter().next() {
+            return Err(PredictError::Row { row, message });
+        }
+        Ok(features)
+    }
+
+    /// Every row that cannot be predicted, with why: a missing value in a column the signature
+    /// requires, a fraction where the model needs an integer.
+    pub fn row_problems(&self, features: &Features) -> Vec<(usize, String)> {
+        let mut problems: Vec<(usize, String)> = Vec::new();
+        if let Inputs::Named(cols) = &self.inputs {
+            for (col, values) in cols.iter().zip(&features.columns) {
+                if !col.required {
+                    continue;
+                }
+                let missing: Vec<usize> = match values {
+                    Values::Numeric(v) => (0..v.len()).filter(|&i| v[i].is_nan()).collect(),
+                    Values::Categorical { codes, .. } => {
+                        (0..codes.len()).filter(|&i| codes[i] == shipyard_train::frame::MISSING_CODE).collect()
+                    }
+                };
+                problems.extend(missing.into_iter().map(|r| {
+                    (r, format!("column '{}' has no value and the model's signature requires one", col.name))
+                }));
+            }
+        }
+        if let Engine::Onnx { layout, .. } = &self.engine {
+            let integer_columns: Vec<usize> = match layout {
+                OnnxLayout::Matrix { elem: ElemType::I64 } => (0..features.columns.len()).collect(),
+                OnnxLayout::Matrix { .. } => Vec::new(),
+                OnnxLayout::PerColumn(slots) => slots
+                    .iter()
+                    .filter(|s| matches!(s.elem, ElemType::I64 | ElemType::I32 | ElemType::Bool))
+                    .flat_map(|s| s.first..s.first + s.width)
+                    .collect(),
+            };
+            for k in integer_columns {
+                if let Values::Numeric(v) = &features.columns[k] {
+                    problems.extend(v.iter().enumerate().filter(|(_, x)| !(x.is_finite() && x.fract() == 0.0)).map(
+                        |(r, x)| (r, format!("column '{}' must hold an integer, got {x}", features.specs[k].name)),
+                    ));
+                }
+            }
+        }
+        problems.sort_by_key(|p| p.0);
+        problems
+    }
+
+    /// Predicts every row of `batches`, in order.
+    pub fn predict(&self, batches: &[RecordBatch]) -> Result<Output, PredictError> {
+        let features = self.features(batches)?;
+        self.predict_features(&features)
+    }
+
+    /// Predicts decoded rows.
+    pub fn predict_features(&self, features: &Features) -> Result<Output, PredictError> {
+        match &self.engine {
+            Engine::Native(model) => {
+                let predictions = model.predict(features).map_err(|e| PredictError::Input(e.to_string()))?;
+                Ok(match predictions {
+                    Predictions::Values(values) => Output::Values { columns: 1, values },
+                    Predictions::Classes { classes, proba } => Output::Classes {
+                        labels: classes.iter().map(|&c| model.classes[c].clone()).collect(),
+                        classes: model.classes.clone(),
+                        probabilities: proba.into_iter().flatten().collect(),
+                    },
+                })
+            }
+            Engine::Onnx { model, layout } => {
+                let tensors = onnx_inputs(model, layout, features)?;
+                let outputs = model.run(tensors).map_err(|e| match e {
+                    OnnxError::Input { .. } => PredictError::Input(e.to_string()),
+                    other => PredictError::Model(other.to_string()),
+                })?;
+                interpret(model, outputs, features.rows)
+            }
+        }
+    }
+}
+
+fn numeric_column(features: &Features, k: usize) -> Result<&[f64], PredictError> {
+    match &features.columns[k] {
+        Values::Numeric(v) => Ok(v),
+        Values::Categorical { .. } => {
+            Err(PredictError::Input(format!("column '{}' must hold numbers, got text", features.specs[k].name)))
+        }
+    }
+}
+
+fn integer(features: &Features, k: usize, x: f64, row: usize) -> Result<i64, PredictError> {
+    if x.is_finite() && x.fract() == 0.0 {
+        Ok(x as i64)
+    } else {
+        Err(PredictError::Row {
+            row,
+            message: format!("column '{}' must hold an integer, got {x}", features.specs[k].name),
+        })
+    }
+}
+
+/// The columns of one graph input as a tensor `[rows, width]` (or `[rows]` for rank 1).
+fn slot_tensor(features: &Features, slot: &InputSlot) -> Result<Tensor, PredictError> {
+    let n = features.rows;
+    let shape = if slot.rank == 1 { vec![n] } else { vec![n, slot.width] };
+    if slot.width == 1 {
+        return Ok(Tensor::new(shape, column_data(features, slot.first, slot.elem)?));
+    }
+    let parts: Vec<Data> =
+        (slot.first..slot.first + slot.width).map(|k| column_data(features, k, slot.elem)).collect::<Result<_, _>>()?;
+    // Row-major: row r holds element r of every part.
+    let index = (0..n).flat_map(|r| (0..slot.width).map(move |j| j * n + r));
+    let all = Data::concat(slot.elem, parts.iter()).ok_or_else(|| PredictError::Model("mixed column types".into()))?;
+    Ok(Tensor::new(shape, all.gather(index.collect::<Vec<_>>().into_iter())))
+}
+
+/// One column's values as `elem`.
+fn column_data(features: &Features, k: usize, elem: ElemType) -> Result<Data, PredictError> {
+    Ok(match elem {
+        ElemType::Str => match &features.columns[k] {
+            Values::Categorical { codes, levels } => {
+                Data::Str(codes.iter().map(|&c| levels.get(c as usize).cloned().unwrap_or_default()).collect())
+            }
+            Values::Numeric(v) => {
+                Data::Str(v.iter().map(|x| if x.is_nan() { String::new() } else { x.to_string() }).collect())
+            }
+        },
+        ElemType::F32 => Data::F32(numeric_column(features, k)?.iter().map(|&x| x as f32).collect()),
+        ElemType::F64 => Data::F64(numeric_column(features, k)?.to_vec()),
+        ElemType::I64 | ElemType::I32 | ElemType::Bool => {
+            let v = numeric_column(features, k)?;
+            let ints: Vec<i64> =
+                v.iter().enumerate().map(|(r, &x)| integer(features, k, x, r)).collect::<Result<_, _>>()?;
+            match elem {
+                ElemType::I64 => Data::I64(ints),
+                ElemType::I32 => Data::I32(ints.iter().map(|&x| x as i32).collect()),
+                _ => Data::Bool(ints.iter().map(|&x| x != 0).collect()),
+            }
+        }
+    })
+}
+
+fn onnx_inputs(model: &OnnxModel, layout: &OnnxLayout, features: &Features) -> Result<Vec<Tensor>, PredictError> {
+    let n = features.rows;
+    match layout {
+        OnnxLayout::Matrix { elem } => {
+            let f = features.columns.len();
+            let cols: Vec<&[f64]> = (0..f).map(|k| numeric_column(features, k)).collect::<Result<_, _>>()?;
+            let data = match elem {
+                ElemType::F32 => Data::F32((0..n).flat_map(|r| cols.iter().map(move |c| c[r] as f32)).collect()),
+                ElemType::F64 => Data::F64((0..n).flat_map(|r| cols.iter().map(move |c| c[r])).collect()),
+                ElemType::I64 => {
+                    let mut v = Vec::with_capacity(n * f);
+                    for r in 0..n {
+                        for (k, c) in cols.iter().enumerate() {
+                            v.push(integer(features, k, c[r], r)?);
+                        }
+                    }
+                    Data::I64(v)
+                }
+                other => {
+                    return Err(PredictError::Model(format!(
+                        "the model's input {:?} holds {}, which tables cannot fill",
+                        model.inputs[0].name,
+                        other.name()
+                    )));
+                }
+            };
+            Ok(vec![Tensor::new(vec![n, f], data)])
+        }
+        OnnxLayout::PerColumn(slots) => slots.iter().map(|slot| slot_tensor(features, slot)).collect(),
+    }
+}
+
+fn labels_of(t: &Tensor) -> Option<Vec<String>> {
+    match &t.data {
+        Data::Str(v) => Some(v.clone()),
+        Data::I64(v) => Some(v.iter().map(|x| x.to_string()).collect()),
+        Data::I32(v) => Some(v.iter().map(|x| x.to_string()).collect()),
+        _ => None,
+    }
+}
+
+/// Reads a label + scores pair, or the values of a regressor, from the graph's outputs.
+fn interpret(model: &OnnxModel, outputs: Vec<Value>, rows: usize) -> Result<Output, PredictError> {
+    let bad = |what: &str| PredictError::Model(format!("the model's outputs are not {what}"));
+    let scores = |v: &Value| -> Option<(Vec<f64>, usize, Option<MapKeys>)> {
+        let (t, keys) = match v {
+            Value::Tensor(t) => (t, None),
+            Value::SeqMap { keys, values } => (values, Some(keys.clone())),
+        };
+        let (r, c) = t.as_matrix();
+        if r != rows && !(rows == 0 && t.is_empty()) {
+            return None;
+        }
+        let values: Vec<f64> = match &t.data {
+            Data::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Data::F64(v) => v.clone(),
+            _ => return None,
+        };
+        Some((values, c, keys))
+    };
+    let first = outputs.first().ok_or_else(|| bad("readable: there are none"))?;
+    if let (Value::Tensor(label), Some(second)) = (first, outputs.get(1))
+        && let Some(labels) = labels_of(label)
+    {
+        let (probabilities, k, keys) = scores(second).ok_or_else(|| bad("a label and per-class scores"))?;
+        let classes = match keys.or_else(|| model.class_labels.clone()) {
+            Some(keys) if keys.len() == k => keys.labels(),
+            _ => (0..k).map(|i| i.to_string()).collect(),
+        };
+        return Ok(Output::Classes { classes, labels, probabilities });
+    }
+    let (values, columns, _) = scores(first).ok_or_else(|| bad("numbers, one row per input row"))?;
+    Ok(Output::Values { columns: columns.max(1), values })
+}
