@@ -156,8 +156,8 @@ def test_onnx_export_matches_shipyard_predictions(server, client, unique, table,
     if target == "amount":
         np.testing.assert_allclose(outputs["variable"][:, 0], ours["prediction"].astype(float), rtol=1e-5, atol=1e-5)
     else:
-        classes = [c[len("proba_"):] for c in ours.columns if c.startswith("proba_")]
-        proba_cols = [f"proba_{c}" for c in classes]
+        classes = [c[len("probability_"):] for c in ours.columns if c.startswith("probability_")]
+        proba_cols = [f"probability_{c}" for c in classes]
         np.testing.assert_allclose(outputs["probabilities"], ours[proba_cols].to_numpy(dtype=float), atol=1e-5)
         labels = [str(v) for v in outputs["label"]]
         margin = np.sort(ours[proba_cols].to_numpy(dtype=float), axis=1)

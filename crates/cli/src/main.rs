@@ -29,6 +29,7 @@ macro_rules! outln {
 
 mod data;
 mod datasets;
+mod models;
 mod predict;
 mod tracking;
 mod train;
@@ -71,8 +72,11 @@ enum Command {
     Data(data::DataCommand),
     /// Train a model on a table, evaluate it on a held-out split, and record the run.
     Train(Box<train::TrainArgs>),
-    /// Score a table with a trained model (CSV or JSON predictions).
+    /// Score a table with a model (streamed; CSV or Parquet out).
     Predict(Box<predict::PredictArgs>),
+    /// Commands about one model: timing it.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// How a command that ran to the end came out.
@@ -188,13 +192,16 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run(*args),
         Command::Predict(args) => predict::run(*args),
+        Command::Models(cmd) => models::run(cmd),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
                     Command::Server(args) => run_server(args).await,
                     Command::Experiments(cmd) => experiments(cmd).await,
                     Command::Runs(cmd) => runs(cmd).await,
-                    Command::Data(_) | Command::Train(_) | Command::Predict(_) => unreachable!("handled above"),
+                    Command::Data(_) | Command::Train(_) | Command::Predict(_) | Command::Models(_) => {
+                        unreachable!("handled above")
+                    }
                 }
                 .map(|()| Outcome::Success)
             }),

@@ -1,0 +1,110 @@
+//! `shipyard models ...`: commands about one model. `models bench` times a model for real
+//! (the seed's `inference_time`): latency per row at batch 1 (p50, p99) and throughput at
+//! batches of 1,000 and 10,000 rows, in process, on sample rows from a table.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shipyard_data::table::Table;
+
+use crate::data::ReadArgs;
+use crate::datasets::{self, DatasetStoreArgs};
+use crate::predict::{EngineArg, ModelArgs, open_model, with_threads};
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Time a model: batch-1 latency (p50, p99) and throughput at 1,000 and 10,000 rows.
+    Bench(Box<BenchArgs>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The model: a model directory, an .onnx file, runs:/RUN_ID/PATH, models:/NAME/VERSION or
+    /// models:/NAME@ALIAS.
+    model: String,
+    /// Which engine runs ONNX models.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// Threads for inference (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Sample rows (CSV, Parquet or dataset:NAME[@VERSION]); batches cycle through them.
+    #[arg(long)]
+    data: PathBuf,
+    /// Use at most this many sample rows.
+    #[arg(long)]
+    rows: Option<usize>,
+    /// Single-row predictions timed for the latency percentiles.
+    #[arg(long, default_value_t = 2000)]
+    repeat: usize,
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    format: BenchFormat,
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
+}
+
+pub fn run(cmd: ModelsCommand) -> Result<crate::Outcome> {
+    match cmd {
+        ModelsCommand::Bench(args) => bench(*args),
+    }
+}
+
+fn bench(args: BenchArgs) -> Result<crate::Outcome> {
+    let started = Instant::now();
+    let model_args = ModelArgs { model: args.model.clone(), engine: args.engine, threads: args.threads };
+    let opened = open_model(&model_args, &args.store)?;
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let model = &opened.model;
+    let path = datasets::resolve_input(&args.data, &args.store)?;
+    let batches = Table::open(&path, &args.read.options()?)?.read_all()?;
+    let mut sample = model.features(&batches)?;
+    if let Some(n) = args.rows {
+        sample = sample.take(&(0..n.min(sample.rows)).collect::<Vec<_>>());
+    }
+    if sample.rows == 0 {
+        bail!("{}: no rows to time the model on", path.display());
+    }
+    let report = with_threads(args.threads, || {
+        shipyard_runtime::bench::measure(model, &sample, args.repeat, &[1_000, 10_000])
+    })??;
+    match args.format {
+        BenchFormat::Json => {
+            let mut out = serde_json::to_value(&report)?;
+            if let Some(o) = out.as_object_mut() {
+                o.insert("model".into(), json!(args.model));
+                o.insert("engine".into(), json!(model.engine_name));
+                o.insert("load_ms".into(), json!(load_ms));
+                if let Some((name, version)) = &opened.version {
+                    o.insert("registered".into(), json!({"name": name, "version": version}));
+                }
+                o.insert("threads".into(), json!(args.threads.unwrap_or_else(rayon::current_num_threads)));
+            }
+            println!("{out}");
+        }
+        BenchFormat::Table => {
+            println!("model      {} ({} engine, loaded in {load_ms:.1} ms)", args.model, model.engine_name);
+            println!(
+                "batch 1    p50 {:.1} us   p99 {:.1} us   ({} runs)",
+                report.batch1.p50_us, report.batch1.p99_us, report.batch1.runs
+            );
+            for b in &report.batches {
+                println!(
+                    "batch {:<5}{:>9.3} ms   {:>12.0} rows/s   ({} runs)",
+                    b.rows, b.median_ms, b.rows_per_s, b.runs
+                );
+            }
+        }
+    }
+    Ok(crate::Outcome::Success)
+}
