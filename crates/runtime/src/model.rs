@@ -436,15 +436,49 @@ impl LoadedModel {
                 })
             }
             Engine::Onnx { model, layout } => {
-                let tensors = onnx_inputs(model, layout, features)?;
-                let outputs = model.run(tensors).map_err(|e| match e {
-                    OnnxError::Input { .. } => PredictError::Input(e.to_string()),
-                    other => PredictError::Model(other.to_string()),
-                })?;
+                let inputs: Vec<Value> = onnx_inputs(model, layout, features)?.into_iter().map(Value::from).collect();
+                let outputs = run_onnx(model, &inputs)?;
                 interpret(model, outputs, features.rows)
             }
         }
     }
+
+    /// The engine's own inputs for `features`, built once (for timing the engine alone).
+    pub fn prepare(&self, features: &Features) -> Result<Prepared, PredictError> {
+        Ok(match &self.engine {
+            Engine::Native(_) => Prepared::Native(features.clone()),
+            Engine::Onnx { model, layout } => {
+                Prepared::Onnx(onnx_inputs(model, layout, features)?.into_iter().map(Value::from).collect())
+            }
+        })
+    }
+
+    /// Runs the engine on prepared inputs and drops the result: what the engine itself costs.
+    pub fn run_prepared(&self, prepared: &Prepared) -> Result<(), PredictError> {
+        match (&self.engine, prepared) {
+            (Engine::Native(model), Prepared::Native(f)) => {
+                model.predict(f).map_err(|e| PredictError::Input(e.to_string()))?;
+            }
+            (Engine::Onnx { model, .. }, Prepared::Onnx(inputs)) => {
+                run_onnx(model, inputs)?;
+            }
+            _ => return Err(PredictError::Model("inputs prepared for another model".into())),
+        }
+        Ok(())
+    }
+}
+
+/// Inputs in the engine's own form.
+pub enum Prepared {
+    Native(Features),
+    Onnx(Vec<Value>),
+}
+
+fn run_onnx(model: &OnnxModel, inputs: &[Value]) -> Result<Vec<Value>, PredictError> {
+    model.run(inputs).map_err(|e| match e {
+        OnnxError::Input { .. } => PredictError::Input(e.to_string()),
+        other => PredictError::Model(other.to_string()),
+    })
 }
 
 fn numeric_column(features: &Features, k: usize) -> Result<&[f64], PredictError> {

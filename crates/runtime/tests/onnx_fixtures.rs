@@ -112,8 +112,27 @@ fn check(json_path: &Path) -> Result<(), String> {
     let model_path = json_path.with_file_name(spec["model"].as_str().expect("model"));
     let model =
         OnnxModel::from_bytes(&std::fs::read(&model_path).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let inputs: Vec<Tensor> = model.inputs.iter().map(|i| tensor(&spec["inputs"][&i.name])).collect();
-    let outputs = model.run(inputs).map_err(|e| e.to_string())?;
+    let inputs: Vec<Value> = model.inputs.iter().map(|i| Value::from(tensor(&spec["inputs"][&i.name]))).collect();
+    let outputs = model.run(&inputs).map_err(|e| e.to_string())?;
+    // The same rows one at a time (the batch-1 path of the tree kernels) give the same answers.
+    if let [Value::Tensor(t)] = inputs.as_slice()
+        && t.shape.len() == 2
+        && t.shape[0] > 1
+    {
+        let width = t.shape[1];
+        for r in [0, t.shape[0] - 1] {
+            let row = Value::from(Tensor::new(vec![1, width], t.data.gather(r * width..(r + 1) * width)));
+            let single = model.run(std::slice::from_ref(&row)).map_err(|e| e.to_string())?;
+            for (one, all) in single.iter().zip(&outputs) {
+                let (Value::Tensor(a), Value::Tensor(b)) = (one, all) else { continue };
+                let per_row = b.len() / t.shape[0];
+                let want = b.data.gather(r * per_row..(r + 1) * per_row);
+                if a.data != want {
+                    return Err(format!("row {r} alone: {:?}, in the batch: {want:?}", a.data));
+                }
+            }
+        }
+    }
     let want = spec["outputs"].as_object().expect("outputs");
     if want.len() != outputs.len() {
         return Err(format!("{} outputs, expected {}", outputs.len(), want.len()));

@@ -277,27 +277,35 @@ impl OnnxModel {
         })
     }
 
-    /// Runs the graph on one tensor per graph input (in [`OnnxModel::inputs`] order) and returns
-    /// one value per graph output, in order. Checks element types and fixed dimensions.
-    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Value>, OnnxError> {
+    /// Runs the graph on one value per graph input (in [`OnnxModel::inputs`] order) and returns
+    /// one value per graph output, in order. Checks element types and fixed dimensions. Inputs
+    /// are borrowed: nothing is copied on the way in.
+    pub fn run(&self, inputs: &[Value]) -> Result<Vec<Value>, OnnxError> {
         if inputs.len() != self.inputs.len() {
             return Err(OnnxError::Input {
                 name: self.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
                 message: format!("the model takes {} inputs, {} given", self.inputs.len(), inputs.len()),
             });
         }
+        // Per slot: a graph input (borrowed), a computed value (owned), or nothing yet.
+        let mut given: Vec<Option<&Value>> = vec![None; self.slots];
+        for ((spec, slot), value) in self.inputs.iter().zip(&self.input_slots).zip(inputs) {
+            match value {
+                Value::Tensor(t) => check_input(spec, t)?,
+                Value::SeqMap { .. } => {
+                    return Err(OnnxError::Input { name: spec.name.clone(), message: "expected a tensor".into() });
+                }
+            }
+            given[*slot] = Some(value);
+        }
         let mut values: Vec<Option<Value>> = Vec::with_capacity(self.slots);
         values.resize_with(self.slots, || None);
-        for ((spec, slot), tensor) in self.inputs.iter().zip(&self.input_slots).zip(inputs) {
-            check_input(spec, &tensor)?;
-            values[*slot] = Some(Value::Tensor(tensor));
-        }
         for node in &self.nodes {
             let produced = {
                 let refs: Vec<Option<&Value>> = node
                     .inputs
                     .iter()
-                    .map(|s| s.and_then(|s| self.constants[s].as_ref().or(values[s].as_ref())))
+                    .map(|s| s.and_then(|s| self.constants[s].as_ref().or(given[s]).or(values[s].as_ref())))
                     .collect();
                 node.kernel.run(&refs).map_err(|message| OnnxError::Node {
                     node: node.name.clone(),
@@ -316,11 +324,13 @@ impl OnnxModel {
             .iter()
             .zip(&self.outputs)
             .map(|(s, spec)| {
-                values[*s].take().or_else(|| self.constants[*s].clone()).ok_or_else(|| OnnxError::Node {
-                    node: spec.name.clone(),
-                    op: "output".into(),
-                    message: "no value was produced".into(),
-                })
+                values[*s].take().or_else(|| given[*s].cloned()).or_else(|| self.constants[*s].clone()).ok_or_else(
+                    || OnnxError::Node {
+                        node: spec.name.clone(),
+                        op: "output".into(),
+                        message: "no value was produced".into(),
+                    },
+                )
             })
             .collect()
     }

@@ -65,6 +65,9 @@ pub fn zip_broadcast<T: Copy, U>(
     }
     let shape = broadcast_shape(ash, bsh)?;
     let n: usize = shape.iter().product();
+    // Leading 1s do not change which elements repeat: [1, 32] repeats along rows as [32] does.
+    let trim = |s: &[usize]| -> Vec<usize> { s.iter().copied().skip_while(|&d| d == 1).collect() };
+    let (ash, bsh) = (&trim(ash)[..], &trim(bsh)[..]);
     let out = if b.len() == 1 && a.len() == n {
         let y = b[0];
         a.iter().map(|&x| f(x, y)).collect()
@@ -73,9 +76,17 @@ pub fn zip_broadcast<T: Copy, U>(
         b.iter().map(|&y| f(x, y)).collect()
     } else if a.len() == n && bsh.len() <= ash.len() && ash.ends_with(bsh) && !b.is_empty() {
         // b repeats along the leading axes (a row vector added to a matrix).
-        a.iter().enumerate().map(|(i, &x)| f(x, b[i % b.len()])).collect()
+        let mut out = Vec::with_capacity(n);
+        for row in a.chunks_exact(b.len()) {
+            out.extend(row.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        }
+        out
     } else if b.len() == n && ash.len() <= bsh.len() && bsh.ends_with(ash) && !a.is_empty() {
-        b.iter().enumerate().map(|(i, &y)| f(a[i % a.len()], y)).collect()
+        let mut out = Vec::with_capacity(n);
+        for row in b.chunks_exact(a.len()) {
+            out.extend(a.iter().zip(row).map(|(&x, &y)| f(x, y)));
+        }
+        out
     } else {
         let ia = broadcast_indices(ash, &shape);
         let ib = broadcast_indices(bsh, &shape);
@@ -400,6 +411,12 @@ impl Op for Unary {
         let t = input(inputs, 0)?;
         let k = self.kind;
         let data = match &t.data {
+            // The common activations get their own loops (vectorised); the rest dispatch per value.
+            Data::F32(v) if matches!(k, UnaryKind::Relu) => Data::F32(v.iter().map(|&x| x.max(0.0)).collect()),
+            Data::F32(v) if matches!(k, UnaryKind::Sigmoid) => {
+                Data::F32(v.iter().map(|&x| unary_float!(UnaryKind::Sigmoid, x, f32)).collect())
+            }
+            Data::F32(v) if matches!(k, UnaryKind::Tanh) => Data::F32(v.iter().map(|&x| x.tanh()).collect()),
             Data::F32(v) => Data::F32(v.iter().map(|&x| unary_float!(k, x, f32)).collect()),
             Data::F64(v) => Data::F64(v.iter().map(|&x| unary_float!(k, x, f64)).collect()),
             Data::I64(v) => Data::I64(match k {

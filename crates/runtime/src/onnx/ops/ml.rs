@@ -419,10 +419,13 @@ impl Op for ArrayFeatureExtractor {
             })
             .collect::<Result<_, _>>()?;
         let rows = x.len() / last.max(1);
-        let index = (0..rows).flat_map(|r| cols.iter().map(move |&c| r * last + c));
+        let mut index = Vec::with_capacity(rows * cols.len());
+        for r in 0..rows {
+            index.extend(cols.iter().map(|&c| r * last + c));
+        }
         let mut shape = if x.shape.len() == 1 { vec![1] } else { x.shape[..x.shape.len() - 1].to_vec() };
         shape.push(cols.len());
-        Ok(vec![Tensor::new(shape, x.data.gather(index.collect::<Vec<_>>().into_iter())).into()])
+        Ok(vec![Tensor::new(shape, x.data.gather(index.into_iter())).into()])
     }
 }
 
@@ -527,6 +530,13 @@ pub enum LabelPick {
     Raw(i64),
 }
 
+/// `X [n, f] x W^T` for coefficients `W [k, f]`.
+fn linear_scores(x: &[f32], n: usize, f: usize, w: &[f32], k: usize) -> Result<Vec<f32>, String> {
+    let xv = ndarray::ArrayView2::from_shape((n, f), x).map_err(|e| e.to_string())?;
+    let wv = ndarray::ArrayView2::from_shape((k, f), w).map_err(|e| e.to_string())?;
+    Ok(super::nn::matmul_f32(xv, wv.reversed_axes()))
+}
+
 struct LinearClassifier {
     coefficients: Vec<f32>,
     intercepts: Vec<f32>,
@@ -544,13 +554,9 @@ impl Op for LinearClassifier {
                 self.coefficients.len()
             ));
         }
-        let mut scores = vec![0.0f32; n * k];
-        for i in 0..n {
-            let row = &x[i * f..(i + 1) * f];
-            for c in 0..k {
-                let w = &self.coefficients[c * f..(c + 1) * f];
-                scores[i * k + c] = row.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + self.intercepts[c];
-            }
+        let mut scores = linear_scores(&x, n, f, &self.coefficients, k)?;
+        for row in scores.chunks_mut(k) {
+            row.iter_mut().zip(&self.intercepts).for_each(|(s, b)| *s += b);
         }
         let labels: Vec<LabelPick> = if k == 1 {
             let two = self.labels.len() == 2;
@@ -609,14 +615,9 @@ impl Op for LinearRegressor {
                 self.coefficients.len()
             ));
         }
-        let mut y = vec![0.0f32; n * k];
-        for i in 0..n {
-            let row = &x[i * f..(i + 1) * f];
-            for t in 0..k {
-                let w = &self.coefficients[t * f..(t + 1) * f];
-                y[i * k + t] =
-                    row.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + self.intercepts.get(t).copied().unwrap_or(0.0);
-            }
+        let mut y = linear_scores(&x, n, f, &self.coefficients, k)?;
+        for row in y.chunks_mut(k) {
+            row.iter_mut().enumerate().for_each(|(t, s)| *s += self.intercepts.get(t).copied().unwrap_or(0.0));
         }
         if k > 1 {
             y.chunks_mut(k).for_each(|row| transform_row(row, self.post));

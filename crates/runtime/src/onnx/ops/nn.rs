@@ -12,23 +12,35 @@ use crate::onnx::value::{Data, Tensor, Value};
 const PARALLEL_ROWS: usize = 1024;
 
 /// `a [m, k] x b [k, n]`, row-parallel for tall `a`.
-fn matmul_f32(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
+pub fn matmul_f32(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Vec<f32> {
     let m = a.nrows();
     if m < PARALLEL_ROWS {
-        return a.dot(&b).into_iter().collect();
+        return into_vec(a.dot(&b));
     }
     let chunk = m.div_ceil(rayon::current_num_threads().max(1)).max(256);
     let parts: Vec<Vec<f32>> = (0..m)
         .step_by(chunk)
         .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|start| a.slice_axis(Axis(0), Slice::from(start..(start + chunk).min(m))).dot(&b).into_iter().collect())
+        .map(|start| into_vec(a.slice_axis(Axis(0), Slice::from(start..(start + chunk).min(m))).dot(&b)))
         .collect();
     parts.concat()
 }
 
 fn matmul_f64(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Vec<f64> {
-    a.dot(&b).into_iter().collect()
+    into_vec(a.dot(&b))
+}
+
+/// A product's elements, row-major, without copying them one by one.
+fn into_vec<T: Clone>(a: ndarray::Array2<T>) -> Vec<T> {
+    if a.is_standard_layout() {
+        let (v, offset) = a.into_raw_vec_and_offset();
+        if offset.unwrap_or(0) == 0 {
+            return v;
+        }
+        return v[offset.unwrap_or(0)..].to_vec();
+    }
+    a.iter().cloned().collect()
 }
 
 fn view<T>(shape: (usize, usize), v: &[T]) -> Result<ArrayView2<'_, T>, String> {

@@ -24,7 +24,9 @@ use super::{BuildError, Built, NodeCtx, Op, input};
 use crate::onnx::value::{Data, Tensor, Value};
 
 /// Rows per block: every tree is walked for a block of rows before the next tree.
-const BLOCK: usize = 64;
+const BLOCK: usize = 256;
+/// Walks advanced together (see `Compiled::walk_leq`).
+const LANES: usize = 8;
 /// Batches with at least this many rows are split across the thread pool.
 const PARALLEL_ROWS: usize = 512;
 
@@ -226,6 +228,28 @@ impl<T: Real> Compiled<T> {
         Ok(Compiled { nodes, roots, weights, sets, all_leq })
     }
 
+    /// Walks `LANES` independent (node, row) pairs to their leaves together, for ensembles of
+    /// `BRANCH_LEQ` nodes: each walk is a chain of dependent loads, and interleaving them lets
+    /// the memory system serve several at once.
+    #[inline]
+    fn walk_leq(&self, idx: &mut [u32; LANES], rows: &[&[T]; LANES]) {
+        let nodes = &self.nodes;
+        loop {
+            let mut moving = false;
+            for l in 0..LANES {
+                let n = &nodes[idx[l] as usize];
+                if n.mode != Mode::Leaf {
+                    moving = true;
+                    let x = rows[l][n.feature as usize];
+                    idx[l] = if x <= n.value || (n.missing_true && x.is_nan()) { n.true_next } else { idx[l] + 1 };
+                }
+            }
+            if !moving {
+                return;
+            }
+        }
+    }
+
     /// The leaf a row reaches from `root`.
     #[inline]
     fn leaf(&self, root: u32, row: &[T]) -> &Flat<T> {
@@ -290,29 +314,58 @@ impl Ensemble {
         let f = self.features;
         let mut scores = vec![T::default(); rows * k];
         let mut has = vec![false; rows * k];
+        let add = |leaf: &Flat<T>, r: usize, scores: &mut [T], has: &mut [bool]| {
+            let ws = &compiled.weights[leaf.feature as usize..(leaf.feature + leaf.true_next) as usize];
+            for &(t, w) in ws {
+                let at = r * k + t as usize;
+                match self.aggregate {
+                    Aggregate::Sum | Aggregate::Average => scores[at] += w,
+                    Aggregate::Min => {
+                        if !has[at] || w < scores[at] {
+                            scores[at] = w;
+                        }
+                    }
+                    Aggregate::Max => {
+                        if !has[at] || w > scores[at] {
+                            scores[at] = w;
+                        }
+                    }
+                }
+                has[at] = true;
+            }
+        };
+        let row_of = |r: usize| &x[r * f..(r + 1) * f];
         let block = |start: usize, scores: &mut [T], has: &mut [bool]| {
             let n = scores.len() / k;
-            for &root in &compiled.roots {
-                for r in 0..n {
-                    let row = &x[(start + r) * f..(start + r + 1) * f];
-                    let leaf = compiled.leaf(root, row);
-                    let ws = &compiled.weights[leaf.feature as usize..(leaf.feature + leaf.true_next) as usize];
-                    for &(t, w) in ws {
-                        let at = r * k + t as usize;
-                        match self.aggregate {
-                            Aggregate::Sum | Aggregate::Average => scores[at] += w,
-                            Aggregate::Min => {
-                                if !has[at] || w < scores[at] {
-                                    scores[at] = w;
-                                }
-                            }
-                            Aggregate::Max => {
-                                if !has[at] || w > scores[at] {
-                                    scores[at] = w;
-                                }
-                            }
+            let nodes = &compiled.nodes;
+            if !compiled.all_leq {
+                for &root in &compiled.roots {
+                    for r in 0..n {
+                        add(compiled.leaf(root, row_of(start + r)), r, scores, has);
+                    }
+                }
+            } else if n == 1 {
+                // One row: walk LANES trees at once; leaves are added in tree order.
+                let row = row_of(start);
+                for group in compiled.roots.chunks(LANES) {
+                    let mut idx = [group[0]; LANES];
+                    idx[..group.len()].copy_from_slice(group);
+                    compiled.walk_leq(&mut idx, &[row; LANES]);
+                    for &i in &idx[..group.len()] {
+                        add(&nodes[i as usize], 0, scores, has);
+                    }
+                }
+            } else {
+                // Many rows: each tree walks LANES rows at once, rows keep tree order.
+                for &root in &compiled.roots {
+                    for r0 in (0..n).step_by(LANES) {
+                        let m = LANES.min(n - r0);
+                        let rows: [&[T]; LANES] = std::array::from_fn(|l| row_of(start + r0 + l.min(m - 1)));
+                        let mut idx = [root; LANES];
+                        compiled.walk_leq(&mut idx, &rows);
+                        for (l, &i) in idx[..m].iter().enumerate() {
+                            add(&nodes[i as usize], r0 + l, scores, has);
                         }
-                        has[at] = true;
                     }
                 }
             }
