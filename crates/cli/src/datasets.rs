@@ -48,6 +48,11 @@ impl DatasetStoreArgs {
         Ok(Database::connect(&uri).await?)
     }
 
+    /// The tracking server's URL, when `--tracking-uri` is one.
+    pub(crate) fn server_url(&self) -> Option<&str> {
+        self.tracking_uri.as_deref().filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+    }
+
     pub(crate) fn destination(&self) -> String {
         self.artifacts_destination.clone().unwrap_or_else(|| {
             let dir = self.home.home.join("artifacts");

@@ -119,6 +119,16 @@ pub fn open_model(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<Opened> 
         return Ok(Opened { model, version: None, _files: None });
     }
     let dir = tempfile::tempdir().context("creating a temporary folder for the model")?;
+    if let Some(url) = store.server_url() {
+        let (path, version) = block_on(async {
+            let server = crate::tracking::Tracking::open(Some(url), Path::new(".")).await?;
+            let (location, version) = server.model_location(&uri).await?;
+            let path = server.download_model(&location, dir.path()).await?;
+            Ok::<_, anyhow::Error>((path, version))
+        })?;
+        let model = LoadedModel::load(&path, engine).with_context(|| format!("loading {}", args.model))?;
+        return Ok(Opened { model, version, _files: Some(dir) });
+    }
     let target = dir.path().join("model");
     let version = block_on(async {
         let db = store.database().await?;

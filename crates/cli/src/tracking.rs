@@ -185,3 +185,118 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
         outln!("{}", line(row.clone()));
     }
 }
+
+/// Fetching a model's files from a tracking server, for `--tracking-uri http://...`.
+impl Tracking {
+    /// The proxied artifact location (`mlflow-artifacts:/...`) a model URI names, with the
+    /// registered name and version when it is one.
+    pub async fn model_location(&self, uri: &shipyard_runtime::ModelUri) -> Result<(String, Option<(String, String)>)> {
+        use shipyard_runtime::ModelUri;
+        let version_location = |name: String, version: String| async move {
+            let answer = self
+                .call(
+                    reqwest::Method::GET,
+                    "model-versions/get-download-uri",
+                    json!({"name": name, "version": version}),
+                )
+                .await?;
+            let location = answer["artifact_uri"].as_str().ok_or_else(|| anyhow!("the server gave no artifact_uri"))?;
+            Ok::<_, anyhow::Error>((location.to_owned(), Some((name, version))))
+        };
+        let (location, version) = match uri {
+            ModelUri::Version { name, version } => version_location(name.clone(), version.clone()).await?,
+            ModelUri::Alias { name, alias } => {
+                let answer = self
+                    .call(reqwest::Method::GET, "registered-models/alias", json!({"name": name, "alias": alias}))
+                    .await?;
+                let version = answer["model_version"]["version"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the server gave no version for {name}@{alias}"))?;
+                version_location(name.clone(), version.to_owned()).await?
+            }
+            ModelUri::Run { run_id, path } => (self.run_location(run_id, path).await?, None),
+            ModelUri::Artifacts(u) => (u.clone(), None),
+            ModelUri::Local(p) => bail!("{} is a local path", p.display()),
+        };
+        // A version registered from a run keeps `runs:/` as its source.
+        if let Some(rest) = location.strip_prefix("runs:/") {
+            let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
+            return Ok((self.run_location(run_id, path.trim_end_matches('/')).await?, version));
+        }
+        Ok((location, version))
+    }
+
+    async fn run_location(&self, run_id: &str, path: &str) -> Result<String> {
+        let answer = self.call(reqwest::Method::GET, "runs/get", json!({"run_id": run_id})).await?;
+        let root = answer["run"]["info"]["artifact_uri"]
+            .as_str()
+            .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
+        Ok(if path.is_empty() { root.to_owned() } else { format!("{}/{path}", root.trim_end_matches('/')) })
+    }
+
+    /// Downloads every file under the proxied artifact `location` into `dest` through the
+    /// server's `mlflow-artifacts` API; a location that is one file lands as `dest/<name>`.
+    /// Returns the local path of the model (the folder, or the single file).
+    pub async fn download_model(&self, location: &str, dest: &Path) -> Result<std::path::PathBuf> {
+        let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
+        let root = shipyard_core::artifact_path::ArtifactPath::from_proxied_uri(location)?;
+        let encode = |p: &str| {
+            p.split('/')
+                .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let list = |dir: String| async move {
+            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts");
+            let response = client.get(&url).query(&[("path", dir.as_str())]).send().await?;
+            if !response.status().is_success() {
+                bail!("listing {dir}: HTTP {}", response.status());
+            }
+            let body: Value = response.json().await?;
+            Ok::<_, anyhow::Error>(body["files"].as_array().cloned().unwrap_or_default())
+        };
+        let fetch = |path: String, target: std::path::PathBuf| async move {
+            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts/{}", encode(&path));
+            let response = client.get(&url).send().await.with_context(|| format!("downloading {path}"))?;
+            if !response.status().is_success() {
+                bail!("downloading {path}: HTTP {}", response.status());
+            }
+            let bytes = response.bytes().await?;
+            let partial = target.with_extension("partial");
+            tokio::fs::write(&partial, &bytes).await.with_context(|| format!("writing {}", partial.display()))?;
+            tokio::fs::rename(&partial, &target).await.with_context(|| format!("writing {}", target.display()))?;
+            Ok::<_, anyhow::Error>(())
+        };
+        let top = root.to_string();
+        let entries = list(top.clone()).await?;
+        if entries.is_empty() {
+            let name = top.rsplit('/').next().unwrap_or("model.onnx").to_owned();
+            tokio::fs::create_dir_all(dest).await?;
+            let target = dest.join(&name);
+            fetch(top, target.clone()).await?;
+            return Ok(target);
+        }
+        let model_dir = dest.join("model");
+        let mut pending = vec![(top, model_dir.clone(), entries)];
+        while let Some((dir, local, entries)) = pending.pop() {
+            tokio::fs::create_dir_all(&local).await?;
+            for entry in entries {
+                let raw = entry["path"].as_str().unwrap_or_default();
+                // Servers answer with names relative to the listed folder; keep the last part only,
+                // so nothing lands outside `dest`.
+                let name = raw.rsplit('/').next().unwrap_or_default();
+                if name.is_empty() || name == "." || name == ".." {
+                    bail!("the server listed an invalid artifact name {raw:?}");
+                }
+                let child = format!("{dir}/{name}");
+                if entry["is_dir"].as_bool().unwrap_or(false) {
+                    let inner = list(child.clone()).await?;
+                    pending.push((child, local.join(name), inner));
+                } else {
+                    fetch(child, local.join(name)).await?;
+                }
+            }
+        }
+        Ok(model_dir)
+    }
+}

@@ -103,8 +103,19 @@ pub async fn locate(uri: &ModelUri, db: &Database) -> Result<(ArtifactPath, Opti
     }
 }
 
+/// `runs:/ID/PATH`: a model the run logged under that name (MLflow 3 keeps those as logged
+/// models, outside the run's artifacts), else the run's artifacts at PATH.
 async fn run_path(run_id: &str, path: &str, db: &Database) -> Result<ArtifactPath, FetchError> {
     let run = db.get_run(run_id).await?;
+    if !path.is_empty() && !path.contains('/') && !path.contains('\'') {
+        let filter = format!("source_run_id = '{run_id}' AND name = '{path}'");
+        let page = db
+            .search_logged_models(std::slice::from_ref(&run.info.experiment_id), Some(&filter), &[], Some(1), None)
+            .await?;
+        if let Some(model) = page.items.first() {
+            return Ok(ArtifactPath::from_proxied_uri(&model.info.artifact_uri)?);
+        }
+    }
     let root = ArtifactPath::from_proxied_uri(&run.info.artifact_uri)?;
     Ok(if path.is_empty() { root } else { root.join(&ArtifactPath::parse(path)?) })
 }
