@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this):
 #   1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
-#   2. Rust unit and store-contract tests, on SQLite and on a real PostgreSQL;
+#   2. Rust unit and store-contract tests, on SQLite and on a real PostgreSQL, and the ONNX
+#      fixtures on the native engine and on onnxruntime (its library from the pinned wheel);
 #   3. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
 #      `shipyard server` on SQLite, then on PostgreSQL, then with artifacts in S3 (a local
 #      S3 endpoint, moto's server, started by the suite).
@@ -23,12 +24,16 @@ eval "$(scripts/pg-cluster.sh start)"
 trap 'scripts/pg-cluster.sh stop "$SHIPYARD_PG_DIR"' EXIT
 echo "PostgreSQL at $SHIPYARD_TEST_PG_URI"
 
-step "Rust tests (SQLite and PostgreSQL)"
-cargo test --release --workspace --locked
-
-step "Python venv for the interop suite"
+step "Python venv for the interop suite (and onnxruntime's library for the second engine)"
 venv=${SHIPYARD_VENV:-$root/.venv}
 scripts/venv.sh "$venv" tests/interop/requirements.txt
+# The pinned onnxruntime wheel ships the C library the optional engine loads at run time.
+ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')
+export ORT_DYLIB_PATH
+echo "onnxruntime library: $ORT_DYLIB_PATH"
+
+step "Rust tests (SQLite and PostgreSQL; ONNX fixtures on both engines)"
+cargo test --release --workspace --locked
 
 step "building the shipyard binary"
 cargo build --release --locked --bin shipyard

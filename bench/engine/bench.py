@@ -23,6 +23,8 @@ outputs (column "csv" of the report; "n/a" when regenerated).
 Measurements per model, in this order (one process each, nothing in parallel):
   Shipyard   `shipyard models bench MODEL.onnx --data ROWS.csv --repeat R --format json`
              [--threads N]; its JSON is kept whole in the results file.
+  ort crate  the same command with --engine onnxruntime: ONNX Runtime in process through the
+             `ort` crate (1 intra-op thread), the library from this venv's onnxruntime wheel.
   ORT(1t), ORT(2t)
              onnxruntime.InferenceSession(CPUExecutionProvider, intra_op_num_threads=1 or 2,
              inter_op_num_threads=1, sequential execution, default graph optimisations),
@@ -377,14 +379,27 @@ def check_shipyard_json(d, n_rows, cfg):
     return warn
 
 
-def shipyard_bench(bin_path, model_path, csv_path, n_rows, cfg):
+def ort_library():
+    """The pinned wheel's libonnxruntime, for Shipyard's onnxruntime engine (the `ort` crate)."""
+    import glob
+    found = sorted(glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*")))
+    return found[0] if found else None
+
+
+def shipyard_bench(bin_path, model_path, csv_path, n_rows, cfg, engine=None):
     cmd = [bin_path, "models", "bench", model_path, "--data", csv_path,
            "--repeat", str(cfg.b1_runs), "--format", "json"]
+    if engine:
+        cmd += ["--engine", engine]
     if cfg.shipyard_threads:
         cmd += ["--threads", str(cfg.shipyard_threads)]
     t0 = time.perf_counter()
+    env = dict(os.environ)
+    lib = ort_library()
+    if lib:
+        env["ORT_DYLIB_PATH"] = lib
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.shipyard_timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.shipyard_timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"cmd": cmd, "error": f"timed out after {cfg.shipyard_timeout} s"}
     except OSError as e:
@@ -448,13 +463,14 @@ def geomean(xs):
 
 
 def table(results):
-    head = ["model", "ops", "Shipyard b1 p50 µs", "ORT(1t) b1 p50 µs", "ratio",
-            "Shipyard 10k ms", "ORT(1t) 10k ms", "ORT(2t) 10k ms", "ratio vs best ORT"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 7) + "|"]
+    head = ["model", "ops", "Shipyard b1 p50 µs", "ORT(1t) b1 p50 µs", "ort crate b1 µs", "ratio",
+            "Shipyard 10k ms", "ORT(1t) 10k ms", "ORT(2t) 10k ms", "ort crate 10k ms", "ratio vs best ORT"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 9) + "|"]
     r_b1, r_10k = [], []
     for m in results:
         sy = (m.get("shipyard") or {}).get("json")
         o1, o2 = m["ort"].get("1"), m["ort"].get("2")
+        oc = (m.get("ort_crate") or {}).get("json")
         s_b1, s_10k = b1_p50(sy), batch_ms(sy, 10000)
         t1_10k, t2_10k = batch_ms(o1, 10000), batch_ms(o2, 10000)
         best = min([x for x in (t1_10k, t2_10k) if x is not None], default=None)
@@ -465,10 +481,10 @@ def table(results):
         if m.get("shipyard", {}).get("error"):
             name += " (Shipyard failed)"
         lines.append("| " + " | ".join([
-            name, short_ops(m["ops"]), num(s_b1), num(b1_p50(o1)), rat(rb1),
-            num(s_10k, 2), num(t1_10k, 2), num(t2_10k, 2), rat(r10k)]) + " |")
-    lines.append("| " + " | ".join(["geometric mean", "", "", "", rat(geomean(r_b1)),
-                                    "", "", "", rat(geomean(r_10k))]) + " |")
+            name, short_ops(m["ops"]), num(s_b1), num(b1_p50(o1)), num(b1_p50(oc)), rat(rb1),
+            num(s_10k, 2), num(t1_10k, 2), num(t2_10k, 2), num(batch_ms(oc, 10000), 2), rat(r10k)]) + " |")
+    lines.append("| " + " | ".join(["geometric mean", "", "", "", "", rat(geomean(r_b1)),
+                                    "", "", "", "", rat(geomean(r_10k))]) + " |")
     return "\n".join(lines), geomean(r_b1), geomean(r_10k)
 
 
@@ -598,6 +614,15 @@ def main():
                 j = s["json"]
                 print(f"  Shipyard   b1 p50 {num(b1_p50(j))} µs, 10k {num(batch_ms(j, 10000), 2)}"
                       f" ms (process {s['wall_s']:.1f} s)", file=sys.stderr)
+            if ort_library():
+                entry["ort_crate"] = shipyard_bench(shipyard, onnx_path, csv_path, n_rows, cfg, engine="onnxruntime")
+                oc = entry["ort_crate"]
+                if oc.get("error"):
+                    print(f"  ort crate FAILED: {oc['error'].splitlines()[-1] if oc['error'] else ''}", file=sys.stderr)
+                else:
+                    j = oc["json"]
+                    print(f"  ort crate  b1 p50 {num(b1_p50(j))} µs, 10k {num(batch_ms(j, 10000), 2)} ms",
+                          file=sys.stderr)
         for t in ort_threads:
             r = ort_bench(onnx_path, inputs, t, cfg)
             entry["ort"][str(t)] = r

@@ -44,10 +44,12 @@ pub enum OnError {
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EngineArg {
-    /// The native engine for every model it covers.
+    /// The native engine for every model it covers, else onnxruntime if configured.
     Auto,
     /// The native engines only.
     Native,
+    /// ONNX Runtime, loaded from ORT_DYLIB_PATH (for operators the native engine lacks).
+    Onnxruntime,
 }
 
 impl From<EngineArg> for EngineChoice {
@@ -55,6 +57,7 @@ impl From<EngineArg> for EngineChoice {
         match e {
             EngineArg::Auto => EngineChoice::Auto,
             EngineArg::Native => EngineChoice::Native,
+            EngineArg::Onnxruntime => EngineChoice::Onnxruntime,
         }
     }
 }

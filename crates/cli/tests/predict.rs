@@ -222,3 +222,30 @@ fn models_bench_reports_latency_and_throughput() {
     assert_eq!(sizes, vec![1000, 10000]);
     assert_eq!(report["engine"], "onnx-native");
 }
+
+#[test]
+fn the_onnxruntime_engine_gives_the_native_engines_answers_when_configured() {
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        eprintln!("ORT_DYLIB_PATH is not set: skipping the onnxruntime engine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let (csv, _) = rows_csv(dir.path(), "rf_classifier_zipmap");
+    let csv = csv.to_str().expect("path");
+    let model = fixture("rf_classifier_zipmap");
+    let native = ok(&run(&home, &["predict", "--model", &model, "--input", csv, "--engine", "native"]));
+    let ort = ok(&run(&home, &["predict", "--model", &model, "--input", csv, "--engine", "onnxruntime"]));
+    let parse =
+        |text: &str| -> Vec<Vec<String>> { text.lines().map(|l| l.split(',').map(str::to_owned).collect()).collect() };
+    let (a, b) = (parse(&native), parse(&ort));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a[0], b[0], "same columns");
+    for (x, y) in a.iter().zip(&b).skip(1) {
+        assert_eq!(x[20], y[20], "same label");
+        for j in 21..x.len() {
+            let (p, q): (f64, f64) = (x[j].parse().expect("number"), y[j].parse().expect("number"));
+            assert!((p - q).abs() < 1e-6, "{p} vs {q}");
+        }
+    }
+}

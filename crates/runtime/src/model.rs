@@ -13,7 +13,8 @@ use serde::Deserialize;
 use shipyard_train::frame::{Features, Values};
 use shipyard_train::{Model, Predictions};
 
-use crate::onnx::{Data, ElemType, IoType, MapKeys, OnnxError, OnnxModel, Tensor, Value};
+use crate::onnx::ort_engine::{self, OrtModel};
+use crate::onnx::{Data, ElemType, IoSpec, IoType, MapKeys, OnnxError, OnnxModel, Tensor, Value};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,9 @@ pub enum LoadError {
     File { path: String, message: String },
     #[error(transparent)]
     Onnx(#[from] OnnxError),
+    /// The onnxruntime engine is unavailable or refused the model.
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Why a prediction was refused or failed.
@@ -53,13 +57,61 @@ impl PredictError {
     }
 }
 
-/// Which engine runs a model.
+/// Which engine runs an ONNX model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// The native engine for native and ONNX models.
+    /// The native engine when it implements every operator of the model, else onnxruntime if
+    /// its library is configured.
     #[default]
     Auto,
+    /// The native engine only.
     Native,
+    /// ONNX Runtime (loaded at run time; see [`ort_engine`]).
+    Onnxruntime,
+}
+
+/// The engine an ONNX model runs on.
+enum OnnxRunner {
+    Native(Box<OnnxModel>),
+    Ort(Box<OrtModel>),
+}
+
+impl OnnxRunner {
+    /// Compiles or opens `bytes` as `choice` says.
+    fn open(bytes: &[u8], choice: EngineChoice) -> Result<(OnnxRunner, &'static str), LoadError> {
+        let ort = |bytes: &[u8]| -> Result<(OnnxRunner, &'static str), LoadError> {
+            let description = crate::onnx::describe(bytes)?;
+            let model = OrtModel::from_bytes(bytes, None, description.class_labels).map_err(LoadError::Engine)?;
+            Ok((OnnxRunner::Ort(Box::new(model)), "onnxruntime"))
+        };
+        match choice {
+            EngineChoice::Onnxruntime => ort(bytes),
+            EngineChoice::Native => Ok((OnnxRunner::Native(Box::new(OnnxModel::from_bytes(bytes)?)), "onnx-native")),
+            EngineChoice::Auto => match OnnxModel::from_bytes(bytes) {
+                Ok(model) => Ok((OnnxRunner::Native(Box::new(model)), "onnx-native")),
+                Err(e @ OnnxError::Unsupported { .. }) if ort_engine::library_path().is_none() => Err(e.into()),
+                Err(OnnxError::Unsupported { .. }) => ort(bytes),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    fn run(&self, inputs: &[Value]) -> Result<Vec<Value>, PredictError> {
+        match self {
+            OnnxRunner::Native(model) => model.run(inputs).map_err(|e| match e {
+                OnnxError::Input { .. } => PredictError::Input(e.to_string()),
+                other => PredictError::Model(other.to_string()),
+            }),
+            OnnxRunner::Ort(model) => model.run(inputs).map_err(PredictError::Model),
+        }
+    }
+
+    fn class_labels(&self) -> Option<&MapKeys> {
+        match self {
+            OnnxRunner::Native(model) => model.class_labels.as_ref(),
+            OnnxRunner::Ort(model) => model.class_labels(),
+        }
+    }
 }
 
 /// A column the model reads.
@@ -123,7 +175,7 @@ struct InputSlot {
 
 enum Engine {
     Native(Box<Model>),
-    Onnx { model: Box<OnnxModel>, layout: OnnxLayout },
+    Onnx { model: OnnxRunner, layout: OnnxLayout },
 }
 
 /// A model ready to predict.
@@ -176,10 +228,8 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
 impl LoadedModel {
     /// Loads a model directory (with an `MLmodel` file) or a bare `.onnx` file.
     pub fn load(path: &Path, engine: EngineChoice) -> Result<LoadedModel, LoadError> {
-        let _ = engine; // Both choices run on the native engines today.
         if path.is_file() {
-            let model = OnnxModel::from_bytes(&read(path)?)?;
-            return Self::onnx(model, None, path);
+            return Self::onnx(&read(path)?, engine, None, path);
         }
         let mlmodel_path = path.join("MLmodel");
         if !mlmodel_path.is_file() {
@@ -222,8 +272,7 @@ impl LoadedModel {
             if !model_path.starts_with(path) || file.contains("..") {
                 return Err(file_error(&mlmodel_path, "the onnx flavor's data path leaves the model directory"));
             }
-            let model = OnnxModel::from_bytes(&read(&model_path)?)?;
-            return Self::onnx(model, signature, path);
+            return Self::onnx(&read(&model_path)?, engine, signature, path);
         }
         let names: Vec<&String> = ml.flavors.keys().collect();
         Err(file_error(
@@ -256,9 +305,15 @@ impl LoadedModel {
         })
     }
 
-    fn onnx(model: OnnxModel, signature: Option<Vec<InputColumn>>, path: &Path) -> Result<LoadedModel, LoadError> {
-        let tensor_inputs: Vec<(ElemType, usize, Option<usize>)> = model
-            .inputs
+    fn onnx(
+        bytes: &[u8],
+        choice: EngineChoice,
+        signature: Option<Vec<InputColumn>>,
+        path: &Path,
+    ) -> Result<LoadedModel, LoadError> {
+        let (model, engine_name) = OnnxRunner::open(bytes, choice)?;
+        let graph_inputs: Vec<IoSpec> = crate::onnx::describe(bytes)?.inputs;
+        let tensor_inputs: Vec<(ElemType, usize, Option<usize>)> = graph_inputs
             .iter()
             .map(|i| match &i.ty {
                 IoType::Tensor { elem: Some(e), dims, .. } => {
@@ -288,7 +343,7 @@ impl LoadedModel {
             let by_name = signature.unwrap_or_default();
             let mut cols: Vec<InputColumn> = Vec::new();
             let mut slots = Vec::new();
-            for (i, &(elem, rank, width)) in model.inputs.iter().zip(&tensor_inputs) {
+            for (i, &(elem, rank, width)) in graph_inputs.iter().zip(&tensor_inputs) {
                 let width = if rank == 2 { width.unwrap_or(1).max(1) } else { 1 };
                 let names: Vec<String> = if width == 1 {
                     vec![i.name.clone()]
@@ -320,9 +375,9 @@ impl LoadedModel {
         Ok(LoadedModel {
             inputs,
             flavor: "onnx",
-            engine_name: "onnx-native",
+            engine_name,
             location: path.to_path_buf(),
-            engine: Engine::Onnx { model: Box::new(model), layout },
+            engine: Engine::Onnx { model, layout },
         })
     }
 
@@ -436,7 +491,7 @@ impl LoadedModel {
                 })
             }
             Engine::Onnx { model, layout } => {
-                let inputs: Vec<Value> = onnx_inputs(model, layout, features)?.into_iter().map(Value::from).collect();
+                let inputs: Vec<Value> = onnx_inputs(layout, features)?.into_iter().map(Value::from).collect();
                 let outputs = run_onnx(model, &inputs)?;
                 interpret(model, outputs, features.rows)
             }
@@ -447,8 +502,8 @@ impl LoadedModel {
     pub fn prepare(&self, features: &Features) -> Result<Prepared, PredictError> {
         Ok(match &self.engine {
             Engine::Native(_) => Prepared::Native(features.clone()),
-            Engine::Onnx { model, layout } => {
-                Prepared::Onnx(onnx_inputs(model, layout, features)?.into_iter().map(Value::from).collect())
+            Engine::Onnx { model: _, layout } => {
+                Prepared::Onnx(onnx_inputs(layout, features)?.into_iter().map(Value::from).collect())
             }
         })
     }
@@ -474,11 +529,8 @@ pub enum Prepared {
     Onnx(Vec<Value>),
 }
 
-fn run_onnx(model: &OnnxModel, inputs: &[Value]) -> Result<Vec<Value>, PredictError> {
-    model.run(inputs).map_err(|e| match e {
-        OnnxError::Input { .. } => PredictError::Input(e.to_string()),
-        other => PredictError::Model(other.to_string()),
-    })
+fn run_onnx(model: &OnnxRunner, inputs: &[Value]) -> Result<Vec<Value>, PredictError> {
+    model.run(inputs)
 }
 
 fn numeric_column(features: &Features, k: usize) -> Result<&[f64], PredictError> {
@@ -542,7 +594,7 @@ fn column_data(features: &Features, k: usize, elem: ElemType) -> Result<Data, Pr
     })
 }
 
-fn onnx_inputs(model: &OnnxModel, layout: &OnnxLayout, features: &Features) -> Result<Vec<Tensor>, PredictError> {
+fn onnx_inputs(layout: &OnnxLayout, features: &Features) -> Result<Vec<Tensor>, PredictError> {
     let n = features.rows;
     match layout {
         OnnxLayout::Matrix { elem } => {
@@ -562,8 +614,7 @@ fn onnx_inputs(model: &OnnxModel, layout: &OnnxLayout, features: &Features) -> R
                 }
                 other => {
                     return Err(PredictError::Model(format!(
-                        "the model's input {:?} holds {}, which tables cannot fill",
-                        model.inputs[0].name,
+                        "the model's input holds {}, which tables cannot fill",
                         other.name()
                     )));
                 }
@@ -584,7 +635,7 @@ fn labels_of(t: &Tensor) -> Option<Vec<String>> {
 }
 
 /// Reads a label + scores pair, or the values of a regressor, from the graph's outputs.
-fn interpret(model: &OnnxModel, outputs: Vec<Value>, rows: usize) -> Result<Output, PredictError> {
+fn interpret(model: &OnnxRunner, outputs: Vec<Value>, rows: usize) -> Result<Output, PredictError> {
     let bad = |what: &str| PredictError::Model(format!("the model's outputs are not {what}"));
     let scores = |v: &Value| -> Option<(Vec<f64>, usize, Option<MapKeys>)> {
         let (t, keys) = match v {
@@ -607,7 +658,7 @@ fn interpret(model: &OnnxModel, outputs: Vec<Value>, rows: usize) -> Result<Outp
         && let Some(labels) = labels_of(label)
     {
         let (probabilities, k, keys) = scores(second).ok_or_else(|| bad("a label and per-class scores"))?;
-        let classes = match keys.or_else(|| model.class_labels.clone()) {
+        let classes = match keys.or_else(|| model.class_labels().cloned()) {
             Some(keys) if keys.len() == k => keys.labels(),
             _ => (0..k).map(|i| i.to_string()).collect(),
         };

@@ -165,3 +165,117 @@ fn every_fixture_model_equals_onnxruntime() {
         failures.join("\n")
     );
 }
+
+/// The fixtures through the onnxruntime engine too, when the test command has configured its
+/// library (scripts/test.sh points ORT_DYLIB_PATH at the pinned wheel's): same answers.
+#[test]
+fn every_fixture_model_runs_on_the_onnxruntime_engine_when_configured() {
+    use shipyard_runtime::onnx::ort_engine::{self, OrtModel};
+    if ort_engine::library_path().is_none() {
+        eprintln!("ORT_DYLIB_PATH is not set: skipping the onnxruntime engine");
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixture directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    for json_path in &paths {
+        let spec: Json = serde_json::from_slice(&std::fs::read(json_path).expect("json")).expect("json");
+        let bytes = std::fs::read(json_path.with_file_name(spec["model"].as_str().expect("model"))).expect("model");
+        let description = shipyard_runtime::onnx::describe(&bytes).expect("describe");
+        let model = OrtModel::from_bytes(&bytes, None, description.class_labels).expect("onnxruntime session");
+        let inputs: Vec<Value> =
+            description.inputs.iter().map(|i| Value::from(tensor(&spec["inputs"][&i.name]))).collect();
+        let outputs = model.run(&inputs).expect("onnxruntime run");
+        for ((name, want), got) in spec["outputs"].as_object().expect("outputs").iter().zip(&outputs) {
+            if let Err(e) = compare(name, got, want) {
+                failures.push(format!("{}: {e}", json_path.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A model with an operator the native engine lacks: refused by name without onnxruntime, run by
+/// onnxruntime under `auto` when it is configured.
+#[test]
+fn unsupported_operators_are_named_and_go_to_onnxruntime() {
+    use prost::Message;
+    use shipyard_core::onnx_proto::*;
+    let tensor_type = |dims: Vec<Option<i64>>| TypeProto {
+        tensor_type: Some(TensorTypeProto {
+            elem_type: data_type::FLOAT,
+            shape: Some(TensorShapeProto {
+                dim: dims.into_iter().map(|d| Dimension { dim_value: d, dim_param: None }).collect(),
+            }),
+        }),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        graph: Some(GraphProto {
+            name: "erf".into(),
+            node: vec![NodeProto {
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                name: "erf_node".into(),
+                op_type: "Erf".into(),
+                ..Default::default()
+            }],
+            input: vec![ValueInfoProto { name: "x".into(), r#type: Some(tensor_type(vec![None, Some(2)])) }],
+            output: vec![ValueInfoProto { name: "y".into(), r#type: Some(tensor_type(vec![None, Some(2)])) }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = model.encode_to_vec();
+    let err = OnnxModel::from_bytes(&bytes).err().expect("Erf is not a native operator");
+    let message = err.to_string();
+    assert!(message.contains("Erf") && message.contains("--engine onnxruntime"), "{message}");
+
+    let dir = std::env::temp_dir().join(format!("shipyard-erf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("erf.onnx");
+    std::fs::write(&file, &bytes).expect("write");
+    let loaded = shipyard_runtime::LoadedModel::load(&file, shipyard_runtime::EngineChoice::Auto);
+    if shipyard_runtime::onnx::ort_engine::library_path().is_none() {
+        let e = loaded.err().expect("refused without onnxruntime").to_string();
+        assert!(e.contains("Erf"), "{e}");
+    } else {
+        let loaded = loaded.expect("onnxruntime runs Erf");
+        assert_eq!(loaded.engine_name, "onnxruntime");
+        let csv = dir.join("rows.csv");
+        std::fs::write(&csv, "a,b\n0.5,-1\n0,2\n").expect("write");
+        let batches = shipyard_data_free_read(&csv);
+        let out = loaded.predict(&batches).expect("predict");
+        let shipyard_runtime::Output::Values { columns: 2, values } = out else { panic!("expected values") };
+        let want = [0.520_499_9, -0.842_700_8, 0.0, 0.995_322_3];
+        for (g, w) in values.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{values:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A two-column float table as Arrow batches (the runtime takes batches, not files).
+fn shipyard_data_free_read(path: &Path) -> Vec<arrow_array::RecordBatch> {
+    let text = std::fs::read_to_string(path).expect("csv");
+    let mut lines = text.lines();
+    let names: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().expect("number")).collect()).collect();
+    let columns: Vec<arrow_array::ArrayRef> = (0..names.len())
+        .map(|j| {
+            std::sync::Arc::new(arrow_array::Float64Array::from(rows.iter().map(|r| r[j]).collect::<Vec<_>>())) as _
+        })
+        .collect();
+    let fields: Vec<arrow_schema::Field> =
+        names.iter().map(|n| arrow_schema::Field::new(*n, arrow_schema::DataType::Float64, true)).collect();
+    vec![
+        arrow_array::RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns)
+            .expect("batch"),
+    ]
+}

@@ -17,9 +17,11 @@
 //! - [`value`]: tensors and the `seq(map)` of `ZipMap`.
 //! - [`attrs`]: node attributes.
 //! - [`ops`]: the kernels, standard and ONNX-ML.
+//! - [`ort_engine`]: the optional second engine, ONNX Runtime loaded at run time.
 
 pub mod attrs;
 pub mod ops;
+pub mod ort_engine;
 pub mod value;
 
 use std::collections::{BTreeSet, HashMap};
@@ -123,6 +125,35 @@ pub struct OnnxModel {
 
 fn operator_name(domain: &str, op: &str) -> String {
     if domain.is_empty() || domain == "ai.onnx" { op.to_owned() } else { format!("{domain}:{op}") }
+}
+
+/// A model's graph inputs and outputs and its classifier's labels, without compiling it (what
+/// the onnxruntime engine needs to know).
+pub struct Description {
+    pub inputs: Vec<IoSpec>,
+    pub outputs: Vec<IoSpec>,
+    pub class_labels: Option<MapKeys>,
+}
+
+/// Reads a model's interface.
+pub fn describe(bytes: &[u8]) -> Result<Description, OnnxError> {
+    let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or_else(|| OnnxError::Decode("the model has no graph".into()))?;
+    let constant: std::collections::HashSet<&str> = graph.initializer.iter().map(|i| i.name.as_str()).collect();
+    Ok(Description {
+        inputs: graph
+            .input
+            .iter()
+            .filter(|vi| !constant.contains(vi.name.as_str()))
+            .map(|vi| IoSpec { name: vi.name.clone(), ty: io_type(vi.r#type.as_ref()) })
+            .collect(),
+        outputs: graph
+            .output
+            .iter()
+            .map(|vi| IoSpec { name: vi.name.clone(), ty: io_type(vi.r#type.as_ref()) })
+            .collect(),
+        class_labels: ops::class_labels(graph),
+    })
 }
 
 impl OnnxModel {
