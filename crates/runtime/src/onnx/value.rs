@@ -62,6 +62,19 @@ pub fn onnx_type_name(code: i32) -> &'static str {
     }
 }
 
+/// The most elements one tensor may hold (2^31): a shape beyond it, from a malformed model or
+/// input, is an error rather than an allocation that aborts the process.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// The element count of `shape`, if it stays within [`MAX_ELEMENTS`].
+pub fn element_count(shape: &[usize]) -> Result<usize, String> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| format!("shape {shape:?} is too large (more than {MAX_ELEMENTS} elements)"))
+}
+
 /// A tensor's elements, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
@@ -218,7 +231,7 @@ impl Tensor {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| format!("tensor {:?} has a negative dimension", t.name)))
             .collect::<Result<_, _>>()?;
-        let n: usize = shape.iter().product();
+        let n = element_count(&shape).map_err(|e| format!("tensor {:?}: {e}", t.name))?;
         let raw = &t.raw_data;
         let data = match t.data_type {
             data_type::FLOAT if !raw.is_empty() => {

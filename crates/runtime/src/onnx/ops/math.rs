@@ -18,6 +18,7 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
             _ => return Err(format!("shapes {a:?} and {b:?} do not broadcast")),
         };
     }
+    crate::onnx::value::element_count(&out)?;
     Ok(out)
 }
 

@@ -3,7 +3,7 @@
 
 use super::math::broadcast_shape;
 use super::{BuildError, Built, NodeCtx, Op, axis, input, optional_input};
-use crate::onnx::value::{Data, ElemType, Tensor, Value};
+use crate::onnx::value::{Data, ElemType, Tensor, Value, element_count};
 
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
@@ -148,7 +148,7 @@ impl Op for ConstantOfShape {
             .into_iter()
             .map(|d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
             .collect::<Result<_, _>>()?;
-        let n: usize = shape.iter().product();
+        let n = element_count(&shape)?;
         Ok(vec![Tensor::new(shape, self.0.data.gather(std::iter::repeat_n(0, n))).into()])
     }
 }
@@ -484,6 +484,7 @@ impl Op for Expand {
         let t = input(inputs, 0)?;
         let target: Vec<usize> = ints(input(inputs, 1)?)?.into_iter().map(|d| d.max(0) as usize).collect();
         let shape = broadcast_shape(&t.shape, &target)?;
+        element_count(&shape)?;
         let rank = shape.len();
         let s = strides(&t.shape);
         let index = remap(&shape, |idx| {
@@ -501,7 +502,13 @@ impl Op for Tile {
         if reps.len() != t.shape.len() {
             return Err("repeats must have one entry per dimension".into());
         }
-        let shape: Vec<usize> = t.shape.iter().zip(&reps).map(|(&d, &r)| d * r.max(0) as usize).collect();
+        let shape: Vec<usize> = t
+            .shape
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| d.checked_mul(r.max(0) as usize).ok_or_else(|| "repeats are too large".to_owned()))
+            .collect::<Result<_, _>>()?;
+        element_count(&shape)?;
         let s = strides(&t.shape);
         let index = remap(&shape, |idx| idx.iter().enumerate().map(|(k, &i)| (i % t.shape[k]) * s[k]).sum());
         Ok(vec![Tensor::new(shape, t.data.gather(index.into_iter())).into()])
@@ -585,6 +592,18 @@ mod tests {
         assert_eq!(out, Tensor::i64(vec![2, 3], vec![2, 1, 0, 5, 4, 3]));
         let out = run(&Gather { axis: 1 }, &[t, Tensor::i64(vec![2], vec![2, 0])]);
         assert_eq!(out, Tensor::i64(vec![2, 2], vec![2, 0, 5, 3]));
+    }
+
+    #[test]
+    fn huge_shapes_are_errors_not_aborts() {
+        let fill = ConstantOfShape(Tensor::f32(vec![1], vec![0.0]));
+        let shape = Value::from(Tensor::i64(vec![2], vec![1 << 20, 1 << 20]));
+        let err = fill.run(&[Some(&shape)]).expect_err("too large");
+        assert!(err.contains("too large"), "{err}");
+        let t = Value::from(Tensor::f32(vec![1, 1], vec![1.0]));
+        let reps = Value::from(Tensor::i64(vec![2], vec![i64::MAX, 2]));
+        assert!(Tile.run(&[Some(&t), Some(&reps)]).is_err());
+        assert!(super::super::math::broadcast_shape(&[1 << 20, 1], &[1, 1 << 20]).is_err());
     }
 
     #[test]
