@@ -132,32 +132,18 @@ pub fn open_model(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<Opened> 
         let model = LoadedModel::load(&path, engine).with_context(|| format!("loading {}", args.model))?;
         return Ok(Opened { model, version, _files: Some(dir) });
     }
-    let target = dir.path().join("model");
-    let version = block_on(async {
+    let (path, version) = block_on(async {
         let db = store.database().await?;
-        let located = fetch::locate(&uri, &db).await;
+        let artifacts = ArtifactStore::open(&store.destination()).await;
+        let fetched = match artifacts {
+            Ok(artifacts) => fetch::fetch_model(&uri, &db, &artifacts, dir.path()).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
         db.close().await;
-        let (root, version) = located?;
-        let artifacts = ArtifactStore::open(&store.destination()).await?;
-        let files = fetch::download_tree(&artifacts, &root, &target).await?;
-        if files == 0 {
-            // Not a folder: a single file such as runs:/ID/model.onnx.
-            let name = root.to_string().rsplit('/').next().unwrap_or("model.onnx").to_owned();
-            let mut download =
-                artifacts.get(&root).await.with_context(|| format!("{}: no model files at {root}", args.model))?;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = futures::StreamExt::next(&mut download.stream).await {
-                bytes.extend_from_slice(&chunk?);
-            }
-            let file = dir.path().join(name);
-            std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
-            return Ok::<_, anyhow::Error>((version, Some(file)));
-        }
-        Ok((version, None))
+        fetched.with_context(|| format!("fetching {}", args.model))
     })?;
-    let path = version.1.unwrap_or(target);
     let model = LoadedModel::load(&path, engine).with_context(|| format!("loading {}", args.model))?;
-    Ok(Opened { model, version: version.0, _files: Some(dir) })
+    Ok(Opened { model, version, _files: Some(dir) })
 }
 
 /// Runs `work` on a rayon pool of `threads` threads (the global pool when not given).

@@ -18,3 +18,7 @@ pub mod onnx_proto;
 pub mod validation;
 
 pub use error::{Error, ErrorCode, Result};
+
+/// The MLflow version whose REST API and scoring protocol Shipyard speaks (what `/version`
+/// answers).
+pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";

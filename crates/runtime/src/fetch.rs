@@ -129,6 +129,32 @@ async fn source_path(location: &str, db: &Database) -> Result<ArtifactPath, Fetc
     Ok(ArtifactPath::from_proxied_uri(location)?)
 }
 
+/// Brings the model `uri` names from the store into the folder `dir`: the path to load (a
+/// model folder, or a single file such as `runs:/ID/model.onnx`) and the registered name and
+/// version when there is one.
+pub async fn fetch_model(
+    uri: &ModelUri,
+    db: &Database,
+    artifacts: &ArtifactStore,
+    dir: &Path,
+) -> Result<(PathBuf, Option<(String, String)>), FetchError> {
+    let (root, version) = locate(uri, db).await?;
+    let target = dir.join("model");
+    if download_tree(artifacts, &root, &target).await? > 0 {
+        return Ok((target, version));
+    }
+    // Not a folder: a single file.
+    let name = root.to_string().rsplit('/').next().unwrap_or("model.onnx").to_owned();
+    let mut download = artifacts.get(&root).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = download.stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    let file = dir.join(if name.is_empty() { "model.onnx".to_owned() } else { name });
+    tokio::fs::write(&file, bytes).await.map_err(|e| FetchError::Io { path: file.display().to_string(), source: e })?;
+    Ok((file, version))
+}
+
 /// Copies every file under `root` into `dest`, keeping the layout. Files land under a
 /// temporary name first and are renamed when complete.
 pub async fn download_tree(artifacts: &ArtifactStore, root: &ArtifactPath, dest: &Path) -> Result<usize, FetchError> {

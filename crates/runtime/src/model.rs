@@ -381,6 +381,23 @@ impl LoadedModel {
         })
     }
 
+    /// The class labels of a classifier, in probability order, when the model says them
+    /// (`None` for a regressor, or an ONNX classifier without class labels).
+    pub fn classes(&self) -> Option<Vec<String>> {
+        match &self.engine {
+            Engine::Native(model) => (!model.classes.is_empty()).then(|| model.classes.clone()),
+            Engine::Onnx { model, .. } => model.class_labels().map(MapKeys::labels),
+        }
+    }
+
+    /// `native` for Shipyard's models, else the ONNX engine's name.
+    pub fn platform(&self) -> &'static str {
+        match &self.engine {
+            Engine::Native(_) => "shipyard_native",
+            Engine::Onnx { .. } => "onnx_onnxv1",
+        }
+    }
+
     /// The columns the model reads, by name (empty for a positional model).
     pub fn column_names(&self) -> Vec<String> {
         match &self.inputs {
