@@ -7,9 +7,9 @@
 //! Exit codes, for every command: 0 success, 1 checks ran and failed (a drift, a failed
 //! validation), 2 usage or input error (clap's own usage errors included).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -31,6 +31,7 @@ mod data;
 mod datasets;
 mod models;
 mod predict;
+mod serve;
 mod tracking;
 mod train;
 
@@ -74,6 +75,9 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Score a table with a model (streamed; CSV or Parquet out).
     Predict(Box<predict::PredictArgs>),
+    /// Serve one model over the seed's /predict, MLflow's /invocations and the Open Inference
+    /// Protocol (KServe, Triton), with /metrics.
+    Serve(Box<serve::ServeArgs>),
     /// Commands about one model: timing it.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -171,6 +175,15 @@ struct ServerArgs {
     /// Largest artifact upload in bytes; larger ones get 413.
     #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
     max_artifact_bytes: u64,
+    /// Serve every registered model's version with this alias at /predict/{model}, /v2/... and
+    /// /metrics, following the alias when it moves.
+    #[arg(long, default_value = "production")]
+    serve_alias: String,
+    /// Serve no models: tracking and registry only.
+    #[arg(long)]
+    no_model_serving: bool,
+    #[command(flatten)]
+    serving: serve::ServingArgs,
     #[command(flatten)]
     home: HomeArgs,
 }
@@ -178,7 +191,8 @@ struct ServerArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server narrates; client-side commands print only their results (and warnings).
-    let default_filter = if matches!(cli.command, Command::Server(_)) { "info,sqlx=warn" } else { "warn" };
+    let default_filter =
+        if matches!(cli.command, Command::Server(_) | Command::Serve(_)) { "info,sqlx=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHIPYARD_LOG")
@@ -193,13 +207,18 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Predict(args) => predict::run(*args),
         Command::Models(cmd) => models::run(cmd),
+        Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
                     Command::Server(args) => run_server(args).await,
                     Command::Experiments(cmd) => experiments(cmd).await,
                     Command::Runs(cmd) => runs(cmd).await,
-                    Command::Data(_) | Command::Train(_) | Command::Predict(_) | Command::Models(_) => {
+                    Command::Data(_)
+                    | Command::Train(_)
+                    | Command::Predict(_)
+                    | Command::Models(_)
+                    | Command::Serve(_) => {
                         unreachable!("handled above")
                     }
                 }
@@ -296,13 +315,8 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         .with_context(|| format!("opening the metadata store {}", database_uri.display()))?;
     let artifacts =
         ArtifactStore::open(&destination).await.with_context(|| format!("opening the artifact store {destination}"))?;
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .or_else(|_| {
-            use std::net::ToSocketAddrs;
-            (args.host.as_str(), args.port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(())
-        })
-        .map_err(|()| anyhow::anyhow!("cannot resolve the listen address {}:{}", args.host, args.port))?;
+    let addr = serve::resolve(&args.host, args.port)?;
+    let artifacts_for_serving = artifacts.clone();
     let state = AppState {
         db: db.clone(),
         artifacts,
@@ -312,7 +326,19 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         }),
     };
     let store_display = database_uri.display();
-    shipyard_server::serve(state, addr, shutdown_signal(), |bound| {
+    let mut app = shipyard_server::router(state);
+    if !args.no_model_serving {
+        let serving = serve::catalog_state(
+            db.clone(),
+            artifacts_for_serving,
+            &args.serve_alias,
+            &args.serving,
+            Duration::from_secs(1),
+        )
+        .await?;
+        app = app.merge(shipyard_serving::router(serving, false));
+    }
+    shipyard_serving::serve(app, addr, shutdown_signal(), |bound| {
         tracing::info!(
             "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
         );
@@ -325,7 +351,7 @@ async fn run_server(args: ServerArgs) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

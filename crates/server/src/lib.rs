@@ -15,7 +15,6 @@ mod models;
 mod tracking;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -27,8 +26,7 @@ use shipyard_store::{ArtifactStore, Database};
 
 use crate::error::error_response;
 
-/// The MLflow version whose REST API this server speaks.
-pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
+pub use shipyard_core::MLFLOW_COMPAT_VERSION;
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -187,16 +185,4 @@ pub fn router(state: AppState) -> Router {
         // The router reads bodies itself (streamed, with its own limits).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
-}
-
-/// Binds `addr` and serves until `shutdown` resolves; in-flight requests then finish.
-pub async fn serve(
-    state: AppState,
-    addr: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_bound: impl FnOnce(SocketAddr),
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    on_bound(listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

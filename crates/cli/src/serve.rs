@@ -1,0 +1,186 @@
+//! `shipyard serve`: one model (and an optional fallback) over the seed's, MLflow's and the
+//! Open Inference protocols, as a stateless replica; and the serving options `shipyard server`
+//! shares.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use shipyard_runtime::EngineChoice;
+use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
+
+use crate::datasets::DatasetStoreArgs;
+use crate::predict::{ModelArgs, Opened, open_model};
+
+/// How models are served: limits, batching, cache.
+#[derive(Args, Clone, Debug)]
+pub struct ServingArgs {
+    /// Requests running inference at once; more wait in the queue.
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+    /// Requests waiting for an inference slot; beyond it requests get 503 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Milliseconds a request may wait for an inference slot before it gets 503.
+    #[arg(long, default_value_t = 1000)]
+    queue_timeout_ms: u64,
+    /// Milliseconds the model may take; then the fallback answers, or 504.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Batch concurrent requests into engine runs of up to this many rows (0: off).
+    #[arg(long, default_value_t = 0)]
+    batch_max_rows: usize,
+    /// Milliseconds the first request of a batch waits for more.
+    #[arg(long, default_value_t = 2)]
+    batch_max_wait_ms: u64,
+    /// Answers kept in the prediction cache (0: off).
+    #[arg(long, default_value_t = 10_000)]
+    cache_entries: usize,
+    /// Seconds a cached answer stays valid.
+    #[arg(long, default_value_t = 300)]
+    cache_ttl_s: u64,
+    /// Most rows in one request; more get 413.
+    #[arg(long, default_value_t = 100_000)]
+    max_rows: usize,
+    /// Largest prediction request body in bytes; larger get 413.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    max_request_bytes: usize,
+}
+
+impl ServingArgs {
+    pub fn settings(&self) -> ModelSettings {
+        let defaults = ModelSettings::default();
+        ModelSettings {
+            max_concurrency: self.max_concurrency.unwrap_or(defaults.max_concurrency).max(1),
+            max_queue: self.max_queue,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            max_batch_rows: self.batch_max_rows,
+            max_batch_wait: Duration::from_millis(self.batch_max_wait_ms),
+            cache_entries: self.cache_entries,
+            cache_ttl: Duration::from_secs(self.cache_ttl_s),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits { max_body_bytes: self.max_request_bytes, max_rows: self.max_rows.max(1) }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The name the model is served under (default: the registered model's name, else the
+    /// file or folder name).
+    #[arg(long)]
+    name: Option<String>,
+    /// A model that answers when the primary fails or times out (any model URI).
+    #[arg(long)]
+    fallback: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    #[command(flatten)]
+    serving: ServingArgs,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
+}
+
+/// The name a model is served under when none is given.
+fn default_name(opened: &Opened, uri: &str) -> String {
+    if let Some((name, _)) = &opened.version {
+        return name.clone();
+    }
+    let path = Path::new(uri.trim_end_matches('/'));
+    path.file_stem().and_then(|s| s.to_str()).filter(|s| !s.is_empty()).unwrap_or("model").to_owned()
+}
+
+pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
+    if let Some(threads) = args.model.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .context("sizing the inference thread pool")?;
+    }
+    // Models are fetched and compiled before the port opens: ready means ready.
+    let primary = open_model(&args.model, &args.store)?;
+    let fallback = match &args.fallback {
+        Some(uri) => {
+            let fallback_args = ModelArgs { model: uri.clone(), engine: args.model.engine, threads: None };
+            Some((open_model(&fallback_args, &args.store)?, uri.clone()))
+        }
+        None => None,
+    };
+    let name = args.name.clone().unwrap_or_else(|| default_name(&primary, &args.model.model));
+    let addr = resolve(&args.host, args.port)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let state = ServingState::new(args.serving.limits(), true);
+        let settings = args.serving.settings();
+        let fallback = fallback.map(|(opened, uri)| {
+            let fallback_name = default_name(&opened, &uri);
+            let version = opened.version.map(|(_, v)| v);
+            ServedModel::new(fallback_name, version, opened.model, settings.clone(), None, &state.metrics)
+        });
+        let engine = primary.model.engine_name;
+        let version = primary.version.map(|(_, v)| v);
+        let served = ServedModel::new(name.clone(), version.clone(), primary.model, settings, fallback, &state.metrics);
+        state.registry.insert(served);
+        let router = shipyard_serving::router(state.clone(), true);
+        shipyard_serving::serve(router, addr, crate::shutdown_signal(), |bound| {
+            tracing::info!(
+                "Shipyard serving model '{name}'{} ({engine} engine) on http://{bound}",
+                version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default()
+            );
+        })
+        .await
+        .with_context(|| format!("serving on {addr}"))?;
+        tracing::info!("Shipyard model server stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(crate::Outcome::Success)
+}
+
+/// The serving state of `shipyard server`: every registered model's `alias` version, kept
+/// current by a watcher that polls the store every `interval`.
+pub async fn catalog_state(
+    db: shipyard_store::Database,
+    artifacts: shipyard_store::ArtifactStore,
+    alias: &str,
+    serving: &ServingArgs,
+    interval: Duration,
+) -> Result<Arc<ServingState>> {
+    let state = ServingState::new(serving.limits(), false);
+    let mut catalog =
+        shipyard_serving::catalog::Catalog::new(db, artifacts, alias, EngineChoice::Auto, serving.settings());
+    // The first sync before the port opens, so models are ready when the server is.
+    let report = catalog.sync(&state).await.context("reading the models to serve")?;
+    if !report.loaded.is_empty() {
+        tracing::info!(
+            "serving {} model(s) with the '{alias}' alias: {}",
+            report.loaded.len(),
+            report.loaded.iter().map(|(n, v)| format!("{n}/{v}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    catalog.watch(state.clone(), interval);
+    Ok(state)
+}
+
+/// The address `host:port` names.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (host, port).to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or(())
+        })
+        .map_err(|()| anyhow::anyhow!("cannot resolve the listen address {host}:{port}"))
+}

@@ -1,0 +1,271 @@
+//! Shipyard's model server: models of the inference engine (`shipyard-runtime`) over HTTP.
+//!
+//! Three protocols on one port, over one prediction path ([`served::ServedModel::predict`]):
+//! - the seed's: `POST /predict/{model}[/{version}]` ([`protocol::seed`]);
+//! - MLflow's scoring server: `POST /invocations`, `GET /ping`, `/health`, `/version`
+//!   ([`protocol::mlflow`]);
+//! - the Open Inference Protocol v2 of KServe, Triton and MLServer, JSON and the binary tensor
+//!   extension ([`protocol::oip`]).
+//!
+//! Plus `GET /metrics` (Prometheus). Each protocol reads its body into the model's columns
+//! ([`input`]), predicts, and renders the answer or the error in its own shape ([`error`]).
+//! Requests carry an id (`x-request-id`, accepted or made) that is returned and logged.
+//!
+//! The server holds [`Registry`]: the model versions it serves. `shipyard serve` fills it with
+//! one model; `shipyard server` with every registered model's `production` version, kept
+//! current by [`catalog`].
+
+pub mod cache;
+pub mod catalog;
+pub mod error;
+pub mod input;
+pub mod metrics;
+pub mod protocol;
+pub mod served;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub use error::{ErrorKind, Protocol, ServeError};
+pub use metrics::Metrics;
+pub use served::{ModelSettings, Prediction, ServedModel};
+
+/// The request id header, accepted from the client or made, and always returned.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The name of the model that answered.
+pub const MODEL_NAME: HeaderName = HeaderName::from_static("x-model-name");
+/// The version of the model that answered.
+pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
+
+/// Limits on what a request may hold.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most rows in one request (413 beyond).
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 64 * 1024 * 1024, max_rows: 100_000 }
+    }
+}
+
+/// The model versions being served, by name.
+#[derive(Default)]
+pub struct Registry {
+    models: RwLock<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    /// The version requests without a version get.
+    current: Arc<ServedModel>,
+    versions: BTreeMap<String, Arc<ServedModel>>,
+}
+
+fn version_key(model: &ServedModel) -> String {
+    model.version.clone().unwrap_or_else(|| "1".to_owned())
+}
+
+impl Registry {
+    /// Serves `model`, as its name's current version.
+    pub fn insert(&self, model: Arc<ServedModel>) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let key = version_key(&model);
+        match models.get_mut(&model.name) {
+            Some(entry) => {
+                // The previous version stays reachable by number only while it is current:
+                // requests in flight keep their own `Arc` and finish on it.
+                entry.versions.clear();
+                entry.versions.insert(key, model.clone());
+                entry.current = model;
+            }
+            None => {
+                let mut versions = BTreeMap::new();
+                versions.insert(key, model.clone());
+                models.insert(model.name.clone(), Entry { current: model, versions });
+            }
+        }
+    }
+
+    /// Stops serving `name`.
+    pub fn remove(&self, name: &str) -> bool {
+        self.models.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some()
+    }
+
+    /// The served version of `name` (`version`, or the current one).
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ServeError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = models.get(name) else {
+            let mut names: Vec<&str> = models.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(ServeError::not_found(format!(
+                "no model named '{name}' is served (served: {})",
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            )));
+        };
+        match version {
+            None => Ok(entry.current.clone()),
+            Some(v) => entry.versions.get(v).cloned().ok_or_else(|| {
+                ServeError::not_found(format!(
+                    "model '{name}' has no version '{v}' being served (served: {})",
+                    entry.versions.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// The versions of `name` being served.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models.get(name).map(|e| e.versions.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Every current model, by name.
+    pub fn current(&self) -> Vec<Arc<ServedModel>> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<Arc<ServedModel>> = models.values().map(|e| e.current.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+}
+
+/// What every serving handler can reach.
+pub struct ServingState {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    /// Whether this process serves one model (`shipyard serve`): `/invocations`, `/ping` and
+    /// `/health` then answer for it.
+    pub single_model: bool,
+}
+
+impl ServingState {
+    pub fn new(limits: Limits, single_model: bool) -> Arc<ServingState> {
+        Arc::new(ServingState { registry: Registry::default(), metrics: Metrics::new(), limits, single_model })
+    }
+}
+
+/// `{model}` or `{model}/versions/{version}` (`{model}/{version}` for the seed's route).
+#[derive(Debug, serde::Deserialize)]
+pub struct ModelPath {
+    pub model: String,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// A request's id.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+/// Accepts a sane `x-request-id` (1 to 128 visible ASCII characters) or makes one; returns it on
+/// the answer and keeps it in the request's extensions and the log span.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id: Arc<str> = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()), Arc::from);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::debug_span!("request", request_id = %id);
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// Reads a body of at most `limit` bytes.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ServeError> {
+    let too_large = || ServeError::too_large(format!("the request body is larger than {limit} bytes"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ServeError::malformed(format!("reading the request body: {inner}"))
+        }
+    })
+}
+
+/// Counts a finished prediction request and adds the model headers.
+pub(crate) fn finish(
+    state: &ServingState,
+    protocol: Protocol,
+    model: Option<&ServedModel>,
+    started: Instant,
+    mut response: Response,
+) -> Response {
+    let empty = metrics::ModelLabels { model: String::new(), version: String::new() };
+    let labels = model.map_or(&empty, |m| &m.labels);
+    state.metrics.request(labels, protocol.as_str(), response.status().as_u16(), started.elapsed());
+    if let Some(model) = model {
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&model.name) {
+            headers.insert(MODEL_NAME, v);
+        }
+        if let Some(Ok(v)) = model.version.as_deref().map(HeaderValue::from_str) {
+            headers.insert(MODEL_VERSION, v);
+        }
+    }
+    response
+}
+
+async fn metrics_text(State(state): State<Arc<ServingState>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+        .into_response()
+}
+
+/// The serving routes. With `mlflow_health`, also MLflow's `/health` and `/version` (left out
+/// inside `shipyard server`, which answers those itself).
+pub fn router(state: Arc<ServingState>, mlflow_health: bool) -> Router {
+    use protocol::{mlflow, oip, seed};
+    let mut routes = Router::new()
+        .route("/predict/{model}", post(seed::predict))
+        .route("/predict/{model}/{version}", post(seed::predict))
+        .route("/invocations", post(mlflow::invocations))
+        .route("/ping", get(mlflow::ping))
+        .route("/v2", get(oip::server_metadata))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{model}", get(oip::model_metadata))
+        .route("/v2/models/{model}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/infer", post(oip::infer))
+        .route("/v2/models/{model}/versions/{version}", get(oip::model_metadata))
+        .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_ready))
+        .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer))
+        .route("/metrics", get(metrics_text));
+    if mlflow_health {
+        routes = routes.route("/health", get(mlflow::ping)).route("/version", get(mlflow::version));
+    }
+    routes.layer(axum::middleware::from_fn(request_id)).with_state(state)
+}
+
+/// Binds `addr` and serves `router` until `shutdown` resolves; in-flight requests then finish.
+pub async fn serve(
+    router: Router,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    on_bound(listener.local_addr()?);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,172 @@
+//! Prometheus metrics of the model server, exposed at `GET /metrics`.
+//!
+//! Names follow Prometheus' conventions (`../shared/anchors/research.md` §6): one `shipyard_`
+//! prefix, base units (seconds), counters ending in `_total`, requests counted when they end,
+//! labels of low cardinality (model, version, protocol, status code; never a request id).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// A served model version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+/// One finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub version: String,
+    pub protocol: String,
+    pub code: u16,
+}
+
+/// Request latency, by route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub model: String,
+    pub version: String,
+    pub protocol: String,
+}
+
+/// A request turned away, and why (`queue_full`, `queue_timeout`, `timeout`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub model: String,
+    pub reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to 10 s: a forest row is tens of µs, MLflow's p99 is hundreds of ms.
+    Histogram::new([
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn batch_histogram() -> Histogram {
+    // Rows per engine run: 1, 2, 4, ... 65,536 (BentoML's exponential buckets).
+    Histogram::new((0..17).map(|i| f64::from(1u32 << i)))
+}
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<LatencyLabels>,
+    pub queue_duration: HistogramFamily<ModelLabels>,
+    pub batch_rows: HistogramFamily<ModelLabels>,
+    pub cache_hits: Family<ModelLabels, Counter>,
+    pub cache_misses: Family<ModelLabels, Counter>,
+    pub queue_depth: Family<ModelLabels, Gauge>,
+    pub in_flight: Family<ModelLabels, Gauge>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub fallbacks: Family<ModelLabels, Counter>,
+    pub loaded: Family<ModelLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("shipyard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration: HistogramFamily<LatencyLabels> = Family::new_with_constructor(latency_histogram);
+        let queue_duration: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
+        let batch_rows: HistogramFamily<ModelLabels> = Family::new_with_constructor(batch_histogram);
+        let cache_hits = Family::<ModelLabels, Counter>::default();
+        let cache_misses = Family::<ModelLabels, Counter>::default();
+        let queue_depth = Family::<ModelLabels, Gauge>::default();
+        let in_flight = Family::<ModelLabels, Gauge>::default();
+        let shed = Family::<ShedLabels, Counter>::default();
+        let fallbacks = Family::<ModelLabels, Counter>::default();
+        let loaded = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "inference_requests",
+            "Prediction requests, counted when they end, by model, version, protocol and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "inference_request_duration_seconds",
+            "Time from reading a prediction request to its answer",
+            request_duration.clone(),
+        );
+        registry.register(
+            "inference_queue_duration_seconds",
+            "Time a request waited for a free inference slot",
+            queue_duration.clone(),
+        );
+        registry.register("inference_batch_rows", "Rows per run of the engine (after batching)", batch_rows.clone());
+        registry.register("prediction_cache_hits", "Answers served from the prediction cache", cache_hits.clone());
+        registry.register("prediction_cache_misses", "Cacheable requests not in the cache", cache_misses.clone());
+        registry.register("inference_queue_depth", "Requests waiting for an inference slot", queue_depth.clone());
+        registry.register("inference_in_flight_requests", "Requests admitted and not yet answered", in_flight.clone());
+        registry.register(
+            "inference_shed_requests",
+            "Requests answered 503/504 by load shedding (queue_full, queue_timeout, timeout)",
+            shed.clone(),
+        );
+        registry.register("inference_fallbacks", "Requests the fallback model answered", fallbacks.clone());
+        registry.register("model_loaded", "1 for each model version being served", loaded.clone());
+        registry.register(
+            "build",
+            "Shipyard's version",
+            Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            queue_duration,
+            batch_rows,
+            cache_hits,
+            cache_misses,
+            queue_depth,
+            in_flight,
+            shed,
+            fallbacks,
+            loaded,
+        }
+    }
+
+    /// Records a finished request.
+    pub fn request(&self, model: &ModelLabels, protocol: &str, code: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.model.clone(),
+                version: model.version.clone(),
+                protocol: protocol.to_owned(),
+                code,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&LatencyLabels {
+                model: model.model.clone(),
+                version: model.version.clone(),
+                protocol: protocol.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,211 @@
+//! MLflow's scoring protocol (`mlflow models serve`): `POST /invocations`, `GET /ping`,
+//! `/health`, `/version`.
+//!
+//! As MLflow 3 reads it (`../shared/anchors/research.md` §2): `Content-Type` is
+//! `application/json` or `text/csv`, with no parameter but `charset=utf-8` (else 415). A JSON body
+//! is an object with exactly one of `dataframe_split`, `dataframe_records`, `instances`, `inputs`
+//! (plus an optional `params`, which tabular models ignore). Columns the model does not read are
+//! dropped, as MLflow's schema enforcement does. The answer is `{"predictions": [...]}`: labels
+//! for a classifier, values for a regressor, as the sklearn flavor's `predict` returns them.
+//! Errors are `{"error_code", "message"}` with 400 for any input problem.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{parse_json, predictions};
+use crate::error::ErrorKind;
+use crate::input::{self, Cell, Extra, Kind};
+use crate::{Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+
+const KEYS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "inputs"];
+
+/// `/ping` and `/health`: 200 once a model is loaded, else 404 (MLflow's body is a newline).
+pub async fn ping(State(state): State<Arc<ServingState>>) -> Response {
+    let status = if state.registry.current().is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    (status, [(header::CONTENT_TYPE, "application/json")], "\n").into_response()
+}
+
+/// `/version`: the bare MLflow version string, as MLflow answers it.
+pub async fn version() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], shipyard_core::MLFLOW_COMPAT_VERSION).into_response()
+}
+
+/// The model `/invocations` scores: the only one served.
+fn the_model(state: &ServingState) -> Result<Arc<ServedModel>, ServeError> {
+    let current = state.registry.current();
+    match current.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ServeError::not_found("no model is served")),
+        many => Err(ServeError::not_found(format!(
+            "{} models are served ({}); /invocations needs exactly one: use /predict/{{model}} or /v2/models/{{model}}/infer",
+            many.len(),
+            many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+pub async fn invocations(
+    State(state): State<Arc<ServingState>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let model = match the_model(&state) {
+        Ok(model) => model,
+        Err(e) => return finish(&state, Protocol::Mlflow, None, started, Protocol::Mlflow.error_response(&e, &id.0)),
+    };
+    let answer = async {
+        let format = content_type(&headers)?;
+        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
+        let batch = match format {
+            Format::Json => parse_json_body(&model, &bytes, state.limits.max_rows)?,
+            Format::Csv => parse_csv(&model, &bytes, state.limits.max_rows)?,
+        };
+        model.predict(batch).await
+    }
+    .await;
+    match answer {
+        Ok(p) => {
+            let body = json!({ "predictions": predictions(&p.output) });
+            finish(&state, Protocol::Mlflow, Some(&p.answered_by), started, axum::Json(body).into_response())
+        }
+        Err(e) => finish(&state, Protocol::Mlflow, Some(&model), started, Protocol::Mlflow.error_response(&e, &id.0)),
+    }
+}
+
+enum Format {
+    Json,
+    Csv,
+}
+
+/// MLflow's content-type rule: `application/json` or `text/csv`, only `charset=utf-8` allowed.
+fn content_type(headers: &HeaderMap) -> Result<Format, ServeError> {
+    let unsupported = |message: String| ServeError { kind: ErrorKind::UnsupportedMediaType, message };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        // MLflow's clients always send one; curl without -H sends form encoding. Read JSON.
+        return Ok(Format::Json);
+    };
+    let value = value.to_str().map_err(|_| unsupported("the Content-Type header is not text".into()))?;
+    let mut parts = value.split(';').map(str::trim);
+    let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+    for parameter in parts.filter(|p| !p.is_empty()) {
+        let (key, val) = parameter.split_once('=').unwrap_or((parameter, ""));
+        if !(key.trim().eq_ignore_ascii_case("charset") && val.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")) {
+            return Err(unsupported(format!(
+                "unsupported Content-Type parameter '{parameter}': only charset=utf-8 is accepted (the scoring protocol changed in MLflow 2.0: send JSON with one of {})",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    match media.as_str() {
+        "application/json" => Ok(Format::Json),
+        "text/csv" => Ok(Format::Csv),
+        other => Err(unsupported(format!("unsupported Content-Type '{other}': use application/json or text/csv"))),
+    }
+}
+
+fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<RecordBatch, ServeError> {
+    let invalid = |m: String| ServeError::malformed(format!("Invalid input. {m}"));
+    let Value::Object(map) = parse_json(bytes)? else {
+        return Err(invalid(format!("The body must be a JSON object with one of the keys {}", KEYS.join(", "))));
+    };
+    let present: Vec<&str> = KEYS.iter().copied().filter(|k| map.contains_key(*k)).collect();
+    let [key] = present.as_slice() else {
+        return Err(invalid(format!(
+            "The body must hold exactly one of the keys {}; it holds {}",
+            KEYS.join(", "),
+            if present.is_empty() { format!("{:?}", map.keys().collect::<Vec<_>>()) } else { format!("{present:?}") }
+        )));
+    };
+    let schema = &model.schema;
+    let value = &map[*key];
+    match (*key, value) {
+        ("dataframe_split", Value::Object(split)) => {
+            let rows = match split.get("data") {
+                Some(Value::Array(rows)) => rows,
+                _ => return Err(invalid("dataframe_split needs 'data', a list of rows".into())),
+            };
+            let names: Option<Vec<&str>> = match split.get("columns") {
+                None => None,
+                Some(Value::Array(names)) => Some(
+                    names
+                        .iter()
+                        .map(|n| n.as_str().ok_or_else(|| invalid("dataframe_split 'columns' must be strings".into())))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => return Err(invalid("dataframe_split 'columns' must be a list".into())),
+            };
+            input::from_rows(schema, names.as_deref(), rows, "dataframe_split", Extra::Ignore, max_rows)
+        }
+        ("dataframe_records", Value::Array(records)) => {
+            if schema.positional && records.iter().all(Value::is_array) {
+                return input::from_rows(schema, None, records, "dataframe_records", Extra::Ignore, max_rows);
+            }
+            input::from_records(schema, records, "dataframe_records", Extra::Ignore, max_rows)
+        }
+        ("instances", Value::Array(items)) => {
+            if items.first().is_some_and(Value::is_object) {
+                input::from_records(schema, items, "instances", Extra::Ignore, max_rows)
+            } else {
+                input::from_rows(schema, None, items, "instances", Extra::Ignore, max_rows)
+            }
+        }
+        ("inputs", Value::Object(columns)) => input::from_columns(schema, columns, "inputs", Extra::Ignore, max_rows),
+        ("inputs", Value::Array(rows)) => input::from_rows(schema, None, rows, "inputs", Extra::Ignore, max_rows),
+        (key, _) => Err(invalid(format!("'{key}' has the wrong shape: see MLflow's scoring protocol"))),
+    }
+}
+
+/// A CSV body with a header row; values are read as their column's type.
+fn parse_csv(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<RecordBatch, ServeError> {
+    let bad = |e: csv::Error| ServeError::malformed(format!("Invalid input. The CSV body cannot be read: {e}"));
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
+    let names: Vec<String> = reader.headers().map_err(bad)?.iter().map(str::to_owned).collect();
+    let records: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().map_err(bad)?;
+    input::check_rows(records.len(), max_rows)?;
+    if let Some((r, record)) = records.iter().enumerate().find(|(_, rec)| rec.len() != names.len()) {
+        return Err(ServeError::malformed(format!(
+            "Invalid input. CSV row {} holds {} fields, the header {}",
+            r + 1,
+            record.len(),
+            names.len()
+        )));
+    }
+    let kinds: Vec<Option<Kind>> = names.iter().map(|n| model.schema.kind_of(n)).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    model.schema.assemble(
+        Some(&name_refs),
+        names.len(),
+        records.len(),
+        |r, j| csv_cell(&records[r][j], kinds[j]),
+        Extra::Ignore,
+    )
+}
+
+/// A CSV field as a cell of its column's kind; empty is missing, as pandas reads it.
+fn csv_cell(field: &str, kind: Option<Kind>) -> Cell<'_> {
+    if field.is_empty() {
+        return Cell::Null;
+    }
+    match kind {
+        Some(Kind::Number) => match field.trim() {
+            "NaN" | "nan" | "NA" | "N/A" | "null" | "NULL" => Cell::Null,
+            text => text.parse::<f64>().map_or(Cell::Text(field), Cell::Number),
+        },
+        Some(Kind::Bool) => match field.trim() {
+            "true" | "True" | "TRUE" => Cell::Bool(true),
+            "false" | "False" | "FALSE" => Cell::Bool(false),
+            _ => Cell::Text(field),
+        },
+        _ => Cell::Text(field),
+    }
+}

@@ -1,0 +1,454 @@
+//! The Open Inference Protocol v2 (KServe, Triton, MLServer), REST, with Triton's binary
+//! tensor extension on input.
+//!
+//! Routes: `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{m}[/versions/{v}]`
+//! (metadata), `.../ready`, `POST .../infer` (`../shared/anchors/research.md` §1). A request
+//! holds either one `[rows, columns]` tensor (the model's columns in order) or one `[rows]` /
+//! `[rows, 1]` tensor per column, named as the model's columns. Data is JSON (nested or flat,
+//! row-major) or, when the `Inference-Header-Content-Length` header is set, raw little-endian
+//! bytes after the JSON header (`parameters.binary_data_size` per input), as `tritonclient`
+//! sends by default. The answer is always pure JSON, which every client reads: output
+//! `predict` (`[rows, 1]`: labels, INT64 or BYTES, or values, FP64) and, for classifiers,
+//! `predict_proba` (`[rows, classes]`, FP64), named as MLServer's scikit-learn runtime names
+//! them. Errors are `{"error": "..."}`, 400 for input problems.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shipyard_runtime::Output;
+
+use super::{label_value, number, numeric_labels};
+use crate::input::{Cell, Extra};
+use crate::{ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+
+/// The header that says where the JSON part of a binary request ends.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+}
+
+fn oip_error(
+    state: &ServingState,
+    model: Option<&ServedModel>,
+    started: Instant,
+    e: &ServeError,
+    id: &str,
+) -> Response {
+    finish(state, Protocol::Oip, model, started, Protocol::Oip.error_response(e, id))
+}
+
+pub async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "shipyard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+    .into_response()
+}
+
+pub async fn live() -> Response {
+    axum::Json(json!({ "live": true })).into_response()
+}
+
+pub async fn ready(State(state): State<Arc<ServingState>>) -> Response {
+    let ready = !state.registry.current().is_empty();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "ready": ready }))).into_response()
+}
+
+pub async fn model_ready(State(state): State<Arc<ServingState>>, Path(path): Path<ModelPath>) -> Response {
+    ready_answer(&state, &path.model, path.version.as_deref())
+}
+
+fn ready_answer(state: &ServingState, name: &str, version: Option<&str>) -> Response {
+    match state.registry.get(name, version) {
+        Ok(_) => axum::Json(json!({ "name": name, "ready": true })).into_response(),
+        Err(e) => Protocol::Oip.error_response(&e, ""),
+    }
+}
+
+pub async fn model_metadata(State(state): State<Arc<ServingState>>, Path(path): Path<ModelPath>) -> Response {
+    metadata_answer(&state, &path.model, path.version.as_deref())
+}
+
+fn metadata_answer(state: &ServingState, name: &str, version: Option<&str>) -> Response {
+    let model = match state.registry.get(name, version) {
+        Ok(model) => model,
+        Err(e) => return Protocol::Oip.error_response(&e, ""),
+    };
+    let schema = &model.schema;
+    let inputs: Vec<Value> = if schema.positional {
+        let width = schema.width.map_or(-1, |w| w as i64);
+        vec![json!({ "name": "input", "datatype": "FP64", "shape": [-1, width] })]
+    } else {
+        schema
+            .columns
+            .iter()
+            .map(|c| json!({ "name": c.name, "datatype": c.kind.oip_datatype(), "shape": [-1, 1] }))
+            .collect()
+    };
+    let outputs = match &model.classes {
+        Some(classes) => vec![
+            json!({ "name": "predict", "datatype": if numeric_labels(classes) { "INT64" } else { "BYTES" }, "shape": [-1, 1] }),
+            json!({ "name": "predict_proba", "datatype": "FP64", "shape": [-1, classes.len()] }),
+        ],
+        None => vec![json!({ "name": "predict", "datatype": "FP64", "shape": [-1, -1] })],
+    };
+    axum::Json(json!({
+        "name": model.name,
+        "versions": state.registry.versions(name),
+        "platform": model.model.platform(),
+        "inputs": inputs,
+        "outputs": outputs,
+    }))
+    .into_response()
+}
+
+pub async fn infer(
+    State(state): State<Arc<ServingState>>,
+    Path(path): Path<ModelPath>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, path.model, path.version, id, headers, body).await
+}
+
+async fn handle(
+    state: Arc<ServingState>,
+    name: String,
+    version: Option<String>,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let model = match state.registry.get(&name, version.as_deref()) {
+        Ok(model) => model,
+        Err(e) => return oip_error(&state, None, started, &e, &id.0),
+    };
+    let answer = async {
+        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
+        let (request, batch) = parse(&model, &headers, &bytes, state.limits.max_rows)?;
+        let wanted = request.outputs.map(|o| o.into_iter().map(|o| o.name).collect::<Vec<_>>());
+        let prediction = model.predict(batch).await?;
+        let outputs = render_outputs(&prediction.output, wanted.as_deref())?;
+        Ok::<_, ServeError>((prediction, request.id, outputs))
+    }
+    .await;
+    match answer {
+        Ok((p, request_id, outputs)) => {
+            let mut body = json!({
+                "model_name": p.answered_by.name,
+                "id": request_id.unwrap_or_else(|| id.0.to_string()),
+                "outputs": outputs,
+            });
+            if let Some(v) = &p.answered_by.version {
+                body["model_version"] = json!(v);
+            }
+            finish(&state, Protocol::Oip, Some(&p.answered_by), started, axum::Json(body).into_response())
+        }
+        Err(e) => oip_error(&state, Some(&model), started, &e, &id.0),
+    }
+}
+
+/// One input's elements, row-major.
+enum Elements<'a> {
+    Json(Vec<&'a Value>),
+    Numbers(Vec<f64>),
+    Text(Vec<String>),
+    Bools(Vec<bool>),
+}
+
+impl Elements<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Elements::Json(v) => v.len(),
+            Elements::Numbers(v) => v.len(),
+            Elements::Text(v) => v.len(),
+            Elements::Bools(v) => v.len(),
+        }
+    }
+
+    fn cell(&self, i: usize) -> Cell<'_> {
+        match self {
+            Elements::Json(v) => Cell::json(v[i]),
+            Elements::Numbers(v) => Cell::Number(v[i]),
+            Elements::Text(v) => Cell::Text(&v[i]),
+            Elements::Bools(v) => Cell::Bool(v[i]),
+        }
+    }
+}
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other),
+    }
+}
+
+/// The request and the model's batch.
+fn parse(
+    model: &ServedModel,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    max_rows: usize,
+) -> Result<(InferRequest, RecordBatch), ServeError> {
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n <= bytes.len()).ok_or_else(
+                || {
+                    ServeError::malformed(format!(
+                        "{HEADER_LENGTH} must be a byte count within the body ({} bytes)",
+                        bytes.len()
+                    ))
+                },
+            )?,
+        ),
+    };
+    let (json_part, mut binary) = match header_length {
+        Some(n) => bytes.split_at(n),
+        None => (bytes, &[][..]),
+    };
+    let request: InferRequest = super::parse_json(json_part)?;
+    if request.inputs.is_empty() {
+        return Err(ServeError::malformed("'inputs' is empty"));
+    }
+    let mut tensors: Vec<(&InferInput, Vec<usize>, Elements)> = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        let shape: Vec<usize> =
+            input.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| {
+                ServeError::malformed(format!(
+                    "input '{}': shape {:?} has a negative dimension",
+                    input.name, input.shape
+                ))
+            })?;
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= isize::MAX as usize / 16)
+            .ok_or_else(|| {
+                ServeError::too_large(format!("input '{}': shape {:?} is too large", input.name, input.shape))
+            })?;
+        let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
+        let elements = match (binary_size, &input.data) {
+            (Some(size), None) => {
+                let size = size.as_u64().and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+                    ServeError::malformed(format!("input '{}': binary_data_size must be a byte count", input.name))
+                })?;
+                if size > binary.len() {
+                    return Err(ServeError::malformed(format!(
+                        "input '{}': binary_data_size is {size} bytes, {} are left in the body",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                decode_binary(&input.name, &input.datatype, mine, count)?
+            }
+            (None, Some(data)) => {
+                let mut flat = Vec::with_capacity(count);
+                flatten(data, &mut flat);
+                Elements::Json(flat)
+            }
+            (Some(_), Some(_)) => {
+                return Err(ServeError::malformed(format!(
+                    "input '{}' has both 'data' and parameters.binary_data_size",
+                    input.name
+                )));
+            }
+            (None, None) => return Err(ServeError::malformed(format!("input '{}' has no 'data'", input.name))),
+        };
+        if elements.len() != count {
+            return Err(ServeError::malformed(format!(
+                "input '{}': shape {:?} holds {count} values, the data has {}",
+                input.name,
+                input.shape,
+                elements.len()
+            )));
+        }
+        tensors.push((input, shape, elements));
+    }
+    if !binary.is_empty() {
+        return Err(ServeError::malformed(format!("{} bytes of binary data follow the last input", binary.len())));
+    }
+    let schema = &model.schema;
+    let one_matrix = tensors.len() == 1
+        && (schema.positional || (!schema.has_column(&tensors[0].0.name) && tensors[0].1.len() == 2));
+    let batch = if one_matrix {
+        let (input, shape, elements) = &tensors[0];
+        let [rows, width] = shape[..] else {
+            return Err(ServeError::malformed(format!(
+                "input '{}': shape {:?} must be [rows, columns]",
+                input.name, input.shape
+            )));
+        };
+        crate::input::check_rows(rows, max_rows)?;
+        schema.assemble(None, width, rows, |r, j| elements.cell(r * width + j), Extra::Refuse)?
+    } else {
+        let rows = tensors[0].1.first().copied().unwrap_or(0);
+        for (input, shape, _) in &tensors {
+            let column = matches!(shape[..], [n] | [n, 1] if n == rows);
+            if !column {
+                return Err(ServeError::malformed(format!(
+                    "input '{}': shape {:?}; with one input per column each must be [{rows}] or [{rows}, 1]",
+                    input.name, input.shape
+                )));
+            }
+        }
+        crate::input::check_rows(rows, max_rows)?;
+        let names: Vec<&str> = tensors.iter().map(|(i, _, _)| i.name.as_str()).collect();
+        schema.assemble(Some(&names), names.len(), rows, |r, j| tensors[j].2.cell(r), Extra::Refuse)?
+    };
+    Ok((request, batch))
+}
+
+/// Triton's binary layout: little-endian, row-major; BYTES elements are a 4-byte length and
+/// the bytes.
+fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> Result<Elements<'a>, ServeError> {
+    let size_error = |width: usize| {
+        ServeError::malformed(format!(
+            "input '{name}': {count} {datatype} values take {} bytes, binary_data_size is {}",
+            count * width,
+            bytes.len()
+        ))
+    };
+    macro_rules! numbers {
+        ($t:ty) => {{
+            const W: usize = std::mem::size_of::<$t>();
+            if bytes.len() != count * W {
+                return Err(size_error(W));
+            }
+            Elements::Numbers(
+                bytes.chunks_exact(W).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; W])) as f64).collect(),
+            )
+        }};
+    }
+    Ok(match datatype {
+        "FP64" => numbers!(f64),
+        "FP32" => numbers!(f32),
+        "INT64" => numbers!(i64),
+        "INT32" => numbers!(i32),
+        "INT16" => numbers!(i16),
+        "INT8" => numbers!(i8),
+        "UINT64" => numbers!(u64),
+        "UINT32" => numbers!(u32),
+        "UINT16" => numbers!(u16),
+        "UINT8" => numbers!(u8),
+        "BOOL" => {
+            if bytes.len() != count {
+                return Err(size_error(1));
+            }
+            Elements::Bools(bytes.iter().map(|&b| b != 0).collect())
+        }
+        "BYTES" => {
+            let mut items = Vec::with_capacity(count);
+            let mut rest = bytes;
+            while rest.len() >= 4 {
+                let (len, tail) = rest.split_at(4);
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if len > tail.len() {
+                    return Err(ServeError::malformed(format!("input '{name}': a BYTES element runs past the data")));
+                }
+                let (item, tail) = tail.split_at(len);
+                items.push(String::from_utf8(item.to_vec()).map_err(|_| {
+                    ServeError::malformed(format!("input '{name}': element {} is not UTF-8 text", items.len() + 1))
+                })?);
+                rest = tail;
+            }
+            if !rest.is_empty() {
+                return Err(ServeError::malformed(format!("input '{name}': the BYTES data ends mid-element")));
+            }
+            Elements::Text(items)
+        }
+        other => {
+            return Err(ServeError::malformed(format!(
+                "input '{name}': datatype {other} is not supported (use FP64, FP32, INT64, INT32, INT16, INT8, UINT*, BOOL or BYTES)"
+            )));
+        }
+    })
+}
+
+/// The answer's outputs, all of them or those the request named.
+fn render_outputs(output: &Output, wanted: Option<&[String]>) -> Result<Vec<Value>, ServeError> {
+    let rows = output.rows();
+    let mut all: Vec<(&str, Value)> = Vec::new();
+    match output {
+        Output::Classes { classes, labels, probabilities } => {
+            let numeric = numeric_labels(classes);
+            all.push((
+                "predict",
+                json!({
+                    "name": "predict",
+                    "datatype": if numeric { "INT64" } else { "BYTES" },
+                    "shape": [rows, 1],
+                    "data": labels.iter().map(|l| label_value(l, numeric)).collect::<Vec<_>>(),
+                }),
+            ));
+            all.push((
+                "predict_proba",
+                json!({
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": [rows, classes.len()],
+                    "data": probabilities.iter().map(|&p| number(p)).collect::<Vec<_>>(),
+                }),
+            ));
+        }
+        Output::Values { columns, values } => all.push((
+            "predict",
+            json!({
+                "name": "predict",
+                "datatype": "FP64",
+                "shape": [rows, columns],
+                "data": values.iter().map(|&x| number(x)).collect::<Vec<_>>(),
+            }),
+        )),
+    }
+    let Some(wanted) = wanted else {
+        return Ok(all.into_iter().map(|(_, v)| v).collect());
+    };
+    wanted
+        .iter()
+        .map(|w| {
+            all.iter().find(|(name, _)| name == w).map(|(_, v)| v.clone()).ok_or_else(|| {
+                ServeError::malformed(format!(
+                    "unknown output '{w}' (the model has: {})",
+                    all.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! The seed's protocol: `POST /predict/{model}` and `POST /predict/{model}/{version}`.
+//!
+//! Body: `{"data": [[...], ...]}` (values in the model's column order, or named by an optional
+//! `"columns"` list) or `{"records": [{"column": value, ...}, ...]}`. Answer:
+//! `{"predictions": [...], "probabilities": [[...]], "classes": [...], "model", "version",
+//! "request_id", "cached"}` (probabilities and classes for classifiers). Errors:
+//! `{"error": "...", "request_id": "..."}`, 422 when the values do not fit the model.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use shipyard_runtime::Output;
+
+use super::{parse_json, predictions, probabilities};
+use crate::input::{self, Extra};
+use crate::{ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+
+pub async fn predict(
+    State(state): State<Arc<ServingState>>,
+    Path(path): Path<ModelPath>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, path.model, path.version, id, headers, body).await
+}
+
+async fn handle(
+    state: Arc<ServingState>,
+    name: String,
+    version: Option<String>,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let model = match state.registry.get(&name, version.as_deref()) {
+        Ok(model) => model,
+        Err(e) => return finish(&state, Protocol::Seed, None, started, Protocol::Seed.error_response(&e, &id.0)),
+    };
+    let answer = async {
+        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
+        let batch = parse(&model, &bytes, state.limits.max_rows)?;
+        model.predict(batch).await
+    }
+    .await;
+    match answer {
+        Ok(p) => {
+            let body = render(&p.output, &p.answered_by, &id.0, p.cached);
+            finish(&state, Protocol::Seed, Some(&p.answered_by), started, axum::Json(body).into_response())
+        }
+        Err(e) => finish(&state, Protocol::Seed, Some(&model), started, Protocol::Seed.error_response(&e, &id.0)),
+    }
+}
+
+fn parse(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<arrow_array::RecordBatch, ServeError> {
+    let body = parse_json(bytes)?;
+    let Value::Object(map) = body else {
+        return Err(ServeError::malformed(
+            r#"the body must be a JSON object: {"data": [[...]]} or {"records": [...]}"#,
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !matches!(k.as_str(), "data" | "records" | "columns")) {
+        return Err(ServeError::malformed(format!(
+            r#"unknown field '{unknown}': the body is {{"data": [[...]], "columns"?: [...]}} or {{"records": [...]}}"#
+        )));
+    }
+    match (map.get("data"), map.get("records")) {
+        (Some(Value::Array(rows)), None) => {
+            let names: Option<Vec<&str>> = match map.get("columns") {
+                None => None,
+                Some(Value::Array(names)) => Some(
+                    names
+                        .iter()
+                        .map(|n| n.as_str().ok_or_else(|| ServeError::malformed("'columns' must be a list of strings")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => return Err(ServeError::malformed("'columns' must be a list of strings")),
+            };
+            input::from_rows(&model.schema, names.as_deref(), rows, "data", Extra::Refuse, max_rows)
+        }
+        (None, Some(Value::Array(records))) => {
+            if map.contains_key("columns") {
+                return Err(ServeError::malformed("'columns' goes with 'data', not with 'records'"));
+            }
+            input::from_records(&model.schema, records, "records", Extra::Refuse, max_rows)
+        }
+        (Some(_), Some(_)) => Err(ServeError::malformed("send either 'data' or 'records', not both")),
+        (Some(_), None) => Err(ServeError::malformed("'data' must be a list of rows")),
+        (None, Some(_)) => Err(ServeError::malformed("'records' must be a list of objects")),
+        (None, None) => {
+            Err(ServeError::malformed(r#"the body needs 'data' ([[...], ...]) or 'records' ([{...}, ...])"#))
+        }
+    }
+}
+
+fn render(output: &Output, model: &ServedModel, request_id: &str, cached: bool) -> Value {
+    let mut body = json!({
+        "predictions": predictions(output),
+        "model": model.name,
+        "version": model.version,
+        "request_id": request_id,
+        "cached": cached,
+    });
+    if let (Some(p), Output::Classes { classes, .. }) = (probabilities(output), output) {
+        body["probabilities"] = p;
+        body["classes"] = json!(classes);
+    }
+    body
+}

@@ -1,0 +1,154 @@
+"""Models logged by the real `mlflow` client, served by Shipyard.
+
+- `shipyard server` serves every registered model whose `production` alias is set: a model
+  logged with `mlflow.onnx.log_model` answers at `/predict/{name}` and over the Open Inference
+  Protocol to the official `tritonclient` (health, metadata, ready, infer with its default
+  binary tensors), with onnxruntime's labels and probabilities; moving the alias moves the
+  traffic to the new version.
+- `shipyard serve --model models:/NAME/VERSION --tracking-uri http://...` is a replica: it
+  fetches the model over HTTP and answers MLflow's `/invocations` as `mlflow models serve` does.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import REPO
+from test_inference import log_onnx, onnx_model  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.shipyard_only
+
+
+def post_json(url, payload, headers=None):
+    """POSTs `payload` as Python's json writes it: a missing float is a bare NaN, as pandas'
+    users send it (requests' own `json=` refuses NaN)."""
+    return requests.post(url, data=json.dumps(payload), headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def wait_ready(url, name, version=None, timeout=30):
+    """Waits until the server serves `name` (at `version` when given); returns the metadata."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        r = requests.get(f"{url}/v2/models/{name}", timeout=5)
+        last = r.text
+        if r.status_code == 200 and (version is None or version in r.json()["versions"]):
+            return r.json()
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not served within {timeout} s: {last}")
+
+
+def test_production_alias_is_served_by_the_tracking_server(server, client, unique, onnx_model):
+    import tritonclient.http as triton
+
+    _, rows, _, labels, probabilities = onnx_model
+    name, _ = log_onnx(client, unique, onnx_model)
+    client.set_registered_model_alias(name, "production", "1")
+    meta = wait_ready(server.url, name, "1")
+    assert meta["platform"] == "onnx_onnxv1"
+    assert [i["name"] for i in meta["inputs"]] == list(rows.columns)
+
+    # The seed's protocol, records by column name.
+    records = rows.head(20).to_dict(orient="records")
+    r = post_json(f"{server.url}/predict/{name}", {"records": records}, {"x-request-id": "interop-1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["predictions"] == labels[:20].tolist()
+    np.testing.assert_allclose(body["probabilities"], probabilities[:20], atol=1e-5)
+    assert (body["model"], body["version"], body["request_id"]) == (name, "1", "interop-1")
+    assert r.headers["x-request-id"] == "interop-1"
+
+    # The official Triton client, binary tensors (its default) in, JSON out.
+    host = server.url.removeprefix("http://")
+    tc = triton.InferenceServerClient(url=host)
+    assert tc.is_server_live() and tc.is_server_ready()
+    assert tc.is_model_ready(name) and tc.is_model_ready(name, "1")
+    assert not tc.is_model_ready(name + "-absent")
+    assert tc.get_model_metadata(name)["name"] == name
+    x = rows.to_numpy(dtype=np.float32)[:50]
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = tc.infer(name, [inp], request_id="triton-1")
+    assert result.get_response()["id"] == "triton-1"
+    assert result.as_numpy("predict").reshape(-1).tolist() == labels[:50].tolist()
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), probabilities[:50], atol=1e-5)
+    # JSON tensors, one output asked for.
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=False)
+    result = tc.infer(name, [inp], outputs=[triton.InferRequestedOutput("predict", binary_data=False)])
+    assert result.as_numpy("predict").reshape(-1).tolist() == labels[:50].tolist()
+    assert result.as_numpy("predict_proba") is None
+    # A client's mistake is an InferenceServerException with the server's message.
+    bad = triton.InferInput("input", [2, 5], "FP32")
+    bad.set_data_from_numpy(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException, match="5"):
+        tc.infer(name, [bad])
+
+    # Moving the alias moves the traffic.
+    log_onnx_again = log_onnx(client, lambda _: name, onnx_model)
+    assert log_onnx_again[0] == name
+    client.set_registered_model_alias(name, "production", "2")
+    wait_ready(server.url, name, "2")
+    r = post_json(f"{server.url}/predict/{name}", {"records": records[:1]})
+    assert r.json()["version"] == "2" and r.headers["x-model-version"] == "2"
+
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert f'shipyard_inference_requests_total{{model="{name}",version="1",protocol="v2",code="200"}} 2' in metrics
+    assert f'shipyard_model_loaded{{model="{name}",version="2"}} 1' in metrics
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_replica_answers_mlflows_scoring_protocol(server, client, unique, onnx_model, tmp_path):
+    _, rows, _, labels, _ = onnx_model
+    name, _ = log_onnx(client, unique, onnx_model)
+    binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+    port = free_port()
+    env = dict(os.environ, **server.env)
+    env.pop("SHIPYARD_TRACKING_URI", None)
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([binary, "serve", "--model", f"models:/{name}/1", "--tracking-uri", server.url,
+                             "--port", str(port), "--home", str(tmp_path / "home")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, open(tmp_path / "serve.log").read()
+            assert time.time() < deadline, "the replica did not start"
+            time.sleep(0.05)
+        split = rows.head(30).to_dict(orient="split")
+        for payload in [
+            {"dataframe_split": {"columns": split["columns"], "data": split["data"]}},
+            {"dataframe_records": rows.head(30).to_dict(orient="records")},
+            {"instances": rows.head(30).to_dict(orient="records")},
+            {"inputs": rows.head(30).to_dict(orient="list")},
+        ]:
+            r = post_json(f"{url}/invocations", payload)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"predictions": labels[:30].tolist()}
+        r = requests.post(f"{url}/invocations", data=rows.head(30).to_csv(index=False), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200 and r.json()["predictions"] == labels[:30].tolist(), r.text
+        r = requests.post(f"{url}/invocations", json={"dataframe_split": {"columns": ["c0"], "data": [[1.0]]}})
+        assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.text
+        assert "missing columns" in r.json()["message"]
+        assert requests.get(f"{url}/version").text == "3.17.2"
+        r = post_json(f"{url}/predict/{name}/1", {"data": split["data"][:2]})
+        assert r.status_code == 200 and r.json()["predictions"] == labels[:2].tolist(), r.text
+    finally:
+        proc.terminate()
+        proc.wait(20)
