@@ -73,7 +73,8 @@ pub enum EngineChoice {
 /// The engine an ONNX model runs on.
 enum OnnxRunner {
     Native(Box<OnnxModel>),
-    Ort(Box<OrtModel>),
+    /// With the graph's inputs.
+    Ort(Box<OrtModel>, Vec<IoSpec>),
 }
 
 impl OnnxRunner {
@@ -82,7 +83,7 @@ impl OnnxRunner {
         let ort = |bytes: &[u8]| -> Result<(OnnxRunner, &'static str), LoadError> {
             let description = crate::onnx::describe(bytes)?;
             let model = OrtModel::from_bytes(bytes, None, description.class_labels).map_err(LoadError::Engine)?;
-            Ok((OnnxRunner::Ort(Box::new(model)), "onnxruntime"))
+            Ok((OnnxRunner::Ort(Box::new(model), description.inputs), "onnxruntime"))
         };
         match choice {
             EngineChoice::Onnxruntime => ort(bytes),
@@ -102,14 +103,22 @@ impl OnnxRunner {
                 OnnxError::Input { .. } => PredictError::Input(e.to_string()),
                 other => PredictError::Model(other.to_string()),
             }),
-            OnnxRunner::Ort(model) => model.run(inputs).map_err(PredictError::Model),
+            OnnxRunner::Ort(model, _) => model.run(inputs).map_err(PredictError::Model),
+        }
+    }
+
+    /// The graph's inputs (initializers excluded).
+    fn inputs(&self) -> &[IoSpec] {
+        match self {
+            OnnxRunner::Native(model) => &model.inputs,
+            OnnxRunner::Ort(_, inputs) => inputs,
         }
     }
 
     fn class_labels(&self) -> Option<&MapKeys> {
         match self {
             OnnxRunner::Native(model) => model.class_labels.as_ref(),
-            OnnxRunner::Ort(model) => model.class_labels(),
+            OnnxRunner::Ort(model, _) => model.class_labels(),
         }
     }
 }
@@ -312,7 +321,8 @@ impl LoadedModel {
         path: &Path,
     ) -> Result<LoadedModel, LoadError> {
         let (model, engine_name) = OnnxRunner::open(bytes, choice)?;
-        let graph_inputs: Vec<IoSpec> = crate::onnx::describe(bytes)?.inputs;
+        // The model was decoded once, to compile it; its interface comes from there.
+        let graph_inputs: Vec<IoSpec> = model.inputs().to_vec();
         let tensor_inputs: Vec<(ElemType, usize, Option<usize>)> = graph_inputs
             .iter()
             .map(|i| match &i.ty {

@@ -160,6 +160,11 @@ impl OnnxModel {
     /// Decodes and compiles a model. Every unsupported operator is named in one error.
     pub fn from_bytes(bytes: &[u8]) -> Result<OnnxModel, OnnxError> {
         let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+        Self::from_proto(&model)
+    }
+
+    /// Compiles a decoded model.
+    pub fn from_proto(model: &ModelProto) -> Result<OnnxModel, OnnxError> {
         let graph = model.graph.as_ref().ok_or_else(|| OnnxError::Decode("the model has no graph".into()))?;
         if graph.node.is_empty() && graph.output.is_empty() {
             return Err(OnnxError::Decode("the graph is empty".into()));
