@@ -525,7 +525,7 @@ fn parse_v3(ctx: &NodeCtx, prefix: &str) -> Result<(Source, usize), String> {
     if !missing.is_empty() && missing.len() != n {
         return Err(format!("nodes_missing_value_tracks_true has {} entries for {n} nodes", missing.len()));
     }
-    let index = NodeIndex::new(&tree_ids, &node_ids)?;
+    let index = NodeIndex::new(tree_ids, node_ids)?;
     let modes: Vec<Mode> = modes.iter().map(|m| Mode::parse(m)).collect::<Result<_, _>>()?;
     // Source ids: branches and leaves numbered separately.
     let mut as_child = vec![Child::Leaf(0); n];
