@@ -179,7 +179,9 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| Arc::from(uuid::Uuid::new_v4().simple().to_string()), Arc::from);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::debug_span!("request", request_id = %id);
+    // Info level: every event logged while handling the request (a fallback, a model failure)
+    // carries the id.
+    let span = tracing::info_span!("request", request_id = %id);
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
