@@ -297,9 +297,10 @@ fn guarded(work: impl FnOnce() -> Result<Output, PredictError>) -> Result<Output
         .unwrap_or_else(|_| Err(PredictError::Model("the engine panicked; this is a bug".into())))
 }
 
-/// Collects requests into engine runs of at most `max_rows` rows. A batch is sent as soon as
-/// every admitted request is in it (so a lone request never waits), or when it is full, or
-/// `max_wait` after its first request.
+/// Collects requests into engine runs of at most `max_rows` rows. A batch takes every request
+/// already waiting, then waits (at most `max_wait` after its first request) only while other
+/// admitted requests are neither in it nor in an engine run: a lone request never waits, and
+/// requests that arrive while the engine is busy form the next batch.
 async fn batch_loop(
     mut rx: mpsc::Receiver<Job>,
     model: Arc<LoadedModel>,
@@ -308,28 +309,40 @@ async fn batch_loop(
     in_flight: Gauge,
     batch_rows: Histogram,
 ) {
+    // Requests handed to an engine run and not yet answered.
+    let running = Arc::new(AtomicUsize::new(0));
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut rows = first.batch.num_rows();
         let mut jobs = vec![first];
-        while rows < max_rows && (jobs.len() as i64) < in_flight.get() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => {
-                    rows += job.batch.num_rows();
-                    jobs.push(job);
-                }
-                _ => break,
-            }
+        let coming = |jobs: &Vec<Job>| {
+            usize::try_from(in_flight.get()).unwrap_or(0) > jobs.len() + running.load(Ordering::SeqCst)
+        };
+        while rows < max_rows {
+            let next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) if coming(&jobs) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+                Err(_) => None,
+            };
+            let Some(job) = next else { break };
+            rows += job.batch.num_rows();
+            jobs.push(job);
         }
+        running.fetch_add(jobs.len(), Ordering::SeqCst);
         let model = model.clone();
         let batch_rows = batch_rows.clone();
-        rayon::spawn(move || run_jobs(&model, jobs, rows, &batch_rows));
+        let running = running.clone();
+        rayon::spawn(move || run_jobs(&model, jobs, rows, &batch_rows, &running));
     }
 }
 
 /// One engine run for `jobs`, each answered with its own rows. If the batch fails on a
 /// client's input, each request runs alone, so one bad request fails only itself.
-fn run_jobs(model: &LoadedModel, jobs: Vec<Job>, rows: usize, batch_rows: &Histogram) {
+fn run_jobs(model: &LoadedModel, jobs: Vec<Job>, rows: usize, batch_rows: &Histogram, running: &AtomicUsize) {
+    let answer = |job: Job, result: Result<Output, PredictError>| {
+        let _ = job.reply.send(result);
+        running.fetch_sub(1, Ordering::SeqCst);
+    };
     if jobs.len() > 1 {
         let batches: Vec<RecordBatch> = jobs.iter().map(|j| j.batch.clone()).collect();
         batch_rows.observe(rows as f64);
@@ -337,7 +350,7 @@ fn run_jobs(model: &LoadedModel, jobs: Vec<Job>, rows: usize, batch_rows: &Histo
             let mut start = 0;
             for job in jobs {
                 let n = job.batch.num_rows();
-                let _ = job.reply.send(Ok(slice(&output, start, n)));
+                answer(job, Ok(slice(&output, start, n)));
                 start += n;
             }
             return;
@@ -345,7 +358,8 @@ fn run_jobs(model: &LoadedModel, jobs: Vec<Job>, rows: usize, batch_rows: &Histo
     }
     for job in jobs {
         batch_rows.observe(job.batch.num_rows() as f64);
-        let _ = job.reply.send(guarded(|| model.predict(std::slice::from_ref(&job.batch))));
+        let result = guarded(|| model.predict(std::slice::from_ref(&job.batch)));
+        answer(job, result);
     }
 }
 
