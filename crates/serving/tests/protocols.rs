@@ -559,3 +559,33 @@ async fn batched_requests_each_get_their_own_rows() {
     assert_eq!(bad.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(state.metrics.render().contains("shipyard_inference_batch_rows_count"));
 }
+
+#[tokio::test]
+async fn a_signature_that_requires_a_value_refuses_nan_naming_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("rf_regressor"), dir.path().join("model.onnx")).unwrap();
+    let columns: Vec<Value> =
+        (0..20).map(|j| json!({ "type": "double", "name": format!("f{j}"), "required": j == 3 })).collect();
+    let mlmodel = format!(
+        "flavors:\n  onnx:\n    data: model.onnx\nsignature:\n  inputs: '{}'\n",
+        serde_json::to_string(&columns).unwrap()
+    );
+    std::fs::write(dir.path().join("MLmodel"), mlmodel).unwrap();
+    let state = ServingState::new(Limits::default(), true);
+    let model = LoadedModel::load(dir.path(), EngineChoice::Native).unwrap();
+    let router = serve(vec![ServedModel::new("sig".into(), None, model, settings(), None, &state.metrics)], state);
+    let mut rows = fixture_rows("rf_regressor", "input", 2);
+    let (status, _, body) = post(&router, "/predict/sig", json!({ "data": rows })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    rows[1][3] = Value::Null;
+    rows[0][5] = Value::Null; // optional: a missing value is fine
+    let (status, _, body) = post(&router, "/predict/sig", json!({ "data": rows })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"], "row 2: column 'f3' has no value and the model's signature requires one");
+    let names: Vec<String> = (0..20).map(|j| format!("f{j}")).collect();
+    let (status, _, body) =
+        post(&router, "/invocations", json!({ "dataframe_split": { "columns": names, "data": rows } })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE");
+    assert!(body["message"].as_str().unwrap().contains("row 2: column 'f3'"), "{body}");
+}
