@@ -123,7 +123,7 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let state = ServingState::new(args.serving.limits(), true);
+        let state = ServingState::new(args.serving.limits());
         let settings = args.serving.settings();
         let fallback = fallback.map(|(opened, uri)| {
             let fallback_name = default_name(&opened, &uri);
@@ -158,7 +158,7 @@ pub async fn catalog_state(
     serving: &ServingArgs,
     interval: Duration,
 ) -> Result<Arc<ServingState>> {
-    let state = ServingState::new(serving.limits(), false);
+    let state = ServingState::new(serving.limits());
     let mut catalog =
         shipyard_serving::catalog::Catalog::new(db, artifacts, alias, EngineChoice::Auto, serving.settings());
     // The first sync before the port opens, so models are ready when the server is.

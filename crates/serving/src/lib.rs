@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use arrow_array::RecordBatch;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -146,14 +147,11 @@ pub struct ServingState {
     pub registry: Registry,
     pub metrics: Metrics,
     pub limits: Limits,
-    /// Whether this process serves one model (`shipyard serve`): `/invocations`, `/ping` and
-    /// `/health` then answer for it.
-    pub single_model: bool,
 }
 
 impl ServingState {
-    pub fn new(limits: Limits, single_model: bool) -> Arc<ServingState> {
-        Arc::new(ServingState { registry: Registry::default(), metrics: Metrics::new(), limits, single_model })
+    pub fn new(limits: Limits) -> Arc<ServingState> {
+        Arc::new(ServingState { registry: Registry::default(), metrics: Metrics::new(), limits })
     }
 }
 
@@ -207,8 +205,47 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     })
 }
 
+/// What a prediction handler received.
+pub(crate) struct Incoming<'a> {
+    pub id: &'a RequestId,
+    pub headers: &'a HeaderMap,
+    pub body: Body,
+}
+
+/// The flow of every prediction request, whatever its protocol: the model (or why there is
+/// none), the body within its limit, `parse` into the model's batch (plus whatever the protocol
+/// keeps of the request for its answer), the prediction, `render` of the answer; errors in the
+/// protocol's shape. Every request is counted in the metrics when it ends.
+pub(crate) async fn predict_request<Kept>(
+    state: &ServingState,
+    protocol: Protocol,
+    model: Result<Arc<ServedModel>, ServeError>,
+    incoming: Incoming<'_>,
+    parse: impl FnOnce(&ServedModel, &[u8]) -> Result<(Kept, RecordBatch), ServeError>,
+    render: impl FnOnce(Kept, &Prediction) -> Result<serde_json::Value, ServeError>,
+) -> Response {
+    let started = Instant::now();
+    let Incoming { id, headers, body } = incoming;
+    let model = match model {
+        Ok(model) => model,
+        Err(e) => return finish(state, protocol, None, started, protocol.error_response(&e, &id.0)),
+    };
+    let answer = async {
+        let bytes = read_body(body, headers, state.limits.max_body_bytes).await?;
+        let (kept, batch) = parse(&model, &bytes)?;
+        let prediction = model.predict(batch).await?;
+        let body = render(kept, &prediction)?;
+        Ok::<_, ServeError>((prediction, body))
+    }
+    .await;
+    match answer {
+        Ok((p, body)) => finish(state, protocol, Some(&p.answered_by), started, axum::Json(body).into_response()),
+        Err(e) => finish(state, protocol, Some(&model), started, protocol.error_response(&e, &id.0)),
+    }
+}
+
 /// Counts a finished prediction request and adds the model headers.
-pub(crate) fn finish(
+fn finish(
     state: &ServingState,
     protocol: Protocol,
     model: Option<&ServedModel>,

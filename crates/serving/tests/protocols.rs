@@ -52,7 +52,7 @@ fn load(name: &str) -> LoadedModel {
 
 /// One model served under `name`.
 fn single(fixture_name: &str, served_as: &str, settings: ModelSettings) -> (Router, Arc<ServingState>) {
-    let state = ServingState::new(Limits { max_body_bytes: 1 << 20, max_rows: 1000 }, true);
+    let state = ServingState::new(Limits { max_body_bytes: 1 << 20, max_rows: 1000 });
     let model = ServedModel::new(served_as.into(), None, load(fixture_name), settings, None, &state.metrics);
     (serve(vec![model], state.clone()), state)
 }
@@ -445,7 +445,7 @@ fn slow_model(dir: &Path, layers: usize) -> LoadedModel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_shed_with_503_and_admitted_requests_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let state = ServingState::new(Limits::default(), true);
+    let state = ServingState::new(Limits::default());
     let settings = ModelSettings {
         max_concurrency: 2,
         max_queue: 0,
@@ -492,7 +492,7 @@ async fn overload_is_shed_with_503_and_admitted_requests_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_answers_when_the_primary_times_out() {
     let dir = tempfile::tempdir().unwrap();
-    let state = ServingState::new(Limits::default(), true);
+    let state = ServingState::new(Limits::default());
     let fallback_dir = tempfile::tempdir().unwrap();
     let fallback = ServedModel::new(
         "fast".into(),
@@ -571,7 +571,7 @@ async fn a_signature_that_requires_a_value_refuses_nan_naming_the_row() {
         serde_json::to_string(&columns).unwrap()
     );
     std::fs::write(dir.path().join("MLmodel"), mlmodel).unwrap();
-    let state = ServingState::new(Limits::default(), true);
+    let state = ServingState::new(Limits::default());
     let model = LoadedModel::load(dir.path(), EngineChoice::Native).unwrap();
     let router = serve(vec![ServedModel::new("sig".into(), None, model, settings(), None, &state.metrics)], state);
     let mut rows = fixture_rows("rf_regressor", "input", 2);

@@ -10,7 +10,6 @@
 //! Errors are `{"error_code", "message"}` with 400 for any input problem.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use axum::Extension;
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 use super::{parse_json, predictions};
 use crate::error::ErrorKind;
 use crate::input::{self, Cell, Extra, Kind};
-use crate::{Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+use crate::{Incoming, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
 
 const KEYS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "inputs"];
 
@@ -58,28 +57,24 @@ pub async fn invocations(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let model = match the_model(&state) {
-        Ok(model) => model,
-        Err(e) => return finish(&state, Protocol::Mlflow, None, started, Protocol::Mlflow.error_response(&e, &id.0)),
-    };
-    let answer = async {
-        let format = content_type(&headers)?;
-        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-        let batch = match format {
-            Format::Json => parse_json_body(&model, &bytes, state.limits.max_rows)?,
-            Format::Csv => parse_csv(&model, &bytes, state.limits.max_rows)?,
-        };
-        model.predict(batch).await
-    }
-    .await;
-    match answer {
-        Ok(p) => {
-            let body = json!({ "predictions": predictions(&p.output) });
-            finish(&state, Protocol::Mlflow, Some(&p.answered_by), started, axum::Json(body).into_response())
-        }
-        Err(e) => finish(&state, Protocol::Mlflow, Some(&model), started, Protocol::Mlflow.error_response(&e, &id.0)),
-    }
+    let model = the_model(&state);
+    let format = content_type(&headers);
+    let max_rows = state.limits.max_rows;
+    predict_request(
+        &state,
+        Protocol::Mlflow,
+        model,
+        Incoming { id: &id, headers: &headers, body },
+        |model, bytes| {
+            let batch = match format? {
+                Format::Json => parse_json_body(model, bytes, max_rows)?,
+                Format::Csv => parse_csv(model, bytes, max_rows)?,
+            };
+            Ok(((), batch))
+        },
+        |(), p| Ok(json!({ "predictions": predictions(&p.output) })),
+    )
+    .await
 }
 
 enum Format {

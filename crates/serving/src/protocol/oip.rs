@@ -13,7 +13,6 @@
 //! them. Errors are `{"error": "..."}`, 400 for input problems.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use axum::Extension;
@@ -27,7 +26,7 @@ use shipyard_runtime::Output;
 
 use super::{label_value, number, numeric_labels};
 use crate::input::{Cell, Extra};
-use crate::{ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+use crate::{Incoming, ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
 
 /// The header that says where the JSON part of a binary request ends.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -55,16 +54,6 @@ struct InferInput {
 #[derive(Deserialize)]
 struct RequestedOutput {
     name: String,
-}
-
-fn oip_error(
-    state: &ServingState,
-    model: Option<&ServedModel>,
-    started: Instant,
-    e: &ServeError,
-    id: &str,
-) -> Response {
-    finish(state, Protocol::Oip, model, started, Protocol::Oip.error_response(e, id))
 }
 
 pub async fn server_metadata() -> Response {
@@ -141,45 +130,28 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(state, path.model, path.version, id, headers, body).await
-}
-
-async fn handle(
-    state: Arc<ServingState>,
-    name: String,
-    version: Option<String>,
-    id: RequestId,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let model = match state.registry.get(&name, version.as_deref()) {
-        Ok(model) => model,
-        Err(e) => return oip_error(&state, None, started, &e, &id.0),
-    };
-    let answer = async {
-        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-        let (request, batch) = parse(&model, &headers, &bytes, state.limits.max_rows)?;
-        let wanted = request.outputs.map(|o| o.into_iter().map(|o| o.name).collect::<Vec<_>>());
-        let prediction = model.predict(batch).await?;
-        let outputs = render_outputs(&prediction.output, wanted.as_deref())?;
-        Ok::<_, ServeError>((prediction, request.id, outputs))
-    }
-    .await;
-    match answer {
-        Ok((p, request_id, outputs)) => {
+    let model = state.registry.get(&path.model, path.version.as_deref());
+    let max_rows = state.limits.max_rows;
+    predict_request(
+        &state,
+        Protocol::Oip,
+        model,
+        Incoming { id: &id, headers: &headers, body },
+        |model, bytes| parse(model, &headers, bytes, max_rows),
+        |request, p| {
+            let wanted: Option<Vec<String>> = request.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
             let mut body = json!({
                 "model_name": p.answered_by.name,
-                "id": request_id.unwrap_or_else(|| id.0.to_string()),
-                "outputs": outputs,
+                "id": request.id.unwrap_or_else(|| id.0.to_string()),
+                "outputs": render_outputs(&p.output, wanted.as_deref())?,
             });
             if let Some(v) = &p.answered_by.version {
                 body["model_version"] = json!(v);
             }
-            finish(&state, Protocol::Oip, Some(&p.answered_by), started, axum::Json(body).into_response())
-        }
-        Err(e) => oip_error(&state, Some(&model), started, &e, &id.0),
-    }
+            Ok(body)
+        },
+    )
+    .await
 }
 
 /// One input's elements, row-major.

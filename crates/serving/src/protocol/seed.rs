@@ -7,19 +7,18 @@
 //! `{"error": "...", "request_id": "..."}`, 422 when the values do not fit the model.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use shipyard_runtime::Output;
 
 use super::{parse_json, predictions, probabilities};
 use crate::input::{self, Extra};
-use crate::{ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, finish, read_body};
+use crate::{Incoming, ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
 
 pub async fn predict(
     State(state): State<Arc<ServingState>>,
@@ -28,35 +27,17 @@ pub async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(state, path.model, path.version, id, headers, body).await
-}
-
-async fn handle(
-    state: Arc<ServingState>,
-    name: String,
-    version: Option<String>,
-    id: RequestId,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let started = Instant::now();
-    let model = match state.registry.get(&name, version.as_deref()) {
-        Ok(model) => model,
-        Err(e) => return finish(&state, Protocol::Seed, None, started, Protocol::Seed.error_response(&e, &id.0)),
-    };
-    let answer = async {
-        let bytes = read_body(body, &headers, state.limits.max_body_bytes).await?;
-        let batch = parse(&model, &bytes, state.limits.max_rows)?;
-        model.predict(batch).await
-    }
-    .await;
-    match answer {
-        Ok(p) => {
-            let body = render(&p.output, &p.answered_by, &id.0, p.cached);
-            finish(&state, Protocol::Seed, Some(&p.answered_by), started, axum::Json(body).into_response())
-        }
-        Err(e) => finish(&state, Protocol::Seed, Some(&model), started, Protocol::Seed.error_response(&e, &id.0)),
-    }
+    let model = state.registry.get(&path.model, path.version.as_deref());
+    let max_rows = state.limits.max_rows;
+    predict_request(
+        &state,
+        Protocol::Seed,
+        model,
+        Incoming { id: &id, headers: &headers, body },
+        |model, bytes| Ok(((), parse(model, bytes, max_rows)?)),
+        |(), p| Ok(render(&p.output, &p.answered_by, &id.0, p.cached)),
+    )
+    .await
 }
 
 fn parse(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<arrow_array::RecordBatch, ServeError> {
