@@ -172,6 +172,11 @@ fn every_fixture_model_equals_onnxruntime() {
 fn every_fixture_model_runs_on_the_onnxruntime_engine_when_configured() {
     use shipyard_runtime::onnx::ort_engine::{self, OrtModel};
     if ort_engine::library_path().is_none() {
+        // The test command always configures it: there, a missing library is a failure.
+        assert!(
+            std::env::var_os("SHIPYARD_REQUIRE_ORT").is_none(),
+            "SHIPYARD_REQUIRE_ORT is set but ORT_DYLIB_PATH is not: the onnxruntime engine cannot be tested"
+        );
         eprintln!("ORT_DYLIB_PATH is not set: skipping the onnxruntime engine");
         return;
     }
