@@ -8,6 +8,7 @@
 //! - [`search`]: run and experiment searches, translated to SQL over indexed columns.
 //! - [`logged_models`]: MLflow 3 logged models.
 //! - [`registry`]: registered models, versions, stages, tags and aliases.
+//! - [`promotion`]: the history of alias moves, serialized promotion and rollback.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
 //!   path safety.
 //!
@@ -19,6 +20,7 @@ pub mod datasets;
 pub mod db;
 pub mod logged_models;
 mod migrations;
+pub mod promotion;
 pub mod registry;
 pub mod search;
 mod sql;

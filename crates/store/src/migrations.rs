@@ -246,6 +246,28 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX dataset_versions_by_digest ON dataset_versions (digest)",
         ],
     },
+    Migration {
+        version: 3,
+        description: "alias move history",
+        statements: &[
+            // One row per change of an alias; `seq` numbers the moves of one alias, and its unique
+            // key is what makes two concurrent moves of one alias conflict. Versions are plain
+            // numbers, not foreign keys: the history outlives a deleted version.
+            "CREATE TABLE alias_moves (
+            registered_model_id BIGINT NOT NULL REFERENCES registered_models(id) ON DELETE CASCADE,
+            alias TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            move_time BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            from_version BIGINT,
+            to_version BIGINT,
+            actor TEXT NOT NULL,
+            reason TEXT,
+            gate_report TEXT,
+            PRIMARY KEY (registered_model_id, alias, seq)
+        )",
+        ],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

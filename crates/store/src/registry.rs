@@ -17,6 +17,7 @@ use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
 use crate::logged_models::logged_model_by_id;
+use crate::promotion::{MoveKind, record_move};
 use crate::search::{direction, key_value_condition, order_and_page, text_condition};
 use crate::sql::{Row, Sql};
 use crate::tracking::{Page, parse_page_token, run_by_id, unique_violation};
@@ -68,7 +69,7 @@ fn parse_version(version: &str) -> Result<i64> {
         .ok_or_else(|| Error::invalid(format!("Parameter 'version' must be an integer, got '{version}'.")))
 }
 
-fn validate_alias(alias: &str) -> Result<()> {
+pub(crate) fn validate_alias(alias: &str) -> Result<()> {
     if alias.is_empty() {
         return Err(Error::invalid("Alias must not be empty."));
     }
@@ -115,8 +116,16 @@ fn validate_source(source: &str) -> Result<()> {
 }
 
 /// The id of a registered model, or `NotFound`.
-async fn registered_model_id(c: &mut Conn<'_>, name: &str) -> Result<i64> {
+pub(crate) async fn registered_model_id(c: &mut Conn<'_>, name: &str) -> Result<i64> {
     let sql = c.stmt("SELECT id FROM registered_models WHERE name = $1", [name.into()]);
+    c.fetch_optional(sql).await?.ok_or_else(|| model_not_found(name))?.get("id")
+}
+
+/// [`registered_model_id`], locking the model's row until the transaction ends (PostgreSQL;
+/// SQLite has one writer), so alias moves of one model are serialized.
+pub(crate) async fn registered_model_id_for_update(c: &mut Conn<'_>, name: &str) -> Result<i64> {
+    let text = format!("SELECT id FROM registered_models WHERE name = $1{}", c.dialect().for_update());
+    let sql = c.stmt(&text, [name.into()]);
     c.fetch_optional(sql).await?.ok_or_else(|| model_not_found(name))?.get("id")
 }
 
@@ -294,6 +303,10 @@ async fn versions_from_rows(c: &mut Conn<'_>, rows: &[Row]) -> Result<Vec<(i64, 
             ))
         })
         .collect()
+}
+
+pub(crate) async fn load_model_version(c: &mut Conn<'_>, name: &str, version: &str) -> Result<ModelVersion> {
+    model_version(c, name, version).await
 }
 
 async fn model_version(c: &mut Conn<'_>, name: &str, version: &str) -> Result<ModelVersion> {
@@ -641,11 +654,21 @@ impl Database {
         self.write(move |c| {
             Box::pin(async move {
                 let (id, v) = version_key(c, &name, &version).await?;
+                let held = c.stmt(
+                    "SELECT alias FROM registered_model_aliases WHERE registered_model_id = $1 AND version = $2",
+                    [id.into(), v.into()],
+                );
+                let held: Vec<String> =
+                    c.fetch_all(held).await?.iter().map(|r| r.get("alias")).collect::<Result<_>>()?;
                 let aliases = c.stmt(
                     "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND version = $2",
                     [id.into(), v.into()],
                 );
                 c.execute(aliases).await?;
+                for alias in &held {
+                    let reason = Some("the version was deleted");
+                    record_move(c, id, alias, MoveKind::Delete, Some(v), None, API_ACTOR, reason, None).await?;
+                }
                 let delete = c.stmt(
                     "DELETE FROM model_versions WHERE registered_model_id = $1 AND version = $2",
                     [id.into(), v.into()],
@@ -713,13 +736,18 @@ impl Database {
         let (name, alias, version) = (name.to_owned(), alias.to_owned(), version.to_owned());
         self.write(move |c| {
             Box::pin(async move {
-                let (id, v) = version_key(c, &name, &version).await?;
+                let (_, v) = version_key(c, &name, &version).await?;
+                let id = registered_model_id_for_update(c, &name).await?;
+                let before = alias_version(c, id, &alias).await?;
                 let upsert = c.stmt(
                     "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
                     [id.into(), alias.as_str().into(), v.into()],
                 );
                 c.execute(upsert).await?;
+                if before != Some(v) {
+                    record_move(c, id, &alias, MoveKind::Set, before, Some(v), API_ACTOR, None, None).await?;
+                }
                 touch_registered_model(c, id).await
             })
         })
@@ -731,12 +759,16 @@ impl Database {
         let (name, alias) = (name.to_owned(), alias.to_owned());
         self.write(move |c| {
             Box::pin(async move {
-                let id = registered_model_id(c, &name).await?;
+                let id = registered_model_id_for_update(c, &name).await?;
+                let before = alias_version(c, id, &alias).await?;
                 let delete = c.stmt(
                     "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
                     [id.into(), alias.as_str().into()],
                 );
                 c.execute(delete).await?;
+                if before.is_some() {
+                    record_move(c, id, &alias, MoveKind::Delete, before, None, API_ACTOR, None, None).await?;
+                }
                 touch_registered_model(c, id).await
             })
         })
@@ -875,6 +907,18 @@ async fn upsert_registry_tag(
     };
     c.execute(sql).await?;
     Ok(())
+}
+
+/// Who moved an alias through MLflow's REST API (the API carries no user).
+const API_ACTOR: &str = "mlflow-api";
+
+/// The version an alias holds, if it is set.
+pub(crate) async fn alias_version(c: &mut Conn<'_>, id: i64, alias: &str) -> Result<Option<i64>> {
+    let sql = c.stmt(
+        "SELECT version FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
+        [id.into(), alias.into()],
+    );
+    c.fetch_optional(sql).await?.map(|r| r.get::<i64>("version")).transpose()
 }
 
 async fn touch_registered_model(c: &mut Conn<'_>, id: i64) -> Result<()> {

@@ -14,6 +14,7 @@ use shipyard_core::entities::{
     Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
 };
 use shipyard_store::logged_models::NewLoggedModel;
+use shipyard_store::promotion::{AliasMoveRequest, MoveKind};
 use shipyard_store::registry::NewModelVersion;
 use shipyard_store::tracking::NewRun;
 use shipyard_store::{Database, DatabaseUri};
@@ -80,6 +81,7 @@ both_backends!(
     registry_versions_aliases_and_stages,
     concurrent_writers_lose_nothing,
     dataset_versions_number_and_deduplicate,
+    alias_moves_are_recorded_serialized_and_rolled_back,
 );
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
@@ -534,4 +536,70 @@ async fn dataset_versions_number_and_deduplicate(db: Database) {
     let mut bad = new("cc");
     bad.name = "../x".into();
     assert!(matches!(db.create_dataset_version(bad).await, Err(Error::InvalidParameter(_))));
+}
+
+fn promotion(to: &str, expected_from: Option<Option<&str>>) -> AliasMoveRequest {
+    AliasMoveRequest {
+        model: "promo".into(),
+        alias: "production".into(),
+        to_version: to.into(),
+        kind: MoveKind::Promote,
+        expected_from: expected_from.map(|e| e.map(str::to_owned)),
+        actor: "tester".into(),
+        reason: None,
+        gate_report: Some(r#"{"passed":true}"#.into()),
+    }
+}
+
+async fn alias_moves_are_recorded_serialized_and_rolled_back(db: Database) {
+    let run = new_run(&db, "0", "promo").await;
+    db.create_registered_model("promo", &[], None, None).await.unwrap();
+    for _ in 0..4 {
+        let source = format!("runs:/{run}/model");
+        db.create_model_version(NewModelVersion { name: "promo".into(), source, ..Default::default() }).await.unwrap();
+    }
+    // MLflow's API sets an alias: recorded as a `set` move from nothing.
+    db.set_registered_model_alias("promo", "production", "1").await.unwrap();
+    let first = db.move_alias(promotion("2", Some(Some("1")))).await.unwrap();
+    assert_eq!((first.seq, first.from_version.as_deref(), first.to_version.as_deref()), (2, Some("1"), Some("2")));
+    assert_eq!(first.gate_report.as_deref(), Some(r#"{"passed":true}"#));
+    // A promotion that read the alias before that move conflicts instead of overwriting it.
+    let stale = db.move_alias(promotion("3", Some(Some("1")))).await;
+    assert!(matches!(stale, Err(Error::Conflict(ref m)) if m.contains("moved while this promotion ran")), "{stale:?}");
+    // Two promotions from the same champion at once: exactly one wins.
+    let (a, b) =
+        tokio::join!(db.move_alias(promotion("3", Some(Some("2")))), db.move_alias(promotion("4", Some(Some("2")))));
+    assert_eq!(usize::from(a.is_ok()) + usize::from(b.is_ok()), 1, "{a:?} / {b:?}");
+    let loser = if a.is_ok() { b } else { a };
+    assert!(matches!(loser, Err(Error::Conflict(_))), "{loser:?}");
+    let winner = db.get_model_version_by_alias("promo", "production").await.unwrap().version;
+    // Rollback walks back one move at a time, then has nowhere to go.
+    let back = db.rollback_alias("promo", "production", "tester", Some("bad canary")).await.unwrap();
+    assert_eq!((back.from_version.as_deref(), back.to_version.as_deref()), (Some(winner.as_str()), Some("2")));
+    assert_eq!(back.kind, MoveKind::Rollback);
+    assert_eq!(db.get_model_version_by_alias("promo", "production").await.unwrap().version, "2");
+    db.rollback_alias("promo", "production", "tester", None).await.unwrap();
+    assert_eq!(db.get_model_version_by_alias("promo", "production").await.unwrap().version, "1");
+    let none = db.rollback_alias("promo", "production", "tester", None).await;
+    assert!(matches!(none, Err(Error::InvalidParameter(ref m)) if m.contains("no earlier version")), "{none:?}");
+    // Unknown names, a deleted version, an archived one.
+    assert!(matches!(db.rollback_alias("nope", "production", "t", None).await, Err(Error::NotFound(_))));
+    assert!(matches!(db.rollback_alias("promo", "staging", "t", None).await, Err(Error::InvalidParameter(_))));
+    db.delete_model_version("promo", "4").await.unwrap();
+    assert!(matches!(db.move_alias(promotion("4", None)).await, Err(Error::NotFound(_))));
+    db.transition_model_version_stage("promo", "3", "Archived", false).await.unwrap();
+    let archived = db.move_alias(promotion("3", None)).await;
+    assert!(matches!(archived, Err(Error::InvalidParameter(ref m)) if m.contains("archived")), "{archived:?}");
+    // The history holds every move, in order, with who and why.
+    let history = db.alias_history("promo", Some("production")).await.unwrap();
+    let kinds: Vec<MoveKind> = history.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, [MoveKind::Set, MoveKind::Promote, MoveKind::Promote, MoveKind::Rollback, MoveKind::Rollback]);
+    assert_eq!(history[3].reason.as_deref(), Some("bad canary"));
+    assert!(history.iter().all(|m| m.actor == "tester" || m.actor == "mlflow-api"));
+    assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    // Deleting the version an alias holds records the alias's removal.
+    db.set_registered_model_alias("promo", "staging", "2").await.unwrap();
+    db.delete_model_version("promo", "2").await.unwrap();
+    let staging = db.alias_history("promo", Some("staging")).await.unwrap();
+    assert_eq!(staging.last().map(|m| (m.kind, m.to_version.clone())), Some((MoveKind::Delete, None)));
 }
