@@ -31,6 +31,7 @@ mod data;
 mod datasets;
 mod models;
 mod predict;
+mod promote;
 mod serve;
 mod tracking;
 mod train;
@@ -78,7 +79,7 @@ enum Command {
     /// Serve one model over the seed's /predict, MLflow's /invocations and the Open Inference
     /// Protocol (KServe, Triton), with /metrics.
     Serve(Box<serve::ServeArgs>),
-    /// Commands about one model: timing it.
+    /// Commands about registered models: timing, gates, promotion, rollback, history.
     #[command(subcommand)]
     Models(models::ModelsCommand),
 }

@@ -1,4 +1,5 @@
-//! `shipyard models ...`: commands about one model. `models bench` times a model for real
+//! `shipyard models ...`: commands about one model. Promotion (`validate`, `promote`,
+//! `rollback`, `history`, `set-policy`) lives in [`crate::promote`]. `models bench` times a model for real
 //! (the seed's `inference_time`): latency per row at batch 1 (p50, p99) and throughput at
 //! batches of 1,000 and 10,000 rows, in process, on sample rows from a table.
 
@@ -13,11 +14,22 @@ use shipyard_data::table::Table;
 use crate::data::ReadArgs;
 use crate::datasets::{self, DatasetStoreArgs};
 use crate::predict::{EngineArg, ModelArgs, open_model, with_threads};
+use crate::promote;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
     /// Time a model: batch-1 latency (p50, p99) and throughput at 1,000 and 10,000 rows.
     Bench(Box<BenchArgs>),
+    /// Run a gate policy on a version; store the report on it (exit 1 when a check fails).
+    Validate(Box<promote::ValidateArgs>),
+    /// Move an alias (production) to a version if it passes its gates.
+    Promote(Box<promote::PromoteArgs>),
+    /// Move an alias back to the version it held before.
+    Rollback(Box<promote::RollbackArgs>),
+    /// Every move of a model's aliases: when, who, from, to, gates.
+    History(Box<promote::HistoryArgs>),
+    /// Store the gate policy promotions of a model run by default.
+    SetPolicy(Box<promote::SetPolicyArgs>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +69,11 @@ pub struct BenchArgs {
 pub fn run(cmd: ModelsCommand) -> Result<crate::Outcome> {
     match cmd {
         ModelsCommand::Bench(args) => bench(*args),
+        ModelsCommand::Validate(args) => promote::validate(*args),
+        ModelsCommand::Promote(args) => promote::promote(*args),
+        ModelsCommand::Rollback(args) => promote::rollback(*args),
+        ModelsCommand::History(args) => promote::history(*args),
+        ModelsCommand::SetPolicy(args) => promote::set_policy(*args),
     }
 }
 

@@ -21,6 +21,7 @@ use shipyard_core::artifact_path::ArtifactPath;
 use shipyard_core::entities::{KeyValue, Metric, RunStatus, now_millis, utc_timestamp};
 use shipyard_data::profile::Profile;
 use shipyard_data::table::Table;
+use shipyard_store::registry::NewModelVersion;
 use shipyard_store::tracking::NewRun;
 use shipyard_store::{ArtifactStore, Database};
 use shipyard_train::artifacts::{self, ArtifactFile, ModelMeta};
@@ -96,6 +97,10 @@ pub struct TrainArgs {
     /// The metric that picks the best trial (default: accuracy, or r2 for regression).
     #[arg(long)]
     metric: Option<String>,
+    /// Register the trained model (`runs:/RUN_ID/model`) as a new version of this registered
+    /// model (created when missing), as MLflow's `registered_model_name` does.
+    #[arg(long, value_name = "NAME")]
+    register: Option<String>,
     /// Output: a summary table, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -371,8 +376,12 @@ async fn record(args: TrainArgs, prepared: Arc<Prepared>) -> Result<crate::Outco
         let run = db.create_run(new_run(args.run_name.clone(), Vec::new())).await?;
         let result = train_in_run(&args, &prepared, &prepared.trials[0], &db, &artifacts, &run).await;
         let trained = end_run(&db, &run.info.run_uuid, result).await;
+        let registered = match &trained {
+            Ok(_) => register(&db, args.register.as_deref(), &run.info.run_uuid).await,
+            Err(_) => Ok(None),
+        };
         db.close().await;
-        print_summary(&args, &prepared, &run.info.run_uuid, &trained?);
+        print_summary(&args, &prepared, &run.info.run_uuid, &trained?, registered?.as_ref());
         return Ok(crate::Outcome::Success);
     }
 
@@ -386,10 +395,36 @@ async fn record(args: TrainArgs, prepared: Arc<Prepared>) -> Result<crate::Outco
         Err(_) => RunStatus::Failed,
     };
     db.update_run(&parent_id, Some(status), Some(now_millis()), None).await?;
+    let registered =
+        if searched.is_ok() { register(&db, args.register.as_deref(), &parent_id).await } else { Ok(None) };
     db.close().await;
     let (trials, best) = searched.map_err(|e| anyhow!("{e:#}\nsearch run {parent_id} ended {status:?}"))?;
-    print_search(&args, &prepared, &parent_id, &trials, best);
+    print_search(&args, &prepared, &parent_id, &trials, best, registered?.as_ref());
     Ok(crate::Outcome::Success)
+}
+
+/// A registered model version: name and number.
+type Registered = (String, String);
+
+/// Registers `runs:/RUN_ID/model` as a new version of `name`, creating the registered model the
+/// first time.
+async fn register(db: &Database, name: Option<&str>, run_id: &str) -> Result<Option<Registered>> {
+    let Some(name) = name else { return Ok(None) };
+    match db.create_registered_model(name, &[], None, None).await {
+        Ok(_) | Err(shipyard_core::Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(anyhow!(e).context(format!("registering the model as '{name}'"))),
+    }
+    let version = db
+        .create_model_version(NewModelVersion {
+            name: name.to_owned(),
+            source: format!("runs:/{run_id}/model"),
+            run_id: Some(run_id.to_owned()),
+            user_id: std::env::var("USER").ok(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("registering the model as '{name}'"))?;
+    Ok(Some((name.to_owned(), version.version)))
 }
 
 fn is_interrupted(e: &anyhow::Error) -> bool {
@@ -625,7 +660,13 @@ fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
-fn print_summary(args: &TrainArgs, prepared: &Prepared, run_id: &str, trained: &Trained) {
+fn print_summary(
+    args: &TrainArgs,
+    prepared: &Prepared,
+    run_id: &str,
+    trained: &Trained,
+    registered: Option<&Registered>,
+) {
     let mut metrics = trained.evaluation.metrics.clone();
     metrics.push(("training_time_s".into(), trained.training_time_s));
     metrics.push(("inference_latency_p50_ms".into(), trained.latency_ms.0));
@@ -640,6 +681,7 @@ fn print_summary(args: &TrainArgs, prepared: &Prepared, run_id: &str, trained: &
             "test_rows": prepared.split.test.len(),
             "metrics": metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "fit": trained.model.fit_info,
+            "registered_model": registered.map(|(name, version)| json!({"name": name, "version": version})),
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
@@ -657,10 +699,20 @@ fn print_summary(args: &TrainArgs, prepared: &Prepared, run_id: &str, trained: &
         outln!("  {k:<width$}  {}", crate::data::short(*v));
     }
     outln!("model: runs:/{run_id}/model");
+    if let Some((name, version)) = registered {
+        outln!("registered: models:/{name}/{version}");
+    }
     outln!("{run_id}");
 }
 
-fn print_search(args: &TrainArgs, prepared: &Prepared, parent_id: &str, trials: &[TrialResult], best: usize) {
+fn print_search(
+    args: &TrainArgs,
+    prepared: &Prepared,
+    parent_id: &str,
+    trials: &[TrialResult],
+    best: usize,
+    registered: Option<&Registered>,
+) {
     let metric = &prepared.metric;
     let scored = if args.cv.is_some() { format!("cv_{metric}_mean") } else { metric.clone() };
     if args.format == Format::Json {
@@ -675,6 +727,7 @@ fn print_search(args: &TrainArgs, prepared: &Prepared, parent_id: &str, trials: 
                 "score": t.score,
                 "metrics": t.trained.evaluation.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
+            "registered_model": registered.map(|(name, version)| json!({"name": name, "version": version})),
         });
         outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return;
@@ -692,5 +745,8 @@ fn print_search(args: &TrainArgs, prepared: &Prepared, parent_id: &str, trials: 
         outln!("{mark} {}  {}  {}", t.run_id, crate::data::short(t.score), params.join(" "));
     }
     outln!("best: runs:/{}/model (copied to runs:/{parent_id}/model)", trials[best].run_id);
+    if let Some((name, version)) = registered {
+        outln!("registered: models:/{name}/{version}");
+    }
     outln!("{parent_id}");
 }

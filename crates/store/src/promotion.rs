@@ -318,6 +318,19 @@ impl Database {
         .await
     }
 
+    /// The version an alias holds, or `None` when it is not set (`NotFound` for an unknown
+    /// model).
+    pub async fn current_alias_version(&self, model: &str, alias: &str) -> Result<Option<String>> {
+        let (model, alias) = (model.to_owned(), alias.to_owned());
+        self.read(move |c| {
+            Box::pin(async move {
+                let model_id = crate::registry::registered_model_id(c, &model).await?;
+                Ok(alias_version(c, model_id, &alias).await?.map(|v| v.to_string()))
+            })
+        })
+        .await
+    }
+
     /// Every recorded move of the model's aliases (or of one alias), oldest first.
     pub async fn alias_history(&self, model: &str, alias: Option<&str>) -> Result<Vec<AliasMove>> {
         let (model, alias) = (model.to_owned(), alias.map(str::to_owned));
