@@ -2,6 +2,7 @@
 //!
 //! - [`entities`]: experiments, runs, metrics, logged models, registered models and versions,
 //!   shaped as MLflow puts them on the wire.
+//! - [`deployment`]: deployments and their traffic policies (arms, weights, shadow, stickiness).
 //! - [`error`]: the one error type and its mapping to MLflow error codes and HTTP statuses.
 //! - [`filter`]: the search-filter and order-by language of MLflow's search endpoints.
 //! - [`validation`]: the limits and naming rules MLflow enforces on what clients log.
@@ -11,6 +12,7 @@
 //! This crate does no I/O. It must never depend on the store, the server or the CLI.
 
 pub mod artifact_path;
+pub mod deployment;
 pub mod entities;
 pub mod error;
 pub mod filter;

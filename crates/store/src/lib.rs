@@ -4,6 +4,7 @@
 //!   dialects, write transactions.
 //! - [`migrations`]: the versioned schema, applied at start.
 //! - [`tracking`]: experiments, runs, metrics, params, tags, run inputs.
+//! - [`deployments`]: named traffic policies over registered versions.
 //! - [`datasets`]: named, numbered, content-addressed dataset versions.
 //! - [`search`]: run and experiment searches, translated to SQL over indexed columns.
 //! - [`logged_models`]: MLflow 3 logged models.
@@ -18,6 +19,7 @@
 pub mod artifacts;
 pub mod datasets;
 pub mod db;
+pub mod deployments;
 pub mod logged_models;
 mod migrations;
 pub mod promotion;

@@ -268,6 +268,17 @@ const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 4,
+        description: "deployments",
+        statements: &["CREATE TABLE deployments (
+            name TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            revision BIGINT NOT NULL,
+            created_time BIGINT NOT NULL,
+            updated_time BIGINT NOT NULL
+        )"],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

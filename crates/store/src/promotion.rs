@@ -331,6 +331,27 @@ impl Database {
         .await
     }
 
+    /// Every `(model, version)` that `alias` points at, by model name: what a server serving
+    /// that alias polls.
+    pub async fn alias_targets(&self, alias: &str) -> Result<Vec<(String, String)>> {
+        let alias = alias.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "SELECT rm.name, a.version FROM registered_model_aliases a \
+                     JOIN registered_models rm ON rm.id = a.registered_model_id WHERE a.alias = $1 ORDER BY rm.name",
+                    [alias.as_str().into()],
+                );
+                let mut out = Vec::new();
+                for row in c.fetch_all(sql).await? {
+                    out.push((row.get::<String>("name")?, row.get::<i64>("version")?.to_string()));
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     /// Every recorded move of the model's aliases (or of one alias), oldest first.
     pub async fn alias_history(&self, model: &str, alias: Option<&str>) -> Result<Vec<AliasMove>> {
         let (model, alias) = (model.to_owned(), alias.map(str::to_owned));

@@ -82,6 +82,7 @@ both_backends!(
     concurrent_writers_lose_nothing,
     dataset_versions_number_and_deduplicate,
     alias_moves_are_recorded_serialized_and_rolled_back,
+    deployments_are_versioned_policies,
 );
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
@@ -602,4 +603,42 @@ async fn alias_moves_are_recorded_serialized_and_rolled_back(db: Database) {
     db.delete_model_version("promo", "2").await.unwrap();
     let staging = db.alias_history("promo", Some("staging")).await.unwrap();
     assert_eq!(staging.last().map(|m| (m.kind, m.to_version.clone())), Some((MoveKind::Delete, None)));
+}
+
+async fn deployments_are_versioned_policies(db: Database) {
+    use shipyard_core::deployment::{Arm, DeploymentSpec, ModelRef, StickyKey};
+    let spec = DeploymentSpec {
+        arms: vec![
+            Arm { target: ModelRef::alias("churn", "production"), weight: 90 },
+            Arm { target: ModelRef::version("churn", "5"), weight: 10 },
+        ],
+        shadow: Some(ModelRef::version("churn", "6")),
+        sticky: Some(StickyKey::Header("x-user".into())),
+    };
+    let created = db.put_deployment("churn-api", &spec).await.unwrap();
+    assert_eq!((created.revision, &created.spec), (1, &spec));
+    let mut single = spec.clone();
+    single.arms.truncate(1);
+    single.arms[0].weight = 100;
+    let changed = db.put_deployment("churn-api", &single).await.unwrap();
+    assert_eq!(changed.revision, 2);
+    assert_eq!(db.get_deployment("churn-api").await.unwrap().spec, single);
+    assert_eq!(db.list_deployments().await.unwrap().len(), 1);
+    let mut bad = spec.clone();
+    bad.arms[1].weight = 20;
+    assert!(matches!(db.put_deployment("x", &bad).await, Err(Error::InvalidParameter(m)) if m.contains("sum to 110")));
+    assert!(matches!(db.put_deployment("a/b", &spec).await, Err(Error::InvalidParameter(_))));
+    db.delete_deployment("churn-api").await.unwrap();
+    assert!(matches!(db.get_deployment("churn-api").await, Err(Error::NotFound(_))));
+    assert!(matches!(db.delete_deployment("churn-api").await, Err(Error::NotFound(_))));
+    // What a server serving `production` polls.
+    let run = new_run(&db, "0", "targets").await;
+    for name in ["b-model", "a-model"] {
+        db.create_registered_model(name, &[], None, None).await.unwrap();
+        let source = format!("runs:/{run}/model");
+        db.create_model_version(NewModelVersion { name: name.into(), source, ..Default::default() }).await.unwrap();
+        db.set_registered_model_alias(name, "production", "1").await.unwrap();
+    }
+    let targets = db.alias_targets("production").await.unwrap();
+    assert_eq!(targets, [("a-model".to_owned(), "1".to_owned()), ("b-model".to_owned(), "1".to_owned())]);
 }

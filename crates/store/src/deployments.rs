@@ -1,0 +1,92 @@
+//! Deployments: named traffic policies over registered versions (`shipyard_core::deployment`).
+//!
+//! The policy is stored as JSON text beside a revision number that each change increments, so a
+//! server polling the table sees a change by its revision and a writer can refuse to overwrite
+//! a change it has not seen.
+
+use shipyard_core::deployment::{self, Deployment, DeploymentSpec};
+use shipyard_core::entities::now_millis;
+use shipyard_core::{Error, Result};
+
+use crate::db::Database;
+use crate::sql::Row;
+
+fn from_row(r: &Row) -> Result<Deployment> {
+    let text: String = r.get("spec")?;
+    let name: String = r.get("name")?;
+    let spec: DeploymentSpec = serde_json::from_str(&text)
+        .map_err(|e| Error::Internal(format!("deployment '{name}' has an unreadable policy: {e}")))?;
+    Ok(Deployment {
+        name,
+        spec,
+        revision: r.get("revision")?,
+        creation_timestamp: r.get("created_time")?,
+        last_updated_timestamp: r.get("updated_time")?,
+    })
+}
+
+fn not_found(name: &str) -> Error {
+    Error::not_found(format!("no deployment named '{name}'"))
+}
+
+impl Database {
+    /// Creates a deployment, or replaces its policy (revision + 1). The caller has checked that
+    /// the models it names exist.
+    pub async fn put_deployment(&self, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
+        deployment::validate_name(name)?;
+        spec.validate()?;
+        let text = serde_json::to_string(spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let name = name.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let now = now_millis();
+                let upsert = c.stmt(
+                    "INSERT INTO deployments (name, spec, revision, created_time, updated_time) VALUES ($1, $2, 1, $3, $3) \
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, revision = deployments.revision + 1, \
+                     updated_time = excluded.updated_time",
+                    [name.as_str().into(), text.into(), now.into()],
+                );
+                c.execute(upsert).await?;
+                let read = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
+                from_row(&c.fetch_one(read).await?)
+            })
+        })
+        .await
+    }
+
+    pub async fn get_deployment(&self, name: &str) -> Result<Deployment> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
+                from_row(&c.fetch_optional(sql).await?.ok_or_else(|| not_found(&name))?)
+            })
+        })
+        .await
+    }
+
+    /// Every deployment, by name.
+    pub async fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt("SELECT * FROM deployments ORDER BY name", []);
+                c.fetch_all(sql).await?.iter().map(from_row).collect()
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt("DELETE FROM deployments WHERE name = $1", [name.as_str().into()]);
+                if c.execute(sql).await? == 0 {
+                    return Err(not_found(&name));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+}
