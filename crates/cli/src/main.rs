@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +28,7 @@ macro_rules! outln {
 
 mod data;
 mod datasets;
+mod deploy;
 mod models;
 mod predict;
 mod promote;
@@ -82,6 +82,9 @@ enum Command {
     /// Commands about registered models: timing, gates, promotion, rollback, history.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Serve registered models under a traffic policy (single, canary, A/B, shadow); list, show
+    /// or delete deployments.
+    Deploy(Box<deploy::DeployCommand>),
 }
 
 /// How a command that ran to the end came out.
@@ -177,7 +180,7 @@ struct ServerArgs {
     #[arg(long, default_value_t = 64 * 1024 * 1024 * 1024)]
     max_artifact_bytes: u64,
     /// Serve every registered model's version with this alias at /predict/{model}, /v2/... and
-    /// /metrics, following the alias when it moves.
+    /// /metrics, following the alias when it moves; and every deployment at /predict/{name}.
     #[arg(long, default_value = "production")]
     serve_alias: String,
     /// Serve no models: tracking and registry only.
@@ -208,6 +211,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(*args),
         Command::Predict(args) => predict::run(*args),
         Command::Models(cmd) => models::run(cmd),
+        Command::Deploy(cmd) => deploy::run(*cmd),
         Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
@@ -219,6 +223,7 @@ fn main() -> std::process::ExitCode {
                     | Command::Train(_)
                     | Command::Predict(_)
                     | Command::Models(_)
+                    | Command::Deploy(_)
                     | Command::Serve(_) => {
                         unreachable!("handled above")
                     }
@@ -334,7 +339,7 @@ async fn run_server(args: ServerArgs) -> Result<()> {
             artifacts_for_serving,
             &args.serve_alias,
             &args.serving,
-            Duration::from_secs(1),
+            args.serving.sync_interval(),
         )
         .await?;
         app = app.merge(shipyard_serving::router(serving, false));

@@ -13,7 +13,7 @@ use shipyard_runtime::EngineChoice;
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
 
 use crate::datasets::DatasetStoreArgs;
-use crate::predict::{ModelArgs, Opened, open_model};
+use crate::predict::{EngineArg, ModelArgs, Opened, open_model};
 
 /// How models are served: limits, batching, cache.
 #[derive(Args, Clone, Debug)]
@@ -48,6 +48,9 @@ pub struct ServingArgs {
     /// Largest prediction request body in bytes; larger get 413.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     max_request_bytes: usize,
+    /// Milliseconds between reads of the store for moved aliases and changed deployments.
+    #[arg(long, default_value_t = 250)]
+    sync_interval_ms: u64,
 }
 
 impl ServingArgs {
@@ -65,6 +68,10 @@ impl ServingArgs {
         }
     }
 
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms.max(10))
+    }
+
     pub fn limits(&self) -> Limits {
         Limits { max_body_bytes: self.max_request_bytes, max_rows: self.max_rows.max(1) }
     }
@@ -72,8 +79,20 @@ impl ServingArgs {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// The model: a model directory, an .onnx file, runs:/RUN_ID/PATH, models:/NAME/VERSION or
+    /// models:/NAME@ALIAS.
+    #[arg(long, required_unless_present = "deployment", conflicts_with = "deployment")]
+    model: Option<String>,
+    /// Serve this deployment (`shipyard deploy`) as a replica, following its changes; needs
+    /// --tracking-uri naming the metadata store (sqlite:///... or postgresql://...).
+    #[arg(long)]
+    deployment: Option<String>,
+    /// Which engine runs ONNX models.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// Threads for inference (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// The name the model is served under (default: the registered model's name, else the
     /// file or folder name).
     #[arg(long)]
@@ -103,22 +122,30 @@ fn default_name(opened: &Opened, uri: &str) -> String {
 }
 
 pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
-    if let Some(threads) = args.model.threads {
+    if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build_global()
             .context("sizing the inference thread pool")?;
     }
+    if let Some(deployment) = args.deployment.clone() {
+        return run_deployment(args, deployment);
+    }
+    let model_args = ModelArgs {
+        model: args.model.clone().ok_or_else(|| anyhow::anyhow!("give --model or --deployment"))?,
+        engine: args.engine,
+        threads: args.threads,
+    };
     // Models are fetched and compiled before the port opens: ready means ready.
-    let primary = open_model(&args.model, &args.store)?;
+    let primary = open_model(&model_args, &args.store)?;
     let fallback = match &args.fallback {
         Some(uri) => {
-            let fallback_args = ModelArgs { model: uri.clone(), engine: args.model.engine, threads: None };
+            let fallback_args = ModelArgs { model: uri.clone(), engine: args.engine, threads: None };
             Some((open_model(&fallback_args, &args.store)?, uri.clone()))
         }
         None => None,
     };
-    let name = args.name.clone().unwrap_or_else(|| default_name(&primary, &args.model.model));
+    let name = args.name.clone().unwrap_or_else(|| default_name(&primary, &model_args.model));
     let addr = resolve(&args.host, args.port)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
@@ -135,22 +162,71 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
         let served = ServedModel::new(name.clone(), version.clone(), primary.model, settings, fallback, &state.metrics);
         state.registry.insert(served);
         let router = shipyard_serving::router(state.clone(), true);
-        shipyard_serving::serve(router, addr, crate::shutdown_signal(), |bound| {
+        serve_until_signal(router, addr, |bound| {
             tracing::info!(
                 "Shipyard serving model '{name}'{} ({engine} engine) on http://{bound}",
                 version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default()
             );
         })
         .await
-        .with_context(|| format!("serving on {addr}"))?;
-        tracing::info!("Shipyard model server stopped");
-        Ok::<_, anyhow::Error>(())
     })?;
     Ok(crate::Outcome::Success)
 }
 
-/// The serving state of `shipyard server`: every registered model's `alias` version, kept
-/// current by a watcher that polls the store every `interval`.
+/// Serves `router` on `addr` until Ctrl-C or SIGTERM; `announce` says where once bound.
+async fn serve_until_signal(
+    router: shipyard_serving::Router,
+    addr: SocketAddr,
+    announce: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    shipyard_serving::serve(router, addr, crate::shutdown_signal(), announce)
+        .await
+        .with_context(|| format!("serving on {addr}"))?;
+    tracing::info!("Shipyard model server stopped");
+    Ok(())
+}
+
+/// `shipyard serve --deployment NAME`: a replica serving one deployment from the store, and
+/// following its changes (policy, moved aliases) within the sync interval.
+fn run_deployment(args: ServeArgs, name: String) -> Result<crate::Outcome> {
+    if args.store.server_url().is_some() {
+        anyhow::bail!(
+            "a deployment replica reads the metadata store itself: pass --tracking-uri sqlite:///... or \
+             postgresql://... (the server's --backend-store-uri), not a server URL"
+        );
+    }
+    let addr = resolve(&args.host, args.port)?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let db = args.store.database().await?;
+        let artifacts = shipyard_store::ArtifactStore::open(&args.store.destination()).await?;
+        let state = ServingState::new(args.serving.limits());
+        let mut catalog = shipyard_serving::catalog::Catalog::new(
+            db,
+            artifacts,
+            None,
+            shipyard_serving::catalog::Deployments::Only(name.clone()),
+            EngineChoice::from(args.engine),
+            args.serving.settings(),
+        );
+        // Loaded before the port opens: ready means ready.
+        let report = catalog.sync(&state).await.with_context(|| format!("reading deployment '{name}'"))?;
+        if !report.failed.is_empty() || state.registry.deployment(&name).is_none() {
+            anyhow::bail!("deployment '{name}' cannot be served: see the warnings above");
+        }
+        catalog.watch(state.clone(), args.serving.sync_interval());
+        let router = shipyard_serving::router(state.clone(), true);
+        serve_until_signal(router, addr, |bound| {
+            tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
+        })
+        .await
+    })?;
+    Ok(crate::Outcome::Success)
+}
+
+/// The serving state of `shipyard server`: every registered model's `alias` version and every
+/// deployment, kept current by a watcher that polls the store every `interval`.
 pub async fn catalog_state(
     db: shipyard_store::Database,
     artifacts: shipyard_store::ArtifactStore,
@@ -159,8 +235,14 @@ pub async fn catalog_state(
     interval: Duration,
 ) -> Result<Arc<ServingState>> {
     let state = ServingState::new(serving.limits());
-    let mut catalog =
-        shipyard_serving::catalog::Catalog::new(db, artifacts, alias, EngineChoice::Auto, serving.settings());
+    let mut catalog = shipyard_serving::catalog::Catalog::new(
+        db,
+        artifacts,
+        Some(alias),
+        shipyard_serving::catalog::Deployments::All,
+        EngineChoice::Auto,
+        serving.settings(),
+    );
     // The first sync before the port opens, so models are ready when the server is.
     let report = catalog.sync(&state).await.context("reading the models to serve")?;
     if !report.loaded.is_empty() {

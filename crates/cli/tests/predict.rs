@@ -2,21 +2,14 @@
 //! (input columns, `prediction`, `probability_<label>`), Parquet output, bad input refused with
 //! the row or column named, `--on-error skip` with a reject file, and the bench's JSON.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shipyard"))
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .env_remove("SHIPYARD_TRACKING_URI")
-        .env_remove("SHIPYARD_ARTIFACTS_DESTINATION")
-        .output()
-        .expect("run shipyard")
-}
+use common::shipyard as run;
 
 fn ok(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));

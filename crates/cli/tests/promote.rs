@@ -3,51 +3,15 @@
 //! history, and bad input.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-fn shipyard(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shipyard"))
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .env_remove("SHIPYARD_TRACKING_URI")
-        .env_remove("SHIPYARD_ARTIFACTS_DESTINATION")
-        .env("USER", "tester")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Rows where `y` follows age and income, a little more often for group `a`; `shift` moves
-/// age and income (drifted data).
-fn table(n: usize, seed: u64, shift: f64) -> String {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut text = String::from("age,income,group,y\n");
-    for _ in 0..n {
-        let group = if next() < 0.5 { "a" } else { "b" };
-        let age = 20.0 + 40.0 * next() + shift * 30.0;
-        let income = 20.0 + 60.0 * next() + shift * 40.0;
-        let score =
-            0.05 * (age - 40.0) + 0.04 * (income - 50.0) + if group == "a" { 0.4 } else { 0.0 } + (next() - 0.5);
-        text += &format!("{age:.2},{income:.2},{group},{}\n", u8::from(score > 0.0));
-    }
-    text
-}
+use common::{shipyard, stderr, stdout, table};
 
 /// A home with `churn` versions 1 (logistic), 2 (logistic, other seed), 3 (a one-split tree)
 /// and 4 (logistic without `income`), built once and copied per test.

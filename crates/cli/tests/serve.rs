@@ -1,24 +1,15 @@
 //! `shipyard serve` end to end: a native model trained by `shipyard train` is served from
 //! `runs:/ID/model` over all three protocols, and answers what `shipyard predict` computes.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use serde_json::{Value, json};
 
-/// `shipyard ARGS --home HOME`.
-fn shipyard(home: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_shipyard"));
-    command
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .env_remove("SHIPYARD_TRACKING_URI")
-        .env_remove("SHIPYARD_ARTIFACTS_DESTINATION");
-    command
-}
+use common::shipyard_cmd as shipyard;
 
 /// A served process, stopped when dropped.
 struct Served(Child);

@@ -1,21 +1,14 @@
 //! `shipyard train` and `shipyard predict` end to end on the embedded store: a run with its
 //! metrics and model, predictions from `runs:/RUN_ID/model`, and bad input rejected with exit 2.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shipyard"))
-        .args(args)
-        .arg("--home")
-        .arg(home)
-        .env_remove("SHIPYARD_TRACKING_URI")
-        .env_remove("SHIPYARD_ARTIFACTS_DESTINATION")
-        .output()
-        .expect("run shipyard")
-}
+use common::shipyard as run;
 
 fn ok(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));

@@ -1,122 +1,240 @@
-//! Inside `shipyard server`: serve every registered model's `production` version, and follow
-//! the alias when it moves.
+//! Keeping a server's models and deployments in line with the store.
 //!
-//! [`Catalog::sync`] reads the aliases from the store, copies each new version's files out of
-//! the artifact store into a temporary folder, loads it on the blocking pool and swaps it in
-//! (requests in flight finish on the version they started with). A version that fails to load
-//! is logged, the previous one keeps serving, and the load is retried after a pause.
-//! [`Catalog::watch`] repeats the sync every interval.
+//! `shipyard server` serves every registered model's `production` version under the model's
+//! name, and every deployment under its own; `shipyard serve --deployment NAME` serves one
+//! deployment. [`Catalog::sync`] reads what should be served (one query for the alias's
+//! targets, one for the deployments, one per alias a deployment follows), loads each version
+//! not yet loaded (files copied from the artifact store into a temporary folder, compiled on
+//! the blocking pool), and only then swaps the new routes in: requests in flight finish on the
+//! version they started with, and no request ever waits for a load.
+//!
+//! Versions that leave service stay loaded, warm, for [`WARM_FOR`], so a rollback to one of them
+//! is a pointer swap: with the default poll of 250 ms it takes effect in well under a second. A
+//! version that fails to load is logged, what served before keeps serving, and the load is
+//! retried after a pause. [`Catalog::watch`] repeats the sync every interval.
 //!
 //! Per-model settings come from the registered model's tags, read when a version is loaded:
 //! `shipyard.serving.max_batch_rows`, `.max_batch_wait_ms`, `.max_concurrency`, `.max_queue`,
 //! `.timeout_ms`, `.cache_entries` (numbers; others are logged and ignored).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shipyard_core::deployment::{Deployment as Spec, ModelRef};
 use shipyard_core::entities::KeyValue;
 use shipyard_runtime::fetch::{self, ModelUri};
 use shipyard_runtime::{EngineChoice, LoadedModel};
 use shipyard_store::{ArtifactStore, Database};
 
-use crate::{ModelSettings, ServedModel, ServingState};
+use crate::{Deployment, ModelSettings, ServedModel, ServingState};
 
 /// How long a version that failed to load is left alone.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long a version out of service stays loaded for a quick return.
+pub const WARM_FOR: Duration = Duration::from_secs(600);
+
+/// Which deployments a server serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deployments {
+    All,
+    Only(String),
+    None,
+}
+
+/// A registered version: (model, version).
+type VersionKey = (String, String);
+
+struct Loaded {
+    model: Arc<ServedModel>,
+    /// When it was last part of what is served.
+    last_wanted: Instant,
+}
 
 /// Where the served models come from.
 pub struct Catalog {
     pub db: Database,
     pub artifacts: ArtifactStore,
-    /// The alias whose version is served.
-    pub alias: String,
+    /// The alias whose versions are served under their model's name (`None`: no models).
+    pub alias: Option<String>,
+    pub deployments: Deployments,
     pub engine: EngineChoice,
     pub settings: ModelSettings,
-    failed: HashMap<(String, String), Instant>,
+    loaded: HashMap<VersionKey, Loaded>,
+    failed: HashMap<VersionKey, Instant>,
+    /// What each served deployment was built from: its revision and resolved versions.
+    built: HashMap<String, (i64, Vec<VersionKey>)>,
 }
 
 /// What one sync changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    pub loaded: Vec<(String, String)>,
+    pub loaded: Vec<VersionKey>,
     pub removed: Vec<String>,
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<VersionKey>,
+    /// Deployments (re)built.
+    pub deployments: Vec<String>,
 }
 
 impl Catalog {
     pub fn new(
         db: Database,
         artifacts: ArtifactStore,
-        alias: &str,
+        alias: Option<&str>,
+        deployments: Deployments,
         engine: EngineChoice,
         settings: ModelSettings,
     ) -> Catalog {
-        Catalog { db, artifacts, alias: alias.to_owned(), engine, settings, failed: HashMap::new() }
+        Catalog {
+            db,
+            artifacts,
+            alias: alias.map(str::to_owned),
+            deployments,
+            engine,
+            settings,
+            loaded: HashMap::new(),
+            failed: HashMap::new(),
+            built: HashMap::new(),
+        }
     }
 
-    /// The `(model, version, tags)` the alias points at.
-    async fn targets(&self) -> Result<Vec<(String, String, Vec<KeyValue>)>, shipyard_core::Error> {
-        let mut targets = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self.db.search_registered_models(None, Some(1000), &[], token.as_deref()).await?;
-            for model in page.items {
-                if let Some(alias) = model.aliases.iter().find(|a| a.alias == self.alias) {
-                    targets.push((model.name.clone(), alias.version.clone(), model.tags.clone()));
-                }
+    /// The deployments to serve, as stored.
+    async fn wanted_deployments(&self) -> Result<Vec<Spec>, shipyard_core::Error> {
+        match &self.deployments {
+            Deployments::None => Ok(Vec::new()),
+            Deployments::All => self.db.list_deployments().await,
+            Deployments::Only(name) => Ok(vec![self.db.get_deployment(name).await?]),
+        }
+    }
+
+    /// A reference's version now (`None`: its alias is not set).
+    async fn resolve(&self, r: &ModelRef) -> Result<Option<VersionKey>, shipyard_core::Error> {
+        match (&r.version, &r.alias) {
+            (Some(v), _) => Ok(Some((r.model.clone(), v.clone()))),
+            (None, Some(a)) => Ok(self.db.current_alias_version(&r.model, a).await?.map(|v| (r.model.clone(), v))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Loads `key` unless it is loaded or failed recently; whether it is available.
+    async fn ensure(&mut self, key: &VersionKey, state: &ServingState, report: &mut SyncReport) -> bool {
+        if let Some(l) = self.loaded.get_mut(key) {
+            l.last_wanted = Instant::now();
+            return true;
+        }
+        if self.failed.get(key).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return false;
+        }
+        match self.load(&key.0, &key.1, &state.metrics).await {
+            Ok(model) => {
+                self.failed.remove(key);
+                self.loaded.insert(key.clone(), Loaded { model, last_wanted: Instant::now() });
+                report.loaded.push(key.clone());
+                true
             }
-            match page.next_page_token {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(targets),
+            Err(message) => {
+                tracing::warn!(model = %key.0, version = %key.1, "cannot serve: {message}");
+                self.failed.insert(key.clone(), Instant::now());
+                report.failed.push(key.clone());
+                false
             }
         }
     }
 
-    /// Brings the served models in line with the store.
+    fn model(&self, key: &VersionKey) -> Option<Arc<ServedModel>> {
+        self.loaded.get(key).map(|l| l.model.clone())
+    }
+
+    /// Brings the served models and deployments in line with the store.
     pub async fn sync(&mut self, state: &ServingState) -> Result<SyncReport, shipyard_core::Error> {
-        let targets = self.targets().await?;
         let mut report = SyncReport::default();
+        // 1. Read what should be served.
+        let targets = match &self.alias {
+            Some(alias) => self.db.alias_targets(alias).await?,
+            None => Vec::new(),
+        };
+        let specs = self.wanted_deployments().await?;
+        let mut resolved: Vec<(Spec, Vec<Option<VersionKey>>)> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let mut keys = Vec::new();
+            for r in spec.spec.refs() {
+                keys.push(self.resolve(r).await.unwrap_or_else(|e| {
+                    tracing::warn!(deployment = %spec.name, "cannot resolve {r}: {e}");
+                    None
+                }));
+            }
+            resolved.push((spec, keys));
+        }
+        // 2. Load what is missing, before anything is swapped.
+        for key in &targets {
+            self.ensure(key, state, &mut report).await;
+        }
+        for (_, keys) in &resolved {
+            for key in keys.iter().flatten() {
+                self.ensure(key, state, &mut report).await;
+            }
+        }
+        // 3. Swap: models under the alias.
+        let alias = self.alias.clone().unwrap_or_default();
         for current in state.registry.current() {
-            if !targets.iter().any(|(name, _, _)| *name == current.name) {
+            if !targets.iter().any(|(name, _)| *name == current.name) {
                 state.registry.remove(&current.name);
-                tracing::info!(model = %current.name, "no longer serving: the '{}' alias is gone", self.alias);
+                tracing::info!(model = %current.name, "no longer serving: the '{alias}' alias is gone");
                 report.removed.push(current.name.clone());
             }
         }
-        for (name, version, tags) in targets {
-            let serving = state.registry.get(&name, None).ok().and_then(|m| m.version.clone());
-            if serving.as_deref() == Some(version.as_str()) {
+        for key in &targets {
+            let serving = state.registry.get_model(&key.0, None).ok().and_then(|m| m.version.clone());
+            if serving.as_deref() == Some(key.1.as_str()) {
                 continue;
             }
-            let key = (name.clone(), version.clone());
-            if self.failed.get(&key).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-                continue;
-            }
-            match self.load(&name, &version, settings_from_tags(&self.settings, &name, &tags), &state.metrics).await {
-                Ok(model) => {
-                    state.registry.insert(model);
-                    self.failed.remove(&key);
-                    tracing::info!(model = %name, version = %version, "serving ({} alias)", self.alias);
-                    report.loaded.push(key);
-                }
-                Err(message) => {
-                    tracing::warn!(model = %name, version = %version, "cannot serve: {message}");
-                    self.failed.insert(key.clone(), Instant::now());
-                    report.failed.push(key);
-                }
+            if let Some(model) = self.model(key) {
+                state.registry.insert(model);
+                tracing::info!(model = %key.0, version = %key.1, "serving ({alias} alias)");
             }
         }
+        // 4. Swap: deployments, each whole once all its versions are loaded.
+        let names: BTreeSet<String> = resolved.iter().map(|(s, _)| s.name.clone()).collect();
+        for d in state.registry.deployments() {
+            if !names.contains(&d.name) {
+                state.registry.remove_deployment(&d.name);
+                self.built.remove(&d.name);
+                tracing::info!(deployment = %d.name, "no longer serving: the deployment was deleted");
+                report.removed.push(d.name.clone());
+            }
+        }
+        for (spec, keys) in resolved {
+            let Some(keys) = keys.into_iter().collect::<Option<Vec<VersionKey>>>() else {
+                tracing::warn!(deployment = %spec.name, "a version it names cannot be resolved: keeping what it served");
+                continue;
+            };
+            if self.built.get(&spec.name) == Some(&(spec.revision, keys.clone())) {
+                continue;
+            }
+            let models: Option<Vec<Arc<ServedModel>>> = keys.iter().map(|k| self.model(k)).collect();
+            let Some(models) = models else { continue };
+            let arms: Vec<(Arc<ServedModel>, u32)> =
+                models.iter().zip(&spec.spec.arms).map(|(m, arm)| (m.clone(), arm.weight)).collect();
+            let shadow = spec.spec.shadow.as_ref().and_then(|_| models.get(spec.spec.arms.len()).cloned());
+            let Some(built) = Deployment::new(spec.name.clone(), spec.revision, arms, shadow, spec.spec.sticky.clone())
+            else {
+                continue;
+            };
+            state.registry.set_deployment(Arc::new(built));
+            let shown: Vec<String> = keys.iter().map(|(m, v)| format!("{m}/{v}")).collect();
+            tracing::info!(deployment = %spec.name, revision = spec.revision, "serving deployment: {}", shown.join(", "));
+            self.built.insert(spec.name.clone(), (spec.revision, keys));
+            report.deployments.push(spec.name.clone());
+        }
+        // 5. Versions out of service stay warm for a while, then go.
+        let now = Instant::now();
+        self.loaded.retain(|_, l| now.duration_since(l.last_wanted) < WARM_FOR);
         Ok(report)
     }
 
-    async fn load(
-        &self,
-        name: &str,
-        version: &str,
-        settings: ModelSettings,
-        metrics: &crate::Metrics,
-    ) -> Result<Arc<ServedModel>, String> {
+    async fn load(&self, name: &str, version: &str, metrics: &crate::Metrics) -> Result<Arc<ServedModel>, String> {
+        let tags = self.db.get_registered_model(name).await.map(|m| m.tags).unwrap_or_default();
+        let settings = settings_from_tags(&self.settings, name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
         let uri = ModelUri::Version { name: name.to_owned(), version: version.to_owned() };
         let (path, _) =
@@ -139,7 +257,7 @@ impl Catalog {
             loop {
                 ticker.tick().await;
                 if let Err(e) = self.sync(&state).await {
-                    tracing::warn!("reading the served models from the store: {e}");
+                    tracing::warn!("reading what to serve from the store: {e}");
                 }
             }
         })

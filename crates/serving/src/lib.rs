@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod deployment;
 pub mod error;
 pub mod input;
 pub mod metrics;
@@ -29,7 +30,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use axum::Router;
+pub use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -37,6 +38,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use deployment::Deployment;
 pub use error::{ErrorKind, Protocol, ServeError};
 pub use metrics::Metrics;
 pub use served::{ModelSettings, Prediction, ServedModel};
@@ -63,10 +65,29 @@ impl Default for Limits {
     }
 }
 
-/// The model versions being served, by name.
+/// The model versions and deployments being served, by name. A deployment's name hides a model
+/// of the same name for requests without a version.
 #[derive(Default)]
 pub struct Registry {
     models: RwLock<HashMap<String, Entry>>,
+    deployments: RwLock<HashMap<String, Arc<Deployment>>>,
+}
+
+/// Where a request for a name goes.
+#[derive(Clone)]
+pub enum Route {
+    Model(Arc<ServedModel>),
+    Deployment(Arc<Deployment>),
+}
+
+impl Route {
+    /// The body field that keeps a client on one arm, for protocols that must let it through.
+    pub fn sticky_field(&self) -> Option<&str> {
+        match self {
+            Route::Model(_) => None,
+            Route::Deployment(d) => d.sticky_field(),
+        }
+    }
 }
 
 struct Entry {
@@ -105,8 +126,86 @@ impl Registry {
         self.models.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some()
     }
 
-    /// The served version of `name` (`version`, or the current one).
+    /// Serves `deployment`, replacing the one of the same name (requests in flight finish on
+    /// the one they started with).
+    pub fn set_deployment(&self, deployment: Arc<Deployment>) {
+        let mut all = self.deployments.write().unwrap_or_else(|e| e.into_inner());
+        all.insert(deployment.name.clone(), deployment);
+    }
+
+    /// Stops serving the deployment `name`.
+    pub fn remove_deployment(&self, name: &str) -> bool {
+        self.deployments.write().unwrap_or_else(|e| e.into_inner()).remove(name).is_some()
+    }
+
+    /// The deployment `name`, if served.
+    pub fn deployment(&self, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Every served deployment, by name.
+    pub fn deployments(&self) -> Vec<Arc<Deployment>> {
+        let all = self.deployments.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Arc<Deployment>> = all.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Where a prediction for `name` (and `version`) goes: a deployment's traffic policy, or a
+    /// model. With a version, a deployment answers with that member version.
+    pub fn route(&self, name: &str, version: Option<&str>) -> Result<Route, ServeError> {
+        if let Some(d) = self.deployment(name) {
+            let Some(v) = version else { return Ok(Route::Deployment(d)) };
+            let member = d.members().into_iter().find(|(m, _)| m.version.as_deref() == Some(v));
+            return member.map(|(m, _)| Route::Model(m)).ok_or_else(|| {
+                let versions: Vec<String> = d.members().iter().filter_map(|(m, _)| m.version.clone()).collect();
+                ServeError::not_found(format!(
+                    "deployment '{name}' serves no version '{v}' (it serves: {})",
+                    versions.join(", ")
+                ))
+            });
+        }
+        self.get_model(name, version).map(Route::Model)
+    }
+
+    /// The served version of `name` (`version`, or the current one); for a deployment, its
+    /// primary arm or the member with that version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ServeError> {
+        match self.route(name, version)? {
+            Route::Model(m) => Ok(m),
+            Route::Deployment(d) => Ok(d.primary().clone()),
+        }
+    }
+
+    /// What `/invocations` (which names no model) scores: the only deployment, else the only
+    /// model.
+    pub fn single(&self) -> Result<Route, ServeError> {
+        let deployments = self.deployments();
+        if let [one] = deployments.as_slice() {
+            return Ok(Route::Deployment(one.clone()));
+        }
+        let current = self.current();
+        let names: Vec<&str> =
+            deployments.iter().map(|d| d.name.as_str()).chain(current.iter().map(|m| m.name.as_str())).collect();
+        match (deployments.len(), current.as_slice()) {
+            (0, [one]) => Ok(Route::Model(one.clone())),
+            (0, []) => Err(ServeError::not_found("no model is served")),
+            _ => Err(ServeError::not_found(format!(
+                "{} models and deployments are served ({}); /invocations needs exactly one: use /predict/{{name}} or /v2/models/{{name}}/infer",
+                names.len(),
+                names.join(", ")
+            ))),
+        }
+    }
+
+    /// Nothing is served.
+    pub fn is_empty(&self) -> bool {
+        self.models.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && self.deployments.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// The served model `name` (`version`, or the current one), ignoring deployments.
+    pub fn get_model(&self, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ServeError> {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = models.get(name) else {
             let mut names: Vec<&str> = models.keys().map(String::as_str).collect();
@@ -129,6 +228,9 @@ impl Registry {
 
     /// The versions of `name` being served.
     pub fn versions(&self, name: &str) -> Vec<String> {
+        if let Some(d) = self.deployment(name) {
+            return d.members().iter().filter_map(|(m, _)| m.version.clone()).collect();
+        }
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         models.get(name).map(|e| e.versions.keys().cloned().collect()).unwrap_or_default()
     }
@@ -219,21 +321,37 @@ pub(crate) struct Incoming<'a> {
 pub(crate) async fn predict_request<Kept>(
     state: &ServingState,
     protocol: Protocol,
-    model: Result<Arc<ServedModel>, ServeError>,
+    route: Result<Route, ServeError>,
     incoming: Incoming<'_>,
     parse: impl FnOnce(&ServedModel, &[u8]) -> Result<(Kept, RecordBatch), ServeError>,
     render: impl FnOnce(Kept, &Prediction) -> Result<serde_json::Value, ServeError>,
 ) -> Response {
     let started = Instant::now();
     let Incoming { id, headers, body } = incoming;
-    let model = match model {
-        Ok(model) => model,
+    let route = match route {
+        Ok(route) => route,
         Err(e) => return finish(state, protocol, None, started, protocol.error_response(&e, &id.0)),
     };
+    let bytes = match read_body(body, headers, state.limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return finish(state, protocol, None, started, protocol.error_response(&e, &id.0)),
+    };
+    let (model, deployment) = match &route {
+        Route::Model(m) => (m.clone(), None),
+        Route::Deployment(d) => {
+            let key = d.sticky_value(protocol, headers, &bytes);
+            let arm = d.pick(key.as_deref()).clone();
+            state.metrics.routed(&d.name, &arm.labels, "arm");
+            (arm, Some(d))
+        }
+    };
     let answer = async {
-        let bytes = read_body(body, headers, state.limits.max_body_bytes).await?;
         let (kept, batch) = parse(&model, &bytes)?;
+        let copy = deployment.filter(|d| d.has_shadow()).map(|_| batch.clone());
         let prediction = model.predict(batch).await?;
+        if let (Some(d), Some(copy)) = (deployment, copy) {
+            d.shadow(copy, &prediction, &id.0, &state.metrics);
+        }
         let body = render(kept, &prediction)?;
         Ok::<_, ServeError>((prediction, body))
     }

@@ -38,6 +38,15 @@ pub struct LatencyLabels {
     pub protocol: String,
 }
 
+/// A deployment's request and where it went (`arm`, `shadow`, `shadow_dropped`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub deployment: String,
+    pub model: String,
+    pub version: String,
+    pub role: String,
+}
+
 /// A request turned away, and why (`queue_full`, `queue_timeout`, `timeout`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShedLabels {
@@ -73,6 +82,7 @@ pub struct Metrics {
     pub shed: Family<ShedLabels, Counter>,
     pub fallbacks: Family<ModelLabels, Counter>,
     pub loaded: Family<ModelLabels, Gauge>,
+    pub routed: Family<RouteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +105,7 @@ impl Metrics {
         let shed = Family::<ShedLabels, Counter>::default();
         let fallbacks = Family::<ModelLabels, Counter>::default();
         let loaded = Family::<ModelLabels, Gauge>::default();
+        let routed = Family::<RouteLabels, Counter>::default();
         registry.register(
             "inference_requests",
             "Prediction requests, counted when they end, by model, version, protocol and HTTP status",
@@ -123,6 +134,11 @@ impl Metrics {
         registry.register("inference_fallbacks", "Requests the fallback model answered", fallbacks.clone());
         registry.register("model_loaded", "1 for each model version being served", loaded.clone());
         registry.register(
+            "deployment_routed_requests",
+            "Requests of a deployment by the version they went to, as an arm, a shadow copy, or a dropped shadow copy",
+            routed.clone(),
+        );
+        registry.register(
             "build",
             "Shipyard's version",
             Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
@@ -140,7 +156,21 @@ impl Metrics {
             shed,
             fallbacks,
             loaded,
+            routed,
         }
+    }
+
+    /// Counts a request of `deployment` sent to `model` as `role` (`arm`, `shadow`,
+    /// `shadow_dropped`).
+    pub fn routed(&self, deployment: &str, model: &ModelLabels, role: &str) {
+        self.routed
+            .get_or_create(&RouteLabels {
+                deployment: deployment.to_owned(),
+                model: model.model.clone(),
+                version: model.version.clone(),
+                role: role.to_owned(),
+            })
+            .inc();
     }
 
     /// Records a finished request.

@@ -6,34 +6,20 @@
 // Helpers panic on broken fixtures, which is what a test should do.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
+use common::{call, fixture, fixture_rows, load, post};
 use serde_json::{Value, json};
 use shipyard_runtime::{EngineChoice, LoadedModel, Output};
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
-use tower::ServiceExt;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures/onnx").join(format!("{name}.onnx"))
-}
-
-/// The first `n` rows of a fixture's recorded input `input`, as JSON rows.
-fn fixture_rows(name: &str, input: &str, n: usize) -> Vec<Vec<Value>> {
-    let path = fixture(name).with_extension("json");
-    let spec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let tensor = &spec["inputs"][input];
-    let width = tensor["shape"][1].as_u64().unwrap_or(1) as usize;
-    let data = tensor["data"].as_array().unwrap();
-    (0..n).map(|r| data[r * width..(r + 1) * width].to_vec()).collect()
-}
 
 fn settings() -> ModelSettings {
     ModelSettings { cache_entries: 0, ..ModelSettings::default() }
@@ -46,39 +32,11 @@ fn serve(models: Vec<Arc<ServedModel>>, state: Arc<ServingState>) -> Router {
     shipyard_serving::router(state, true)
 }
 
-fn load(name: &str) -> LoadedModel {
-    LoadedModel::load(&fixture(name), EngineChoice::Native).unwrap()
-}
-
 /// One model served under `name`.
 fn single(fixture_name: &str, served_as: &str, settings: ModelSettings) -> (Router, Arc<ServingState>) {
     let state = ServingState::new(Limits { max_body_bytes: 1 << 20, max_rows: 1000 });
     let model = ServedModel::new(served_as.into(), None, load(fixture_name), settings, None, &state.metrics);
     (serve(vec![model], state.clone()), state)
-}
-
-async fn call(
-    router: &Router,
-    method: &str,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (StatusCode, HeaderMap, Value) {
-    let mut request = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, headers, value)
-}
-
-async fn post(router: &Router, uri: &str, body: Value) -> (StatusCode, HeaderMap, Value) {
-    call(router, "POST", uri, &[("content-type", "application/json")], body.to_string().into_bytes()).await
 }
 
 /// The engine's answer for rows of numbers, columns in order.

@@ -28,7 +28,7 @@ const KEYS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "i
 
 /// `/ping` and `/health`: 200 once a model is loaded, else 404 (MLflow's body is a newline).
 pub async fn ping(State(state): State<Arc<ServingState>>) -> Response {
-    let status = if state.registry.current().is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    let status = if state.registry.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
     (status, [(header::CONTENT_TYPE, "application/json")], "\n").into_response()
 }
 
@@ -37,33 +37,19 @@ pub async fn version() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], shipyard_core::MLFLOW_COMPAT_VERSION).into_response()
 }
 
-/// The model `/invocations` scores: the only one served.
-fn the_model(state: &ServingState) -> Result<Arc<ServedModel>, ServeError> {
-    let current = state.registry.current();
-    match current.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(ServeError::not_found("no model is served")),
-        many => Err(ServeError::not_found(format!(
-            "{} models are served ({}); /invocations needs exactly one: use /predict/{{model}} or /v2/models/{{model}}/infer",
-            many.len(),
-            many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
 pub async fn invocations(
     State(state): State<Arc<ServingState>>,
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let model = the_model(&state);
+    let route = state.registry.single();
     let format = content_type(&headers);
     let max_rows = state.limits.max_rows;
     predict_request(
         &state,
         Protocol::Mlflow,
-        model,
+        route,
         Incoming { id: &id, headers: &headers, body },
         |model, bytes| {
             let batch = match format? {

@@ -52,6 +52,20 @@ pub(crate) fn probabilities(output: &Output) -> Option<Value> {
 }
 
 /// A number as JSON (`null` for NaN and infinities, which JSON cannot hold).
+/// A short description of an answer for the log: its rows and the first few predictions.
+pub(crate) fn summary(output: &Output) -> String {
+    const SHOWN: usize = 5;
+    let rows = output.rows();
+    let first: Vec<String> = match output {
+        Output::Classes { labels, .. } => labels.iter().take(SHOWN).cloned().collect(),
+        Output::Values { columns, values } => {
+            values.iter().step_by((*columns).max(1)).take(SHOWN).map(|v| format!("{v}")).collect()
+        }
+    };
+    let more = if rows > SHOWN { ", ..." } else { "" };
+    format!("{rows} row(s): [{}{more}]", first.join(", "))
+}
+
 pub(crate) fn number(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }

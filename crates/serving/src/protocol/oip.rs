@@ -70,7 +70,7 @@ pub async fn live() -> Response {
 }
 
 pub async fn ready(State(state): State<Arc<ServingState>>) -> Response {
-    let ready = !state.registry.current().is_empty();
+    let ready = !state.registry.is_empty();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "ready": ready }))).into_response()
 }
@@ -130,12 +130,12 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let model = state.registry.get(&path.model, path.version.as_deref());
+    let route = state.registry.route(&path.model, path.version.as_deref());
     let max_rows = state.limits.max_rows;
     predict_request(
         &state,
         Protocol::Oip,
-        model,
+        route,
         Incoming { id: &id, headers: &headers, body },
         |model, bytes| parse(model, &headers, bytes, max_rows),
         |request, p| {

@@ -27,27 +27,36 @@ pub async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let model = state.registry.get(&path.model, path.version.as_deref());
+    let route = state.registry.route(&path.model, path.version.as_deref());
+    let sticky = route.as_ref().ok().and_then(|r| r.sticky_field()).map(str::to_owned);
     let max_rows = state.limits.max_rows;
     predict_request(
         &state,
         Protocol::Seed,
-        model,
+        route,
         Incoming { id: &id, headers: &headers, body },
-        |model, bytes| Ok(((), parse(model, bytes, max_rows)?)),
+        |model, bytes| Ok(((), parse(model, bytes, max_rows, sticky.as_deref())?)),
         |(), p| Ok(render(&p.output, &p.answered_by, &id.0, p.cached)),
     )
     .await
 }
 
-fn parse(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<arrow_array::RecordBatch, ServeError> {
+/// Reads the body into the model's batch. `sticky` names a top-level field the deployment reads
+/// to keep a client on one arm: it is let through.
+fn parse(
+    model: &ServedModel,
+    bytes: &[u8],
+    max_rows: usize,
+    sticky: Option<&str>,
+) -> Result<arrow_array::RecordBatch, ServeError> {
     let body = parse_json(bytes)?;
     let Value::Object(map) = body else {
         return Err(ServeError::malformed(
             r#"the body must be a JSON object: {"data": [[...]]} or {"records": [...]}"#,
         ));
     };
-    if let Some(unknown) = map.keys().find(|k| !matches!(k.as_str(), "data" | "records" | "columns")) {
+    let known = |k: &str| matches!(k, "data" | "records" | "columns") || Some(k) == sticky;
+    if let Some(unknown) = map.keys().find(|k| !known(k)) {
         return Err(ServeError::malformed(format!(
             r#"unknown field '{unknown}': the body is {{"data": [[...]], "columns"?: [...]}} or {{"records": [...]}}"#
         )));

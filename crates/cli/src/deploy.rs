@@ -1,0 +1,255 @@
+//! `shipyard deploy NAME --model URI [--canary URI --weight W | --ab URI=W ...] [--shadow URI]`
+//! and `shipyard deploy list | show | delete`: deployments, stored for `shipyard server` and
+//! `shipyard serve --deployment NAME` replicas, which apply a change within their poll interval.
+
+use anyhow::{Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shipyard_core::deployment::{Arm, Deployment, DeploymentSpec, ModelRef, StickyKey};
+use shipyard_core::entities::utc_timestamp;
+use shipyard_runtime::fetch::ModelUri;
+use shipyard_store::Database;
+
+use crate::Format;
+use crate::datasets::{DatasetStoreArgs, block_on};
+
+/// The canary's share when `--weight` is not given.
+const DEFAULT_CANARY_WEIGHT: u32 = 10;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DeployCommand {
+    #[command(subcommand)]
+    action: Option<DeployAction>,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+#[derive(Subcommand)]
+enum DeployAction {
+    /// Every deployment.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// One deployment, with the versions its aliases point at now.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Stop serving a deployment.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+}
+
+/// Creates or changes a deployment.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The deployment's name: it is served at /predict/NAME and /v2/models/NAME/infer.
+    #[arg(required = true)]
+    name: Option<String>,
+    /// The primary model: models:/NAME@ALIAS (follows the alias) or models:/NAME/VERSION.
+    #[arg(long, required_unless_present = "ab", conflicts_with = "ab")]
+    model: Option<String>,
+    /// A challenger that gets --weight percent of the requests.
+    #[arg(long, requires = "model")]
+    canary: Option<String>,
+    /// The canary's share of requests, in percent (default 10).
+    #[arg(long, requires = "canary")]
+    weight: Option<u32>,
+    /// An A/B arm, URI=PERCENT (repeat for each arm; the percents must sum to 100).
+    #[arg(long, value_name = "URI=PERCENT")]
+    ab: Vec<String>,
+    /// A model that gets a copy of every request; its answers are logged, never returned.
+    #[arg(long)]
+    shadow: Option<String>,
+    /// Keep each client on one arm by this request header (e.g. x-user-id).
+    #[arg(long, conflicts_with = "sticky_field")]
+    sticky_header: Option<String>,
+    /// Keep each client on one arm by this body field (top level for /predict, under `params`
+    /// for /invocations, under `parameters` for /v2).
+    #[arg(long)]
+    sticky_field: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
+}
+
+/// A registered version reference from a model URI.
+fn model_ref(uri: &str) -> Result<ModelRef> {
+    match ModelUri::parse(uri)? {
+        ModelUri::Version { name, version } => Ok(ModelRef::version(&name, &version)),
+        ModelUri::Alias { name, alias } => Ok(ModelRef::alias(&name, &alias)),
+        _ => bail!("'{uri}': a deployment serves registered models: use models:/NAME@ALIAS or models:/NAME/VERSION"),
+    }
+}
+
+fn spec_of(args: &CreateArgs) -> Result<DeploymentSpec> {
+    let mut arms = Vec::new();
+    if let Some(model) = &args.model {
+        let weight = match &args.canary {
+            Some(_) => args.weight.unwrap_or(DEFAULT_CANARY_WEIGHT),
+            None => 0,
+        };
+        if weight > 100 {
+            bail!("--weight is a percent: 0 to 100, got {weight}");
+        }
+        arms.push(Arm { target: model_ref(model)?, weight: 100 - weight });
+        if let Some(canary) = &args.canary {
+            arms.push(Arm { target: model_ref(canary)?, weight });
+        }
+    }
+    for arm in &args.ab {
+        let (uri, weight) =
+            arm.rsplit_once('=').ok_or_else(|| anyhow!("--ab '{arm}': write URI=PERCENT, e.g. models:/churn/3=50"))?;
+        let weight: u32 =
+            weight.trim().parse().map_err(|_| anyhow!("--ab '{arm}': the percent '{weight}' is not a whole number"))?;
+        arms.push(Arm { target: model_ref(uri.trim())?, weight });
+    }
+    let sticky = match (&args.sticky_header, &args.sticky_field) {
+        (Some(h), _) => Some(StickyKey::Header(h.trim().to_ascii_lowercase())),
+        (None, Some(f)) => Some(StickyKey::Field(f.trim().to_owned())),
+        (None, None) => None,
+    };
+    let spec = DeploymentSpec { arms, shadow: args.shadow.as_deref().map(model_ref).transpose()?, sticky };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The version a reference names now, or an error naming what is missing.
+async fn resolve(db: &Database, r: &ModelRef) -> Result<String> {
+    match (&r.version, &r.alias) {
+        (Some(v), _) => Ok(db.get_model_version(&r.model, v).await?.version),
+        (None, Some(a)) => {
+            db.current_alias_version(&r.model, a).await?.ok_or_else(|| anyhow!("{r}: '{}' has no alias '{a}'", r.model))
+        }
+        (None, None) => bail!("{r}: no version or alias"),
+    }
+}
+
+pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
+    match cmd.action {
+        Some(DeployAction::List { format, store }) => list(format, &store),
+        Some(DeployAction::Show { name, format, store }) => show(&name, format, &store),
+        Some(DeployAction::Delete { name, store }) => {
+            block_on(async {
+                let db = store.database().await?;
+                let deleted = db.delete_deployment(&name).await;
+                db.close().await;
+                Ok(deleted?)
+            })?;
+            outln!("deleted deployment '{name}'");
+            Ok(crate::Outcome::Success)
+        }
+        None => create(cmd.create),
+    }
+}
+
+fn create(args: CreateArgs) -> Result<crate::Outcome> {
+    let name = args.name.clone().ok_or_else(|| anyhow!("give the deployment's name"))?;
+    let spec = spec_of(&args)?;
+    let (deployment, versions) = block_on(async {
+        let db = args.store.database().await?;
+        let outcome = async {
+            let mut versions = Vec::new();
+            for r in spec.refs() {
+                versions.push(resolve(&db, r).await?);
+            }
+            let deployment = db.put_deployment(&name, &spec).await?;
+            Ok::<_, anyhow::Error>((deployment, versions))
+        }
+        .await;
+        db.close().await;
+        outcome
+    })?;
+    print_deployment(&deployment, &versions, args.format)?;
+    Ok(crate::Outcome::Success)
+}
+
+fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Result<()> {
+    if format == Format::Json {
+        let mut value = serde_json::to_value(d)?;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("resolved_versions".into(), json!(versions));
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    outln!(
+        "deployment {} (revision {}, updated {})",
+        d.name,
+        d.revision,
+        &utc_timestamp(d.last_updated_timestamp)[..19]
+    );
+    for (i, arm) in d.spec.arms.iter().enumerate() {
+        let now = versions.get(i).map(|v| format!(" -> version {v}")).unwrap_or_default();
+        outln!("  {:>3}%  {}{now}", arm.weight, arm.target);
+    }
+    if let Some(shadow) = &d.spec.shadow {
+        let now = versions.get(d.spec.arms.len()).map(|v| format!(" -> version {v}")).unwrap_or_default();
+        outln!("  shadow {shadow}{now}");
+    }
+    match &d.spec.sticky {
+        Some(StickyKey::Header(h)) => outln!("  sticky by header {h}"),
+        Some(StickyKey::Field(f)) => outln!("  sticky by field {f}"),
+        None => {}
+    }
+    outln!("  served at /predict/{0}, /v2/models/{0}/infer", d.name);
+    Ok(())
+}
+
+fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
+    let all = block_on(async {
+        let db = store.database().await?;
+        let all = db.list_deployments().await;
+        db.close().await;
+        Ok(all?)
+    })?;
+    if format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(crate::Outcome::Success);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|d| {
+            let arms: Vec<String> = d.spec.arms.iter().map(|a| format!("{}={}%", a.target, a.weight)).collect();
+            vec![
+                d.name.clone(),
+                d.revision.to_string(),
+                arms.join(" "),
+                d.spec.shadow.as_ref().map_or("-".to_owned(), ToString::to_string),
+                utc_timestamp(d.last_updated_timestamp).chars().take(19).collect(),
+            ]
+        })
+        .collect();
+    crate::print_table(&["NAME", "REVISION", "ARMS", "SHADOW", "UPDATED (UTC)"], &rows);
+    Ok(crate::Outcome::Success)
+}
+
+fn show(name: &str, format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
+    let (deployment, versions) = block_on(async {
+        let db = store.database().await?;
+        let outcome = async {
+            let d = db.get_deployment(name).await?;
+            let mut versions = Vec::new();
+            for r in d.spec.refs() {
+                versions.push(resolve(&db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
+            }
+            Ok::<_, anyhow::Error>((d, versions))
+        }
+        .await;
+        db.close().await;
+        outcome
+    })?;
+    print_deployment(&deployment, &versions, format)?;
+    Ok(crate::Outcome::Success)
+}

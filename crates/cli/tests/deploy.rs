@@ -1,0 +1,203 @@
+//! Deployments through the binary: under continuous load, 20 promotions and rollbacks fail no
+//! request and each reaches serving within a second; a replica (`serve --deployment`) follows
+//! its deployment's changes; `deploy` refuses bad input.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::{header, http, shipyard, start, stderr, table};
+
+const ROW: &str = r#"{"records": [{"age": 41.5, "income": 52.0, "group": "a"}]}"#;
+
+/// A home with `churn` versions 1 (logistic) and 2 (a tree), version 1 in production.
+fn home() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("train.csv");
+    std::fs::write(&data, table(1500, 11, 0.0)).unwrap();
+    for model in ["logistic_regression", "decision_tree"] {
+        let args =
+            ["train", "--data", data.to_str().unwrap(), "--target", "y", "--model", model, "--register", "churn"];
+        let out = shipyard(&home, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = shipyard(&home, &["models", "promote", "churn", "--version", "1", "--force", "--reason", "first"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir, home)
+}
+
+fn ok(out: std::process::Output) {
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// The version answering `path` now.
+fn version(addr: &str, path: &str) -> String {
+    let (status, headers, body) = http(addr, "POST", path, &[], ROW);
+    assert_eq!(status, 200, "{body}");
+    header(&headers, "x-model-version").unwrap().to_owned()
+}
+
+/// Waits until `path` answers with `expected`; how long that took. Ten answers in a row must
+/// agree, so an arm of the previous policy that happens to hold `expected` does not count.
+fn until_version(addr: &str, path: &str, expected: &str, limit: Duration) -> Duration {
+    let began = Instant::now();
+    let mut switched = None;
+    let mut in_a_row = 0;
+    while in_a_row < 10 {
+        if version(addr, path) == expected {
+            switched.get_or_insert_with(|| began.elapsed());
+            in_a_row += 1;
+        } else {
+            assert!(began.elapsed() < limit, "{path} still not answered by version {expected} after {limit:?}");
+            (switched, in_a_row) = (None, 0);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    switched.unwrap_or_default()
+}
+
+#[test]
+fn promotions_and_rollbacks_under_load_fail_no_request() {
+    let (_dir, home) = home();
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn@production"]));
+    let log = Arc::new(Mutex::new(String::new()));
+    let server = start(&home, &["server"], log.clone());
+    let addr = server.addr.clone();
+    assert_eq!(version(&addr, "/predict/churn-api"), "1");
+
+    // Continuous load on the deployment and on the model's own route, from 3 clients.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let path = if i == 0 { "/predict/churn" } else { "/predict/churn-api" };
+                let mut answers: Vec<(u16, String)> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, headers, body) = http(&addr, "POST", path, &[], ROW);
+                    let version = header(&headers, "x-model-version").unwrap_or("").to_owned();
+                    answers.push((status, if status == 200 { version } else { body }));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for i in 0..20 {
+        let (command, expected): (Vec<&str>, &str) = if i % 2 == 0 {
+            (vec!["models", "promote", "churn", "--version", "2", "--force", "--reason", "load test"], "2")
+        } else {
+            (vec!["models", "rollback", "churn", "--reason", "load test"], "1")
+        };
+        ok(shipyard(&home, &command));
+        // From the moment the command returns, both routes move within a second.
+        waits.push(until_version(&addr, "/predict/churn-api", expected, Duration::from_secs(1)));
+        until_version(&addr, "/predict/churn", expected, Duration::from_secs(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let answers: Vec<(u16, String)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(answers.len() > 100, "only {} requests ran", answers.len());
+    for v in ["1", "2"] {
+        assert!(answers.iter().any(|(_, version)| version == v), "no answer from version {v}");
+    }
+    waits.sort();
+    eprintln!("alias move to serving: median {:?}, max {:?}, over {} requests", waits[10], waits[19], answers.len());
+    let history = shipyard(&home, &["models", "history", "churn", "--format", "json"]);
+    let moves: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(moves.as_array().unwrap().len(), 21);
+    drop(server);
+}
+
+#[test]
+fn a_replica_follows_its_deployment() {
+    let (dir, home) = home();
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
+    let store = format!("sqlite:///{}", home.join("shipyard.db").display());
+    let artifacts = home.join("artifacts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let replica = start(
+        Path::new(dir.path()),
+        &[
+            "serve",
+            "--deployment",
+            "churn-api",
+            "--tracking-uri",
+            &store,
+            "--artifacts-destination",
+            artifacts.to_str().unwrap(),
+        ],
+        log.clone(),
+    );
+    let addr = replica.addr.clone();
+    assert_eq!(version(&addr, "/predict/churn-api"), "1");
+    // A canary at 50%: both versions answer.
+    ok(shipyard(
+        &home,
+        &["deploy", "churn-api", "--model", "models:/churn/1", "--canary", "models:/churn/2", "--weight", "50"],
+    ));
+    let began = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        assert!(began.elapsed() < Duration::from_secs(2), "the canary never answered");
+        seen.insert(version(&addr, "/predict/churn-api"));
+    }
+    // The whole deployment moves to version 2; MLflow's /invocations follows it too.
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/2"]));
+    until_version(&addr, "/predict/churn-api", "2", Duration::from_secs(1));
+    let (status, headers, body) = http(
+        &addr,
+        "POST",
+        "/invocations",
+        &[],
+        &json!({"dataframe_records": [{"age": 30, "income": 40, "group": "b"}]}).to_string(),
+    );
+    assert_eq!((status, header(&headers, "x-model-version")), (200, Some("2")), "{body}");
+    // Deleting the deployment leaves the replica serving what it had, with a warning.
+    ok(shipyard(&home, &["deploy", "delete", "churn-api"]));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(version(&addr, "/predict/churn-api"), "2");
+    assert!(log.lock().unwrap().contains("no deployment named 'churn-api'"), "{}", log.lock().unwrap());
+    drop(replica);
+}
+
+#[test]
+fn deploy_refuses_bad_input() {
+    let (_dir, home) = home();
+    let cases: [(&[&str], &str); 6] = [
+        (&["deploy", "d", "--ab", "models:/churn/1=50", "--ab", "models:/churn/2=60"], "sum to 110"),
+        (&["deploy", "d", "--model", "models:/churn@staging"], "has no alias 'staging'"),
+        (&["deploy", "d", "--model", "models:/churn/9"], "version=9"),
+        (&["deploy", "d", "--model", "models:/nope/1"], "name=nope"),
+        (&["deploy", "d", "--model", "runs:/abc/model"], "serves registered models"),
+        (&["deploy", "bad/name", "--model", "models:/churn/1"], "invalid deployment name"),
+    ];
+    for (args, message) in cases {
+        let out = shipyard(&home, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    let out = shipyard(&home, &["deploy", "show", "nothing"]);
+    assert!(stderr(&out).contains("no deployment named 'nothing'"));
+    ok(shipyard(
+        &home,
+        &["deploy", "ab", "--ab", "models:/churn/1=50", "--ab", "models:/churn/2=50", "--sticky-header", "X-User"],
+    ));
+    let listed = shipyard(&home, &["deploy", "list", "--format", "json"]);
+    let all: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(all[0]["spec"]["sticky"], json!({"from": "header", "name": "x-user"}));
+}
