@@ -29,6 +29,7 @@ macro_rules! outln {
 mod data;
 mod datasets;
 mod deploy;
+mod lineage;
 mod models;
 mod predict;
 mod promote;
@@ -85,6 +86,9 @@ enum Command {
     /// Serve registered models under a traffic policy (single, canary, A/B, shadow); list, show
     /// or delete deployments.
     Deploy(Box<deploy::DeployCommand>),
+    /// Where a model version came from and went: dataset versions, run, gates, alias moves,
+    /// deployments.
+    Lineage(Box<lineage::LineageArgs>),
 }
 
 /// How a command that ran to the end came out.
@@ -212,6 +216,7 @@ fn main() -> std::process::ExitCode {
         Command::Predict(args) => predict::run(*args),
         Command::Models(cmd) => models::run(cmd),
         Command::Deploy(cmd) => deploy::run(*cmd),
+        Command::Lineage(args) => lineage::run(*args),
         Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
@@ -224,6 +229,7 @@ fn main() -> std::process::ExitCode {
                     | Command::Predict(_)
                     | Command::Models(_)
                     | Command::Deploy(_)
+                    | Command::Lineage(_)
                     | Command::Serve(_) => {
                         unreachable!("handled above")
                     }

@@ -120,6 +120,16 @@ fn promotions_and_rollbacks_under_load_fail_no_request() {
     let history = shipyard(&home, &["models", "history", "churn", "--format", "json"]);
     let moves: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
     assert_eq!(moves.as_array().unwrap().len(), 21);
+    // Lineage: the training data, the run, every move of the alias, the deployment serving it.
+    let lineage = shipyard(&home, &["lineage", "models:/churn@production", "--format", "json"]);
+    assert!(lineage.status.success(), "{}", stderr(&lineage));
+    let lineage: serde_json::Value = serde_json::from_slice(&lineage.stdout).unwrap();
+    assert_eq!(lineage["model_version"]["version"], "1");
+    assert_eq!(lineage["datasets"][0]["name"], "train");
+    assert_eq!(lineage["run"]["params"]["model"], "logistic_regression");
+    assert_eq!(lineage["alias_moves"].as_array().unwrap().len(), 21);
+    assert_eq!(lineage["deployments"][0]["deployment"], "churn-api");
+    assert_eq!(lineage["deployments"][0]["role"], "arm 100%");
     drop(server);
 }
 
