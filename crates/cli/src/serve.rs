@@ -3,13 +3,15 @@
 //! shares.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use shipyard_core::deployment::Deployment as DeploymentRecord;
 use shipyard_runtime::EngineChoice;
+use shipyard_serving::catalog::{Catalog, Deployments, Source, StoreSource, VersionKey};
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
 
 use crate::datasets::DatasetStoreArgs;
@@ -186,43 +188,84 @@ async fn serve_until_signal(
     Ok(())
 }
 
-/// `shipyard serve --deployment NAME`: a replica serving one deployment from the store, and
-/// following its changes (policy, moved aliases) within the sync interval.
+/// `shipyard serve --deployment NAME`: a replica serving one deployment, from the store or a
+/// tracking server, and following its changes (policy, moved aliases) within the sync interval.
 fn run_deployment(args: ServeArgs, name: String) -> Result<crate::Outcome> {
-    if args.store.server_url().is_some() {
-        anyhow::bail!(
-            "a deployment replica reads the metadata store itself: pass --tracking-uri sqlite:///... or \
-             postgresql://... (the server's --backend-store-uri), not a server URL"
-        );
-    }
     let addr = resolve(&args.host, args.port)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let db = args.store.database().await?;
-        let artifacts = shipyard_store::ArtifactStore::open(&args.store.destination()).await?;
-        let state = ServingState::new(args.serving.limits());
-        let mut catalog = shipyard_serving::catalog::Catalog::new(
-            db,
-            artifacts,
-            None,
-            shipyard_serving::catalog::Deployments::Only(name.clone()),
-            EngineChoice::from(args.engine),
-            args.serving.settings(),
-        );
-        // Loaded before the port opens: ready means ready.
-        let report = catalog.sync(&state).await.with_context(|| format!("reading deployment '{name}'"))?;
-        if !report.failed.is_empty() || state.registry.deployment(&name).is_none() {
-            anyhow::bail!("deployment '{name}' cannot be served: see the warnings above");
+        match args.store.server_url() {
+            Some(url) => {
+                let tracking = crate::tracking::Tracking::open(Some(url), Path::new(".")).await?;
+                replicate(HttpSource(tracking), &args, &name, addr).await
+            }
+            None => {
+                let db = args.store.database().await?;
+                let artifacts = shipyard_store::ArtifactStore::open(&args.store.destination()).await?;
+                replicate(StoreSource { db, artifacts }, &args, &name, addr).await
+            }
         }
-        catalog.watch(state.clone(), args.serving.sync_interval());
-        let router = shipyard_serving::router(state.clone(), true);
-        serve_until_signal(router, addr, |bound| {
-            tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
-        })
-        .await
     })?;
     Ok(crate::Outcome::Success)
+}
+
+async fn replicate<S: Source>(source: S, args: &ServeArgs, name: &str, addr: SocketAddr) -> Result<()> {
+    let state = ServingState::new(args.serving.limits());
+    let mut catalog = Catalog::new(
+        source,
+        None,
+        Deployments::Only(name.to_owned()),
+        EngineChoice::from(args.engine),
+        args.serving.settings(),
+    );
+    // Loaded before the port opens: ready means ready.
+    let report = catalog.sync(&state).await.with_context(|| format!("reading deployment '{name}'"))?;
+    if !report.failed.is_empty() || state.registry.deployment(name).is_none() {
+        anyhow::bail!("deployment '{name}' cannot be served: see the warnings above");
+    }
+    catalog.watch(state.clone(), args.serving.sync_interval());
+    let router = shipyard_serving::router(state.clone(), true);
+    serve_until_signal(router, addr, |bound| {
+        tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
+    })
+    .await
+}
+
+/// A tracking server as a replica's source: Shipyard's deployment route, MLflow's alias and
+/// registered-model routes, and the proxied artifact API for the files.
+struct HttpSource(crate::tracking::Tracking);
+
+fn unavailable(e: anyhow::Error) -> shipyard_core::Error {
+    shipyard_core::Error::Unavailable(format!("{e:#}"))
+}
+
+impl Source for HttpSource {
+    async fn alias_targets(&self, _alias: &str) -> Result<Vec<VersionKey>, shipyard_core::Error> {
+        // A replica serves one deployment, never a whole alias.
+        Ok(Vec::new())
+    }
+
+    async fn deployments(&self, which: &Deployments) -> Result<Vec<DeploymentRecord>, shipyard_core::Error> {
+        match which {
+            Deployments::Only(name) => Ok(vec![self.0.deployment(name).await.map_err(unavailable)?]),
+            Deployments::All | Deployments::None => Ok(Vec::new()),
+        }
+    }
+
+    async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>, shipyard_core::Error> {
+        self.0.alias_version(model, alias).await.map_err(unavailable)
+    }
+
+    async fn model_tags(&self, model: &str) -> Result<Vec<shipyard_core::entities::KeyValue>, shipyard_core::Error> {
+        self.0.registered_model_tags(model).await.map_err(unavailable)
+    }
+
+    async fn fetch(&self, model: &str, version: &str, dir: &Path) -> Result<PathBuf, shipyard_core::Error> {
+        let uri = shipyard_runtime::ModelUri::Version { name: model.to_owned(), version: version.to_owned() };
+        let (location, _) = self.0.model_location(&uri).await.map_err(unavailable)?;
+        self.0.download_model(&location, dir).await.map_err(unavailable)
+    }
 }
 
 /// The serving state of `shipyard server`: every registered model's `alias` version and every
@@ -235,11 +278,10 @@ pub async fn catalog_state(
     interval: Duration,
 ) -> Result<Arc<ServingState>> {
     let state = ServingState::new(serving.limits());
-    let mut catalog = shipyard_serving::catalog::Catalog::new(
-        db,
-        artifacts,
+    let mut catalog = Catalog::new(
+        StoreSource { db, artifacts },
         Some(alias),
-        shipyard_serving::catalog::Deployments::All,
+        Deployments::All,
         EngineChoice::Auto,
         serving.settings(),
     );

@@ -48,8 +48,13 @@ impl Tracking {
     /// Calls an MLflow endpoint (`path` under `/api/2.0/mlflow/`) and returns its JSON answer;
     /// an MLflow error body becomes an error carrying its code and message.
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+        self.request(method, &format!("api/2.0/mlflow/{path}"), body).await
+    }
+
+    /// Calls `route` (under the server's root) with `body` as the query (GET) or JSON body.
+    async fn request(&self, method: reqwest::Method, route: &str, body: Value) -> Result<Value> {
         let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
-        let url = format!("{base}/api/2.0/mlflow/{path}");
+        let url = format!("{base}/{route}");
         let request = if method == reqwest::Method::GET {
             let query: Vec<(String, String)> = body
                 .as_object()
@@ -298,5 +303,35 @@ impl Tracking {
             }
         }
         Ok(model_dir)
+    }
+}
+
+/// What a deployment replica reads from a tracking server (`serve --deployment NAME
+/// --tracking-uri http://...`).
+impl Tracking {
+    /// A deployment, from Shipyard's `/api/shipyard/deployments/get`.
+    pub async fn deployment(&self, name: &str) -> Result<shipyard_core::deployment::Deployment> {
+        let answer = self.request(reqwest::Method::GET, "api/shipyard/deployments/get", json!({"name": name})).await?;
+        serde_json::from_value(answer["deployment"].clone()).context("reading the deployment")
+    }
+
+    /// The version `model@alias` points at; `None` when the alias is not set.
+    pub async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>> {
+        let answer =
+            self.call(reqwest::Method::GET, "registered-models/alias", json!({"name": model, "alias": alias})).await;
+        match answer {
+            Ok(v) => Ok(v["model_version"]["version"].as_str().map(str::to_owned)),
+            // MLflow answers an unset alias with INVALID_PARAMETER_VALUE "... alias X not found".
+            Err(e) if e.to_string().starts_with("INVALID_PARAMETER_VALUE") && e.to_string().contains("not found") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A registered model's tags.
+    pub async fn registered_model_tags(&self, model: &str) -> Result<Vec<shipyard_core::entities::KeyValue>> {
+        let answer = self.call(reqwest::Method::GET, "registered-models/get", json!({"name": model})).await?;
+        Ok(serde_json::from_value(answer["registered_model"]["tags"].clone()).unwrap_or_default())
     }
 }

@@ -186,6 +186,31 @@ fn a_replica_follows_its_deployment() {
 }
 
 #[test]
+fn a_replica_reads_its_deployment_from_a_tracking_server() {
+    let (dir, home) = home();
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn@production"]));
+    let log = Arc::new(Mutex::new(String::new()));
+    let server = start(&home, &["server", "--no-model-serving"], log.clone());
+    let url = format!("http://{}", server.addr);
+    // The replica has no store of its own: everything comes over HTTP.
+    let replica_home = dir.path().join("replica");
+    let replica = start(&replica_home, &["serve", "--deployment", "churn-api", "--tracking-uri", &url], log.clone());
+    assert_eq!(version(&replica.addr, "/predict/churn-api"), "1");
+    ok(shipyard(&home, &["models", "promote", "churn", "--version", "2", "--force", "--reason", "replica test"]));
+    until_version(&replica.addr, "/predict/churn-api", "2", Duration::from_secs(1));
+    ok(shipyard(&home, &["models", "rollback", "churn"]));
+    until_version(&replica.addr, "/predict/churn-api", "1", Duration::from_secs(1));
+    // The policy itself changes over HTTP too.
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/2"]));
+    until_version(&replica.addr, "/predict/churn-api", "2", Duration::from_secs(1));
+    assert!(!replica_home.join("shipyard.db").exists(), "the replica opened no store");
+    let (status, _, body) = http(&server.addr, "GET", "/api/shipyard/deployments/get?name=nope", &[], "");
+    assert_eq!(status, 404, "{body}");
+    drop(replica);
+    drop(server);
+}
+
+#[test]
 fn deploy_refuses_bad_input() {
     let (_dir, home) = home();
     let cases: [(&[&str], &str); 6] = [

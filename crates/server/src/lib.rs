@@ -4,12 +4,14 @@
 //! - [`wire`]: reading requests (query strings and JSON bodies, lenient as MLflow's parser).
 //! - [`error`]: the single mapping from errors to HTTP statuses and MLflow's error body.
 //! - `tracking`, `models`, `artifacts`: the handlers, thin layers over `shipyard-store`.
+//! - `deployments`: Shipyard's own read-only routes under `/api/shipyard/` (what replicas poll).
 //!
 //! Routes are mounted under `/api/2.0/mlflow/` and, as MLflow does for its UI, `/ajax-api/2.0/mlflow/`.
 //! The server holds no state besides its store handles: replicas on one PostgreSQL database and one
 //! bucket serve the same data.
 
 pub mod artifacts;
+mod deployments;
 pub mod error;
 mod models;
 mod tracking;
@@ -175,6 +177,8 @@ pub fn router(state: AppState) -> Router {
         .nest("/ajax-api/2.0/mlflow", mlflow)
         .nest("/api/2.0/mlflow-artifacts", artifact_routes())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifact_routes())
+        .route("/api/shipyard/deployments/get", get(deployments::get_deployment))
+        .route("/api/shipyard/deployments/list", get(deployments::list_deployments))
         .route("/api/3.0/mlflow/server-info", get(server_info))
         .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
         .route("/health", get(health))

@@ -18,9 +18,12 @@
 //! `.timeout_ms`, `.cache_entries` (numbers; others are logged and ignored).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shipyard_core::Error;
 use shipyard_core::deployment::{Deployment as Spec, ModelRef};
 use shipyard_core::entities::KeyValue;
 use shipyard_runtime::fetch::{self, ModelUri};
@@ -43,7 +46,58 @@ pub enum Deployments {
 }
 
 /// A registered version: (model, version).
-type VersionKey = (String, String);
+pub type VersionKey = (String, String);
+
+/// Where a catalog reads what to serve and fetches the models: the store itself
+/// ([`StoreSource`]), or a tracking server over HTTP (the CLI's replica source).
+pub trait Source: Send + Sync + 'static {
+    /// Every `(model, version)` the alias points at.
+    fn alias_targets(&self, alias: &str) -> impl Future<Output = Result<Vec<VersionKey>, Error>> + Send;
+    /// The deployments named by `which`.
+    fn deployments(&self, which: &Deployments) -> impl Future<Output = Result<Vec<Spec>, Error>> + Send;
+    /// The version an alias points at, `None` when it is not set.
+    fn alias_version(&self, model: &str, alias: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    /// A registered model's tags (its serving settings).
+    fn model_tags(&self, model: &str) -> impl Future<Output = Result<Vec<KeyValue>, Error>> + Send;
+    /// Copies a version's files into `dir`; the path to load.
+    fn fetch(&self, model: &str, version: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+}
+
+/// The metadata and artifact stores, opened in this process.
+pub struct StoreSource {
+    pub db: Database,
+    pub artifacts: ArtifactStore,
+}
+
+impl Source for StoreSource {
+    async fn alias_targets(&self, alias: &str) -> Result<Vec<VersionKey>, Error> {
+        self.db.alias_targets(alias).await
+    }
+
+    async fn deployments(&self, which: &Deployments) -> Result<Vec<Spec>, Error> {
+        match which {
+            Deployments::None => Ok(Vec::new()),
+            Deployments::All => self.db.list_deployments().await,
+            Deployments::Only(name) => Ok(vec![self.db.get_deployment(name).await?]),
+        }
+    }
+
+    async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>, Error> {
+        self.db.current_alias_version(model, alias).await
+    }
+
+    async fn model_tags(&self, model: &str) -> Result<Vec<KeyValue>, Error> {
+        Ok(self.db.get_registered_model(model).await?.tags)
+    }
+
+    async fn fetch(&self, model: &str, version: &str, dir: &Path) -> Result<PathBuf, Error> {
+        let uri = ModelUri::Version { name: model.to_owned(), version: version.to_owned() };
+        let (path, _) = fetch::fetch_model(&uri, &self.db, &self.artifacts, dir)
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(path)
+    }
+}
 
 struct Loaded {
     model: Arc<ServedModel>,
@@ -52,9 +106,8 @@ struct Loaded {
 }
 
 /// Where the served models come from.
-pub struct Catalog {
-    pub db: Database,
-    pub artifacts: ArtifactStore,
+pub struct Catalog<S: Source> {
+    pub source: S,
     /// The alias whose versions are served under their model's name (`None`: no models).
     pub alias: Option<String>,
     pub deployments: Deployments,
@@ -76,18 +129,16 @@ pub struct SyncReport {
     pub deployments: Vec<String>,
 }
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     pub fn new(
-        db: Database,
-        artifacts: ArtifactStore,
+        source: S,
         alias: Option<&str>,
         deployments: Deployments,
         engine: EngineChoice,
         settings: ModelSettings,
-    ) -> Catalog {
+    ) -> Catalog<S> {
         Catalog {
-            db,
-            artifacts,
+            source,
             alias: alias.map(str::to_owned),
             deployments,
             engine,
@@ -98,20 +149,11 @@ impl Catalog {
         }
     }
 
-    /// The deployments to serve, as stored.
-    async fn wanted_deployments(&self) -> Result<Vec<Spec>, shipyard_core::Error> {
-        match &self.deployments {
-            Deployments::None => Ok(Vec::new()),
-            Deployments::All => self.db.list_deployments().await,
-            Deployments::Only(name) => Ok(vec![self.db.get_deployment(name).await?]),
-        }
-    }
-
     /// A reference's version now (`None`: its alias is not set).
-    async fn resolve(&self, r: &ModelRef) -> Result<Option<VersionKey>, shipyard_core::Error> {
+    async fn resolve(&self, r: &ModelRef) -> Result<Option<VersionKey>, Error> {
         match (&r.version, &r.alias) {
             (Some(v), _) => Ok(Some((r.model.clone(), v.clone()))),
-            (None, Some(a)) => Ok(self.db.current_alias_version(&r.model, a).await?.map(|v| (r.model.clone(), v))),
+            (None, Some(a)) => Ok(self.source.alias_version(&r.model, a).await?.map(|v| (r.model.clone(), v))),
             (None, None) => Ok(None),
         }
     }
@@ -146,14 +188,14 @@ impl Catalog {
     }
 
     /// Brings the served models and deployments in line with the store.
-    pub async fn sync(&mut self, state: &ServingState) -> Result<SyncReport, shipyard_core::Error> {
+    pub async fn sync(&mut self, state: &ServingState) -> Result<SyncReport, Error> {
         let mut report = SyncReport::default();
         // 1. Read what should be served.
         let targets = match &self.alias {
-            Some(alias) => self.db.alias_targets(alias).await?,
+            Some(alias) => self.source.alias_targets(alias).await?,
             None => Vec::new(),
         };
-        let specs = self.wanted_deployments().await?;
+        let specs = self.source.deployments(&self.deployments).await?;
         let mut resolved: Vec<(Spec, Vec<Option<VersionKey>>)> = Vec::with_capacity(specs.len());
         for spec in specs {
             let mut keys = Vec::new();
@@ -233,12 +275,10 @@ impl Catalog {
     }
 
     async fn load(&self, name: &str, version: &str, metrics: &crate::Metrics) -> Result<Arc<ServedModel>, String> {
-        let tags = self.db.get_registered_model(name).await.map(|m| m.tags).unwrap_or_default();
+        let tags = self.source.model_tags(name).await.unwrap_or_default();
         let settings = settings_from_tags(&self.settings, name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
-        let uri = ModelUri::Version { name: name.to_owned(), version: version.to_owned() };
-        let (path, _) =
-            fetch::fetch_model(&uri, &self.db, &self.artifacts, dir.path()).await.map_err(|e| e.to_string())?;
+        let path = self.source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
         let engine = self.engine;
         // Loading compiles the model: CPU work, off the reactor. The files can go afterwards.
         let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path, engine))
