@@ -277,11 +277,10 @@ fn gather(
         let (db, artifacts) = open_stores(store).await?;
         let candidate = load_version(&db, &artifacts, name, version).await?;
         let holder = db.current_alias_version(name, &champion_alias).await?;
+        // The champion is loaded only for the gates that compare with it.
+        let compares = policy.champion.is_some() || policy.signature.is_some();
         let champion = match holder {
-            Some(v) if v != version && (policy.champion.is_some() || policy.signature.is_some()) => {
-                Some((v.clone(), load_version(&db, &artifacts, name, &v).await?))
-            }
-            Some(v) if v == version => Some((v, load_version(&db, &artifacts, name, version).await?)),
+            Some(v) if compares => Some((v.clone(), load_version(&db, &artifacts, name, &v).await?)),
             _ => None,
         };
         let drift_reference = match (drift_source.as_deref(), drift_table) {

@@ -5,7 +5,7 @@
 //! deployment. [`Catalog::sync`] reads what should be served (one query for the alias's
 //! targets, one for the deployments, one per alias a deployment follows), loads each version
 //! not yet loaded (files copied from the artifact store into a temporary folder, compiled on
-//! the blocking pool), and only then swaps the new routes in: requests in flight finish on the
+//! the blocking pool, warmed by one prediction), and only then swaps the new routes in: requests in flight finish on the
 //! version they started with, and no request ever waits for a load.
 //!
 //! Versions that leave service stay loaded, warm, for [`WARM_FOR`], so a rollback to one of them
@@ -286,7 +286,9 @@ impl<S: Source> Catalog<S> {
             .map_err(|e| format!("the loading task failed: {e}"))?
             .map_err(|e| e.to_string())?;
         drop(dir);
-        Ok(ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics))
+        let served = ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics);
+        served.warm_up().await;
+        Ok(served)
     }
 
     /// Syncs now and then every `interval`, until the task is dropped.

@@ -15,12 +15,13 @@ use arrow_array::RecordBatch;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use serde_json::{Value, json};
 use shipyard_runtime::{LoadedModel, Output, PredictError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::cache::PredictionCache;
 use crate::error::{ErrorKind, ServeError};
-use crate::input::Schema;
+use crate::input::{self, Extra, Kind, Schema};
 use crate::metrics::{Metrics, ModelLabels, ShedLabels};
 
 /// How one model is served.
@@ -226,6 +227,30 @@ impl ServedModel {
             batch_rows,
             loaded,
         })
+    }
+
+    /// Runs the engine once on a row of neutral values (0, "", false) before the version takes
+    /// traffic, so the first real request does not pay for state built on first use. A model
+    /// that refuses such a row is simply left cold.
+    pub async fn warm_up(&self) {
+        let row: Vec<Value> = if self.schema.positional {
+            let Some(width) = self.schema.width else { return };
+            vec![json!(0.0); width]
+        } else {
+            let neutral = |kind: Kind| match kind {
+                Kind::Number => json!(0.0),
+                Kind::Text => json!(""),
+                Kind::Bool => json!(false),
+            };
+            self.schema.columns.iter().map(|c| neutral(c.kind)).collect()
+        };
+        let Ok(batch) = input::from_rows(&self.schema, None, &[Value::Array(row)], "warm-up", Extra::Ignore, 1) else {
+            return;
+        };
+        let model = self.model.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || model.predict(&[batch])).await {
+            tracing::debug!(model = %self.name, "warm-up prediction refused: {e}");
+        }
     }
 
     /// Predicts the rows of `batch`.
