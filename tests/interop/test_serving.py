@@ -152,3 +152,61 @@ def test_serve_replica_answers_mlflows_scoring_protocol(server, client, unique, 
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_versions_logged_by_mlflow_are_gated_promoted_deployed_and_rolled_back(server, client, unique, onnx_model, tmp_path):
+    """The promotion commands on versions the mlflow client logged: the client sees the alias
+    moves, its own alias changes are in the history, and a canary deployment of them answers
+    the official Triton client under the deployment's name."""
+    import tritonclient.http as triton
+
+    _, rows, _, labels, _ = onnx_model
+    name, run_id = log_onnx(client, unique, onnx_model)
+    assert log_onnx(client, lambda _: name, onnx_model)[0] == name
+    evaluation = rows.assign(y=labels)
+    evaluation.to_csv(tmp_path / "eval.csv", index=False)
+    policy = tmp_path / "gates.yaml"
+    policy.write_text(
+        "gates: 1\n"
+        f"evaluation: {{data: '{tmp_path / 'eval.csv'}', target: y}}\n"
+        "latency: {max_p99_ms: 1000, repeat: 100}\n"
+        "champion: {metric: accuracy, tolerance: 0}\n"
+        "signature: {}\n"
+    )
+    out = run_shipyard(server, "models", "promote", name, "--version", "1", "--policy", str(policy))
+    assert "(unset) -> version 1 (promote" in out.stdout, out.stdout
+    assert client.get_model_version_by_alias(name, "production").version == "1"
+    # Drift needs a reference: mlflow's runs store no training profile, and the gate says so.
+    drift = tmp_path / "drift.yaml"
+    drift.write_text(f"gates: 1\nevaluation: {{data: '{tmp_path / 'eval.csv'}', target: y}}\ndrift: {{}}\n")
+    out = run_shipyard(server, "models", "validate", f"models:/{name}/2", "--policy", str(drift), "--format", "json", check=False)
+    assert out.returncode == 1, out.stderr
+    assert "no training profile" in json.loads(out.stdout)["checks"][0]["detail"]
+
+    deployment = name + "-api"
+    run_shipyard(server, "deploy", deployment, "--model", f"models:/{name}@production",
+                 "--canary", f"models:/{name}/2", "--weight", "50")
+    wait_ready(server.url, deployment)
+    tc = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    x = rows.to_numpy(dtype=np.float32)[:20]
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    assert tc.infer(deployment, [inp]).as_numpy("predict").reshape(-1).tolist() == labels[:20].tolist()
+    versions = {post_json(f"{server.url}/predict/{deployment}", {"records": rows.head(1).to_dict(orient="records")})
+                .headers["x-model-version"] for _ in range(60)}
+    assert versions == {"1", "2"}, versions
+
+    # Same model, same accuracy: version 2 passes a zero-tolerance champion gate.
+    run_shipyard(server, "models", "promote", name, "--version", "2", "--policy", str(policy))
+    assert client.get_model_version_by_alias(name, "production").version == "2"
+    run_shipyard(server, "models", "rollback", name, "--reason", "interop")
+    assert client.get_model_version_by_alias(name, "production").version == "1"
+    client.set_registered_model_alias(name, "staging", "2")
+    history = json.loads(run_shipyard(server, "models", "history", name, "--format", "json").stdout)
+    assert [(m["alias"], m["kind"], m["actor"] == "mlflow-api") for m in history] == [
+        ("production", "promote", False), ("production", "promote", False),
+        ("production", "rollback", False), ("staging", "set", True),
+    ]
+    lineage = json.loads(run_shipyard(server, "lineage", f"models:/{name}@production", "--format", "json").stdout)
+    assert lineage["run"]["run_id"] == run_id
+    assert {d["role"] for d in lineage["deployments"]} == {"arm 50%"}

@@ -460,12 +460,14 @@ async fn a_fallback_answers_when_the_primary_times_out() {
         None,
         &state.metrics,
     );
-    // 10 products of 100 x 256 by 256 x 256 cannot finish in a millisecond.
+    // 60 products of 100 x 256 by 256 x 256 take far longer than a millisecond. Far longer
+    // matters: an answer that arrives before the timed-out request is polled again is returned
+    // (the work is done), and on a loaded machine the poll can come tens of milliseconds late.
     let primary_settings = ModelSettings { timeout: Duration::from_millis(1), ..settings() };
     let primary = ServedModel::new(
         "slow".into(),
         Some("3".into()),
-        slow_model(dir.path(), 10),
+        slow_model(dir.path(), 60),
         primary_settings,
         Some(fallback),
         &state.metrics,
