@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import REPO
+from conftest import REPO, run_shipyard
 from test_inference import log_onnx, onnx_model  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.shipyard_only
