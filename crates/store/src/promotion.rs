@@ -19,7 +19,9 @@ use shipyard_core::entities::{ModelVersionStatus, now_millis};
 use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
-use crate::registry::{alias_version, load_model_version, registered_model_id_for_update, validate_alias};
+use crate::registry::{
+    alias_version, load_model_version, registered_model_id_for_update, touch_registered_model, validate_alias,
+};
 use crate::sql::Row;
 use crate::tracking::unique_violation;
 
@@ -96,24 +98,42 @@ pub struct AliasMoveRequest {
     pub gate_report: Option<String>,
 }
 
-/// Appends a move to the history (the caller has changed the alias in the same transaction).
-#[allow(clippy::too_many_arguments)]
+/// What one move changes and why.
+pub(crate) struct Move<'a> {
+    pub kind: MoveKind,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    pub gate_report: Option<&'a str>,
+}
+
+/// Points `alias` at version `to` of the model, creating the alias if needed.
+pub(crate) async fn point_alias(c: &mut Conn<'_>, model_id: i64, alias: &str, to: i64) -> Result<()> {
+    let upsert = c.stmt(
+        "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
+        [model_id.into(), alias.into(), to.into()],
+    );
+    c.execute(upsert).await?;
+    Ok(())
+}
+
+/// Appends a move to the history (the caller has changed the alias in the same transaction)
+/// and returns it.
 pub(crate) async fn record_move(
     c: &mut Conn<'_>,
+    model: &str,
     model_id: i64,
     alias: &str,
-    kind: MoveKind,
-    from: Option<i64>,
-    to: Option<i64>,
-    actor: &str,
-    reason: Option<&str>,
-    gate_report: Option<&str>,
-) -> Result<i64> {
+    m: Move<'_>,
+) -> Result<AliasMove> {
     let next = c.stmt(
         "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM alias_moves WHERE registered_model_id = $1 AND alias = $2",
         [model_id.into(), alias.into()],
     );
     let seq: i64 = c.fetch_one(next).await?.get("next")?;
+    let time = now_millis();
     let insert = c.stmt(
         "INSERT INTO alias_moves (registered_model_id, alias, seq, move_time, kind, from_version, to_version, actor, reason, gate_report) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -121,20 +141,41 @@ pub(crate) async fn record_move(
             model_id.into(),
             alias.into(),
             seq.into(),
-            now_millis().into(),
-            kind.as_str().into(),
-            from.into(),
-            to.into(),
-            actor.into(),
-            reason.map(str::to_owned).into(),
-            gate_report.map(str::to_owned).into(),
+            time.into(),
+            m.kind.as_str().into(),
+            m.from.into(),
+            m.to.into(),
+            m.actor.into(),
+            m.reason.map(str::to_owned).into(),
+            m.gate_report.map(str::to_owned).into(),
         ],
     );
     // Two writers that computed the same `seq` (PostgreSQL, read committed): the second loses.
     unique_violation(c.execute(insert).await)?.ok_or_else(|| {
         Error::Conflict(format!("alias '{alias}' was moved by a concurrent change; read it again and retry"))
     })?;
-    Ok(seq)
+    Ok(AliasMove {
+        model: model.to_owned(),
+        alias: alias.to_owned(),
+        seq,
+        time,
+        kind: m.kind,
+        from_version: m.from.map(|v| v.to_string()),
+        to_version: m.to.map(|v| v.to_string()),
+        actor: m.actor.to_owned(),
+        reason: m.reason.map(str::to_owned),
+        gate_report: m.gate_report.map(str::to_owned),
+    })
+}
+
+/// Points the alias at `m.to`, records the move and touches the model, in the caller's
+/// transaction.
+async fn apply_move(c: &mut Conn<'_>, model: &str, model_id: i64, alias: &str, m: Move<'_>) -> Result<AliasMove> {
+    let to = m.to.ok_or_else(|| Error::Internal("a move without a target version".into()))?;
+    point_alias(c, model_id, alias, to).await?;
+    let recorded = record_move(c, model, model_id, alias, m).await?;
+    touch_registered_model(c, model_id).await?;
+    Ok(recorded)
 }
 
 fn move_from_row(model: &str, r: &Row) -> Result<AliasMove> {
@@ -230,34 +271,16 @@ impl Database {
                         )));
                     }
                 }
-                let upsert = c.stmt(
-                    "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
-                     ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
-                    [model_id.into(), r.alias.as_str().into(), to.into()],
-                );
-                c.execute(upsert).await?;
-                let seq = record_move(
-                    c,
-                    model_id,
-                    &r.alias,
-                    r.kind,
+                let kind = r.kind;
+                let m = Move {
+                    kind,
                     from,
-                    Some(to),
-                    &r.actor,
-                    r.reason.as_deref(),
-                    r.gate_report.as_deref(),
-                )
-                .await?;
-                let touch = c.stmt(
-                    "UPDATE registered_models SET last_updated_time = $1 WHERE id = $2",
-                    [now_millis().into(), model_id.into()],
-                );
-                c.execute(touch).await?;
-                let recorded = c.stmt(
-                    "SELECT * FROM alias_moves WHERE registered_model_id = $1 AND alias = $2 AND seq = $3",
-                    [model_id.into(), r.alias.as_str().into(), seq.into()],
-                );
-                move_from_row(&r.model, &c.fetch_one(recorded).await?)
+                    to: Some(to),
+                    actor: &r.actor,
+                    reason: r.reason.as_deref(),
+                    gate_report: r.gate_report.as_deref(),
+                };
+                apply_move(c, &r.model, model_id, &r.alias, m).await
             })
         })
         .await
@@ -291,28 +314,15 @@ impl Database {
                     Error::invalid(format!("'{model}@{alias}' (version {from}) has no earlier version to roll back to"))
                 })?;
                 let to: i64 = target.parse().map_err(|_| Error::Internal("version is not a number".into()))?;
-                let upsert = c.stmt(
-                    "UPDATE registered_model_aliases SET version = $1 WHERE registered_model_id = $2 AND alias = $3",
-                    [to.into(), model_id.into(), alias.as_str().into()],
-                );
-                c.execute(upsert).await?;
-                let seq = record_move(
-                    c,
-                    model_id,
-                    &alias,
-                    MoveKind::Rollback,
-                    Some(from),
-                    Some(to),
-                    &actor,
-                    reason.as_deref(),
-                    None,
-                )
-                .await?;
-                let recorded = c.stmt(
-                    "SELECT * FROM alias_moves WHERE registered_model_id = $1 AND alias = $2 AND seq = $3",
-                    [model_id.into(), alias.as_str().into(), seq.into()],
-                );
-                move_from_row(&model, &c.fetch_one(recorded).await?)
+                let m = Move {
+                    kind: MoveKind::Rollback,
+                    from: Some(from),
+                    to: Some(to),
+                    actor: &actor,
+                    reason: reason.as_deref(),
+                    gate_report: None,
+                };
+                apply_move(c, &model, model_id, &alias, m).await
             })
         })
         .await

@@ -17,7 +17,7 @@ use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
 use crate::logged_models::logged_model_by_id;
-use crate::promotion::{MoveKind, record_move};
+use crate::promotion::{Move, MoveKind, point_alias, record_move};
 use crate::search::{direction, key_value_condition, order_and_page, text_condition};
 use crate::sql::{Row, Sql};
 use crate::tracking::{Page, parse_page_token, run_by_id, unique_violation};
@@ -666,8 +666,8 @@ impl Database {
                 );
                 c.execute(aliases).await?;
                 for alias in &held {
-                    let reason = Some("the version was deleted");
-                    record_move(c, id, alias, MoveKind::Delete, Some(v), None, API_ACTOR, reason, None).await?;
+                    let m = api_move(MoveKind::Delete, Some(v), None, Some("the version was deleted"));
+                    record_move(c, &name, id, alias, m).await?;
                 }
                 let delete = c.stmt(
                     "DELETE FROM model_versions WHERE registered_model_id = $1 AND version = $2",
@@ -739,14 +739,9 @@ impl Database {
                 let (_, v) = version_key(c, &name, &version).await?;
                 let id = registered_model_id_for_update(c, &name).await?;
                 let before = alias_version(c, id, &alias).await?;
-                let upsert = c.stmt(
-                    "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
-                     ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
-                    [id.into(), alias.as_str().into(), v.into()],
-                );
-                c.execute(upsert).await?;
+                point_alias(c, id, &alias, v).await?;
                 if before != Some(v) {
-                    record_move(c, id, &alias, MoveKind::Set, before, Some(v), API_ACTOR, None, None).await?;
+                    record_move(c, &name, id, &alias, api_move(MoveKind::Set, before, Some(v), None)).await?;
                 }
                 touch_registered_model(c, id).await
             })
@@ -767,7 +762,7 @@ impl Database {
                 );
                 c.execute(delete).await?;
                 if before.is_some() {
-                    record_move(c, id, &alias, MoveKind::Delete, before, None, API_ACTOR, None, None).await?;
+                    record_move(c, &name, id, &alias, api_move(MoveKind::Delete, before, None, None)).await?;
                 }
                 touch_registered_model(c, id).await
             })
@@ -909,8 +904,10 @@ async fn upsert_registry_tag(
     Ok(())
 }
 
-/// Who moved an alias through MLflow's REST API (the API carries no user).
-const API_ACTOR: &str = "mlflow-api";
+/// A move made through MLflow's REST API, which carries no user.
+fn api_move(kind: MoveKind, from: Option<i64>, to: Option<i64>, reason: Option<&str>) -> Move<'_> {
+    Move { kind, from, to, actor: "mlflow-api", reason, gate_report: None }
+}
 
 /// The version an alias holds, if it is set.
 pub(crate) async fn alias_version(c: &mut Conn<'_>, id: i64, alias: &str) -> Result<Option<i64>> {
@@ -921,7 +918,7 @@ pub(crate) async fn alias_version(c: &mut Conn<'_>, id: i64, alias: &str) -> Res
     c.fetch_optional(sql).await?.map(|r| r.get::<i64>("version")).transpose()
 }
 
-async fn touch_registered_model(c: &mut Conn<'_>, id: i64) -> Result<()> {
+pub(crate) async fn touch_registered_model(c: &mut Conn<'_>, id: i64) -> Result<()> {
     let sql =
         c.stmt("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2", [now_millis().into(), id.into()]);
     c.execute(sql).await?;
