@@ -65,6 +65,16 @@ impl DatasetStoreArgs {
     }
 }
 
+/// Opens the metadata store, runs `work` on it and closes it, on a runtime made for it.
+pub(crate) fn with_database<T>(store: &DatasetStoreArgs, work: impl AsyncFnOnce(&Database) -> Result<T>) -> Result<T> {
+    block_on(async {
+        let db = store.database().await?;
+        let outcome = work(&db).await;
+        db.close().await;
+        outcome
+    })
+}
+
 /// Runs an async block on a runtime made for it (data commands run outside one).
 pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()

@@ -6,12 +6,12 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shipyard_core::deployment::{Arm, Deployment, DeploymentSpec, ModelRef, StickyKey};
-use shipyard_core::entities::utc_timestamp;
+use shipyard_core::entities::utc_seconds;
 use shipyard_runtime::fetch::ModelUri;
 use shipyard_store::Database;
 
 use crate::Format;
-use crate::datasets::{DatasetStoreArgs, block_on};
+use crate::datasets::{DatasetStoreArgs, with_database};
 
 /// The canary's share when `--weight` is not given.
 const DEFAULT_CANARY_WEIGHT: u32 = 10;
@@ -127,13 +127,9 @@ fn spec_of(args: &CreateArgs) -> Result<DeploymentSpec> {
 
 /// The version a reference names now, or an error naming what is missing.
 async fn resolve(db: &Database, r: &ModelRef) -> Result<String> {
-    match (&r.version, &r.alias) {
-        (Some(v), _) => Ok(db.get_model_version(&r.model, v).await?.version),
-        (None, Some(a)) => {
-            db.current_alias_version(&r.model, a).await?.ok_or_else(|| anyhow!("{r}: '{}' has no alias '{a}'", r.model))
-        }
-        (None, None) => bail!("{r}: no version or alias"),
-    }
+    db.resolve_model_ref(r)
+        .await?
+        .ok_or_else(|| anyhow!("{r}: '{}' has no alias '{}'", r.model, r.alias.as_deref().unwrap_or("")))
 }
 
 pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
@@ -141,12 +137,7 @@ pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
         Some(DeployAction::List { format, store }) => list(format, &store),
         Some(DeployAction::Show { name, format, store }) => show(&name, format, &store),
         Some(DeployAction::Delete { name, store }) => {
-            block_on(async {
-                let db = store.database().await?;
-                let deleted = db.delete_deployment(&name).await;
-                db.close().await;
-                Ok(deleted?)
-            })?;
+            with_database(&store, async |db| Ok(db.delete_deployment(&name).await?))?;
             outln!("deleted deployment '{name}'");
             Ok(crate::Outcome::Success)
         }
@@ -157,19 +148,12 @@ pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
 fn create(args: CreateArgs) -> Result<crate::Outcome> {
     let name = args.name.clone().ok_or_else(|| anyhow!("give the deployment's name"))?;
     let spec = spec_of(&args)?;
-    let (deployment, versions) = block_on(async {
-        let db = args.store.database().await?;
-        let outcome = async {
-            let mut versions = Vec::new();
-            for r in spec.refs() {
-                versions.push(resolve(&db, r).await?);
-            }
-            let deployment = db.put_deployment(&name, &spec).await?;
-            Ok::<_, anyhow::Error>((deployment, versions))
+    let (deployment, versions) = with_database(&args.store, async |db| {
+        let mut versions = Vec::new();
+        for r in spec.refs() {
+            versions.push(resolve(db, r).await?);
         }
-        .await;
-        db.close().await;
-        outcome
+        Ok((db.put_deployment(&name, &spec).await?, versions))
     })?;
     print_deployment(&deployment, &versions, args.format)?;
     Ok(crate::Outcome::Success)
@@ -184,12 +168,7 @@ fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Resu
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    outln!(
-        "deployment {} (revision {}, updated {})",
-        d.name,
-        d.revision,
-        &utc_timestamp(d.last_updated_timestamp)[..19]
-    );
+    outln!("deployment {} (revision {}, updated {})", d.name, d.revision, utc_seconds(d.last_updated_timestamp));
     for (i, arm) in d.spec.arms.iter().enumerate() {
         let now = versions.get(i).map(|v| format!(" -> version {v}")).unwrap_or_default();
         outln!("  {:>3}%  {}{now}", arm.weight, arm.target);
@@ -208,12 +187,7 @@ fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Resu
 }
 
 fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
-    let all = block_on(async {
-        let db = store.database().await?;
-        let all = db.list_deployments().await;
-        db.close().await;
-        Ok(all?)
-    })?;
+    let all = with_database(store, async |db| Ok(db.list_deployments().await?))?;
     if format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(crate::Outcome::Success);
@@ -227,7 +201,7 @@ fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
                 d.revision.to_string(),
                 arms.join(" "),
                 d.spec.shadow.as_ref().map_or("-".to_owned(), ToString::to_string),
-                utc_timestamp(d.last_updated_timestamp).chars().take(19).collect(),
+                utc_seconds(d.last_updated_timestamp),
             ]
         })
         .collect();
@@ -236,19 +210,13 @@ fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
 }
 
 fn show(name: &str, format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
-    let (deployment, versions) = block_on(async {
-        let db = store.database().await?;
-        let outcome = async {
-            let d = db.get_deployment(name).await?;
-            let mut versions = Vec::new();
-            for r in d.spec.refs() {
-                versions.push(resolve(&db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
-            }
-            Ok::<_, anyhow::Error>((d, versions))
+    let (deployment, versions) = with_database(store, async |db| {
+        let d = db.get_deployment(name).await?;
+        let mut versions = Vec::new();
+        for r in d.spec.refs() {
+            versions.push(resolve(db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
         }
-        .await;
-        db.close().await;
-        outcome
+        Ok((d, versions))
     })?;
     print_deployment(&deployment, &versions, format)?;
     Ok(crate::Outcome::Success)

@@ -8,13 +8,13 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 use shipyard_core::deployment::Deployment;
-use shipyard_core::entities::utc_timestamp;
+use shipyard_core::entities::utc_seconds;
 use shipyard_runtime::fetch::ModelUri;
 use shipyard_store::Database;
 use shipyard_store::datasets::DatasetVersion;
 
 use crate::Format;
-use crate::datasets::{DatasetStoreArgs, block_on};
+use crate::datasets::{DatasetStoreArgs, with_database};
 
 #[derive(Args)]
 pub struct LineageArgs {
@@ -27,7 +27,7 @@ pub struct LineageArgs {
 }
 
 fn time(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |t| json!(utc_timestamp(t).chars().take(19).collect::<String>()))
+    ms.map_or(Value::Null, |t| json!(utc_seconds(t)))
 }
 
 /// The Shipyard dataset version a run input names: by the version it records, else by digest.
@@ -56,12 +56,7 @@ async fn serving_role(db: &Database, d: &Deployment, name: &str, version: &str) 
         if target.model != name {
             continue;
         }
-        let now = match (&target.version, &target.alias) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(a)) => db.current_alias_version(name, a).await?,
-            (None, None) => None,
-        };
-        if now.as_deref() == Some(version) {
+        if db.resolve_model_ref(target).await.ok().flatten().as_deref() == Some(version) {
             roles.push(json!({"deployment": d.name, "revision": d.revision, "role": role, "via": target.to_string()}));
         }
     }
@@ -220,12 +215,7 @@ fn print_tree(l: &Value) {
 }
 
 pub fn run(args: LineageArgs) -> Result<crate::Outcome> {
-    let lineage = block_on(async {
-        let db = args.store.database().await?;
-        let lineage = gather(&db, &args.model).await;
-        db.close().await;
-        lineage
-    })?;
+    let lineage = with_database(&args.store, async |db| gather(db, &args.model).await)?;
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&lineage)?),
         Format::Table => print_tree(&lineage),

@@ -15,7 +15,9 @@ use clap::Args;
 use futures::TryStreamExt;
 use serde_json::json;
 use shipyard_core::artifact_path::ArtifactPath;
-use shipyard_core::entities::{KeyValue, ModelVersion, ModelVersionStatus, Run, now_millis, utc_timestamp};
+use shipyard_core::entities::{
+    KeyValue, ModelVersion, ModelVersionStatus, Run, now_millis, utc_seconds, utc_timestamp,
+};
 use shipyard_data::drift::TableSample;
 use shipyard_data::profile::Profile;
 use shipyard_data::table::Table;
@@ -28,7 +30,7 @@ use shipyard_store::{ArtifactStore, Database};
 
 use crate::Format;
 use crate::data::ReadArgs;
-use crate::datasets::{self, DatasetStoreArgs, block_on};
+use crate::datasets::{self, DatasetStoreArgs, block_on, with_database};
 
 /// The registered model tag holding a model's gate policy (`models set-policy`).
 pub const POLICY_TAG: &str = "shipyard.gates.policy";
@@ -229,14 +231,11 @@ fn gather(
     store: &DatasetStoreArgs,
     require_policy: bool,
 ) -> Result<Option<Gathered>> {
-    let (subject, stored_policy, alias_before) = block_on(async {
-        let db = store.database().await?;
-        let subject = subject(&db, name, version).await;
-        let model = db.get_registered_model(name).await;
-        let alias_before = db.current_alias_version(name, alias).await;
-        db.close().await;
-        let stored = model?.tags.into_iter().find(|t| t.key == POLICY_TAG).map(|t| t.value);
-        Ok((subject?, stored, alias_before?))
+    let (subject, stored_policy, alias_before) = with_database(store, async |db| {
+        let subject = subject(db, name, version).await?;
+        let model = db.get_registered_model(name).await?;
+        let stored = model.tags.into_iter().find(|t| t.key == POLICY_TAG).map(|t| t.value);
+        Ok((subject, stored, db.current_alias_version(name, alias).await?))
     })?;
     let Some(policy) = load_policy(args.policy.as_deref(), stored_policy.as_deref(), name)? else {
         if require_policy {
@@ -407,12 +406,8 @@ pub fn validate(args: ValidateArgs) -> Result<crate::Outcome> {
 
 pub fn promote(args: PromoteArgs) -> Result<crate::Outcome> {
     let (name, version) = (args.name.clone(), args.version.trim().to_owned());
-    let current = block_on(async {
-        let db = args.mover.store.database().await?;
-        let v = db.current_alias_version(&name, &args.alias).await;
-        db.close().await;
-        Ok(v?)
-    })?;
+    let current =
+        with_database(&args.mover.store, async |db| Ok(db.current_alias_version(&name, &args.alias).await?))?;
     if current.as_deref() == Some(version.as_str()) {
         outln!("{name}@{} already points at version {version}: nothing to move", args.alias);
         return Ok(crate::Outcome::Success);
@@ -456,12 +451,7 @@ pub fn promote(args: PromoteArgs) -> Result<crate::Outcome> {
         reason: args.mover.reason.clone(),
         gate_report: report.as_ref().map(serde_json::to_string).transpose()?,
     };
-    let moved = block_on(async {
-        let db = args.mover.store.database().await?;
-        let moved = db.move_alias(request).await;
-        db.close().await;
-        Ok(moved?)
-    })?;
+    let moved = with_database(&args.mover.store, async |db| Ok(db.move_alias(request).await?))?;
     match args.mover.format {
         Format::Json => {
             outln!(
@@ -491,11 +481,8 @@ fn describe_move(m: &AliasMove) -> String {
 
 pub fn rollback(args: RollbackArgs) -> Result<crate::Outcome> {
     let actor = actor(args.mover.actor.clone());
-    let moved = block_on(async {
-        let db = args.mover.store.database().await?;
-        let moved = db.rollback_alias(&args.name, &args.alias, &actor, args.mover.reason.as_deref()).await;
-        db.close().await;
-        Ok(moved?)
+    let moved = with_database(&args.mover.store, async |db| {
+        Ok(db.rollback_alias(&args.name, &args.alias, &actor, args.mover.reason.as_deref()).await?)
     })?;
     match args.mover.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&moved)?),
@@ -522,12 +509,7 @@ fn gate_summary(m: &AliasMove) -> String {
 }
 
 pub fn history(args: HistoryArgs) -> Result<crate::Outcome> {
-    let moves = block_on(async {
-        let db = args.store.database().await?;
-        let moves = db.alias_history(&args.name, args.alias.as_deref()).await;
-        db.close().await;
-        Ok(moves?)
-    })?;
+    let moves = with_database(&args.store, async |db| Ok(db.alias_history(&args.name, args.alias.as_deref()).await?))?;
     if args.format == Format::Json {
         let rows: Vec<serde_json::Value> = moves
             .iter()
@@ -553,7 +535,7 @@ pub fn history(args: HistoryArgs) -> Result<crate::Outcome> {
         .iter()
         .map(|m| {
             vec![
-                utc_timestamp(m.time).chars().take(19).collect(),
+                utc_seconds(m.time),
                 m.alias.clone(),
                 m.kind.as_str().to_owned(),
                 show(&m.from_version),
@@ -571,11 +553,8 @@ pub fn history(args: HistoryArgs) -> Result<crate::Outcome> {
 pub fn set_policy(args: SetPolicyArgs) -> Result<crate::Outcome> {
     let text = std::fs::read_to_string(&args.policy).with_context(|| format!("reading {}", args.policy.display()))?;
     GatePolicy::from_yaml(&text, &args.policy.display().to_string())?;
-    block_on(async {
-        let db = args.store.database().await?;
-        let set = db.set_registered_model_tag(&args.name, &KeyValue::new(POLICY_TAG, text)).await;
-        db.close().await;
-        Ok(set?)
+    with_database(&args.store, async |db| {
+        Ok(db.set_registered_model_tag(&args.name, &KeyValue::new(POLICY_TAG, text)).await?)
     })?;
     outln!("stored the gate policy of '{}' ({})", args.name, args.policy.display());
     Ok(crate::Outcome::Success)

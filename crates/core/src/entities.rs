@@ -32,6 +32,13 @@ pub fn utc_timestamp(millis: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:06}", frac * 1000)
 }
 
+/// `millis` since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC, for tables people read.
+pub fn utc_seconds(millis: i64) -> String {
+    let mut text = utc_timestamp(millis);
+    text.truncate("YYYY-MM-DD HH:MM:SS".len());
+    text
+}
+
 /// A new run id: 32 lowercase hex characters, as MLflow's `uuid.uuid4().hex`.
 pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()

@@ -4,7 +4,7 @@
 //! server polling the table sees a change by its revision and a writer can refuse to overwrite
 //! a change it has not seen.
 
-use shipyard_core::deployment::{self, Deployment, DeploymentSpec};
+use shipyard_core::deployment::{self, Deployment, DeploymentSpec, ModelRef};
 use shipyard_core::entities::now_millis;
 use shipyard_core::{Error, Result};
 
@@ -30,6 +30,16 @@ fn not_found(name: &str) -> Error {
 }
 
 impl Database {
+    /// The version a reference names now: the version itself (`NotFound` if it does not
+    /// exist), or the alias's holder (`None` when the alias is not set).
+    pub async fn resolve_model_ref(&self, r: &ModelRef) -> Result<Option<String>> {
+        match (&r.version, &r.alias) {
+            (Some(v), _) => Ok(Some(self.get_model_version(&r.model, v).await?.version)),
+            (None, Some(a)) => self.current_alias_version(&r.model, a).await,
+            (None, None) => Err(Error::invalid(format!("{r}: give a version number or an alias"))),
+        }
+    }
+
     /// Creates a deployment, or replaces its policy (revision + 1). The caller has checked that
     /// the models it names exist.
     pub async fn put_deployment(&self, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
