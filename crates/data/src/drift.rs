@@ -257,23 +257,33 @@ impl TableSample {
         Ok(TableSample { rows: profile.rows, columns })
     }
 
+    /// An empty sample of the columns of `schema`, to [`TableSample::push`] batches into.
+    pub fn empty(schema: &arrow_schema::Schema) -> TableSample {
+        TableSample {
+            rows: 0,
+            columns: schema.fields().iter().map(|f| (f.name().clone(), ColumnSample::new(f.data_type()))).collect(),
+        }
+    }
+
+    /// Adds a batch with the sample's columns, in order.
+    pub fn push(&mut self, batch: &arrow_array::RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        for ((_, col), array) in self.columns.iter_mut().zip(batch.columns()) {
+            col.push(array)?;
+        }
+        Ok(())
+    }
+
+    /// Readies the samples for the tests (sorts them), columns in parallel.
+    pub fn finish(&mut self) {
+        use rayon::prelude::*;
+        self.columns.par_iter_mut().for_each(|(_, c)| c.finish());
+    }
+
     /// Reads a whole table in one streaming pass.
     pub fn read(table: &mut Table) -> Result<TableSample> {
-        let mut sample = table.scan(
-            |schema| TableSample {
-                rows: 0,
-                columns: schema.fields().iter().map(|f| (f.name().clone(), ColumnSample::new(f.data_type()))).collect(),
-            },
-            |state, (_, batch)| {
-                state.rows += batch.num_rows() as u64;
-                for ((_, col), array) in state.columns.iter_mut().zip(batch.columns()) {
-                    col.push(array)?;
-                }
-                Ok(())
-            },
-        )?;
-        use rayon::prelude::*;
-        sample.columns.par_iter_mut().for_each(|(_, c)| c.finish());
+        let mut sample = table.scan(|schema| TableSample::empty(schema), |state, (_, batch)| state.push(batch))?;
+        sample.finish();
         Ok(sample)
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
-use shipyard_data::columns::{ColumnSample, as_f64, for_each_label, number_label};
+use shipyard_data::columns::{as_f64, for_each_label, number_label};
 use shipyard_data::drift::{self, DriftOptions, TableSample};
 use shipyard_runtime::{LoadedModel, Output};
 
@@ -350,21 +350,17 @@ fn latency_p99_ms(
 
 /// A table's columns as drift samples.
 fn sample_of(batches: &[RecordBatch], columns: &[String]) -> Result<TableSample, String> {
-    let mut out = Vec::with_capacity(columns.len());
-    for name in columns {
-        let mut sample: Option<ColumnSample> = None;
-        for batch in batches {
-            let array =
-                batch.column_by_name(name).ok_or_else(|| format!("the evaluation data has no column '{name}'"))?;
-            let s = sample.get_or_insert_with(|| ColumnSample::new(array.data_type()));
-            s.push(array).map_err(|e| e.to_string())?;
-        }
-        if let Some(mut s) = sample {
-            s.finish();
-            out.push((name.clone(), s));
-        }
+    let Some(first) = batches.first() else { return Err("the evaluation data has no rows".into()) };
+    let indices: Vec<usize> = columns
+        .iter()
+        .map(|name| first.schema().index_of(name).map_err(|_| format!("the evaluation data has no column '{name}'")))
+        .collect::<Result<_, _>>()?;
+    let mut sample = TableSample::empty(&first.schema().project(&indices).map_err(|e| e.to_string())?);
+    for batch in batches {
+        sample.push(&batch.project(&indices).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
-    Ok(TableSample { rows: batches.iter().map(|b| b.num_rows() as u64).sum(), columns: out })
+    sample.finish();
+    Ok(sample)
 }
 
 fn drift_check(
