@@ -58,6 +58,9 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from machine import cpu_model, loadavg  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BATCH_SIZES = (1000, 10000)
@@ -72,23 +75,6 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
 # ---------------------------------------------------------------------------
 # Machine
 # ---------------------------------------------------------------------------
-def loadavg():
-    try:
-        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
-    except OSError:
-        return None
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def sh(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, check=True,

@@ -82,6 +82,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from machine import cpu_model, loadavg, meminfo_mib  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ANCHORS = os.path.join(os.path.dirname(ROOT), "shared", "anchors")
@@ -93,23 +96,6 @@ MB50_MIB = 50e6 / 2**20
 # ---------------------------------------------------------------------------
 # Machine
 # ---------------------------------------------------------------------------
-def loadavg():
-    try:
-        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
-    except OSError:
-        return None
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def sh(cmd, env=None):
     """stdout of a command (stripped), or None; a non-zero exit still gives its output."""
     try:
@@ -124,16 +110,6 @@ def machine_info():
     return {"nproc": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
             "python": sys.version.split()[0],
             "mem_total_mib": meminfo_mib("MemTotal:")}
-
-
-def meminfo_mib(key):
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith(key):
-                return round(int(line.split()[1]) / 1024)
-    except OSError:
-        pass
-    return None
 
 
 # ---------------------------------------------------------------------------

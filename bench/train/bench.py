@@ -63,6 +63,9 @@ from sklearn.tree import DecisionTreeClassifier
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shipyard_split  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from machine import cpu_model  # noqa: E402
+
 ap = argparse.ArgumentParser()
 ap.add_argument("shipyard")
 ap.add_argument("out")
@@ -101,13 +104,6 @@ def sklearn_engines(kind):
 
 def load():
     return " ".join(open("/proc/loadavg").read().split()[:3])
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def sh(cmd):
