@@ -258,8 +258,14 @@ impl<S: Source> Catalog<S> {
             let arms: Vec<(Arc<ServedModel>, u32)> =
                 models.iter().zip(&spec.spec.arms).map(|(m, arm)| (m.clone(), arm.weight)).collect();
             let shadow = spec.spec.shadow.as_ref().and_then(|_| models.get(spec.spec.arms.len()).cloned());
-            let Some(built) = Deployment::new(spec.name.clone(), spec.revision, arms, shadow, spec.spec.sticky.clone())
-            else {
+            let Some(built) = Deployment::new(
+                spec.name.clone(),
+                spec.revision,
+                arms,
+                shadow,
+                spec.spec.sticky.clone(),
+                &state.metrics,
+            ) else {
                 continue;
             };
             state.registry.set_deployment(Arc::new(built));

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use axum::http::HeaderMap;
+use prometheus_client::metrics::counter::Counter;
 use shipyard_core::deployment::StickyKey;
 use tokio::sync::Semaphore;
 
@@ -30,11 +31,19 @@ const SHADOW_SLOTS: usize = 64;
 /// Points of the traffic range (basis points: weights in percent x 100).
 const RANGE: u64 = 10_000;
 
-/// One arm: a model version and the top of its share of `[0, RANGE)`.
+/// One arm: a model version, the top of its share of `[0, RANGE)`, and its request counter.
 struct Arm {
     model: Arc<ServedModel>,
     upper: u64,
     weight: u32,
+    routed: Counter,
+}
+
+/// The shadow version and its counters (copies sent, copies dropped).
+struct Shadow {
+    model: Arc<ServedModel>,
+    sent: Counter,
+    dropped: Counter,
 }
 
 /// A deployment, as served. Replaced whole when its policy or one of its versions changes.
@@ -44,7 +53,7 @@ pub struct Deployment {
     /// The first arm: what metadata and readiness describe.
     primary: Arc<ServedModel>,
     arms: Vec<Arm>,
-    shadow: Option<Arc<ServedModel>>,
+    shadow: Option<Shadow>,
     sticky: Option<StickyKey>,
     counter: AtomicU64,
     shadow_slots: Arc<Semaphore>,
@@ -68,13 +77,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Deployment {
     /// `arms` are `(model, weight in percent)`; the weights sum to 100 (checked by the store).
-    /// `None` when there is no arm.
+    /// `None` when there is no arm. The counters are made here, once, not per request.
     pub fn new(
         name: String,
         revision: i64,
         arms: Vec<(Arc<ServedModel>, u32)>,
         shadow: Option<Arc<ServedModel>>,
         sticky: Option<StickyKey>,
+        metrics: &Metrics,
     ) -> Option<Deployment> {
         let primary = arms.first()?.0.clone();
         let mut upper = 0;
@@ -82,9 +92,15 @@ impl Deployment {
             .into_iter()
             .map(|(model, weight)| {
                 upper += u64::from(weight) * (RANGE / 100);
-                Arm { model, upper, weight }
+                let routed = metrics.routed(&name, &model.labels, "arm");
+                Arm { model, upper, weight, routed }
             })
             .collect();
+        let shadow = shadow.map(|model| Shadow {
+            sent: metrics.routed(&name, &model.labels, "shadow"),
+            dropped: metrics.routed(&name, &model.labels, "shadow_dropped"),
+            model,
+        });
         Some(Deployment {
             name,
             revision,
@@ -105,7 +121,7 @@ impl Deployment {
     /// Every served version with its weight, then the shadow (weight `None`).
     pub fn members(&self) -> Vec<(Arc<ServedModel>, Option<u32>)> {
         let arms = self.arms.iter().map(|a| (a.model.clone(), Some(a.weight)));
-        arms.chain(self.shadow.iter().map(|s| (s.clone(), None))).collect()
+        arms.chain(self.shadow.iter().map(|s| (s.model.clone(), None))).collect()
     }
 
     /// Whether requests are copied to a shadow.
@@ -121,14 +137,22 @@ impl Deployment {
         }
     }
 
-    /// The arm of a request whose sticky value is `key` (`None`: no key, spread by weight).
+    /// The arm of a request whose sticky value is `key` (`None`: no key, spread by weight),
+    /// counted.
     pub fn pick(&self, key: Option<&[u8]>) -> &Arc<ServedModel> {
         let point = match key {
             Some(k) => fnv1a(k) % RANGE,
             None => splitmix64(self.counter.fetch_add(1, Ordering::Relaxed)) % RANGE,
         };
-        // Weights summing to 100 cover the range; a zero-weight tail falls back to the primary.
-        self.arms.iter().find(|a| point < a.upper).map_or(&self.primary, |a| &a.model)
+        // Weights summing to 100 cover the range; the last arm takes any rounding remainder.
+        let arm = self.arms.iter().find(|a| point < a.upper).or(self.arms.last());
+        match arm {
+            Some(a) => {
+                a.routed.inc();
+                &a.model
+            }
+            None => &self.primary,
+        }
     }
 
     /// The sticky value of a request: the header, or the body field of its protocol.
@@ -153,13 +177,14 @@ impl Deployment {
 
     /// Sends a copy of `batch` to the shadow, if there is one and a slot is free; its answer is
     /// logged beside the one returned.
-    pub fn shadow(&self, batch: RecordBatch, answered: &Prediction, request_id: &str, metrics: &Metrics) {
-        let Some(shadow) = self.shadow.clone() else { return };
+    pub fn shadow(&self, batch: RecordBatch, answered: &Prediction, request_id: &str) {
+        let Some(Shadow { model: shadow, sent, dropped }) = &self.shadow else { return };
         let Ok(permit) = self.shadow_slots.clone().try_acquire_owned() else {
-            metrics.routed(&self.name, &shadow.labels, "shadow_dropped");
+            dropped.inc();
             return;
         };
-        metrics.routed(&self.name, &shadow.labels, "shadow");
+        sent.inc();
+        let shadow = shadow.clone();
         let primary = answered.output.clone();
         let primary_version = answered.answered_by.version.clone().unwrap_or_default();
         let (deployment, request_id) = (self.name.clone(), request_id.to_owned());

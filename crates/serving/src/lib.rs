@@ -340,9 +340,7 @@ pub(crate) async fn predict_request<Kept>(
         Route::Model(m) => (m.clone(), None),
         Route::Deployment(d) => {
             let key = d.sticky_value(protocol, headers, &bytes);
-            let arm = d.pick(key.as_deref()).clone();
-            state.metrics.routed(&d.name, &arm.labels, "arm");
-            (arm, Some(d))
+            (d.pick(key.as_deref()).clone(), Some(d))
         }
     };
     let answer = async {
@@ -350,7 +348,7 @@ pub(crate) async fn predict_request<Kept>(
         let copy = deployment.filter(|d| d.has_shadow()).map(|_| batch.clone());
         let prediction = model.predict(batch).await?;
         if let (Some(d), Some(copy)) = (deployment, copy) {
-            d.shadow(copy, &prediction, &id.0, &state.metrics);
+            d.shadow(copy, &prediction, &id.0);
         }
         let body = render(kept, &prediction)?;
         Ok::<_, ServeError>((prediction, body))

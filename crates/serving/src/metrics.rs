@@ -160,9 +160,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a request of `deployment` sent to `model` as `role` (`arm`, `shadow`,
-    /// `shadow_dropped`).
-    pub fn routed(&self, deployment: &str, model: &ModelLabels, role: &str) {
+    /// The counter of a deployment's requests sent to `model` as `role` (`arm`, `shadow`,
+    /// `shadow_dropped`); deployments keep it, so requests count without building labels.
+    pub fn routed(&self, deployment: &str, model: &ModelLabels, role: &str) -> Counter {
         self.routed
             .get_or_create(&RouteLabels {
                 deployment: deployment.to_owned(),
@@ -170,7 +170,7 @@ impl Metrics {
                 version: model.version.clone(),
                 role: role.to_owned(),
             })
-            .inc();
+            .clone()
     }
 
     /// Records a finished request.

@@ -36,7 +36,7 @@ fn deployed(
         .collect();
     let arms = versions.iter().zip(weights).map(|(m, w)| (m.clone(), *w)).collect();
     let shadow_model = shadow.then(|| versions[weights.len()].clone());
-    let deployment = Deployment::new("churn-api".into(), 1, arms, shadow_model, sticky).unwrap();
+    let deployment = Deployment::new("churn-api".into(), 1, arms, shadow_model, sticky, &state.metrics).unwrap();
     state.registry.set_deployment(Arc::new(deployment));
     (shipyard_serving::router(state.clone(), true), state, versions)
 }
