@@ -3,6 +3,7 @@
 //! - [`entities`]: experiments, runs, metrics, logged models, registered models and versions,
 //!   shaped as MLflow puts them on the wire.
 //! - [`deployment`]: deployments and their traffic policies (arms, weights, shadow, stickiness).
+//! - [`monitoring`]: logged predictions, ground truth, monitor evaluations, alerts.
 //! - [`error`]: the one error type and its mapping to MLflow error codes and HTTP statuses.
 //! - [`filter`]: the search-filter and order-by language of MLflow's search endpoints.
 //! - [`validation`]: the limits and naming rules MLflow enforces on what clients log.
@@ -16,6 +17,7 @@ pub mod deployment;
 pub mod entities;
 pub mod error;
 pub mod filter;
+pub mod monitoring;
 pub mod onnx_proto;
 pub mod validation;
 

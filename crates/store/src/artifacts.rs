@@ -238,6 +238,14 @@ impl ArtifactStore {
         Ok(ArtifactDownload { size, stream })
     }
 
+    /// The whole file at `path`, in memory (for small files: profiles, reports, configs).
+    pub async fn read_all(&self, path: &ArtifactPath) -> Result<Vec<u8>> {
+        use futures::TryStreamExt;
+        let download = self.get(path).await?;
+        let chunks: Vec<bytes::Bytes> = download.stream.try_collect().await?;
+        Ok(chunks.concat())
+    }
+
     /// Lists the direct children of the folder `dir`, sorted by name. A missing folder, or a
     /// file, lists as empty (as MLflow answers).
     pub async fn list(&self, dir: &ArtifactPath) -> Result<Vec<FileInfo>> {

@@ -320,6 +320,7 @@ fn pg_query(sql: Sql) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postg
             Arg::Text(v) => q.bind(v),
             Arg::NullInt => q.bind(None::<i64>),
             Arg::NullText => q.bind(None::<String>),
+            Arg::NullFloat => q.bind(None::<f64>),
         };
     }
     q

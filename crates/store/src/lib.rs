@@ -10,6 +10,8 @@
 //! - [`logged_models`]: MLflow 3 logged models.
 //! - [`registry`]: registered models, versions, stages, tags and aliases.
 //! - [`promotion`]: the history of alias moves, serialized promotion and rollback.
+//! - [`monitoring`]: the prediction log, ground truth, monitor configurations and evaluations,
+//!   alerts.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
 //!   path safety.
 //!
@@ -22,6 +24,7 @@ pub mod db;
 pub mod deployments;
 pub mod logged_models;
 mod migrations;
+pub mod monitoring;
 pub mod promotion;
 pub mod registry;
 pub mod search;

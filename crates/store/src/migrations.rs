@@ -279,6 +279,68 @@ const MIGRATIONS: &[Migration] = &[
             updated_time BIGINT NOT NULL
         )"],
     },
+    Migration {
+        version: 5,
+        description: "prediction log, ground truth, monitors and alerts",
+        statements: &[
+            // One row per served row (a failed request: one row without inputs). `id` orders the
+            // log, so "the last N predictions" is an index range scan.
+            "CREATE TABLE predictions (
+            id {id},
+            deployment TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            row_index BIGINT NOT NULL,
+            time BIGINT NOT NULL,
+            model TEXT NOT NULL,
+            version TEXT,
+            status BIGINT NOT NULL,
+            latency_us BIGINT NOT NULL,
+            inputs TEXT,
+            prediction TEXT,
+            score DOUBLE PRECISION
+        )",
+            "CREATE INDEX predictions_by_deployment ON predictions (deployment, id)",
+            "CREATE INDEX predictions_by_time ON predictions (deployment, time)",
+            "CREATE INDEX predictions_by_request ON predictions (request_id, row_index)",
+            // Ground truth arrives later than its prediction and may be corrected: one row per
+            // predicted row, replaced on a second report.
+            "CREATE TABLE feedback (
+            request_id TEXT NOT NULL,
+            row_index BIGINT NOT NULL,
+            actual TEXT NOT NULL,
+            time BIGINT NOT NULL,
+            PRIMARY KEY (request_id, row_index)
+        ){without_rowid}",
+            "CREATE TABLE monitors (
+            deployment TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            updated_time BIGINT NOT NULL
+        )",
+            "CREATE TABLE monitor_evaluations (
+            id {id},
+            deployment TEXT NOT NULL,
+            time BIGINT NOT NULL,
+            vals TEXT NOT NULL
+        )",
+            "CREATE INDEX monitor_evaluations_by_deployment ON monitor_evaluations (deployment, time)",
+            "CREATE TABLE alerts (
+            id {id},
+            deployment TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            metric TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            comparator TEXT NOT NULL,
+            threshold DOUBLE PRECISION NOT NULL,
+            severity TEXT NOT NULL,
+            fired_time BIGINT NOT NULL,
+            message TEXT NOT NULL,
+            action TEXT,
+            action_status TEXT,
+            action_detail TEXT
+        )",
+            "CREATE INDEX alerts_by_deployment ON alerts (deployment, fired_time)",
+        ],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

@@ -27,6 +27,8 @@ pub(crate) enum Arg {
     NullInt,
     /// NULL of a text column.
     NullText,
+    /// NULL of a double column.
+    NullFloat,
 }
 
 impl From<i64> for Arg {
@@ -59,6 +61,11 @@ impl From<Option<i64>> for Arg {
         v.map_or(Arg::NullInt, Arg::Int)
     }
 }
+impl From<Option<f64>> for Arg {
+    fn from(v: Option<f64>) -> Self {
+        v.map_or(Arg::NullFloat, Arg::Float)
+    }
+}
 impl From<Option<String>> for Arg {
     fn from(v: Option<String>) -> Self {
         v.map_or(Arg::NullText, Arg::Text)
@@ -77,7 +84,7 @@ impl rusqlite::ToSql for Arg {
             Arg::Int(v) => ValueRef::Integer(*v),
             Arg::Float(v) => ValueRef::Real(*v),
             Arg::Text(v) => ValueRef::Text(v.as_bytes()),
-            Arg::NullInt | Arg::NullText => ValueRef::Null,
+            Arg::NullInt | Arg::NullText | Arg::NullFloat => ValueRef::Null,
         }))
     }
 }

@@ -9,10 +9,13 @@
 
 use std::sync::OnceLock;
 
+use serde_json::json;
+
 use shipyard_core::Error;
 use shipyard_core::entities::{
     Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
 };
+use shipyard_core::monitoring::{Actual, Alert, MonitorEvaluation, PredictionRecord};
 use shipyard_store::logged_models::NewLoggedModel;
 use shipyard_store::promotion::{AliasMoveRequest, MoveKind};
 use shipyard_store::registry::NewModelVersion;
@@ -83,6 +86,7 @@ both_backends!(
     dataset_versions_number_and_deduplicate,
     alias_moves_are_recorded_serialized_and_rolled_back,
     deployments_are_versioned_policies,
+    prediction_log_feedback_and_alerts,
 );
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
@@ -641,4 +645,115 @@ async fn deployments_are_versioned_policies(db: Database) {
     }
     let targets = db.alias_targets("production").await.unwrap();
     assert_eq!(targets, [("a-model".to_owned(), "1".to_owned()), ("b-model".to_owned(), "1".to_owned())]);
+}
+
+fn logged(deployment: &str, request_id: &str, row: i64, time: i64, status: i64) -> PredictionRecord {
+    PredictionRecord {
+        deployment: deployment.into(),
+        request_id: request_id.into(),
+        row,
+        time,
+        model: "churn".into(),
+        version: Some("2".into()),
+        status,
+        latency_us: 1500,
+        inputs: (status == 200).then(|| r#"{"age":41.5,"group":"a"}"#.to_owned()),
+        prediction: (status == 200).then(|| r#""1""#.to_owned()),
+        score: (status == 200).then_some(0.75),
+    }
+}
+
+async fn prediction_log_feedback_and_alerts(db: Database) {
+    use shipyard_store::monitoring::PredictionPage;
+    // 25,000 rows in one call (several multi-row statements), then a 3-row request, a
+    // failure, and another deployment's row.
+    let many: Vec<PredictionRecord> = (0..25_000).map(|i| logged("api", &format!("r{i}"), 0, 1_000 + i, 200)).collect();
+    assert_eq!(db.log_predictions(many).await.unwrap(), 25_000);
+    let batch = vec![
+        logged("api", "multi", 0, 90_000, 200),
+        logged("api", "multi", 1, 90_000, 200),
+        logged("api", "multi", 2, 90_000, 200),
+        logged("api", "failed", 0, 90_001, 422),
+        logged("other", "elsewhere", 0, 90_002, 200),
+    ];
+    db.log_predictions(batch).await.unwrap();
+
+    // Pages: newest first, bounded, by id and by time.
+    let page = |before_id, since_time, limit| PredictionPage { deployment: "api".into(), before_id, since_time, limit };
+    let first = db.prediction_page(page(None, None, 10)).await.unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].record.request_id, "failed");
+    assert!(first.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(first[1].record, logged("api", "multi", 2, 90_000, 200));
+    let next = db.prediction_page(page(first.last().map(|p| p.id), None, 10)).await.unwrap();
+    assert!(next[0].id < first[9].id);
+    let recent = db.prediction_page(page(None, Some(25_990), 100_000)).await.unwrap();
+    assert_eq!(recent.len(), 10 + 4);
+
+    // Ground truth: one row, a list for a multi-row request, corrections replace.
+    let actual = |id: &str, row: Option<i64>, v: serde_json::Value| Actual { request_id: id.into(), row, actual: v };
+    let n = db
+        .record_actuals(Some("api"), vec![actual("r7", None, json!(1)), actual("multi", None, json!([0, 1, "x"]))])
+        .await
+        .unwrap();
+    assert_eq!(n, 4);
+    db.record_actuals(None, vec![actual("multi", Some(2), json!(true))]).await.unwrap();
+    let rows = db.request_predictions("multi").await.unwrap();
+    let actuals: Vec<Option<&str>> = rows.iter().map(|p| p.actual.as_deref()).collect();
+    assert_eq!(actuals, [Some("0"), Some("1"), Some("true")]);
+
+    // All or nothing: one bad item rejects the batch and names it.
+    for (items, expect) in [
+        (vec![actual("r8", None, json!(1)), actual("nope", None, json!(1))], "feedback[1] (request_id 'nope')"),
+        (vec![actual("r8", None, json!(1)), actual("failed", None, json!(1))], "feedback[1] (request_id 'failed')"),
+        (vec![actual("elsewhere", None, json!(1))], "of 'api'"),
+        (vec![actual("multi", None, json!(1))], "the request had 3 rows"),
+        (vec![actual("r8", Some(1), json!(1))], "row 1 is out of range"),
+        (vec![actual("r8", None, json!(null))], "must be a number, a string or a boolean"),
+    ] {
+        let e = db.record_actuals(Some("api"), items).await.unwrap_err().to_string();
+        assert!(e.contains(expect), "{e}");
+    }
+    assert_eq!(db.request_predictions("r8").await.unwrap()[0].actual, None);
+
+    // Retention deletes old rows and their ground truth.
+    assert_eq!(db.delete_predictions_before(1_100).await.unwrap(), 100);
+    assert!(db.request_predictions("r7").await.unwrap().is_empty());
+
+    // Monitor configurations, evaluations, alerts.
+    db.put_monitor("api", "monitors: 1\n").await.unwrap();
+    db.put_monitor("api", "monitors: 1\nwindow: {last: 5}\n").await.unwrap();
+    assert_eq!(db.get_monitor("api").await.unwrap().as_deref(), Some("monitors: 1\nwindow: {last: 5}\n"));
+    assert_eq!(db.list_monitors().await.unwrap().len(), 1);
+    for t in [10, 20, 30] {
+        let values = [("accuracy".to_owned(), t as f64 / 100.0)].into_iter().collect();
+        db.record_evaluation(&MonitorEvaluation { deployment: "api".into(), time: t, values }).await.unwrap();
+    }
+    let history = db.evaluations("api", 15, 10).await.unwrap();
+    assert_eq!(history.iter().map(|e| e.time).collect::<Vec<_>>(), [20, 30]);
+    assert_eq!(history[1].values["accuracy"], 0.3);
+    let alert = Alert {
+        id: 0,
+        deployment: "api".into(),
+        rule: "acc".into(),
+        metric: "accuracy".into(),
+        value: 0.4,
+        comparator: "<".into(),
+        threshold: 0.8,
+        severity: "high".into(),
+        fired_time: 99,
+        message: "accuracy = 0.4 < 0.8".into(),
+        action: Some("rollback".into()),
+        action_status: None,
+        action_detail: None,
+    };
+    let stored = db.record_alert(alert.clone()).await.unwrap();
+    assert!(stored.id > 0);
+    db.record_alert_action(stored.id, "succeeded", "rolled back").await.unwrap();
+    let listed = db.alerts(Some("api"), 10).await.unwrap();
+    assert_eq!(listed[0].action_status.as_deref(), Some("succeeded"));
+    assert_eq!(listed[0].action_detail.as_deref(), Some("rolled back"));
+    assert!(db.alerts(Some("other"), 10).await.unwrap().is_empty());
+    db.delete_monitor("api").await.unwrap();
+    assert!(db.delete_monitor("api").await.unwrap_err().to_string().contains("no monitors"));
 }
