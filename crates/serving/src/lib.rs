@@ -9,7 +9,9 @@
 //!
 //! Plus `GET /metrics` (Prometheus). Each protocol reads its body into the model's columns
 //! ([`input`]), predicts, and renders the answer or the error in its own shape ([`error`]).
-//! Requests carry an id (`x-request-id`, accepted or made) that is returned and logged.
+//! Requests carry an id (`x-request-id`, accepted or made) that is returned and logged, and,
+//! with a [`prediction_log`] attached, every sampled request's inputs and answer are written
+//! to the store in the background.
 //!
 //! The server holds [`Registry`]: the model versions it serves. `shipyard serve` fills it with
 //! one model; `shipyard server` with every registered model's `production` version, kept
@@ -21,6 +23,7 @@ pub mod deployment;
 pub mod error;
 pub mod input;
 pub mod metrics;
+pub mod prediction_log;
 pub mod protocol;
 pub mod served;
 
@@ -249,11 +252,33 @@ pub struct ServingState {
     pub registry: Registry,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// The prediction log, once one is attached.
+    log: std::sync::OnceLock<prediction_log::PredictionLog>,
 }
 
 impl ServingState {
     pub fn new(limits: Limits) -> Arc<ServingState> {
-        Arc::new(ServingState { registry: Registry::default(), metrics: Metrics::new(), limits })
+        Arc::new(ServingState {
+            registry: Registry::default(),
+            metrics: Metrics::new(),
+            limits,
+            log: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Logs every (sampled) prediction from now on into `db`; returns the writer, to stop
+    /// after the server has stopped. `None` if a log is already attached.
+    pub fn attach_log(
+        &self,
+        db: shipyard_store::Database,
+        settings: prediction_log::LogSettings,
+    ) -> Option<prediction_log::LogWriter> {
+        if self.log.get().is_some() {
+            return None;
+        }
+        let (log, writer) = prediction_log::PredictionLog::start(db, settings, &self.metrics);
+        self.log.set(log).ok()?;
+        Some(writer)
     }
 }
 
@@ -343,9 +368,12 @@ pub(crate) async fn predict_request<Kept>(
             (d.pick(key.as_deref()).clone(), Some(d))
         }
     };
+    let log = state.log.get().filter(|log| log.sampled(&id.0));
+    let mut logged_batch = None;
     let answer = async {
         let (kept, batch) = parse(&model, &bytes)?;
         let copy = deployment.filter(|d| d.has_shadow()).map(|_| batch.clone());
+        logged_batch = log.map(|_| batch.clone());
         let prediction = model.predict(batch).await?;
         if let (Some(d), Some(copy)) = (deployment, copy) {
             d.shadow(copy, &prediction, &id.0);
@@ -354,10 +382,24 @@ pub(crate) async fn predict_request<Kept>(
         Ok::<_, ServeError>((prediction, body))
     }
     .await;
-    match answer {
-        Ok((p, body)) => finish(state, protocol, Some(&p.answered_by), started, axum::Json(body).into_response()),
-        Err(e) => finish(state, protocol, Some(&model), started, protocol.error_response(&e, &id.0)),
+    let response = match &answer {
+        Ok((_, body)) => axum::Json(body).into_response(),
+        Err(e) => protocol.error_response(e, &id.0),
+    };
+    let answered_by = answer.as_ref().map_or(&model, |(p, _)| &p.answered_by);
+    if let Some(log) = log {
+        // Handed over before the answer leaves, so an acknowledged prediction is in the buffer.
+        log.record(prediction_log::Entry {
+            deployment: Arc::from(deployment.map_or(model.name.as_str(), |d| d.name.as_str())),
+            request_id: id.0.clone(),
+            time: shipyard_core::entities::now_millis(),
+            model: answered_by.clone(),
+            status: response.status().as_u16(),
+            latency: started.elapsed(),
+            answered: logged_batch.zip(answer.as_ref().ok().map(|(p, _)| p.output.clone())),
+        });
     }
+    finish(state, protocol, Some(answered_by), started, response)
 }
 
 /// Counts a finished prediction request and adds the model headers.

@@ -54,6 +54,30 @@ pub struct ShedLabels {
     pub reason: String,
 }
 
+/// Rows of the prediction log by what became of them (`written`, `dropped`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogLabels {
+    pub outcome: String,
+}
+
+/// One monitor's latest value for a deployment.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MonitorLabels {
+    pub deployment: String,
+    pub metric: String,
+}
+
+/// An alert rule that fired.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub deployment: String,
+    pub rule: String,
+    pub severity: String,
+}
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -83,6 +107,9 @@ pub struct Metrics {
     pub fallbacks: Family<ModelLabels, Counter>,
     pub loaded: Family<ModelLabels, Gauge>,
     pub routed: Family<RouteLabels, Counter>,
+    pub prediction_log: Family<LogLabels, Counter>,
+    pub monitor_values: Family<MonitorLabels, FloatGauge>,
+    pub alerts: Family<AlertLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -106,6 +133,9 @@ impl Metrics {
         let fallbacks = Family::<ModelLabels, Counter>::default();
         let loaded = Family::<ModelLabels, Gauge>::default();
         let routed = Family::<RouteLabels, Counter>::default();
+        let prediction_log = Family::<LogLabels, Counter>::default();
+        let monitor_values = Family::<MonitorLabels, FloatGauge>::default();
+        let alerts = Family::<AlertLabels, Counter>::default();
         registry.register(
             "inference_requests",
             "Prediction requests, counted when they end, by model, version, protocol and HTTP status",
@@ -139,6 +169,17 @@ impl Metrics {
             routed.clone(),
         );
         registry.register(
+            "prediction_log_rows",
+            "Rows of the prediction log: written to the store, dropped because the buffer was full, or failed to write",
+            prediction_log.clone(),
+        );
+        registry.register(
+            "monitor_value",
+            "The latest value of each monitor of a deployment (drift, performance, fairness, latency)",
+            monitor_values.clone(),
+        );
+        registry.register("monitor_alerts", "Alert rules that fired, by deployment, rule and severity", alerts.clone());
+        registry.register(
             "build",
             "Shipyard's version",
             Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
@@ -157,7 +198,28 @@ impl Metrics {
             fallbacks,
             loaded,
             routed,
+            prediction_log,
+            monitor_values,
+            alerts,
         }
+    }
+
+    /// The counter of prediction-log rows with `outcome`.
+    pub fn log_rows(&self, outcome: &str) -> Counter {
+        self.prediction_log.get_or_create(&LogLabels { outcome: outcome.to_owned() }).clone()
+    }
+
+    /// Sets a deployment's monitor gauge.
+    pub fn set_monitor_value(&self, deployment: &str, metric: &str, value: f64) {
+        let labels = MonitorLabels { deployment: deployment.to_owned(), metric: metric.to_owned() };
+        self.monitor_values.get_or_create(&labels).set(value);
+    }
+
+    /// Counts a fired alert.
+    pub fn alert_fired(&self, deployment: &str, rule: &str, severity: &str) {
+        let labels =
+            AlertLabels { deployment: deployment.to_owned(), rule: rule.to_owned(), severity: severity.to_owned() };
+        self.alerts.get_or_create(&labels).inc();
     }
 
     /// The counter of a deployment's requests sent to `model` as `role` (`arm`, `shadow`,
