@@ -31,6 +31,7 @@ mod datasets;
 mod deploy;
 mod lineage;
 mod models;
+mod monitor;
 mod predict;
 mod promote;
 mod serve;
@@ -89,6 +90,10 @@ enum Command {
     /// Where a model version came from and went: dataset versions, run, gates, alias moves,
     /// deployments.
     Lineage(Box<lineage::LineageArgs>),
+    /// Production monitoring of deployments: configure monitors and alert rules, evaluate,
+    /// send ground truth, list alerts, write reports.
+    #[command(subcommand)]
+    Monitor(Box<monitor::MonitorCommand>),
 }
 
 /// How a command that ran to the end came out.
@@ -190,6 +195,12 @@ struct ServerArgs {
     /// Serve no models: tracking and registry only.
     #[arg(long)]
     no_model_serving: bool,
+    /// Do not evaluate deployments' monitors on their schedule.
+    #[arg(long)]
+    no_monitors: bool,
+    /// Milliseconds between checks for monitors whose interval has passed.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    monitor_tick_ms: u64,
     #[command(flatten)]
     serving: serve::ServingArgs,
     #[command(flatten)]
@@ -217,6 +228,7 @@ fn main() -> std::process::ExitCode {
         Command::Models(cmd) => models::run(cmd),
         Command::Deploy(cmd) => deploy::run(*cmd),
         Command::Lineage(args) => lineage::run(*args),
+        Command::Monitor(cmd) => monitor::run(*cmd),
         Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
@@ -230,6 +242,7 @@ fn main() -> std::process::ExitCode {
                     | Command::Models(_)
                     | Command::Deploy(_)
                     | Command::Lineage(_)
+                    | Command::Monitor(_)
                     | Command::Serve(_) => {
                         unreachable!("handled above")
                     }
@@ -339,17 +352,31 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     };
     let store_display = database_uri.display();
     let mut app = shipyard_server::router(state);
+    let mut log_writer = None;
+    let mut serving_state = None;
     if !args.no_model_serving {
         let serving = serve::catalog_state(
             db.clone(),
-            artifacts_for_serving,
+            artifacts_for_serving.clone(),
             &args.serve_alias,
             &args.serving,
             args.serving.sync_interval(),
         )
         .await?;
-        app = app.merge(shipyard_serving::router(serving, false));
+        log_writer = args.serving.log_settings().and_then(|settings| serving.attach_log(db.clone(), settings));
+        app = app.merge(shipyard_serving::router(serving.clone(), false));
+        serving_state = Some(serving);
     }
+    let monitors = if args.no_monitors {
+        None
+    } else {
+        let observer: Arc<dyn shipyard_monitor::Observer> = match serving_state {
+            Some(s) => Arc::new(serve::GaugeObserver(s)),
+            None => Arc::new(shipyard_monitor::Quiet),
+        };
+        let monitor = Arc::new(shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, observer)?);
+        Some(monitor.schedule(std::time::Duration::from_millis(args.monitor_tick_ms.max(10))))
+    };
     shipyard_serving::serve(app, addr, shutdown_signal(), |bound| {
         tracing::info!(
             "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
@@ -357,6 +384,13 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     })
     .await
     .with_context(|| format!("serving on {addr}"))?;
+    if let Some(task) = monitors {
+        task.abort();
+    }
+    // In-flight requests have finished: what they handed to the log is written before exit.
+    if let Some(writer) = log_writer {
+        writer.stop().await;
+    }
     db.close().await;
     tracing::info!("Shipyard server stopped");
     Ok(())

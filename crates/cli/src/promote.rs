@@ -12,14 +12,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use futures::TryStreamExt;
 use serde_json::json;
 use shipyard_core::artifact_path::ArtifactPath;
 use shipyard_core::entities::{
     KeyValue, ModelVersion, ModelVersionStatus, Run, now_millis, utc_seconds, utc_timestamp,
 };
 use shipyard_data::drift::TableSample;
-use shipyard_data::profile::Profile;
 use shipyard_data::table::Table;
 use shipyard_promotion::gates::{Champion, Evaluation, Evidence};
 use shipyard_promotion::{GatePolicy, GateReport};
@@ -189,12 +187,6 @@ async fn load_version(db: &Database, artifacts: &ArtifactStore, name: &str, vers
     Ok(model)
 }
 
-async fn read_artifact(artifacts: &ArtifactStore, path: &ArtifactPath) -> Result<Vec<u8>> {
-    let download = artifacts.get(path).await?;
-    let chunks: Vec<bytes::Bytes> = download.stream.try_collect().await?;
-    Ok(chunks.concat())
-}
-
 /// The policy: the file given, else the one stored on the registered model.
 fn load_policy(path: Option<&Path>, stored: Option<&str>, name: &str) -> Result<Option<GatePolicy>> {
     if let Some(path) = path {
@@ -308,16 +300,12 @@ fn gather(
 
 /// The profile `shipyard train` stored of the training rows, as a drift reference.
 async fn training_profile(artifacts: &ArtifactStore, run_root: &str) -> Result<(String, TableSample), String> {
-    let load = async {
-        let root = ArtifactPath::from_proxied_uri(run_root)?;
-        let path = root.join(&ArtifactPath::parse("profile/training_profile.json")?);
-        let bytes = read_artifact(artifacts, &path).await?;
-        let profile: Profile = serde_json::from_slice(&bytes).context("reading the training profile")?;
-        Ok::<_, anyhow::Error>(TableSample::from_profile(&profile)?)
-    };
-    load.await.map(|s| ("the training profile".to_owned(), s)).map_err(|e| {
-        format!("no training profile on the version's run ({e:#}); give drift.reference (a table or dataset)")
-    })
+    shipyard_monitor::runner::training_sample(artifacts, run_root)
+        .await
+        .map(|s| ("the training profile".to_owned(), s))
+        .map_err(|e| {
+            format!("no training profile on the version's run ({e}); give drift.reference (a table or dataset)")
+        })
 }
 
 fn run_gates(name: &str, version: &str, g: &Gathered) -> GateReport {

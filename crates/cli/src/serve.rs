@@ -12,6 +12,7 @@ use clap::Args;
 use shipyard_core::deployment::Deployment as DeploymentRecord;
 use shipyard_runtime::EngineChoice;
 use shipyard_serving::catalog::{Catalog, Deployments, Source, StoreSource, VersionKey};
+use shipyard_serving::prediction_log::LogSettings;
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
 
 use crate::datasets::DatasetStoreArgs;
@@ -53,6 +54,19 @@ pub struct ServingArgs {
     /// Milliseconds between reads of the store for moved aliases and changed deployments.
     #[arg(long, default_value_t = 250)]
     sync_interval_ms: u64,
+    /// Record no predictions in the prediction log (which monitors read).
+    #[arg(long)]
+    no_prediction_log: bool,
+    /// Share of requests recorded in the prediction log, 0 to 1 (chosen by request id).
+    #[arg(long, default_value_t = 1.0)]
+    log_sample: f64,
+    /// Requests buffered for the prediction log; when it is full, entries are dropped and
+    /// counted, never waited for.
+    #[arg(long, default_value_t = 10_000)]
+    log_buffer: usize,
+    /// Hours the prediction log keeps rows (0: forever).
+    #[arg(long, default_value_t = 168)]
+    log_retention_hours: u64,
 }
 
 impl ServingArgs {
@@ -72,6 +86,19 @@ impl ServingArgs {
 
     pub fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms.max(10))
+    }
+
+    /// How the prediction log runs, or `None` when it is off.
+    pub fn log_settings(&self) -> Option<LogSettings> {
+        if self.no_prediction_log || self.log_sample <= 0.0 {
+            return None;
+        }
+        Some(LogSettings {
+            capacity: self.log_buffer.max(1),
+            sample: self.log_sample.min(1.0),
+            retention: (self.log_retention_hours > 0).then(|| Duration::from_secs(self.log_retention_hours * 3600)),
+            ..LogSettings::default()
+        })
     }
 
     pub fn limits(&self) -> Limits {
@@ -198,20 +225,29 @@ fn run_deployment(args: ServeArgs, name: String) -> Result<crate::Outcome> {
         match args.store.server_url() {
             Some(url) => {
                 let tracking = crate::tracking::Tracking::open(Some(url), Path::new(".")).await?;
-                replicate(HttpSource(tracking), &args, &name, addr).await
+                replicate(HttpSource(tracking), None, &args, &name, addr).await
             }
             None => {
                 let db = args.store.database().await?;
                 let artifacts = shipyard_store::ArtifactStore::open(&args.store.destination()).await?;
-                replicate(StoreSource { db, artifacts }, &args, &name, addr).await
+                let log = db.clone();
+                replicate(StoreSource { db, artifacts }, Some(log), &args, &name, addr).await
             }
         }
     })?;
     Ok(crate::Outcome::Success)
 }
 
-async fn replicate<S: Source>(source: S, args: &ServeArgs, name: &str, addr: SocketAddr) -> Result<()> {
+/// Serves the deployment `name` from `source`; with `log`, records predictions there.
+async fn replicate<S: Source>(
+    source: S,
+    log: Option<shipyard_store::Database>,
+    args: &ServeArgs,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<()> {
     let state = ServingState::new(args.serving.limits());
+    let writer = log.zip(args.serving.log_settings()).and_then(|(db, settings)| state.attach_log(db, settings));
     let mut catalog = Catalog::new(
         source,
         None,
@@ -229,7 +265,26 @@ async fn replicate<S: Source>(source: S, args: &ServeArgs, name: &str, addr: Soc
     serve_until_signal(router, addr, |bound| {
         tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
     })
-    .await
+    .await?;
+    if let Some(writer) = writer {
+        writer.stop().await;
+    }
+    Ok(())
+}
+
+/// Monitor values and alerts as the server's Prometheus gauges and counters.
+pub struct GaugeObserver(pub Arc<ServingState>);
+
+impl shipyard_monitor::Observer for GaugeObserver {
+    fn evaluated(&self, deployment: &str, values: &std::collections::BTreeMap<String, f64>) {
+        for (metric, value) in values {
+            self.0.metrics.set_monitor_value(deployment, metric, *value);
+        }
+    }
+
+    fn fired(&self, alert: &shipyard_core::monitoring::Alert) {
+        self.0.metrics.alert_fired(&alert.deployment, &alert.rule, &alert.severity);
+    }
 }
 
 /// A tracking server as a replica's source: Shipyard's deployment route, MLflow's alias and

@@ -12,25 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use common::{header, http, shipyard, start, stderr, table};
+use common::{header, http, shipyard, start, stderr};
 
 const ROW: &str = r#"{"records": [{"age": 41.5, "income": 52.0, "group": "a"}]}"#;
 
 /// A home with `churn` versions 1 (logistic) and 2 (a tree), version 1 in production.
 fn home() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let data = dir.path().join("train.csv");
-    std::fs::write(&data, table(1500, 11, 0.0)).unwrap();
-    for model in ["logistic_regression", "decision_tree"] {
-        let args =
-            ["train", "--data", data.to_str().unwrap(), "--target", "y", "--model", model, "--register", "churn"];
-        let out = shipyard(&home, &args);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    let out = shipyard(&home, &["models", "promote", "churn", "--version", "1", "--force", "--reason", "first"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    (dir, home)
+    common::churn_home(&["1"])
 }
 
 fn ok(out: std::process::Output) {

@@ -69,7 +69,8 @@ pub fn histogram_svg(h: &Histogram) -> String {
     svg
 }
 
-fn page(title: &str, body: &str) -> String {
+/// A whole HTML page around `body`, with the report style and the sorting script.
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\
          <body>{body}<script>{SORT_SCRIPT}</script></body></html>\n",
@@ -77,7 +78,8 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn num_cell(v: f64) -> String {
+/// A numeric table cell that sorts by its value.
+pub fn num_cell(v: f64) -> String {
     let shown = if v.is_finite() && v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.4}") };
     format!("<td class=\"num\" data-v=\"{v}\">{shown}</td>")
 }
@@ -93,11 +95,7 @@ pub fn drift_html(report: &DriftReport, reference: &Path, current: &Path) -> Str
     let _ = write!(
         body,
         "<h1>Data drift</h1><p>Reference <code>{}</code> ({} rows) against current <code>{}</code> ({} rows).</p>\
-         <p>{verdict}: {} of {} columns drifted (share {:.3}; the dataset drifts at {}).</p>\
-         <p class=\"legend\">Histograms:<span style=\"background:{REF_COLOUR}\"></span>reference\
-         <span style=\"background:{CUR_COLOUR}\"></span>current. Click a header to sort.</p>\
-         <table class=\"sortable\"><thead><tr><th>Column</th><th>Kind</th><th>Test</th><th>Statistic</th><th>p-value</th>\
-         <th>Threshold</th><th>Verdict</th><th>Distributions</th><th>Notes</th></tr></thead><tbody>",
+         <p>{verdict}: {} of {} columns drifted (share {:.3}; the dataset drifts at {}).</p>",
         escape(&reference.display().to_string()),
         report.reference_rows,
         escape(&current.display().to_string()),
@@ -106,6 +104,19 @@ pub fn drift_html(report: &DriftReport, reference: &Path, current: &Path) -> Str
         report.columns.len(),
         report.share_drifted,
         report.drift_share,
+    );
+    body.push_str(&drift_table(report));
+    page("Shipyard data drift", &body)
+}
+
+/// The per-column drift table (test, statistic, verdict, both histograms) and the columns not
+/// tested.
+pub fn drift_table(report: &DriftReport) -> String {
+    let mut body = format!(
+        "<p class=\"legend\">Histograms:<span style=\"background:{REF_COLOUR}\"></span>reference\
+         <span style=\"background:{CUR_COLOUR}\"></span>current. Click a header to sort.</p>\
+         <table class=\"sortable\"><thead><tr><th>Column</th><th>Kind</th><th>Test</th><th>Statistic</th><th>p-value</th>\
+         <th>Threshold</th><th>Verdict</th><th>Distributions</th><th>Notes</th></tr></thead><tbody>"
     );
     for c in &report.columns {
         let _ = write!(
@@ -132,7 +143,7 @@ pub fn drift_html(report: &DriftReport, reference: &Path, current: &Path) -> Str
         }
         body.push_str("</ul>");
     }
-    page("Shipyard data drift", &body)
+    body
 }
 
 /// Bars of one distribution, in a small inline SVG.

@@ -5,6 +5,7 @@
 //! - [`error`]: the single mapping from errors to HTTP statuses and MLflow's error body.
 //! - `tracking`, `models`, `artifacts`: the handlers, thin layers over `shipyard-store`.
 //! - `deployments`: Shipyard's own read-only routes under `/api/shipyard/` (what replicas poll).
+//! - `feedback`: `POST /api/shipyard/feedback`, ground truth for logged predictions.
 //!
 //! Routes are mounted under `/api/2.0/mlflow/` and, as MLflow does for its UI, `/ajax-api/2.0/mlflow/`.
 //! The server holds no state besides its store handles: replicas on one PostgreSQL database and one
@@ -13,6 +14,7 @@
 pub mod artifacts;
 mod deployments;
 pub mod error;
+pub mod feedback;
 mod models;
 mod tracking;
 pub mod wire;
@@ -179,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/ajax-api/2.0/mlflow-artifacts", artifact_routes())
         .route("/api/shipyard/deployments/get", get(deployments::get_deployment))
         .route("/api/shipyard/deployments/list", get(deployments::list_deployments))
+        .route("/api/shipyard/feedback", axum::routing::post(feedback::record_feedback))
         .route("/api/3.0/mlflow/server-info", get(server_info))
         .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
         .route("/health", get(health))

@@ -53,6 +53,26 @@ pub fn table(n: usize, seed: u64, shift: f64) -> String {
     text
 }
 
+/// A home with `churn` versions 1 (logistic) and 2 (a tree) trained on `table(1500, 11, 0.0)`,
+/// and `production` moved to each of `promoted` in turn.
+pub fn churn_home(promoted: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("train.csv");
+    std::fs::write(&data, table(1500, 11, 0.0)).unwrap();
+    for model in ["logistic_regression", "decision_tree"] {
+        let args =
+            ["train", "--data", data.to_str().unwrap(), "--target", "y", "--model", model, "--register", "churn"];
+        let out = shipyard(&home, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for v in promoted {
+        let out = shipyard(&home, &["models", "promote", "churn", "--version", v, "--force", "--reason", "setup"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    (dir, home)
+}
+
 /// A server process, stopped when dropped.
 pub struct Server {
     child: Child,
@@ -63,6 +83,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Sends SIGTERM and waits for the process to end; whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.child.wait().unwrap().success()
     }
 }
 

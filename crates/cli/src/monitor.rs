@@ -1,0 +1,351 @@
+//! `shipyard monitor`: configure a deployment's monitors, evaluate them on demand, send ground
+//! truth, list alerts, and write reports. `shipyard server` evaluates the same monitors on
+//! their schedule (see `docs/monitoring.md`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use shipyard_core::entities::utc_seconds;
+use shipyard_core::monitoring::Actual;
+use shipyard_monitor::{Monitor, MonitorConfig, Quiet, Window};
+use shipyard_store::monitoring::PredictionPage;
+use shipyard_store::{ArtifactStore, Database};
+
+use crate::Format;
+use crate::datasets::{DatasetStoreArgs, block_on, with_database};
+use crate::tracking::print_table;
+
+#[derive(Subcommand)]
+pub enum MonitorCommand {
+    /// Set a deployment's monitors and alert rules (YAML; without --config, the seed's
+    /// defaults: accuracy < 0.8, drift_share > 0.1).
+    Configure {
+        #[arg(long)]
+        deployment: String,
+        /// The configuration file (docs/monitoring.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Print a deployment's monitor configuration.
+    Show {
+        #[arg(long)]
+        deployment: String,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Evaluate a deployment's monitors now: every value, each rule's verdict; rules that fire
+    /// raise alerts and run their actions, as the scheduled evaluation does. Exit status 1 when
+    /// an alert fired.
+    Evaluate {
+        #[arg(long)]
+        deployment: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Record ground truth from a CSV file with columns request_id, actual and optionally row.
+    Feedback {
+        #[arg(long)]
+        deployment: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// The newest rows of a deployment's prediction log, with their ground truth.
+    Log {
+        #[arg(long)]
+        deployment: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Alerts, newest first.
+    Alerts {
+        #[arg(long)]
+        deployment: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// A report of one window: drift per feature with histograms, performance over time, the
+    /// fairness table, the alert timeline. Self-contained HTML, or JSON.
+    Report {
+        #[arg(long)]
+        deployment: String,
+        /// last:N (predictions) or minutes:N (default: the configuration's window).
+        #[arg(long)]
+        window: Option<String>,
+        /// The output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Json,
+}
+
+/// Opens both stores for a command that reads models' runs and artifacts.
+fn with_monitor<T>(store: &DatasetStoreArgs, work: impl AsyncFnOnce(&Monitor, &Database) -> Result<T>) -> Result<T> {
+    block_on(async {
+        let db = store.database().await?;
+        let artifacts = ArtifactStore::open(&store.destination()).await?;
+        let monitor = Monitor::new(db.clone(), artifacts, Arc::new(Quiet))?;
+        let outcome = work(&monitor, &db).await;
+        monitor.deliveries_done().await;
+        db.close().await;
+        outcome
+    })
+}
+
+pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
+    match command {
+        MonitorCommand::Configure { deployment, config, store } => {
+            let (text, origin) = match &config {
+                Some(path) => (
+                    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                    path.display().to_string(),
+                ),
+                None => ("monitors: 1\n".to_owned(), "the default configuration".to_owned()),
+            };
+            let parsed = MonitorConfig::from_yaml(&text, &origin)?;
+            with_database(&store, async |db| {
+                db.get_deployment(&deployment).await?;
+                db.put_monitor(&deployment, &text).await?;
+                Ok(())
+            })?;
+            outln!(
+                "Monitors of '{deployment}': {} rule(s) over the {}, evaluated every {} s by `shipyard server`",
+                parsed.rules.len(),
+                parsed.window,
+                parsed.interval_seconds
+            );
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Show { deployment, store } => {
+            let text = with_database(&store, async |db| Ok(db.get_monitor(&deployment).await?))?;
+            match text {
+                Some(text) => out!("{text}"),
+                None => bail!(
+                    "deployment '{deployment}' has no monitors: `shipyard monitor configure --deployment {deployment}`"
+                ),
+            }
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Evaluate { deployment, format, store } => {
+            let evaluation = with_monitor(&store, async |m, _| Ok(m.evaluate(&deployment).await?))?;
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&evaluation)?),
+                Format::Table => print_evaluation(&evaluation),
+            }
+            Ok(if evaluation.alerts.is_empty() { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
+        }
+        MonitorCommand::Feedback { deployment, file, store } => {
+            let actuals = read_feedback(&file)?;
+            let n = actuals.len();
+            let recorded = with_database(&store, async |db| {
+                db.get_deployment(&deployment).await?;
+                Ok(db.record_actuals(Some(&deployment), actuals).await?)
+            })?;
+            outln!("Recorded ground truth for {recorded} row(s) of '{deployment}' ({n} line(s) of {})", file.display());
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Log { deployment, limit, format, store } => {
+            let page = PredictionPage { deployment: deployment.clone(), before_id: None, since_time: None, limit };
+            let rows = with_database(&store, async |db| Ok(db.prediction_page(page).await?))?;
+            match format {
+                Format::Json => {
+                    outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "predictions": rows }))?)
+                }
+                Format::Table => {
+                    let table: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|p| {
+                            let r = &p.record;
+                            vec![
+                                utc_seconds(r.time),
+                                format!("{}#{}", r.request_id, r.row),
+                                format!("{}/{}", r.model, r.version.as_deref().unwrap_or("-")),
+                                r.status.to_string(),
+                                format!("{:.2}", r.latency_us as f64 / 1000.0),
+                                r.inputs.clone().unwrap_or_default(),
+                                r.prediction.clone().unwrap_or_default(),
+                                p.actual.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["TIME (UTC)", "REQUEST#ROW", "VERSION", "STATUS", "MS", "INPUTS", "PREDICTION", "ACTUAL"],
+                        &table,
+                    );
+                }
+            }
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Alerts { deployment, limit, format, store } => {
+            let alerts = with_database(&store, async |db| Ok(db.alerts(deployment.as_deref(), limit).await?))?;
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "alerts": alerts }))?),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = alerts
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.id.to_string(),
+                                utc_seconds(a.fired_time),
+                                a.deployment.clone(),
+                                a.rule.clone(),
+                                a.severity.clone(),
+                                a.message.clone(),
+                                match (&a.action, &a.action_status) {
+                                    (Some(action), Some(status)) => {
+                                        format!("{action} {status}: {}", a.action_detail.as_deref().unwrap_or(""))
+                                    }
+                                    (Some(action), None) => action.clone(),
+                                    _ => String::new(),
+                                },
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "FIRED (UTC)", "DEPLOYMENT", "RULE", "SEVERITY", "MESSAGE", "ACTION"], &rows);
+                }
+            }
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Report { deployment, window, output, format, store } => {
+            let window = window.as_deref().map(Window::parse).transpose().map_err(anyhow::Error::msg)?;
+            let report = with_monitor(&store, async |m, _| Ok(m.report(&deployment, window).await?))?;
+            let text = match format {
+                ReportFormat::Json => serde_json::to_string_pretty(&report)?,
+                ReportFormat::Html => shipyard_monitor::report::html(&report),
+            };
+            match output {
+                Some(path) => {
+                    crate::data::write_atomically(&path, text.as_bytes())?;
+                    eprintln!("Wrote the report of '{deployment}' to {}", path.display());
+                }
+                None => out!("{text}"),
+            }
+            Ok(crate::Outcome::Success)
+        }
+    }
+}
+
+fn print_evaluation(e: &shipyard_monitor::Evaluation) {
+    for w in &e.windows {
+        outln!(
+            "{} of '{}': {} rows, {} requests (reference: {})",
+            w.window,
+            e.deployment,
+            w.rows,
+            w.requests,
+            w.reference
+        );
+        let rows: Vec<Vec<String>> = w
+            .values
+            .iter()
+            .filter(|(k, _)| !k.starts_with("drift_score.") && !k.starts_with("drifted."))
+            .map(|(k, v)| vec![k.clone(), format!("{v:.6}")])
+            .collect();
+        print_table(&["MONITOR", "VALUE"], &rows);
+        if let Some(d) = &w.drift {
+            let rows: Vec<Vec<String>> = d
+                .columns
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.column.clone(),
+                        c.test.name().to_owned(),
+                        format!("{:.6}", c.p_value.unwrap_or(c.statistic)),
+                        if c.drift { "DRIFT".to_owned() } else { "ok".to_owned() },
+                    ]
+                })
+                .collect();
+            outln!();
+            print_table(&["FEATURE", "TEST", "SCORE", "VERDICT"], &rows);
+        }
+        for note in &w.notes {
+            outln!("note: {note}");
+        }
+        outln!();
+    }
+    let rows: Vec<Vec<String>> = e
+        .rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.rule.clone(),
+                r.metric.clone(),
+                r.value.map_or("-".to_owned(), |v| format!("{v:.6}")),
+                r.verdict.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["RULE", "METRIC", "VALUE", "VERDICT"], &rows);
+    for a in &e.alerts {
+        outln!("ALERT [{}] {}", a.severity, a.message);
+        if let (Some(action), Some(status)) = (&a.action, &a.action_status) {
+            outln!("  action {action} {status}: {}", a.action_detail.as_deref().unwrap_or(""));
+        }
+    }
+}
+
+/// Reads `request_id,actual[,row]` lines; the actual value stays a number when it reads as one.
+fn read_feedback(path: &Path) -> Result<Vec<Actual>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: reading the header", path.display()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (Some(id_col), Some(actual_col)) = (col("request_id"), col("actual")) else {
+        bail!("{}: the header must name the columns request_id and actual (and optionally row)", path.display());
+    };
+    let row_col = col("row");
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.with_context(|| format!("{}: line {line}", path.display()))?;
+        let field = |c: usize| record.get(c).map(str::trim).unwrap_or("");
+        let request_id = field(id_col).to_owned();
+        if request_id.is_empty() {
+            bail!("{}: line {line}: request_id is empty", path.display());
+        }
+        let raw = field(actual_col);
+        if raw.is_empty() {
+            bail!("{}: line {line}: actual is empty", path.display());
+        }
+        let actual = match (raw.parse::<i64>(), raw.parse::<f64>()) {
+            (Ok(i), _) => serde_json::Value::from(i),
+            (_, Ok(v)) if v.is_finite() => serde_json::Value::from(v),
+            _ => serde_json::Value::from(raw),
+        };
+        let row = match row_col.map(field).filter(|r| !r.is_empty()) {
+            Some(r) => Some(
+                r.parse::<i64>()
+                    .with_context(|| format!("{}: line {line}: row '{r}' is not a whole number", path.display()))?,
+            ),
+            None => None,
+        };
+        out.push(Actual { request_id, row, actual });
+    }
+    if out.is_empty() {
+        bail!("{}: no feedback lines", path.display());
+    }
+    Ok(out)
+}

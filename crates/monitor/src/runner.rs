@@ -1,0 +1,463 @@
+//! Monitors at work: read a deployment's configuration and windows from the store, compute
+//! every value, judge the alert rules, and act on the ones that fire (record the alert, POST
+//! the webhooks, roll back or close the canary). Runs on demand ([`Monitor::evaluate`]) and on
+//! a schedule ([`Monitor::schedule`], inside `shipyard server`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shipyard_core::artifact_path::ArtifactPath;
+use shipyard_core::entities::now_millis;
+use shipyard_core::monitoring::{Alert, MonitorEvaluation};
+use shipyard_core::{Error, Result};
+use shipyard_data::drift::TableSample;
+use shipyard_data::profile::Profile;
+use shipyard_store::monitoring::PredictionPage;
+use shipyard_store::{ArtifactStore, Database};
+
+use crate::config::{Action, MonitorConfig, Window};
+use crate::rules::{RuleState, Verdict, judge};
+use crate::window::{FairnessSettings, Reference, WindowAccumulator, WindowReport, needs_labels};
+
+/// Rows read from the store per page.
+const PAGE_ROWS: i64 = 10_000;
+
+/// The actor alias moves made by monitors are recorded under.
+pub const ACTOR: &str = "shipyard-monitor";
+
+/// Told of every evaluation and alert (the server updates its Prometheus gauges).
+pub trait Observer: Send + Sync + 'static {
+    fn evaluated(&self, deployment: &str, values: &BTreeMap<String, f64>);
+    fn fired(&self, alert: &Alert);
+}
+
+/// An observer that does nothing (command-line evaluations).
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn evaluated(&self, _: &str, _: &BTreeMap<String, f64>) {}
+    fn fired(&self, _: &Alert) {}
+}
+
+/// One evaluation of a deployment's monitors.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Evaluation {
+    pub deployment: String,
+    pub time: i64,
+    /// One report per distinct window, the configuration's first.
+    pub windows: Vec<WindowReport>,
+    /// Each rule's verdict, in configuration order.
+    pub rules: Vec<RuleOutcome>,
+    /// The alerts this evaluation fired.
+    pub alerts: Vec<Alert>,
+}
+
+/// A rule's verdict, for display.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleOutcome {
+    pub rule: String,
+    pub metric: String,
+    pub value: Option<f64>,
+    pub verdict: String,
+}
+
+/// The training profile stored with a run (`shipyard train` writes it), as a drift reference.
+pub async fn training_sample(artifacts: &ArtifactStore, run_root: &str) -> Result<TableSample> {
+    let root = ArtifactPath::from_proxied_uri(run_root)?;
+    let path = root.join(&ArtifactPath::parse("profile/training_profile.json")?);
+    let bytes = artifacts.read_all(&path).await?;
+    let profile: Profile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::invalid(format!("the training profile at {path} is unreadable: {e}")))?;
+    TableSample::from_profile(&profile).map_err(|e| Error::invalid(format!("the training profile at {path}: {e}")))
+}
+
+/// A reference's model, version and target column.
+type ReferenceKey = (String, String, Option<String>);
+
+/// Monitors over one store.
+pub struct Monitor {
+    db: Database,
+    artifacts: ArtifactStore,
+    http: reqwest::Client,
+    observer: Arc<dyn Observer>,
+    /// Rule state by (deployment, rule).
+    states: Mutex<HashMap<(String, String), RuleState>>,
+    references: Mutex<HashMap<ReferenceKey, Arc<Reference>>>,
+    /// Webhook deliveries not yet finished.
+    deliveries: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Error {
+    Error::Internal(format!("a monitor computation failed: {e}"))
+}
+
+impl Monitor {
+    pub fn new(db: Database, artifacts: ArtifactStore, observer: Arc<dyn Observer>) -> Result<Monitor> {
+        shipyard_store::artifacts::ensure_tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
+        Ok(Monitor {
+            db,
+            artifacts,
+            http,
+            observer,
+            states: Mutex::new(HashMap::new()),
+            references: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The stored configuration of `deployment`.
+    pub async fn config(&self, deployment: &str) -> Result<MonitorConfig> {
+        let text = self.db.get_monitor(deployment).await?.ok_or_else(|| {
+            Error::not_found(format!(
+                "deployment '{deployment}' has no monitors: `shipyard monitor configure --deployment {deployment}`"
+            ))
+        })?;
+        MonitorConfig::from_yaml(&text, &format!("the monitors of '{deployment}'"))
+            .map_err(|e| Error::invalid(e.to_string()))
+    }
+
+    /// The reference of `deployment` now: the training profile of its primary arm's version.
+    pub async fn reference(&self, deployment: &str, config: &MonitorConfig) -> Result<Arc<Reference>> {
+        let record = self.db.get_deployment(deployment).await?;
+        let primary = record
+            .spec
+            .arms
+            .first()
+            .ok_or_else(|| Error::invalid(format!("deployment '{deployment}' has no arm")))?
+            .target
+            .clone();
+        let version = self.db.resolve_model_ref(&primary).await?.ok_or_else(|| {
+            Error::invalid(format!("{primary} (the primary arm of '{deployment}') names no version now"))
+        })?;
+        let key = (primary.model.clone(), version.clone(), config.target.clone());
+        if let Some(r) = self.references.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(r.clone());
+        }
+        let mv = self.db.get_model_version(&primary.model, &version).await?;
+        let run_id = mv.run_id.filter(|r| !r.is_empty()).ok_or_else(|| {
+            Error::invalid(format!(
+                "models:/{}/{version} has no run, so no training profile to compare the traffic with",
+                primary.model
+            ))
+        })?;
+        let run = self.db.get_run(&run_id).await?;
+        let target = config
+            .target
+            .clone()
+            .or_else(|| run.data.params.iter().find(|p| p.key == "target").map(|p| p.value.clone()));
+        let sample = training_sample(&self.artifacts, &run.info.artifact_uri).await.map_err(|e| {
+            Error::invalid(format!(
+                "models:/{}/{version}: no usable training profile on run {run_id} ({e})",
+                primary.model
+            ))
+        })?;
+        let source = format!("training profile of models:/{}/{version}", primary.model);
+        let reference = Arc::new(Reference::new(source, sample, target.as_deref()));
+        self.references.lock().unwrap_or_else(|e| e.into_inner()).insert(key, reference.clone());
+        Ok(reference)
+    }
+
+    /// When the deployment's last successful action happened: windows start after it, so rows
+    /// answered by the version an action replaced are not judged again.
+    async fn last_action_time(&self, deployment: &str) -> Result<Option<i64>> {
+        let alerts = self.db.alerts(Some(deployment), 200).await?;
+        Ok(alerts.iter().find(|a| a.action_status.as_deref() == Some("succeeded")).map(|a| a.fired_time))
+    }
+
+    /// Computes one window of `deployment`'s log.
+    pub async fn window(
+        &self,
+        deployment: &str,
+        window: Window,
+        config: &MonitorConfig,
+        reference: Arc<Reference>,
+        not_before: Option<i64>,
+    ) -> Result<WindowReport> {
+        let fairness = FairnessSettings {
+            sensitive_column: config.sensitive_column.clone(),
+            positive_label: config.positive_label.clone(),
+        };
+        let since = match window {
+            Window::Minutes(m) => Some(now_millis() - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)),
+            Window::Last(_) => None,
+        };
+        let since = match (since, not_before) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let mut acc = WindowAccumulator::new(window, reference, fairness);
+        let mut before = None;
+        loop {
+            let limit = match window {
+                Window::Last(n) => PAGE_ROWS.min(i64::try_from(n.saturating_sub(acc.rows())).unwrap_or(i64::MAX)),
+                Window::Minutes(_) => PAGE_ROWS,
+            };
+            if limit <= 0 {
+                break;
+            }
+            let page = self
+                .db
+                .prediction_page(PredictionPage {
+                    deployment: deployment.to_owned(),
+                    before_id: before,
+                    since_time: since,
+                    limit,
+                })
+                .await?;
+            let len = page.len() as i64;
+            before = page.last().map(|p| p.id);
+            acc = tokio::task::spawn_blocking(move || {
+                acc.push(&page);
+                acc
+            })
+            .await
+            .map_err(blocking_failed)?;
+            if len < limit {
+                break;
+            }
+        }
+        let threshold = config.drift_threshold;
+        tokio::task::spawn_blocking(move || acc.finish(threshold)).await.map_err(blocking_failed)
+    }
+
+    /// Computes every window of `deployment`, judges its rules, and acts on those that fire.
+    pub async fn evaluate(&self, deployment: &str) -> Result<Evaluation> {
+        let config = self.config(deployment).await?;
+        let reference = self.reference(deployment, &config).await?;
+        let not_before = self.last_action_time(deployment).await?;
+        let mut windows = Vec::new();
+        for w in config.windows() {
+            windows.push((w, self.window(deployment, w, &config, reference.clone(), not_before).await?));
+        }
+        let time = now_millis();
+        let main = &windows[0].1;
+        self.db
+            .record_evaluation(&MonitorEvaluation {
+                deployment: deployment.to_owned(),
+                time,
+                values: main.values.clone(),
+            })
+            .await?;
+        self.observer.evaluated(deployment, &main.values);
+        let mut rules = Vec::new();
+        let mut alerts = Vec::new();
+        for rule in &config.rules {
+            let w = rule.window.unwrap_or(config.window);
+            let Some((_, report)) = windows.iter().find(|(x, _)| *x == w) else { continue };
+            let value = report.values.get(&rule.metric).copied();
+            let rows = if needs_labels(&rule.metric) {
+                report.values.get("labeled_rows").copied().unwrap_or(0.0) as u64
+            } else {
+                report.rows
+            };
+            let key = (deployment.to_owned(), rule.name.clone());
+            let known = self.states.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key);
+            if !known {
+                // The cooldown survives restarts: the last firing is in the store.
+                let last = self.db.alerts(Some(deployment), 500).await?;
+                let last_fired = last.iter().find(|a| a.rule == rule.name).map(|a| a.fired_time);
+                self.states
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_insert(RuleState { consecutive: 0, last_fired });
+            }
+            let verdict = {
+                let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+                let state = states.entry(key).or_default();
+                judge(rule, value, rows, state, time)
+            };
+            let shown = match &verdict {
+                Verdict::NotJudged(why) => format!("not judged: {why}"),
+                Verdict::Clear => "ok".to_owned(),
+                Verdict::Holding { consecutive, cooling_down: true } => {
+                    format!("holding ({consecutive}), cooling down")
+                }
+                Verdict::Holding { consecutive, .. } => format!("holding ({consecutive} of {})", rule.consecutive),
+                Verdict::Fire { .. } => "FIRED".to_owned(),
+            };
+            rules.push(RuleOutcome { rule: rule.name.clone(), metric: rule.metric.clone(), value, verdict: shown });
+            if let Verdict::Fire { value, message } = verdict {
+                let alert = Alert {
+                    id: 0,
+                    deployment: deployment.to_owned(),
+                    rule: rule.name.clone(),
+                    metric: rule.metric.clone(),
+                    value,
+                    comparator: rule.op.as_str().to_owned(),
+                    threshold: rule.threshold,
+                    severity: rule.severity.as_str().to_owned(),
+                    fired_time: time,
+                    message: format!("{message} over the {w} of '{deployment}'"),
+                    action: rule.action.map(|a| a.as_str().to_owned()),
+                    action_status: None,
+                    action_detail: None,
+                };
+                let mut alert = self.db.record_alert(alert).await?;
+                tracing::warn!(target: "shipyard::alert", deployment, rule = %alert.rule, severity = %alert.severity, "{}", alert.message);
+                if let Some(action) = rule.action {
+                    let (status, detail) = match self.act(deployment, action, &alert.message).await {
+                        Ok(detail) => ("succeeded", detail),
+                        Err(e) => ("failed", e.to_string()),
+                    };
+                    tracing::warn!(target: "shipyard::alert", deployment, action = action.as_str(), status, "{detail}");
+                    self.db.record_alert_action(alert.id, status, &detail).await?;
+                    alert.action_status = Some(status.to_owned());
+                    alert.action_detail = Some(detail);
+                }
+                self.observer.fired(&alert);
+                for hook in &config.webhooks {
+                    let delivery = tokio::spawn(post_webhook(
+                        self.http.clone(),
+                        hook.url.clone(),
+                        hook.attempts,
+                        alert.clone(),
+                        report.values.clone(),
+                    ));
+                    let mut deliveries = self.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+                    deliveries.retain(|d| !d.is_finished());
+                    deliveries.push(delivery);
+                }
+                alerts.push(alert);
+            }
+        }
+        Ok(Evaluation {
+            deployment: deployment.to_owned(),
+            time,
+            windows: windows.into_iter().map(|(_, r)| r).collect(),
+            rules,
+            alerts,
+        })
+    }
+
+    /// A report of one window (the configured one unless `window` is given), with the
+    /// evaluation history and the alerts. Judges no rule.
+    pub async fn report(&self, deployment: &str, window: Option<Window>) -> Result<crate::report::Report> {
+        let config = match self.db.get_monitor(deployment).await? {
+            Some(_) => self.config(deployment).await?,
+            None => MonitorConfig::default(),
+        };
+        let reference = self.reference(deployment, &config).await?;
+        let window = window.unwrap_or(config.window);
+        let report = self.window(deployment, window, &config, reference, None).await?;
+        let history = self.db.evaluations(deployment, 0, 2_000).await?;
+        let alerts = self.db.alerts(Some(deployment), 500).await?;
+        Ok(crate::report::Report {
+            deployment: deployment.to_owned(),
+            generated: now_millis(),
+            window: report,
+            history,
+            alerts,
+        })
+    }
+
+    /// Waits for the webhook deliveries under way (a command waits before it exits).
+    pub async fn deliveries_done(&self) {
+        let pending: Vec<_> = std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|e| e.into_inner()));
+        for d in pending {
+            let _ = d.await;
+        }
+    }
+
+    /// Carries out `action` on `deployment`; returns what was done.
+    async fn act(&self, deployment: &str, action: Action, reason: &str) -> Result<String> {
+        let record = self.db.get_deployment(deployment).await?;
+        match action {
+            Action::Rollback => {
+                let primary =
+                    &record.spec.arms.first().ok_or_else(|| Error::invalid("the deployment has no arm"))?.target;
+                let Some(alias) = &primary.alias else {
+                    return Err(Error::invalid(format!(
+                        "the primary arm {primary} pins a version; only an alias can be rolled back"
+                    )));
+                };
+                let moved = self.db.rollback_alias(&primary.model, alias, ACTOR, Some(reason)).await?;
+                Ok(format!(
+                    "models:/{}@{alias} rolled back from version {} to version {}",
+                    primary.model,
+                    moved.from_version.as_deref().unwrap_or("-"),
+                    moved.to_version.as_deref().unwrap_or("-")
+                ))
+            }
+            Action::ZeroCanary => {
+                let mut spec = record.spec.clone();
+                if spec.arms.len() < 2 {
+                    return Err(Error::invalid(format!("deployment '{deployment}' has no canary arm")));
+                }
+                for (i, arm) in spec.arms.iter_mut().enumerate() {
+                    arm.weight = if i == 0 { 100 } else { 0 };
+                }
+                let updated = self.db.put_deployment(deployment, &spec).await?;
+                Ok(format!(
+                    "every request of '{deployment}' now goes to {} (revision {})",
+                    spec.arms[0].target, updated.revision
+                ))
+            }
+        }
+    }
+
+    /// Evaluates every monitored deployment when its interval has passed, checking each `tick`,
+    /// until the task is aborted.
+    pub fn schedule(self: Arc<Self>, tick: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut last: HashMap<String, std::time::Instant> = HashMap::new();
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let monitors = match self.db.list_monitors().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("monitors: cannot read the configurations: {e}");
+                        continue;
+                    }
+                };
+                for (deployment, text) in monitors {
+                    let interval = match MonitorConfig::from_yaml(&text, &deployment) {
+                        Ok(c) => Duration::from_secs(c.interval_seconds),
+                        Err(e) => {
+                            tracing::warn!("monitors of '{deployment}': {e}");
+                            continue;
+                        }
+                    };
+                    if last.get(&deployment).is_some_and(|t| t.elapsed() < interval) {
+                        continue;
+                    }
+                    last.insert(deployment.clone(), std::time::Instant::now());
+                    if let Err(e) = self.evaluate(&deployment).await {
+                        tracing::warn!("monitors of '{deployment}' could not be evaluated: {e}");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// POSTs `alert` as JSON to `url`, retrying with exponential backoff (250 ms, 500 ms, ...) until
+/// a 2xx answer or `attempts` tries.
+async fn post_webhook(http: reqwest::Client, url: String, attempts: u32, alert: Alert, values: BTreeMap<String, f64>) {
+    let body = serde_json::json!({
+        "source": "shipyard",
+        "status": "firing",
+        "alert": alert,
+        "values": values,
+    });
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=attempts.max(1) {
+        match http.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::warn!("webhook {url}: attempt {attempt} answered {}", r.status()),
+            Err(e) => tracing::warn!("webhook {url}: attempt {attempt} failed: {e}"),
+        }
+        if attempt < attempts {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    tracing::error!("webhook {url}: alert {} not delivered after {attempts} attempts", alert.id);
+}

@@ -1,0 +1,458 @@
+//! One window of the prediction log, folded page by page into every monitor's value.
+//!
+//! [`WindowAccumulator::push`] takes pages of logged rows (newest first, as the store returns
+//! them) and keeps only what the monitors need: the features as drift samples, the answers,
+//! per-request latency, and the labelled rows. [`WindowAccumulator::finish`] runs the tests:
+//! - data drift per feature against the reference (the training profile), with
+//!   `shipyard_data::drift` (Evidently's test choice, scipy's numbers);
+//! - prediction drift: the answers against the training target;
+//! - prediction statistics (the seed's mean, std, min, max);
+//! - performance on rows with ground truth (`shipyard_train::metrics`, scikit-learn's
+//!   definitions);
+//! - fairness across the groups of the sensitive column (`shipyard_promotion::fairness`,
+//!   fairlearn's definitions);
+//! - latency percentiles, throughput and error rate over requests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, StringArray};
+use serde::Serialize;
+use shipyard_core::monitoring::LoggedPrediction;
+use shipyard_data::columns::{ColumnSample, number_label};
+use shipyard_data::drift::{self, ColumnDrift, DriftOptions, DriftReport, TableSample};
+use shipyard_promotion::fairness::{self, FairnessReport};
+
+use crate::config::Window;
+
+/// Every monitor value a rule can name, besides the per-feature `drift_score.<column>` and
+/// `drifted.<column>`.
+pub const METRICS: &[&str] = &[
+    "rows",
+    "requests",
+    "error_rate",
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "prediction_mean",
+    "prediction_std",
+    "prediction_min",
+    "prediction_max",
+    "drift_share",
+    "drifted_features",
+    "prediction_drift",
+    "prediction_drift_score",
+    "labeled_rows",
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "f1_weighted",
+    "rmse",
+    "mae",
+    "r2",
+    "demographic_parity_difference",
+    "equal_opportunity_difference",
+    "disparate_impact_ratio",
+];
+
+/// Whether `name` is a monitor value.
+pub fn is_metric(name: &str) -> bool {
+    METRICS.contains(&name)
+        || name.strip_prefix("drift_score.").or_else(|| name.strip_prefix("drifted.")).is_some_and(|c| !c.is_empty())
+}
+
+/// Values that need ground truth (a rule on them waits for `min_rows` labelled rows).
+pub fn needs_labels(metric: &str) -> bool {
+    matches!(
+        metric,
+        "accuracy"
+            | "precision_macro"
+            | "recall_macro"
+            | "f1_macro"
+            | "f1_weighted"
+            | "rmse"
+            | "mae"
+            | "r2"
+            | "demographic_parity_difference"
+            | "equal_opportunity_difference"
+            | "disparate_impact_ratio"
+    )
+}
+
+/// What the window is compared with: the training rows' profile, split into the features and
+/// the target.
+pub struct Reference {
+    /// Where it came from, for reports (`models:/churn/2 training profile`).
+    pub source: String,
+    pub features: TableSample,
+    pub target: Option<(String, TableSample)>,
+}
+
+impl Reference {
+    /// Splits `sample` (every column of the training table) into features and `target`.
+    pub fn new(source: String, sample: TableSample, target: Option<&str>) -> Reference {
+        let rows = sample.rows;
+        let (target_cols, features): (Vec<_>, Vec<_>) =
+            sample.columns.into_iter().partition(|(name, _)| Some(name.as_str()) == target);
+        let target = target_cols
+            .into_iter()
+            .next()
+            .map(|(name, c)| (name.clone(), TableSample { rows, columns: vec![(name, c)] }));
+        Reference { source, features: TableSample { rows, columns: features }, target }
+    }
+}
+
+/// What the fairness monitors need to know.
+#[derive(Debug, Clone, Default)]
+pub struct FairnessSettings {
+    pub sensitive_column: Option<String>,
+    pub positive_label: Option<String>,
+}
+
+/// The outcome of one window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    pub window: String,
+    pub rows: u64,
+    pub requests: u64,
+    /// Milliseconds since the epoch of the oldest and newest row.
+    pub from_time: Option<i64>,
+    pub to_time: Option<i64>,
+    /// Every value computed, by name (see [`METRICS`]).
+    pub values: BTreeMap<String, f64>,
+    pub reference: String,
+    pub drift: Option<DriftReport>,
+    pub prediction_drift: Option<ColumnDrift>,
+    pub fairness: Option<FairnessReport>,
+    /// Monitors that could not be computed, and why.
+    pub notes: Vec<String>,
+}
+
+/// A labelled row: the actual and predicted values, and the row's group.
+enum Labelled {
+    Classes(Vec<(String, String, Option<String>)>),
+    Values(Vec<(f64, f64)>),
+}
+
+/// Folds pages of logged rows into a window's monitors.
+pub struct WindowAccumulator {
+    window: Window,
+    reference: Arc<Reference>,
+    fairness: FairnessSettings,
+    features: TableSample,
+    predictions: Option<TableSample>,
+    /// Numeric answers (or scores), for the prediction statistics.
+    answers: Vec<f64>,
+    /// Per request (its first row), in milliseconds.
+    latencies: Vec<f64>,
+    rows: u64,
+    requests: u64,
+    errors: u64,
+    from_time: Option<i64>,
+    to_time: Option<i64>,
+    labelled: Option<Labelled>,
+    notes: Vec<String>,
+    /// The oldest row id seen, to page on.
+    pub oldest_id: Option<i64>,
+}
+
+/// An empty sample shaped like `like` (numbers stay numbers, labels labels).
+fn empty_like(like: &ColumnSample) -> ColumnSample {
+    use arrow_schema::DataType;
+    match like {
+        ColumnSample::Numbers { integer: true, .. } => ColumnSample::new(&DataType::Int64),
+        ColumnSample::Numbers { .. } => ColumnSample::new(&DataType::Float64),
+        ColumnSample::Labels { .. } => ColumnSample::new(&DataType::Utf8),
+        ColumnSample::Other { .. } => ColumnSample::new(&DataType::Binary),
+    }
+}
+
+/// A JSON value as a number: numbers, numeric text, booleans as 0/1; else missing.
+fn as_number(v: Option<&serde_json::Value>) -> Option<f64> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
+/// A JSON value as a category label, as the data layer labels the same value in a table.
+pub fn as_label(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => n.as_f64().map(number_label),
+        serde_json::Value::Bool(b) => Some(if *b { "true" } else { "false" }.to_owned()),
+        _ => None,
+    }
+}
+
+/// One column of values, as the sample `like` takes them.
+fn column_of(like: &ColumnSample, values: &[Option<&serde_json::Value>]) -> ArrayRef {
+    match like {
+        ColumnSample::Labels { .. } => Arc::new(values.iter().map(|v| as_label(*v)).collect::<StringArray>()),
+        _ => Arc::new(values.iter().map(|v| as_number(*v)).collect::<Float64Array>()),
+    }
+}
+
+impl WindowAccumulator {
+    pub fn new(window: Window, reference: Arc<Reference>, fairness: FairnessSettings) -> WindowAccumulator {
+        let features = TableSample {
+            rows: 0,
+            columns: reference.features.columns.iter().map(|(n, c)| (n.clone(), empty_like(c))).collect(),
+        };
+        let predictions = reference.target.as_ref().map(|(_, t)| TableSample {
+            rows: 0,
+            columns: t.columns.iter().map(|(n, c)| (n.clone(), empty_like(c))).collect(),
+        });
+        WindowAccumulator {
+            window,
+            reference,
+            fairness,
+            features,
+            predictions,
+            answers: Vec::new(),
+            latencies: Vec::new(),
+            rows: 0,
+            requests: 0,
+            errors: 0,
+            from_time: None,
+            to_time: None,
+            labelled: None,
+            notes: Vec::new(),
+            oldest_id: None,
+        }
+    }
+
+    /// Rows folded so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Folds one page of rows.
+    pub fn push(&mut self, page: &[LoggedPrediction]) {
+        let mut inputs: Vec<Option<serde_json::Map<String, serde_json::Value>>> = Vec::with_capacity(page.len());
+        let mut answers: Vec<Option<serde_json::Value>> = Vec::with_capacity(page.len());
+        for p in page {
+            let r = &p.record;
+            self.rows += 1;
+            self.oldest_id = Some(self.oldest_id.map_or(p.id, |o| o.min(p.id)));
+            self.from_time = Some(self.from_time.map_or(r.time, |t| t.min(r.time)));
+            self.to_time = Some(self.to_time.map_or(r.time, |t| t.max(r.time)));
+            if r.row == 0 {
+                self.requests += 1;
+                self.latencies.push(r.latency_us as f64 / 1000.0);
+                if r.status >= 400 {
+                    self.errors += 1;
+                }
+            }
+            if r.status >= 400 {
+                continue;
+            }
+            let row_inputs = r.inputs.as_deref().and_then(|t| serde_json::from_str(t).ok());
+            let answer: Option<serde_json::Value> = r.prediction.as_deref().and_then(|t| serde_json::from_str(t).ok());
+            match as_number(answer.as_ref()).or(r.score) {
+                Some(v) if v.is_finite() => self.answers.push(v),
+                _ => {}
+            }
+            if let Some(actual) = p.actual.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) {
+                self.label(&actual, answer.as_ref(), row_inputs.as_ref());
+            }
+            inputs.push(row_inputs);
+            answers.push(answer);
+        }
+        for (name, sample) in &mut self.features.columns {
+            let values: Vec<Option<&serde_json::Value>> =
+                inputs.iter().map(|row| row.as_ref().and_then(|m| m.get(name.as_str()))).collect();
+            // Cannot fail: the array is made for the sample's own kind.
+            let _ = sample.push(&column_of(sample, &values));
+        }
+        self.features.rows += inputs.len() as u64;
+        if let Some(p) = &mut self.predictions {
+            p.rows += answers.len() as u64;
+            for (_, sample) in &mut p.columns {
+                let values: Vec<Option<&serde_json::Value>> = answers.iter().map(Option::as_ref).collect();
+                let _ = sample.push(&column_of(sample, &values));
+            }
+        }
+    }
+
+    fn label(
+        &mut self,
+        actual: &serde_json::Value,
+        answer: Option<&serde_json::Value>,
+        inputs: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) {
+        let classes = matches!(answer, Some(serde_json::Value::String(_)));
+        let group = || {
+            let column = self.fairness.sensitive_column.as_deref()?;
+            as_label(inputs?.get(column))
+        };
+        match (
+            self.labelled.get_or_insert_with(|| {
+                if classes { Labelled::Classes(Vec::new()) } else { Labelled::Values(Vec::new()) }
+            }),
+            classes,
+        ) {
+            (Labelled::Classes(rows), true) => {
+                if let (Some(a), Some(p)) = (as_label(Some(actual)), as_label(answer)) {
+                    let g = group();
+                    rows.push((a, p, g));
+                }
+            }
+            (Labelled::Values(rows), false) => {
+                if let (Some(a), Some(p)) = (as_number(Some(actual)), as_number(answer)) {
+                    rows.push((a, p));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs the tests and returns every value. CPU work: call it off the async reactor.
+    pub fn finish(mut self, drift_threshold: Option<f64>) -> WindowReport {
+        let mut values = BTreeMap::new();
+        let mut put = |k: &str, v: f64| {
+            if v.is_finite() {
+                values.insert(k.to_owned(), v);
+            }
+        };
+        put("rows", self.rows as f64);
+        put("requests", self.requests as f64);
+        if self.requests > 0 {
+            put("error_rate", self.errors as f64 / self.requests as f64);
+            let span_s = match self.window {
+                Window::Minutes(m) => m as f64 * 60.0,
+                Window::Last(_) => (self.to_time.unwrap_or(0) - self.from_time.unwrap_or(0)).max(1000) as f64 / 1000.0,
+            };
+            put("throughput_rps", self.requests as f64 / span_s);
+            self.latencies.sort_unstable_by(f64::total_cmp);
+            for (name, q) in [("latency_p50_ms", 0.5), ("latency_p95_ms", 0.95), ("latency_p99_ms", 0.99)] {
+                put(name, shipyard_data::profile::quantile_linear(&self.latencies, q));
+            }
+        }
+        if !self.answers.is_empty() {
+            let n = self.answers.len() as f64;
+            let mean = self.answers.iter().sum::<f64>() / n;
+            // The seed's `np.std`: the population standard deviation.
+            let var = self.answers.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            put("prediction_mean", mean);
+            put("prediction_std", var.sqrt());
+            put("prediction_min", self.answers.iter().copied().fold(f64::INFINITY, f64::min));
+            put("prediction_max", self.answers.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        }
+        let options = DriftOptions { threshold: drift_threshold, ..DriftOptions::default() };
+        let mut notes = std::mem::take(&mut self.notes);
+        let drift = if self.features.rows == 0 {
+            notes.push("drift: no answered rows in the window".to_owned());
+            None
+        } else {
+            self.features.finish();
+            match drift::compare(&self.reference.features, &self.features, &options) {
+                Ok(report) => {
+                    put("drift_share", report.share_drifted);
+                    put("drifted_features", report.drifted_columns as f64);
+                    for c in &report.columns {
+                        put(&format!("drift_score.{}", c.column), c.p_value.unwrap_or(c.statistic));
+                        put(&format!("drifted.{}", c.column), f64::from(u8::from(c.drift)));
+                    }
+                    Some(report)
+                }
+                Err(e) => {
+                    notes.push(format!("drift: {e}"));
+                    None
+                }
+            }
+        };
+        let prediction_drift = match (&self.reference.target, self.predictions.as_mut()) {
+            (Some((_, reference)), Some(current)) if current.rows > 0 => {
+                current.finish();
+                match drift::compare(reference, current, &options) {
+                    Ok(report) => report.columns.into_iter().next(),
+                    Err(e) => {
+                        notes.push(format!("prediction drift: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, _) => {
+                notes.push("prediction drift: the reference has no target column".to_owned());
+                None
+            }
+            _ => None,
+        };
+        if let Some(p) = &prediction_drift {
+            put("prediction_drift", f64::from(u8::from(p.drift)));
+            put("prediction_drift_score", p.p_value.unwrap_or(p.statistic));
+        }
+        let mut fairness_report = None;
+        match self.labelled.take() {
+            None => {
+                put("labeled_rows", 0.0);
+                notes.push("performance: no ground truth in the window yet".to_owned());
+            }
+            Some(Labelled::Values(rows)) => {
+                put("labeled_rows", rows.len() as f64);
+                let (t, p): (Vec<f64>, Vec<f64>) = rows.into_iter().unzip();
+                if !t.is_empty() {
+                    let m = shipyard_train::metrics::regression(&t, &p);
+                    put("rmse", m.rmse);
+                    put("mae", m.mae);
+                    put("r2", m.r2);
+                }
+            }
+            Some(Labelled::Classes(rows)) => {
+                put("labeled_rows", rows.len() as f64);
+                let mut classes: Vec<&str> = rows.iter().flat_map(|(a, p, _)| [a.as_str(), p.as_str()]).collect();
+                classes.sort_unstable();
+                classes.dedup();
+                let index = |l: &str| classes.binary_search(&l).unwrap_or(0);
+                let t: Vec<usize> = rows.iter().map(|(a, _, _)| index(a)).collect();
+                let p: Vec<usize> = rows.iter().map(|(_, p, _)| index(p)).collect();
+                if !t.is_empty() {
+                    let m = shipyard_train::metrics::classification(&t, &p, None, classes.len());
+                    put("accuracy", m.accuracy);
+                    put("precision_macro", m.precision_macro);
+                    put("recall_macro", m.recall_macro);
+                    put("f1_macro", m.f1_macro);
+                    put("f1_weighted", m.f1_weighted);
+                }
+                if self.fairness.sensitive_column.is_some() {
+                    let positive =
+                        self.fairness.positive_label.clone().or_else(|| classes.get(1).map(|c| (*c).to_owned()));
+                    match positive {
+                        Some(positive) => {
+                            let actual: Vec<&str> = rows.iter().map(|(a, _, _)| a.as_str()).collect();
+                            let predicted: Vec<&str> = rows.iter().map(|(_, p, _)| p.as_str()).collect();
+                            let groups: Vec<Option<&str>> = rows.iter().map(|(_, _, g)| g.as_deref()).collect();
+                            fairness_report = fairness::assess(&actual, &predicted, &groups, &positive);
+                        }
+                        None => notes.push("fairness: fewer than two classes among the labelled rows".to_owned()),
+                    }
+                }
+            }
+        }
+        if let Some(f) = &fairness_report {
+            put("demographic_parity_difference", f.demographic_parity_difference);
+            put("equal_opportunity_difference", f.equal_opportunity_difference);
+            if let Some(r) = f.disparate_impact_ratio {
+                put("disparate_impact_ratio", r);
+            }
+        }
+        WindowReport {
+            window: self.window.to_string(),
+            rows: self.rows,
+            requests: self.requests,
+            from_time: self.from_time,
+            to_time: self.to_time,
+            values,
+            reference: self.reference.source.clone(),
+            drift,
+            prediction_drift,
+            fairness: fairness_report,
+            notes,
+        }
+    }
+}
