@@ -200,24 +200,34 @@ impl Monitor {
             if limit <= 0 {
                 break;
             }
-            let page = self
+            // Pages walk the log newest first by id. Time bounds are applied here, not in SQL:
+            // rows are logged in time order, so the first row older than the bound ends the
+            // window, where a SQL filter would scan every older row to fill its last page.
+            let mut page = self
                 .db
                 .prediction_page(PredictionPage {
                     deployment: deployment.to_owned(),
                     before_id: before,
-                    since_time: since,
+                    since_time: None,
                     limit,
                 })
                 .await?;
-            let len = page.len() as i64;
+            let full = page.len() as i64 == limit;
             before = page.last().map(|p| p.id);
-            acc = tokio::task::spawn_blocking(move || {
-                acc.push(&page);
-                acc
-            })
-            .await
-            .map_err(blocking_failed)?;
-            if len < limit {
+            let read = page.len();
+            if let Some(since) = since {
+                page.retain(|p| p.record.time >= since);
+            }
+            let ended = page.len() < read || !full;
+            if !page.is_empty() {
+                acc = tokio::task::spawn_blocking(move || {
+                    acc.push(&page);
+                    acc
+                })
+                .await
+                .map_err(blocking_failed)?;
+            }
+            if ended {
                 break;
             }
         }

@@ -300,7 +300,6 @@ const MIGRATIONS: &[Migration] = &[
             score DOUBLE PRECISION
         )",
             "CREATE INDEX predictions_by_deployment ON predictions (deployment, id)",
-            "CREATE INDEX predictions_by_time ON predictions (deployment, time)",
             "CREATE INDEX predictions_by_request ON predictions (request_id, row_index)",
             // Ground truth arrives later than its prediction and may be corrected: one row per
             // predicted row, replaced on a second report.
