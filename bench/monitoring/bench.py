@@ -10,7 +10,7 @@
     bench/data/gen.py's tables): the rows are sent through the server's /predict (1,000 requests
     of 1,000 rows) and logged; then `shipyard monitor report --window last:1000000 --format json`
     reads the window back and tests every feature against the model's training profile
-    (50,000 rows). Wall time and peak RSS of that process (median of REPEATS). Evidently 0.7
+    (50,000 rows, `reference: dataset:...` in its monitor configuration). Wall time and peak RSS of that process (median of REPEATS). Evidently 0.7
     (DataDriftPreset) runs the same comparison on the same rows from CSV, in the same run:
     report time and peak RSS, and each feature's score and verdict beside Shipyard's.
 
@@ -112,6 +112,13 @@ def setup_home(shipyard, work, ref):
     run("models", "promote", "bench", "--version", "1", "--force", "--reason", "bench")
     for name in ["load-api", "drift-api"]:
         run("deploy", name, "--model", "models:/bench@production")
+    # (b) compares the window with the training table itself (all 50,000 rows, exact), as
+    # Evidently is given it, rather than with the training profile (the rows after the
+    # train/test split, sketched).
+    run("data", "add", train, "--name", "bench-train")
+    config = os.path.join(work, "monitors.yaml")
+    open(config, "w").write("monitors: 1\nreference: dataset:bench-train@1\n")
+    run("monitor", "configure", "--deployment", "drift-api", "--config", config)
     return home
 
 

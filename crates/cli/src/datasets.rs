@@ -60,7 +60,7 @@ impl DatasetStoreArgs {
         })
     }
 
-    fn cache_dir(&self) -> PathBuf {
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.home.home.join("cache").join("datasets")
     }
 }
@@ -86,17 +86,7 @@ pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Re
 
 /// `NAME` or `NAME@VERSION` (`@latest` too).
 pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
-    match text.rsplit_once('@') {
-        Some((name, "latest")) => Ok((name.to_owned(), None)),
-        Some((name, v)) => {
-            let version =
-                v.parse::<i64>().ok().filter(|v| *v > 0).with_context(|| {
-                    format!("'{text}': the version after '@' must be a positive number or 'latest'")
-                })?;
-            Ok((name.to_owned(), Some(version)))
-        }
-        None => Ok((text.to_owned(), None)),
-    }
+    Ok(shipyard_store::datasets::parse_reference(text)?)
 }
 
 /// A file argument resolved to a local path, with the dataset version when it named one.
@@ -109,7 +99,7 @@ pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf,
         let db = store.database().await?;
         let v = db.get_dataset_version(&name, version).await?;
         db.close().await;
-        let path = local_copy(&v, &store.cache_dir()).await?;
+        let path = v.local_copy(&store.cache_dir()).await?;
         Ok((path, Some(v)))
     })
 }
@@ -118,34 +108,6 @@ pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf,
 /// into `SHIPYARD_HOME/cache` when its artifact store is remote).
 pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
     Ok(resolve_dataset(arg, store)?.0)
-}
-
-/// A local path holding the version's bytes.
-async fn local_copy(v: &DatasetVersion, cache: &Path) -> Result<PathBuf> {
-    let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
-    if !root.contains("://") {
-        let path = Path::new(root).join(&v.artifact_path);
-        if path.is_file() {
-            return Ok(path);
-        }
-        bail!("dataset {}@{}: its file {} is missing", v.name, v.version, path.display());
-    }
-    let ext = Path::new(&v.artifact_path).extension().and_then(|e| e.to_str()).unwrap_or("bin");
-    let target = cache.join(format!("{}.{ext}", v.digest));
-    if target.is_file() {
-        return Ok(target);
-    }
-    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let artifacts = ArtifactStore::open(&v.artifact_root).await?;
-    let mut download = artifacts.get(&ArtifactPath::parse(&v.artifact_path)?).await?;
-    let tmp = tempfile::NamedTempFile::new_in(cache)?;
-    let mut file = tokio::fs::File::from_std(tmp.reopen()?);
-    while let Some(chunk) = download.stream.next().await {
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?).await?;
-    }
-    tokio::io::AsyncWriteExt::flush(&mut file).await?;
-    tmp.persist(&target).with_context(|| format!("writing {}", target.display()))?;
-    Ok(target)
 }
 
 /// MLflow's column types for a dataset's `mlflow_colspec` schema.

@@ -374,7 +374,8 @@ async fn run_server(args: ServerArgs) -> Result<()> {
             Some(s) => Arc::new(serve::GaugeObserver(s)),
             None => Arc::new(shipyard_monitor::Quiet),
         };
-        let monitor = Arc::new(shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, observer)?);
+        let cache = args.home.home.join("cache").join("datasets");
+        let monitor = Arc::new(shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, cache, observer)?);
         Some(monitor.schedule(std::time::Duration::from_millis(args.monitor_tick_ms.max(10))))
     };
     shipyard_serving::serve(app, addr, shutdown_signal(), |bound| {

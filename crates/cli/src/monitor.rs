@@ -108,7 +108,7 @@ fn with_monitor<T>(store: &DatasetStoreArgs, work: impl AsyncFnOnce(&Monitor, &D
     block_on(async {
         let db = store.database().await?;
         let artifacts = ArtifactStore::open(&store.destination()).await?;
-        let monitor = Monitor::new(db.clone(), artifacts, Arc::new(Quiet))?;
+        let monitor = Monitor::new(db.clone(), artifacts, store.cache_dir(), Arc::new(Quiet))?;
         let outcome = work(&monitor, &db).await;
         monitor.deliveries_done().await;
         db.close().await;
@@ -129,6 +129,17 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
             let parsed = MonitorConfig::from_yaml(&text, &origin)?;
             with_database(&store, async |db| {
                 db.get_deployment(&deployment).await?;
+                match parsed.reference.as_deref() {
+                    None | Some("training") => {}
+                    Some(r) => match r.strip_prefix("dataset:") {
+                        Some(d) => {
+                            let (name, version) = shipyard_store::datasets::parse_reference(d)?;
+                            db.get_dataset_version(&name, version).await?;
+                        }
+                        None if !Path::new(r).is_file() => bail!("{origin}: reference: no file {r}"),
+                        None => {}
+                    },
+                }
                 db.put_monitor(&deployment, &text).await?;
                 Ok(())
             })?;

@@ -364,3 +364,41 @@ fn monitor_commands_and_feedback_refuse_bad_input() {
     let out = ok(shipyard(&home, &["monitor", "log", "--deployment", "churn-api", "--format", "json"]));
     assert!(!out.contains("\"actual\": \""), "a rejected batch left ground truth behind: {out}");
 }
+
+#[test]
+fn a_table_reference_and_a_time_window() {
+    let (dir, home) = home();
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(&reference, table(400, 5, 0.0)).unwrap();
+    let config = dir.path().join("monitors.yaml");
+    std::fs::write(
+        &config,
+        format!("monitors: 1\nwindow: {{minutes: 10}}\nreference: '{}'\ntarget: y\n", reference.display()),
+    )
+    .unwrap();
+    ok(shipyard(&home, &["monitor", "configure", "--deployment", "churn-api", "--config", config.to_str().unwrap()]));
+    let log = Arc::new(Mutex::new(String::new()));
+    let server = start(&home, &["server", "--no-monitors"], log);
+    send(&server.addr, &requests(60, 21, 0.0));
+    wait_for("the log", Duration::from_secs(5), || {
+        let out =
+            ok(shipyard(&home, &["monitor", "log", "--deployment", "churn-api", "--limit", "100", "--format", "json"]));
+        serde_json::from_str::<Value>(&out).unwrap()["predictions"].as_array().unwrap().len() == 60
+    });
+    let out = shipyard(&home, &["monitor", "evaluate", "--deployment", "churn-api", "--format", "json"]);
+    let evaluation: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let window = &evaluation["windows"][0];
+    assert_eq!(window["window"], "last 10 minutes");
+    assert_eq!(window["rows"], 60);
+    assert_eq!(window["reference"], reference.display().to_string());
+    assert_eq!(window["drift"]["reference_rows"], 400);
+    let tested: Vec<&str> =
+        window["drift"]["columns"].as_array().unwrap().iter().map(|c| c["column"].as_str().unwrap()).collect();
+    assert_eq!(tested, ["age", "income", "group"]);
+    assert!(window["prediction_drift"]["column"] == "y", "{window}");
+    // A missing reference file is refused when configured.
+    std::fs::write(&config, "monitors: 1\nreference: /no/such/file.csv\n").unwrap();
+    let out =
+        shipyard(&home, &["monitor", "configure", "--deployment", "churn-api", "--config", config.to_str().unwrap()]);
+    assert!(stderr(&out).contains("reference: no file /no/such/file.csv"), "{}", stderr(&out));
+}

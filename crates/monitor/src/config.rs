@@ -6,6 +6,7 @@
 //! monitors: 1
 //! window: {last: 1000}          # or {minutes: 60}
 //! interval_seconds: 60
+//! reference: dataset:churn@3    # default: the training profile of the primary version
 //! sensitive_column: gender
 //! positive_label: "1"
 //! rules:
@@ -243,6 +244,11 @@ pub struct MonitorConfig {
     /// Seconds between scheduled evaluations.
     #[serde(default = "sixty")]
     pub interval_seconds: u64,
+    /// What the traffic is compared with: `training` (the default: the profile `shipyard train`
+    /// stored of the primary version's training rows), `dataset:NAME[@VERSION]`, or a CSV or
+    /// Parquet file the server can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// The column of the training data the model predicts (default: the run's `target`
     /// parameter), for prediction drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,6 +295,7 @@ impl Default for MonitorConfig {
             monitors: 1,
             window: Window::default(),
             interval_seconds: sixty(),
+            reference: None,
             target: None,
             sensitive_column: None,
             positive_label: None,

@@ -72,13 +72,15 @@ pub async fn training_sample(artifacts: &ArtifactStore, run_root: &str) -> Resul
     TableSample::from_profile(&profile).map_err(|e| Error::invalid(format!("the training profile at {path}: {e}")))
 }
 
-/// A reference's model, version and target column.
+/// A reference's source (table or model version), the primary version, the target column.
 type ReferenceKey = (String, String, Option<String>);
 
 /// Monitors over one store.
 pub struct Monitor {
     db: Database,
     artifacts: ArtifactStore,
+    /// Where dataset versions from remote artifact stores are copied to be read.
+    cache: std::path::PathBuf,
     http: reqwest::Client,
     observer: Arc<dyn Observer>,
     /// Rule state by (deployment, rule).
@@ -93,7 +95,13 @@ fn blocking_failed(e: tokio::task::JoinError) -> Error {
 }
 
 impl Monitor {
-    pub fn new(db: Database, artifacts: ArtifactStore, observer: Arc<dyn Observer>) -> Result<Monitor> {
+    /// `cache` is where dataset versions in remote artifact stores are copied to be read.
+    pub fn new(
+        db: Database,
+        artifacts: ArtifactStore,
+        cache: std::path::PathBuf,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Monitor> {
         shipyard_store::artifacts::ensure_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -102,6 +110,7 @@ impl Monitor {
         Ok(Monitor {
             db,
             artifacts,
+            cache,
             http,
             observer,
             states: Mutex::new(HashMap::new()),
@@ -121,7 +130,9 @@ impl Monitor {
             .map_err(|e| Error::invalid(e.to_string()))
     }
 
-    /// The reference of `deployment` now: the training profile of its primary arm's version.
+    /// The reference of `deployment` now: the configured table or dataset version, else the
+    /// training profile of its primary arm's version. The target column is the configured one,
+    /// else the `target` parameter of that version's run.
     pub async fn reference(&self, deployment: &str, config: &MonitorConfig) -> Result<Arc<Reference>> {
         let record = self.db.get_deployment(deployment).await?;
         let primary = record
@@ -134,29 +145,63 @@ impl Monitor {
         let version = self.db.resolve_model_ref(&primary).await?.ok_or_else(|| {
             Error::invalid(format!("{primary} (the primary arm of '{deployment}') names no version now"))
         })?;
-        let key = (primary.model.clone(), version.clone(), config.target.clone());
+        let uri = format!("models:/{}/{version}", primary.model);
+        // What the reference is, resolved now (a dataset name without a version follows its latest).
+        let table = match config.reference.as_deref() {
+            None | Some("training") => None,
+            Some(r) => Some(match r.strip_prefix("dataset:") {
+                Some(d) => {
+                    let (name, v) = shipyard_store::datasets::parse_reference(d)?;
+                    let dv = self.db.get_dataset_version(&name, v).await?;
+                    (format!("dataset:{}@{}", dv.name, dv.version), Some(dv))
+                }
+                None => (r.to_owned(), None),
+            }),
+        };
+        let key =
+            (table.as_ref().map_or_else(|| uri.clone(), |(name, _)| name.clone()), uri.clone(), config.target.clone());
         if let Some(r) = self.references.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(r.clone());
         }
         let mv = self.db.get_model_version(&primary.model, &version).await?;
-        let run_id = mv.run_id.filter(|r| !r.is_empty()).ok_or_else(|| {
-            Error::invalid(format!(
-                "models:/{}/{version} has no run, so no training profile to compare the traffic with",
-                primary.model
-            ))
-        })?;
-        let run = self.db.get_run(&run_id).await?;
-        let target = config
-            .target
-            .clone()
-            .or_else(|| run.data.params.iter().find(|p| p.key == "target").map(|p| p.value.clone()));
-        let sample = training_sample(&self.artifacts, &run.info.artifact_uri).await.map_err(|e| {
-            Error::invalid(format!(
-                "models:/{}/{version}: no usable training profile on run {run_id} ({e})",
-                primary.model
-            ))
-        })?;
-        let source = format!("training profile of models:/{}/{version}", primary.model);
+        let run = match mv.run_id.filter(|r| !r.is_empty()) {
+            Some(id) => Some(self.db.get_run(&id).await?),
+            None => None,
+        };
+        let target = config.target.clone().or_else(|| {
+            run.as_ref().and_then(|r| r.data.params.iter().find(|p| p.key == "target").map(|p| p.value.clone()))
+        });
+        let (source, sample) = match table {
+            None => {
+                let run = run.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{uri} has no run, so no training profile to compare the traffic with: set `reference`"
+                    ))
+                })?;
+                let sample = training_sample(&self.artifacts, &run.info.artifact_uri).await.map_err(|e| {
+                    Error::invalid(format!("{uri}: no usable training profile on run {} ({e})", run.info.run_uuid))
+                })?;
+                (format!("training profile of {uri}"), sample)
+            }
+            Some((name, dataset)) => {
+                let path = match dataset {
+                    Some(dv) => dv.local_copy(&self.cache).await?,
+                    None => std::path::PathBuf::from(&name),
+                };
+                let read = {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut table = shipyard_data::table::Table::open(&path, &Default::default())?;
+                        TableSample::read(&mut table)
+                    })
+                };
+                let sample = read
+                    .await
+                    .map_err(blocking_failed)?
+                    .map_err(|e| Error::invalid(format!("the monitors' reference {name}: {e}")))?;
+                (name, sample)
+            }
+        };
         let reference = Arc::new(Reference::new(source, sample, target.as_deref()));
         self.references.lock().unwrap_or_else(|e| e.into_inner()).insert(key, reference.clone());
         Ok(reference)
@@ -190,11 +235,15 @@ impl Monitor {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let mut acc = WindowAccumulator::new(window, reference, fairness);
+        // The next page is read from the store while the previous one is folded on the
+        // blocking pool.
+        let mut idle = Some(WindowAccumulator::new(window, reference, fairness));
+        let mut folding: Option<tokio::task::JoinHandle<WindowAccumulator>> = None;
+        let mut taken: u64 = 0;
         let mut before = None;
         loop {
             let limit = match window {
-                Window::Last(n) => PAGE_ROWS.min(i64::try_from(n.saturating_sub(acc.rows())).unwrap_or(i64::MAX)),
+                Window::Last(n) => PAGE_ROWS.min(i64::try_from(n.saturating_sub(taken)).unwrap_or(i64::MAX)),
                 Window::Minutes(_) => PAGE_ROWS,
             };
             if limit <= 0 {
@@ -219,18 +268,25 @@ impl Monitor {
                 page.retain(|p| p.record.time >= since);
             }
             let ended = page.len() < read || !full;
+            taken += page.len() as u64;
             if !page.is_empty() {
-                acc = tokio::task::spawn_blocking(move || {
+                let mut acc = match folding.take() {
+                    Some(f) => f.await.map_err(blocking_failed)?,
+                    None => idle.take().ok_or_else(|| Error::Internal("the window was lost".to_owned()))?,
+                };
+                folding = Some(tokio::task::spawn_blocking(move || {
                     acc.push(&page);
                     acc
-                })
-                .await
-                .map_err(blocking_failed)?;
+                }));
             }
             if ended {
                 break;
             }
         }
+        let acc = match folding {
+            Some(f) => f.await.map_err(blocking_failed)?,
+            None => idle.ok_or_else(|| Error::Internal("the window was lost".to_owned()))?,
+        };
         let threshold = config.drift_threshold;
         tokio::task::spawn_blocking(move || acc.finish(threshold)).await.map_err(blocking_failed)
     }

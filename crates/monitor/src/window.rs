@@ -13,7 +13,7 @@
 //!   fairlearn's definitions);
 //! - latency percentiles, throughput and error rate over requests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, StringArray};
@@ -141,6 +141,11 @@ pub struct WindowAccumulator {
     window: Window,
     reference: Arc<Reference>,
     fairness: FairnessSettings,
+    /// The slot of each input column read: the features in order, then the sensitive column
+    /// when it is not a feature.
+    slots: HashMap<String, usize>,
+    /// The sensitive column's slot.
+    group_slot: Option<usize>,
     features: TableSample,
     predictions: Option<TableSample>,
     /// Numeric answers (or scores), for the prediction statistics.
@@ -190,10 +195,68 @@ pub fn as_label(v: Option<&serde_json::Value>) -> Option<String> {
 }
 
 /// One column of values, as the sample `like` takes them.
-fn column_of(like: &ColumnSample, values: &[Option<&serde_json::Value>]) -> ArrayRef {
+fn column_of(like: &ColumnSample, values: &[Option<serde_json::Value>]) -> ArrayRef {
     match like {
-        ColumnSample::Labels { .. } => Arc::new(values.iter().map(|v| as_label(*v)).collect::<StringArray>()),
-        _ => Arc::new(values.iter().map(|v| as_number(*v)).collect::<Float64Array>()),
+        ColumnSample::Labels { .. } => Arc::new(values.iter().map(|v| as_label(v.as_ref())).collect::<StringArray>()),
+        _ => Arc::new(values.iter().map(|v| as_number(v.as_ref())).collect::<Float64Array>()),
+    }
+}
+
+/// Reads one row's inputs (a JSON object) into `cells`, by the slot `index` gives each wanted
+/// column, without building a map: keys are looked up as they are read, other columns skipped.
+struct Cells<'a> {
+    index: &'a HashMap<String, usize>,
+    cells: &'a mut [Option<serde_json::Value>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Cells<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Cells<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of column to value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(slot) = map.next_key_seed(Slot(self.index))? {
+            match slot {
+                Some(i) => self.cells[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key, read as the slot of its column (`None`: not wanted).
+struct Slot<'a>(&'a HashMap<String, usize>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Slot<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Slot<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.get(key).copied())
     }
 }
 
@@ -203,6 +266,12 @@ impl WindowAccumulator {
             rows: 0,
             columns: reference.features.columns.iter().map(|(n, c)| (n.clone(), empty_like(c))).collect(),
         };
+        let mut slots: HashMap<String, usize> =
+            features.columns.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let group_slot = fairness.sensitive_column.as_ref().map(|c| {
+            let next = slots.len();
+            *slots.entry(c.clone()).or_insert(next)
+        });
         let predictions = reference.target.as_ref().map(|(_, t)| TableSample {
             rows: 0,
             columns: t.columns.iter().map(|(n, c)| (n.clone(), empty_like(c))).collect(),
@@ -211,6 +280,8 @@ impl WindowAccumulator {
             window,
             reference,
             fairness,
+            slots,
+            group_slot,
             features,
             predictions,
             answers: Vec::new(),
@@ -233,8 +304,11 @@ impl WindowAccumulator {
 
     /// Folds one page of rows.
     pub fn push(&mut self, page: &[LoggedPrediction]) {
-        let mut inputs: Vec<Option<serde_json::Map<String, serde_json::Value>>> = Vec::with_capacity(page.len());
+        let width = self.slots.len();
+        // One column of cells per input slot, filled row by row.
+        let mut columns: Vec<Vec<Option<serde_json::Value>>> = vec![Vec::with_capacity(page.len()); width];
         let mut answers: Vec<Option<serde_json::Value>> = Vec::with_capacity(page.len());
+        let mut cells: Vec<Option<serde_json::Value>> = vec![None; width];
         for p in page {
             let r = &p.record;
             self.rows += 1;
@@ -251,45 +325,42 @@ impl WindowAccumulator {
             if r.status >= 400 {
                 continue;
             }
-            let row_inputs = r.inputs.as_deref().and_then(|t| serde_json::from_str(t).ok());
+            cells.iter_mut().for_each(|c| *c = None);
+            if let Some(text) = r.inputs.as_deref() {
+                let mut de = serde_json::Deserializer::from_str(text);
+                // A row the log could not have written is read as all missing.
+                let _ =
+                    serde::de::DeserializeSeed::deserialize(Cells { index: &self.slots, cells: &mut cells }, &mut de);
+            }
             let answer: Option<serde_json::Value> = r.prediction.as_deref().and_then(|t| serde_json::from_str(t).ok());
             match as_number(answer.as_ref()).or(r.score) {
                 Some(v) if v.is_finite() => self.answers.push(v),
                 _ => {}
             }
             if let Some(actual) = p.actual.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) {
-                self.label(&actual, answer.as_ref(), row_inputs.as_ref());
+                let group = self.group_slot.and_then(|i| as_label(cells[i].as_ref()));
+                self.label(&actual, answer.as_ref(), group);
             }
-            inputs.push(row_inputs);
+            for (column, cell) in columns.iter_mut().zip(cells.iter_mut()) {
+                column.push(cell.take());
+            }
             answers.push(answer);
         }
-        for (name, sample) in &mut self.features.columns {
-            let values: Vec<Option<&serde_json::Value>> =
-                inputs.iter().map(|row| row.as_ref().and_then(|m| m.get(name.as_str()))).collect();
+        for ((_, sample), column) in self.features.columns.iter_mut().zip(&columns) {
             // Cannot fail: the array is made for the sample's own kind.
-            let _ = sample.push(&column_of(sample, &values));
+            let _ = sample.push(&column_of(sample, column));
         }
-        self.features.rows += inputs.len() as u64;
+        self.features.rows += answers.len() as u64;
         if let Some(p) = &mut self.predictions {
             p.rows += answers.len() as u64;
             for (_, sample) in &mut p.columns {
-                let values: Vec<Option<&serde_json::Value>> = answers.iter().map(Option::as_ref).collect();
-                let _ = sample.push(&column_of(sample, &values));
+                let _ = sample.push(&column_of(sample, &answers));
             }
         }
     }
 
-    fn label(
-        &mut self,
-        actual: &serde_json::Value,
-        answer: Option<&serde_json::Value>,
-        inputs: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) {
+    fn label(&mut self, actual: &serde_json::Value, answer: Option<&serde_json::Value>, group: Option<String>) {
         let classes = matches!(answer, Some(serde_json::Value::String(_)));
-        let group = || {
-            let column = self.fairness.sensitive_column.as_deref()?;
-            as_label(inputs?.get(column))
-        };
         match (
             self.labelled.get_or_insert_with(|| {
                 if classes { Labelled::Classes(Vec::new()) } else { Labelled::Values(Vec::new()) }
@@ -298,8 +369,7 @@ impl WindowAccumulator {
         ) {
             (Labelled::Classes(rows), true) => {
                 if let (Some(a), Some(p)) = (as_label(Some(actual)), as_label(answer)) {
-                    let g = group();
-                    rows.push((a, p, g));
+                    rows.push((a, p, group));
                 }
             }
             (Labelled::Values(rows), false) => {

@@ -305,8 +305,9 @@ fn answer_of(output: &Output, row: usize) -> (String, Option<f64>) {
                 [_, second] => Some(*second),
                 many => many.iter().copied().reduce(f64::max),
             };
-            let label = labels.get(row).map_or(String::new(), |l| l.clone());
-            (serde_json::Value::String(label).to_string(), score)
+            let mut answer = String::with_capacity(labels.get(row).map_or(2, |l| l.len() + 2));
+            push_json_string(&mut answer, labels.get(row).map_or("", String::as_str));
+            (answer, score)
         }
         Output::Values { columns, values } => {
             let c = (*columns).max(1);
@@ -341,8 +342,8 @@ fn inputs_json(batch: &RecordBatch, row: usize) -> String {
         out.push(':');
         let float = |out: &mut String, v: f64| {
             if v.is_finite() {
-                // serde_json's shortest round-trip form, as in the rest of the log.
-                out.push_str(&serde_json::Number::from_f64(v).map_or_else(|| "null".to_owned(), |n| n.to_string()));
+                // Rust's shortest round-trip form, written in place (no allocation per value).
+                _ = write!(out, "{v}");
             } else {
                 out.push_str("null");
             }

@@ -204,3 +204,60 @@ impl Database {
         .await
     }
 }
+
+/// `NAME` or `NAME@VERSION` (`@latest` too): a dataset reference without its `dataset:` prefix.
+pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
+    match text.rsplit_once('@') {
+        Some((name, "latest")) => Ok((name.to_owned(), None)),
+        Some((name, v)) => match v.parse::<i64>().ok().filter(|v| *v > 0) {
+            Some(version) => Ok((name.to_owned(), Some(version))),
+            None => {
+                Err(Error::invalid(format!("'{text}': the version after '@' must be a positive number or 'latest'")))
+            }
+        },
+        None => Ok((text.to_owned(), None)),
+    }
+}
+
+impl DatasetVersion {
+    /// A local path holding the version's bytes: the file itself in a local artifact store,
+    /// else a copy fetched once into `cache` (named by digest, written whole or not at all).
+    pub async fn local_copy(&self, cache: &std::path::Path) -> Result<std::path::PathBuf> {
+        use futures::StreamExt;
+        let root = self.artifact_root.strip_prefix("file://").unwrap_or(&self.artifact_root);
+        if !root.contains("://") {
+            let path = std::path::Path::new(root).join(&self.artifact_path);
+            if path.is_file() {
+                return Ok(path);
+            }
+            return Err(Error::not_found(format!(
+                "dataset {}@{}: its file {} is missing",
+                self.name,
+                self.version,
+                path.display()
+            )));
+        }
+        let io = |what: &str, e: std::io::Error| Error::Internal(format!("{what}: {e}"));
+        let ext = std::path::Path::new(&self.artifact_path).extension().and_then(|e| e.to_str()).unwrap_or("bin");
+        let target = cache.join(format!("{}.{ext}", self.digest));
+        if target.is_file() {
+            return Ok(target);
+        }
+        std::fs::create_dir_all(cache).map_err(|e| io(&format!("creating {}", cache.display()), e))?;
+        let artifacts = crate::ArtifactStore::open(&self.artifact_root).await?;
+        let path = shipyard_core::artifact_path::ArtifactPath::parse(&self.artifact_path)?;
+        let mut download = artifacts.get(&path).await?;
+        let tmp =
+            tempfile::NamedTempFile::new_in(cache).map_err(|e| io(&format!("writing in {}", cache.display()), e))?;
+        let file = tmp.reopen().map_err(|e| io("reopening a temporary file", e))?;
+        let mut file = tokio::fs::File::from_std(file);
+        while let Some(chunk) = download.stream.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
+                .await
+                .map_err(|e| io("writing a dataset copy", e))?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| io("writing a dataset copy", e))?;
+        tmp.persist(&target).map_err(|e| io(&format!("writing {}", target.display()), e.error))?;
+        Ok(target)
+    }
+}

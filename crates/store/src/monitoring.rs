@@ -22,23 +22,23 @@ pub struct PredictionPage {
     pub limit: i64,
 }
 
-fn prediction_from_row(r: &Row) -> Result<LoggedPrediction> {
+fn prediction_from_row(mut r: Row) -> Result<LoggedPrediction> {
     Ok(LoggedPrediction {
         id: r.get("id")?,
         record: PredictionRecord {
-            deployment: r.get("deployment")?,
-            request_id: r.get("request_id")?,
+            deployment: r.take("deployment")?,
+            request_id: r.take("request_id")?,
             row: r.get("row_index")?,
             time: r.get("time")?,
-            model: r.get("model")?,
-            version: r.get("version")?,
+            model: r.take("model")?,
+            version: r.take("version")?,
             status: r.get("status")?,
             latency_us: r.get("latency_us")?,
-            inputs: r.get("inputs")?,
-            prediction: r.get("prediction")?,
+            inputs: r.take("inputs")?,
+            prediction: r.take("prediction")?,
             score: r.get("score")?,
         },
-        actual: r.get("actual")?,
+        actual: r.take("actual")?,
     })
 }
 
@@ -124,7 +124,7 @@ impl Database {
                 }
                 let l = sql.arg(page.limit.max(1));
                 sql.push(" ORDER BY p.id DESC LIMIT ").push(&l);
-                c.fetch_all(sql).await?.iter().map(prediction_from_row).collect()
+                c.fetch_all(sql).await?.into_iter().map(prediction_from_row).collect()
             })
         })
         .await
@@ -141,7 +141,7 @@ impl Database {
                      WHERE p.request_id = $1 ORDER BY p.row_index, p.id",
                     [id.into()],
                 );
-                c.fetch_all(sql).await?.iter().map(prediction_from_row).collect()
+                c.fetch_all(sql).await?.into_iter().map(prediction_from_row).collect()
             })
         })
         .await

@@ -212,6 +212,19 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// The value of column `name` as `T`, moved out of the row (which then holds NULL there):
+    /// for large text read once, without a copy.
+    pub(crate) fn take<T: FromValue>(&mut self, name: &str) -> Result<T> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| Error::Internal(format!("no column {name} in the result")))?;
+        let value = std::mem::replace(&mut self.values[i], Value::Null);
+        T::from_value(value)
+            .ok_or_else(|| Error::Internal(format!("column {name} does not hold a {}", std::any::type_name::<T>())))
+    }
+
     /// The value of column `name` as `T`.
     pub(crate) fn get<T: FromValue>(&self, name: &str) -> Result<T> {
         let i = self
