@@ -10,7 +10,7 @@
 # Builds the release binary; installs wrk with apt-get when missing (as root); makes or reuses the
 # Evidently venv of bench/data (scripts/venv.sh, pinned requirements-evidently.txt). Results go
 # to bench/results/monitoring-<date>.json and a markdown table on stdout. A full run takes about
-# 6 minutes on 2 cores (six 15 s loads, a million rows logged, three window reads, Evidently);
+# 8 minutes on 2 cores (ten 10 s loads, a million rows logged, three window reads, Evidently);
 # --quick about 2.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

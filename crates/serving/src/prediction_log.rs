@@ -342,8 +342,16 @@ fn inputs_json(batch: &RecordBatch, row: usize) -> String {
         out.push(':');
         let float = |out: &mut String, v: f64| {
             if v.is_finite() {
-                // Rust's shortest round-trip form, written in place (no allocation per value).
-                _ = write!(out, "{v}");
+                // serde_json's shortest round-trip form, formatted on the stack.
+                let mut digits = [0u8; 32];
+                let mut cursor = std::io::Cursor::new(&mut digits[..]);
+                match serde_json::to_writer(&mut cursor, &v) {
+                    Ok(()) => {
+                        let n = cursor.position() as usize;
+                        out.push_str(std::str::from_utf8(&digits[..n]).unwrap_or("null"));
+                    }
+                    Err(_) => _ = write!(out, "{v}"),
+                }
             } else {
                 out.push_str("null");
             }
