@@ -180,7 +180,7 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
             Ok(crate::Outcome::Success)
         }
         MonitorCommand::Log { deployment, limit, format, store } => {
-            let page = PredictionPage { deployment: deployment.clone(), before_id: None, since_time: None, limit };
+            let page = PredictionPage { deployment: deployment.clone(), before_id: None, limit };
             let rows = with_database(&store, async |db| Ok(db.prediction_page(page).await?))?;
             match format {
                 Format::Json => {
@@ -226,13 +226,7 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
                                 a.rule.clone(),
                                 a.severity.clone(),
                                 a.message.clone(),
-                                match (&a.action, &a.action_status) {
-                                    (Some(action), Some(status)) => {
-                                        format!("{action} {status}: {}", a.action_detail.as_deref().unwrap_or(""))
-                                    }
-                                    (Some(action), None) => action.clone(),
-                                    _ => String::new(),
-                                },
+                                a.action_summary(),
                             ]
                         })
                         .collect();
@@ -313,8 +307,8 @@ fn print_evaluation(e: &shipyard_monitor::Evaluation) {
     print_table(&["RULE", "METRIC", "VALUE", "VERDICT"], &rows);
     for a in &e.alerts {
         outln!("ALERT [{}] {}", a.severity, a.message);
-        if let (Some(action), Some(status)) = (&a.action, &a.action_status) {
-            outln!("  action {action} {status}: {}", a.action_detail.as_deref().unwrap_or(""));
+        if a.action.is_some() {
+            outln!("  action {}", a.action_summary());
         }
     }
 }

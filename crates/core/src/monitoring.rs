@@ -84,3 +84,16 @@ pub struct Alert {
     /// What the action did, or why it failed.
     pub action_detail: Option<String>,
 }
+
+impl Alert {
+    /// The action and its outcome in one line (`rollback succeeded: ...`); empty without one.
+    pub fn action_summary(&self) -> String {
+        match (&self.action, &self.action_status) {
+            (Some(action), Some(status)) => {
+                format!("{action} {status}: {}", self.action_detail.as_deref().unwrap_or(""))
+            }
+            (Some(action), None) => action.clone(),
+            _ => String::new(),
+        }
+    }
+}

@@ -184,13 +184,7 @@ pub fn html(report: &Report) -> String {
              <th>Action</th></tr></thead><tbody>",
         );
         for a in &report.alerts {
-            let action = match (&a.action, &a.action_status) {
-                (Some(action), Some(status)) => {
-                    format!("{action} {status}: {}", a.action_detail.as_deref().unwrap_or(""))
-                }
-                (Some(action), None) => action.clone(),
-                _ => String::new(),
-            };
+            let action = a.action_summary();
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",

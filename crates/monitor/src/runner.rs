@@ -72,6 +72,12 @@ pub async fn training_sample(artifacts: &ArtifactStore, run_root: &str) -> Resul
     TableSample::from_profile(&profile).map_err(|e| Error::invalid(format!("the training profile at {path}: {e}")))
 }
 
+/// A stored configuration, parsed; errors name the deployment.
+fn parse_config(text: &str, deployment: &str) -> Result<MonitorConfig> {
+    MonitorConfig::from_yaml(text, &format!("the monitors of '{deployment}'"))
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
 /// A reference's source (table or model version), the primary version, the target column.
 type ReferenceKey = (String, String, Option<String>);
 
@@ -126,8 +132,7 @@ impl Monitor {
                 "deployment '{deployment}' has no monitors: `shipyard monitor configure --deployment {deployment}`"
             ))
         })?;
-        MonitorConfig::from_yaml(&text, &format!("the monitors of '{deployment}'"))
-            .map_err(|e| Error::invalid(e.to_string()))
+        parse_config(&text, deployment)
     }
 
     /// The reference of `deployment` now: the configured table or dataset version, else the
@@ -249,17 +254,11 @@ impl Monitor {
             if limit <= 0 {
                 break;
             }
-            // Pages walk the log newest first by id. Time bounds are applied here, not in SQL:
-            // rows are logged in time order, so the first row older than the bound ends the
-            // window, where a SQL filter would scan every older row to fill its last page.
+            // Pages walk the log newest first by id; the first row older than the time bound
+            // ends the window (see `PredictionPage`).
             let mut page = self
                 .db
-                .prediction_page(PredictionPage {
-                    deployment: deployment.to_owned(),
-                    before_id: before,
-                    since_time: None,
-                    limit,
-                })
+                .prediction_page(PredictionPage { deployment: deployment.to_owned(), before_id: before, limit })
                 .await?;
             let full = page.len() as i64 == limit;
             before = page.last().map(|p| p.id);
@@ -405,7 +404,7 @@ impl Monitor {
     /// evaluation history and the alerts. Judges no rule.
     pub async fn report(&self, deployment: &str, window: Option<Window>) -> Result<crate::report::Report> {
         let config = match self.db.get_monitor(deployment).await? {
-            Some(_) => self.config(deployment).await?,
+            Some(text) => parse_config(&text, deployment)?,
             None => MonitorConfig::default(),
         };
         let reference = self.reference(deployment, &config).await?;

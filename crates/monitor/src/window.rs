@@ -159,8 +159,6 @@ pub struct WindowAccumulator {
     to_time: Option<i64>,
     labelled: Option<Labelled>,
     notes: Vec<String>,
-    /// The oldest row id seen, to page on.
-    pub oldest_id: Option<i64>,
 }
 
 /// An empty sample shaped like `like` (numbers stay numbers, labels labels).
@@ -293,7 +291,6 @@ impl WindowAccumulator {
             to_time: None,
             labelled: None,
             notes: Vec::new(),
-            oldest_id: None,
         }
     }
 
@@ -312,7 +309,6 @@ impl WindowAccumulator {
         for p in page {
             let r = &p.record;
             self.rows += 1;
-            self.oldest_id = Some(self.oldest_id.map_or(p.id, |o| o.min(p.id)));
             self.from_time = Some(self.from_time.map_or(r.time, |t| t.min(r.time)));
             self.to_time = Some(self.to_time.map_or(r.time, |t| t.max(r.time)));
             if r.row == 0 {

@@ -86,6 +86,7 @@ impl Database {
         .await
     }
 
+    /// Deletes a deployment and its monitor configuration.
     pub async fn delete_deployment(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.write(move |c| {
@@ -94,6 +95,8 @@ impl Database {
                 if c.execute(sql).await? == 0 {
                     return Err(not_found(&name));
                 }
+                // Its monitors go with it (the log and the alerts stay, as history).
+                c.execute(c.stmt("DELETE FROM monitors WHERE deployment = $1", [name.as_str().into()])).await?;
                 Ok(())
             })
         })

@@ -13,12 +13,13 @@ use crate::sql::{Arg, Row};
 use crate::tracking::insert_rows;
 
 /// Which logged rows a page reads: a deployment's rows older than `before_id` (all when
-/// `None`) and not older than `since_time` (milliseconds), newest first.
+/// `None`), newest first. Time bounds are the reader's: the rows come in logging order, so the
+/// first row older than a bound ends a time window (a SQL filter on time would scan every older
+/// row to fill a page).
 #[derive(Debug, Clone)]
 pub struct PredictionPage {
     pub deployment: String,
     pub before_id: Option<i64>,
-    pub since_time: Option<i64>,
     pub limit: i64,
 }
 
@@ -117,10 +118,6 @@ impl Database {
                 if let Some(before) = page.before_id {
                     let b = sql.arg(before);
                     sql.push(" AND p.id < ").push(&b);
-                }
-                if let Some(since) = page.since_time {
-                    let s = sql.arg(since);
-                    sql.push(" AND p.time >= ").push(&s);
                 }
                 let l = sql.arg(page.limit.max(1));
                 sql.push(" ORDER BY p.id DESC LIMIT ").push(&l);
