@@ -36,6 +36,26 @@ pub struct DatasetStoreArgs {
 }
 
 impl DatasetStoreArgs {
+    /// The store under `home`, or at the given database and artifact root.
+    pub(crate) fn new(home: &Path, tracking_uri: Option<String>, artifacts_destination: Option<String>) -> Self {
+        DatasetStoreArgs { tracking_uri, artifacts_destination, home: HomeArgs { home: home.to_path_buf() } }
+    }
+
+    pub(crate) fn set_tracking_uri(&mut self, uri: &str) {
+        self.tracking_uri = Some(uri.to_owned());
+    }
+
+    /// The environment that points a child `shipyard` command at this same store.
+    pub(crate) fn child_env(&self) -> Vec<(&'static str, String)> {
+        let home = std::path::absolute(&self.home.home).unwrap_or_else(|_| self.home.home.clone());
+        let mut env =
+            vec![("SHIPYARD_HOME", home.display().to_string()), ("SHIPYARD_ARTIFACTS_DESTINATION", self.destination())];
+        if let Some(uri) = &self.tracking_uri {
+            env.push(("SHIPYARD_TRACKING_URI", uri.clone()));
+        }
+        env
+    }
+
     pub(crate) async fn database(&self) -> Result<Database> {
         let uri = match self.tracking_uri.as_deref() {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => bail!(

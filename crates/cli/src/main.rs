@@ -32,6 +32,7 @@ mod deploy;
 mod lineage;
 mod models;
 mod monitor;
+mod pipeline;
 mod predict;
 mod promote;
 mod serve;
@@ -94,6 +95,10 @@ enum Command {
     /// send ground truth, list alerts, write reports.
     #[command(subcommand)]
     Monitor(Box<monitor::MonitorCommand>),
+    /// Run a pipeline file (validate, train, gate, register, promote, deploy, smoke-test,
+    /// monitor) with step caching; show how pipeline runs went.
+    #[command(subcommand)]
+    Pipeline(Box<pipeline::PipelineCommand>),
 }
 
 /// How a command that ran to the end came out.
@@ -229,6 +234,7 @@ fn main() -> std::process::ExitCode {
         Command::Deploy(cmd) => deploy::run(*cmd),
         Command::Lineage(args) => lineage::run(*args),
         Command::Monitor(cmd) => monitor::run(*cmd),
+        Command::Pipeline(cmd) => pipeline::run(*cmd),
         Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
@@ -243,6 +249,7 @@ fn main() -> std::process::ExitCode {
                     | Command::Deploy(_)
                     | Command::Lineage(_)
                     | Command::Monitor(_)
+                    | Command::Pipeline(_)
                     | Command::Serve(_) => {
                         unreachable!("handled above")
                     }
@@ -375,7 +382,13 @@ async fn run_server(args: ServerArgs) -> Result<()> {
             None => Arc::new(shipyard_monitor::Quiet),
         };
         let cache = args.home.home.join("cache").join("datasets");
-        let monitor = Arc::new(shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, cache, observer)?);
+        let store =
+            datasets::DatasetStoreArgs::new(&args.home.home, args.backend_store_uri.clone(), Some(destination.clone()));
+        let retrainer = pipeline::InProcessRetrainer::new(db.clone(), artifacts_for_serving.clone(), store);
+        let monitor = Arc::new(
+            shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, cache, observer)?
+                .with_retrainer(retrainer),
+        );
         Some(monitor.schedule(std::time::Duration::from_millis(args.monitor_tick_ms.max(10))))
     };
     shipyard_serving::serve(app, addr, shutdown_signal(), |bound| {

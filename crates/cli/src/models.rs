@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shipyard_data::table::Table;
@@ -30,6 +30,65 @@ pub enum ModelsCommand {
     History(Box<promote::HistoryArgs>),
     /// Store the gate policy promotions of a model run by default.
     SetPolicy(Box<promote::SetPolicyArgs>),
+    /// Register a run's model as a new version of a registered model (created when missing), as
+    /// `mlflow.register_model` does.
+    Register(Box<RegisterArgs>),
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// Registered model name.
+    name: String,
+    /// The run whose model is registered: runs:/RUN_ID/model.
+    #[arg(long)]
+    model_uri: String,
+    #[arg(long, value_enum, default_value_t = crate::Format::Table)]
+    format: crate::Format,
+    #[command(flatten)]
+    store: DatasetStoreArgs,
+}
+
+/// A registered model version: name and number.
+pub(crate) type Registered = (String, String);
+
+/// Registers `runs:/RUN_ID/model` as a new version of `name`, creating the registered model the
+/// first time.
+pub(crate) async fn register(db: &shipyard_store::Database, name: &str, run_id: &str) -> Result<Registered> {
+    match db.create_registered_model(name, &[], None, None).await {
+        Ok(_) | Err(shipyard_core::Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(anyhow::anyhow!(e).context(format!("registering the model as '{name}'"))),
+    }
+    let version = db
+        .create_model_version(shipyard_store::registry::NewModelVersion {
+            name: name.to_owned(),
+            source: format!("runs:/{run_id}/model"),
+            run_id: Some(run_id.to_owned()),
+            user_id: std::env::var("USER").ok(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("registering the model as '{name}'"))?;
+    Ok((name.to_owned(), version.version))
+}
+
+fn register_command(args: RegisterArgs) -> Result<crate::Outcome> {
+    let run_id = match shipyard_runtime::fetch::ModelUri::parse(&args.model_uri)? {
+        shipyard_runtime::fetch::ModelUri::Run { run_id, path } if path.trim_matches('/') == "model" => run_id,
+        _ => bail!("--model-uri {}: give a run's model, runs:/RUN_ID/model", args.model_uri),
+    };
+    let (name, version) = datasets::with_database(&args.store, async |db| {
+        db.get_run(&run_id).await?;
+        register(db, &args.name, &run_id).await
+    })?;
+    if args.format == crate::Format::Json {
+        outln!(
+            "{}",
+            json!({"name": name, "version": version, "model_uri": format!("models:/{name}/{version}"), "run_id": run_id})
+        );
+    } else {
+        outln!("registered: models:/{name}/{version}");
+    }
+    Ok(crate::Outcome::Success)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +133,7 @@ pub fn run(cmd: ModelsCommand) -> Result<crate::Outcome> {
         ModelsCommand::Rollback(args) => promote::rollback(*args),
         ModelsCommand::History(args) => promote::history(*args),
         ModelsCommand::SetPolicy(args) => promote::set_policy(*args),
+        ModelsCommand::Register(args) => register_command(*args),
     }
 }
 

@@ -108,9 +108,13 @@ fn with_monitor<T>(store: &DatasetStoreArgs, work: impl AsyncFnOnce(&Monitor, &D
     block_on(async {
         let db = store.database().await?;
         let artifacts = ArtifactStore::open(&store.destination()).await?;
-        let monitor = Monitor::new(db.clone(), artifacts, store.cache_dir(), Arc::new(Quiet))?;
+        let retrainer = crate::pipeline::InProcessRetrainer::new(db.clone(), artifacts.clone(), store.clone());
+        let monitor =
+            Monitor::new(db.clone(), artifacts, store.cache_dir(), Arc::new(Quiet))?.with_retrainer(retrainer.clone());
         let outcome = work(&monitor, &db).await;
         monitor.deliveries_done().await;
+        // A `retrain` action's pipeline run finishes before the command exits.
+        retrainer.finished().await;
         db.close().await;
         outcome
     })

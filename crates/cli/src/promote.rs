@@ -133,7 +133,7 @@ pub struct SetPolicyArgs {
     store: DatasetStoreArgs,
 }
 
-fn actor(given: Option<String>) -> String {
+pub(crate) fn actor(given: Option<String>) -> String {
     given
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())

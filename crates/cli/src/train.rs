@@ -21,7 +21,6 @@ use shipyard_core::artifact_path::ArtifactPath;
 use shipyard_core::entities::{KeyValue, Metric, RunStatus, now_millis, utc_timestamp};
 use shipyard_data::profile::Profile;
 use shipyard_data::table::Table;
-use shipyard_store::registry::NewModelVersion;
 use shipyard_store::tracking::NewRun;
 use shipyard_store::{ArtifactStore, Database};
 use shipyard_train::artifacts::{self, ArtifactFile, ModelMeta};
@@ -34,6 +33,7 @@ use shipyard_train::{Control, Model, TrainError};
 use crate::Format;
 use crate::data::ReadArgs;
 use crate::datasets::{self, DatasetStoreArgs};
+use crate::models::Registered;
 
 /// Most held-out rows timed one by one for the latency metrics.
 const LATENCY_ROWS: usize = 1000;
@@ -101,6 +101,10 @@ pub struct TrainArgs {
     /// model (created when missing), as MLflow's `registered_model_name` does.
     #[arg(long, value_name = "NAME")]
     register: Option<String>,
+    /// Record the run (the search's parent run) as a child of this run (`mlflow.parentRunId`),
+    /// as a pipeline's train step does.
+    #[arg(long, value_name = "RUN_ID")]
+    parent_run: Option<String>,
     /// Output: a summary table, or JSON for scripts.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -361,8 +365,16 @@ async fn record(args: TrainArgs, prepared: Arc<Prepared>) -> Result<crate::Outco
         Err(shipyard_core::Error::NotFound(_)) => "0".to_owned(),
         Err(e) => return Err(e.into()),
     };
+    if let Some(parent) = &args.parent_run {
+        db.get_run(parent).await.with_context(|| format!("--parent-run {parent}"))?;
+    }
     let new_run = |name: Option<String>, extra: Vec<KeyValue>| {
         let mut tags = run_tags(&prepared);
+        if let Some(parent) = &args.parent_run
+            && !extra.iter().any(|t| t.key == "mlflow.parentRunId")
+        {
+            tags.push(KeyValue::new("mlflow.parentRunId", parent.clone()));
+        }
         tags.extend(extra);
         NewRun {
             experiment_id: experiment_id.clone(),
@@ -403,28 +415,12 @@ async fn record(args: TrainArgs, prepared: Arc<Prepared>) -> Result<crate::Outco
     Ok(crate::Outcome::Success)
 }
 
-/// A registered model version: name and number.
-type Registered = (String, String);
-
-/// Registers `runs:/RUN_ID/model` as a new version of `name`, creating the registered model the
-/// first time.
+/// Registers the run's model when `--register NAME` was given.
 async fn register(db: &Database, name: Option<&str>, run_id: &str) -> Result<Option<Registered>> {
-    let Some(name) = name else { return Ok(None) };
-    match db.create_registered_model(name, &[], None, None).await {
-        Ok(_) | Err(shipyard_core::Error::AlreadyExists(_)) => {}
-        Err(e) => return Err(anyhow!(e).context(format!("registering the model as '{name}'"))),
+    match name {
+        Some(name) => Ok(Some(crate::models::register(db, name, run_id).await?)),
+        None => Ok(None),
     }
-    let version = db
-        .create_model_version(NewModelVersion {
-            name: name.to_owned(),
-            source: format!("runs:/{run_id}/model"),
-            run_id: Some(run_id.to_owned()),
-            user_id: std::env::var("USER").ok(),
-            ..Default::default()
-        })
-        .await
-        .with_context(|| format!("registering the model as '{name}'"))?;
-    Ok(Some((name.to_owned(), version.version)))
 }
 
 fn is_interrupted(e: &anyhow::Error) -> bool {

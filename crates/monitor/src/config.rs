@@ -163,6 +163,9 @@ pub enum Action {
     Rollback,
     /// Sends every request to the primary arm: the other arms keep weight 0.
     ZeroCanary,
+    /// Starts a run of the rule's `pipeline` (`docs/pipelines.md`), which trains on the latest
+    /// dataset version.
+    Retrain,
 }
 
 impl Action {
@@ -170,6 +173,7 @@ impl Action {
         match self {
             Action::Rollback => "rollback",
             Action::ZeroCanary => "zero_canary",
+            Action::Retrain => "retrain",
         }
     }
 }
@@ -197,6 +201,9 @@ pub struct Rule {
     pub cooldown_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
+    /// The pipeline file a `retrain` action runs (an absolute path: the server runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
     /// Fewest rows (labelled rows for performance and fairness) the window must hold for the
     /// rule to be judged.
     #[serde(default = "min_rows")]
@@ -281,6 +288,7 @@ pub fn default_rules() -> Vec<Rule> {
         severity,
         cooldown_seconds: ten_minutes(),
         action: None,
+        pipeline: None,
         min_rows: min_rows(),
     };
     vec![
@@ -334,6 +342,21 @@ impl MonitorConfig {
             }
             if !rule.threshold.is_finite() {
                 return Err(fail(format!("rules[{i}] ({}): the threshold must be a finite number", rule.name)));
+            }
+            match (rule.action, &rule.pipeline) {
+                (Some(Action::Retrain), None) => {
+                    return Err(fail(format!("rules[{i}] ({}): `action: retrain` needs `pipeline: FILE`", rule.name)));
+                }
+                (Some(Action::Retrain), Some(p)) if !std::path::Path::new(p).is_absolute() => {
+                    return Err(fail(format!(
+                        "rules[{i}] ({}): pipeline '{p}': give an absolute path (the server runs it)",
+                        rule.name
+                    )));
+                }
+                (action, Some(_)) if action != Some(Action::Retrain) => {
+                    return Err(fail(format!("rules[{i}] ({}): `pipeline` is for `action: retrain`", rule.name)));
+                }
+                _ => {}
             }
             if !crate::window::is_metric(&rule.metric) {
                 return Err(fail(format!(
@@ -408,6 +431,18 @@ mod tests {
             ),
             ("monitors: 1\nrules: [{name: a, metric: accuracy, op: '=', threshold: 1}]\n", "line 2"),
             ("monitors: 1\nwebhooks: [{url: 'ftp://x'}]\n", "not an http(s) URL"),
+            (
+                "monitors: 1\nrules: [{name: a, metric: accuracy, op: '<', threshold: 1, action: retrain}]\n",
+                "`action: retrain` needs `pipeline: FILE`",
+            ),
+            (
+                "monitors: 1\nrules: [{name: a, metric: accuracy, op: '<', threshold: 1, action: retrain, pipeline: p.yaml}]\n",
+                "give an absolute path",
+            ),
+            (
+                "monitors: 1\nrules: [{name: a, metric: accuracy, op: '<', threshold: 1, action: rollback, pipeline: /p.yaml}]\n",
+                "`pipeline` is for `action: retrain`",
+            ),
         ] {
             let e = MonitorConfig::from_yaml(text, "m.yaml").unwrap_err().to_string();
             assert!(e.contains(expect) && e.starts_with("m.yaml"), "{text}: {e}");

@@ -21,4 +21,4 @@ pub mod runner;
 pub mod window;
 
 pub use config::{MonitorConfig, Window};
-pub use runner::{Evaluation, Monitor, Observer, Quiet};
+pub use runner::{Evaluation, Monitor, Observer, Quiet, Retrainer};

@@ -84,6 +84,7 @@ mod tests {
             severity: Severity::High,
             cooldown_seconds,
             action: None,
+            pipeline: None,
             min_rows: 10,
         }
     }

@@ -16,7 +16,7 @@ use shipyard_data::profile::Profile;
 use shipyard_store::monitoring::PredictionPage;
 use shipyard_store::{ArtifactStore, Database};
 
-use crate::config::{Action, MonitorConfig, Window};
+use crate::config::{Action, MonitorConfig, Rule, Window};
 use crate::rules::{RuleState, Verdict, judge};
 use crate::window::{FairnessSettings, Reference, WindowAccumulator, WindowReport, needs_labels};
 
@@ -30,6 +30,16 @@ pub const ACTOR: &str = "shipyard-monitor";
 pub trait Observer: Send + Sync + 'static {
     fn evaluated(&self, deployment: &str, values: &BTreeMap<String, f64>);
     fn fired(&self, alert: &Alert);
+}
+
+/// Starts a pipeline run for a `retrain` action (the `shipyard` binary runs it; this crate does
+/// not know how). Returns what was started, e.g. the run's id.
+pub trait Retrainer: Send + Sync + 'static {
+    fn retrain<'a>(
+        &'a self,
+        pipeline: &'a str,
+        reason: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<String, String>> + Send + 'a>>;
 }
 
 /// An observer that does nothing (command-line evaluations).
@@ -94,6 +104,8 @@ pub struct Monitor {
     references: Mutex<HashMap<ReferenceKey, Arc<Reference>>>,
     /// Webhook deliveries not yet finished.
     deliveries: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Runs `retrain` actions; without one they fail, saying so.
+    retrainer: Option<Arc<dyn Retrainer>>,
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> Error {
@@ -122,7 +134,14 @@ impl Monitor {
             states: Mutex::new(HashMap::new()),
             references: Mutex::new(HashMap::new()),
             deliveries: Mutex::new(Vec::new()),
+            retrainer: None,
         })
+    }
+
+    /// Lets `retrain` actions start pipeline runs.
+    pub fn with_retrainer(mut self, retrainer: Arc<dyn Retrainer>) -> Monitor {
+        self.retrainer = Some(retrainer);
+        self
     }
 
     /// The stored configuration of `deployment`.
@@ -366,7 +385,7 @@ impl Monitor {
                 let mut alert = self.db.record_alert(alert).await?;
                 tracing::warn!(target: "shipyard::alert", deployment, rule = %alert.rule, severity = %alert.severity, "{}", alert.message);
                 if let Some(action) = rule.action {
-                    let (status, detail) = match self.act(deployment, action, &alert.message).await {
+                    let (status, detail) = match self.act(deployment, rule, &alert.message).await {
                         Ok(detail) => ("succeeded", detail),
                         Err(e) => ("failed", e.to_string()),
                     };
@@ -430,8 +449,9 @@ impl Monitor {
     }
 
     /// Carries out `action` on `deployment`; returns what was done.
-    async fn act(&self, deployment: &str, action: Action, reason: &str) -> Result<String> {
+    async fn act(&self, deployment: &str, rule: &Rule, reason: &str) -> Result<String> {
         let record = self.db.get_deployment(deployment).await?;
+        let Some(action) = rule.action else { return Ok(String::new()) };
         match action {
             Action::Rollback => {
                 let primary =
@@ -462,6 +482,14 @@ impl Monitor {
                     "every request of '{deployment}' now goes to {} (revision {})",
                     spec.arms[0].target, updated.revision
                 ))
+            }
+            Action::Retrain => {
+                let pipeline = rule.pipeline.as_deref().ok_or_else(|| Error::invalid("the rule names no pipeline"))?;
+                let retrainer = self.retrainer.as_ref().ok_or_else(|| {
+                    Error::invalid("this process cannot start pipelines (run the monitors in `shipyard server`)")
+                })?;
+                let trigger = format!("alert '{}' on deployment '{deployment}': {reason}", rule.name);
+                retrainer.retrain(pipeline, &trigger).await.map_err(Error::invalid)
             }
         }
     }
