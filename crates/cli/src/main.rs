@@ -35,6 +35,7 @@ mod monitor;
 mod pipeline;
 mod predict;
 mod promote;
+mod quickstart;
 mod serve;
 mod tracking;
 mod train;
@@ -99,6 +100,9 @@ enum Command {
     /// monitor) with step caching; show how pipeline runs went.
     #[command(subcommand)]
     Pipeline(Box<pipeline::PipelineCommand>),
+    /// The whole pipeline on a bundled dataset, from nothing: an embedded server, training,
+    /// gates, a canary, live traffic, a drift alert and an automated rollback, narrated.
+    Quickstart(Box<quickstart::QuickstartArgs>),
 }
 
 /// How a command that ran to the end came out.
@@ -215,8 +219,12 @@ struct ServerArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server narrates; client-side commands print only their results (and warnings).
-    let default_filter =
-        if matches!(cli.command, Command::Server(_) | Command::Serve(_)) { "info,sqlx=warn" } else { "warn" };
+    // The quickstart narrates itself: alerts and steps are part of its story, not warnings.
+    let default_filter = match cli.command {
+        Command::Server(_) | Command::Serve(_) => "info,sqlx=warn",
+        Command::Quickstart(_) => "warn,shipyard::alert=off,shipyard::pipeline=off",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHIPYARD_LOG")
@@ -235,6 +243,7 @@ fn main() -> std::process::ExitCode {
         Command::Lineage(args) => lineage::run(*args),
         Command::Monitor(cmd) => monitor::run(*cmd),
         Command::Pipeline(cmd) => pipeline::run(*cmd),
+        Command::Quickstart(args) => quickstart::run(*args),
         Command::Serve(args) => serve::run(*args),
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
@@ -250,6 +259,7 @@ fn main() -> std::process::ExitCode {
                     | Command::Lineage(_)
                     | Command::Monitor(_)
                     | Command::Pipeline(_)
+                    | Command::Quickstart(_)
                     | Command::Serve(_) => {
                         unreachable!("handled above")
                     }
@@ -336,6 +346,16 @@ fn default_database(home: &std::path::Path) -> DatabaseUri {
 }
 
 async fn run_server(args: ServerArgs) -> Result<()> {
+    let (_, running) = start_server(args, shutdown_signal()).await?;
+    running.await.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?
+}
+
+/// Opens the stores, starts serving in a task and returns the bound address; the task ends
+/// (having written the prediction log and closed the store) after `shutdown` resolves.
+pub(crate) async fn start_server(
+    args: ServerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
     let database_uri = match &args.backend_store_uri {
         Some(uri) => DatabaseUri::parse(uri)?,
         None => default_database(&args.home.home),
@@ -391,23 +411,36 @@ async fn run_server(args: ServerArgs) -> Result<()> {
         );
         Some(monitor.schedule(std::time::Duration::from_millis(args.monitor_tick_ms.max(10))))
     };
-    shipyard_serving::serve(app, addr, shutdown_signal(), |bound| {
-        tracing::info!(
-            "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
-        );
-    })
-    .await
-    .with_context(|| format!("serving on {addr}"))?;
-    if let Some(task) = monitors {
-        task.abort();
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let served = shipyard_serving::serve(app, addr, shutdown, |bound| {
+            tracing::info!(
+                "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
+            );
+            let _ = bound_tx.send(bound);
+        })
+        .await
+        .with_context(|| format!("serving on {addr}"));
+        if let Some(task) = monitors {
+            task.abort();
+        }
+        // In-flight requests have finished: what they handed to the log is written before exit.
+        if let Some(writer) = log_writer {
+            writer.stop().await;
+        }
+        db.close().await;
+        tracing::info!("Shipyard server stopped");
+        served
+    });
+    match bound_rx.await {
+        Ok(bound) => Ok((bound, task)),
+        // The task ended before binding: its error says why.
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(anyhow::anyhow!("the server stopped before listening")),
+            Err(e) => Err(anyhow::anyhow!("the server task failed: {e}")),
+        },
     }
-    // In-flight requests have finished: what they handed to the log is written before exit.
-    if let Some(writer) = log_writer {
-        writer.stop().await;
-    }
-    db.close().await;
-    tracing::info!("Shipyard server stopped");
-    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

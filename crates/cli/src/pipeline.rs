@@ -184,15 +184,15 @@ pub(crate) struct CommandExecutor {
 }
 
 /// One finished command.
-struct Ran {
-    code: i32,
-    stdout: String,
+pub(crate) struct Ran {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
     stderr: String,
 }
 
 impl Ran {
     /// The command's `error: ...` lines, or its whole standard error.
-    fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         let lines: Vec<&str> = self.stderr.lines().filter_map(|l| l.strip_prefix("error: ")).collect();
         if lines.is_empty() { self.stderr.trim().to_owned() } else { lines.join("; ") }
     }
@@ -225,7 +225,7 @@ impl CommandExecutor {
     }
 
     /// Runs `shipyard ARGS...`, logging the command line and what it printed to stderr.
-    async fn shipyard(&self, log: &mut String, args: &[String]) -> std::result::Result<Ran, StepFailure> {
+    pub(crate) async fn shipyard(&self, log: &mut String, args: &[String]) -> std::result::Result<Ran, StepFailure> {
         log.push_str(&format!("$ shipyard {}\n", args.join(" ")));
         let mut command = tokio::process::Command::new(&self.exe);
         command.args(args).envs(self.env.iter().map(|(k, v)| (*k, v.as_str()))).env("SHIPYARD_LOG", "warn");

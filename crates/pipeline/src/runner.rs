@@ -425,10 +425,12 @@ fn tag<'a>(run: &'a Run, key: &str) -> Option<&'a str> {
     run.data.tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
 }
 
-/// SHA-256 over what decides a step's result: the pipeline and step names, the kind, the
+/// SHA-256 over what decides a step's result: the step's name and kind, the
 /// resolved inputs, the generated file, the seed settings the kind reads, the contents of the
 /// files and dataset versions it names, the outputs of the steps it depends on, and Shipyard's
 /// version. A step that reran with the same outputs leaves its dependents' hashes unchanged.
+/// The pipeline's name is not in it: pipelines that share an experiment share identical steps
+/// (a challenger pipeline reuses the champion's data validation).
 async fn input_hash(
     db: &Database,
     pipeline: &Pipeline,
@@ -466,7 +468,6 @@ async fn input_hash(
         _ => Value::Null,
     };
     let material = serde_json::json!({
-        "pipeline": pipeline.name,
         "step": step.name,
         "kind": action.kind(),
         "inputs": action.inputs(),
