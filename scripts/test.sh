@@ -3,7 +3,9 @@
 #   1. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
 #   2. Rust unit and store-contract tests, on SQLite and on a real PostgreSQL, and the ONNX
 #      fixtures on the native engine and on onnxruntime (its library from the pinned wheel);
-#   3. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
+#   3. the README's main command, `shipyard quickstart --no-wait`, in an empty folder, its
+#      summary.json checked;
+#   4. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
 #      `shipyard server` on SQLite, then on PostgreSQL, then with artifacts in S3 (a local
 #      S3 endpoint, moto's server, started by the suite).
 # It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
@@ -40,6 +42,20 @@ cargo test --release --workspace --locked
 step "building the shipyard binary"
 cargo build --release --locked --bin shipyard
 export SHIPYARD_BIN="$root/target/release/shipyard"
+
+step "the README's main command: shipyard quickstart --no-wait in an empty folder"
+quickstart_dir=$(mktemp -d)
+(cd "$quickstart_dir" && "$SHIPYARD_BIN" quickstart --no-wait --port 0 > narration.txt) || {
+  cat "$quickstart_dir/narration.txt"; exit 1; }
+"$venv/bin/python" - "$quickstart_dir/shipyard-quickstart/summary.json" <<'EOF_PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["gates_passed"] and s["drift_alert_fired"] and s["rolled_back"], s
+assert s["served_predictions"] == 5000, s
+assert s["steps"] and all(x["status"] == "FINISHED" and x["run_id"] for x in s["steps"]), s["steps"]
+print(f"quickstart: {len(s['steps'])} steps recorded, {s['served_predictions']} predictions, told in {s['seconds']:.1f} s")
+EOF_PY
+rm -rf "$quickstart_dir"
 
 for backend in sqlite postgres; do
   step "interop suite: mlflow client against shipyard server on $backend"
