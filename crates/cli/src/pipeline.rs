@@ -89,8 +89,17 @@ async fn run_file(args: RunArgs) -> Result<crate::Outcome> {
     let executor = CommandExecutor::new(&store)?;
     let options = Options { force: args.force, user: crate::promote::actor(None), trigger: args.trigger };
     let started = PipelineRun::begin(db.clone(), artifacts, pipeline, options).await?;
-    eprintln!("pipeline run {}", started.run_id());
-    let summary = started.execute(&executor).await?;
+    let run_id = started.run_id().to_owned();
+    eprintln!("pipeline run {run_id}");
+    // Ctrl-C drops the running step: its command is killed (kill_on_drop) and the runs end KILLED.
+    let summary = tokio::select! {
+        summary = started.execute(&executor) => summary?,
+        _ = tokio::signal::ctrl_c() => {
+            shipyard_pipeline::runner::abandon(&db, &run_id).await?;
+            eprintln!("interrupted: pipeline run {run_id} ended KILLED");
+            status_of(&db, &run_id).await?
+        }
+    };
     db.close().await;
     print_summary(&summary, args.format)?;
     Ok(if summary.success { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })

@@ -596,6 +596,21 @@ pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
     })
 }
 
+/// Ends an interrupted pipeline run: its parent and any step still running end KILLED, so no
+/// run is left RUNNING by a pipeline that stopped.
+pub async fn abandon(db: &Database, run_id: &str) -> Result<()> {
+    let parent = db.get_run(run_id).await?;
+    let filter = format!("tags.`{}` = '{run_id}' AND attributes.status = 'RUNNING'", tags::PARENT);
+    let running = db
+        .search_runs(std::slice::from_ref(&parent.info.experiment_id), Some(&filter), ViewType::ActiveOnly, Some(1000), &[], None)
+        .await?;
+    for run in running.items.iter().map(|r| r.info.run_uuid.as_str()).chain(std::iter::once(run_id)) {
+        db.set_tag(run, KeyValue::new(tags::ERROR, "interrupted")).await?;
+        db.update_run(run, Some(RunStatus::Killed), Some(now_millis()), None).await?;
+    }
+    Ok(())
+}
+
 /// The newest pipeline runs (parent runs), newest first.
 pub async fn recent_runs(db: &Database, limit: i64) -> Result<Vec<Run>> {
     let experiments = db.search_experiments(ViewType::ActiveOnly, Some(1000), None, &[], None).await?;
