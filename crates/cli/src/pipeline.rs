@@ -778,3 +778,42 @@ impl shipyard_monitor::Retrainer for InProcessRetrainer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
+
+    use super::*;
+
+    #[test]
+    fn rows_become_records_with_numbers_text_and_missing_values_left_out() {
+        let batch = RecordBatch::try_from_iter([
+            ("age", Arc::new(Float64Array::from(vec![Some(29.5), None])) as ArrayRef),
+            ("pclass", Arc::new(Int64Array::from(vec![1, 3])) as ArrayRef),
+            ("sex", Arc::new(StringArray::from(vec![Some("female"), None])) as ArrayRef),
+            ("survived", Arc::new(Int64Array::from(vec![1, 0])) as ArrayRef),
+        ])
+        .unwrap();
+        let records = batch_records(&batch, &["survived".to_owned()], 5).unwrap();
+        assert_eq!(records, vec![json!({"age": 29.5, "pclass": 1.0, "sex": "female"}), json!({"pclass": 3.0})]);
+        assert_eq!(
+            batch_records(&batch, &[], 1).unwrap(),
+            vec![json!({"age": 29.5, "pclass": 1.0, "sex": "female", "survived": 1.0})]
+        );
+    }
+
+    #[test]
+    fn a_command_error_is_its_error_lines() {
+        let ran =
+            Ran { code: 2, stdout: String::new(), stderr: "warning: x\nerror: no such file\nerror: second\n".into() };
+        assert_eq!(ran.error(), "no such file; second");
+        let bare = Ran { code: 2, stdout: "not json".into(), stderr: "  plain failure \n".into() };
+        assert_eq!(bare.error(), "plain failure");
+        assert!(bare.json().unwrap_err().message.contains("printed no JSON"));
+        assert!(version_of("runs:/abc/model").unwrap_err().message.contains("models:/NAME/VERSION"));
+        assert_eq!(version_of("models:/titanic/2").unwrap(), ("titanic".to_owned(), "2".to_owned()));
+    }
+}

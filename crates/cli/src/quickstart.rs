@@ -572,8 +572,16 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
     let served_accuracy = accuracy(&answers);
     let recorded = s.feedback(&answers, 0.0).await?;
     let monitored = s.evaluated("accuracy", since).await?.unwrap_or(f64::NAN);
+    let raised: Vec<String> =
+        s.db.alerts(Some(DEPLOYMENT), 50)
+            .await?
+            .into_iter()
+            .filter(|a| a.fired_time >= since)
+            .map(|a| a.message)
+            .collect();
+    let verdict = if raised.is_empty() { "no alert".to_owned() } else { format!("alerts: {}", raised.join("; ")) };
     outln!(
-        "  {} predictions by version {champion}; {recorded} labels sent; accuracy {served_accuracy:.3}; the monitors measure {monitored:.3} over their window: no alert",
+        "  {} predictions by version {champion}; {recorded} labels sent; accuracy {served_accuracy:.3}; the monitors measure {monitored:.3} over their window: {verdict}",
         LIVE_ROWS
     );
     s.end_phase(

@@ -602,7 +602,14 @@ pub async fn abandon(db: &Database, run_id: &str) -> Result<()> {
     let parent = db.get_run(run_id).await?;
     let filter = format!("tags.`{}` = '{run_id}' AND attributes.status = 'RUNNING'", tags::PARENT);
     let running = db
-        .search_runs(std::slice::from_ref(&parent.info.experiment_id), Some(&filter), ViewType::ActiveOnly, Some(1000), &[], None)
+        .search_runs(
+            std::slice::from_ref(&parent.info.experiment_id),
+            Some(&filter),
+            ViewType::ActiveOnly,
+            Some(1000),
+            &[],
+            None,
+        )
         .await?;
     for run in running.items.iter().map(|r| r.info.run_uuid.as_str()).chain(std::iter::once(run_id)) {
         db.set_tag(run, KeyValue::new(tags::ERROR, "interrupted")).await?;
