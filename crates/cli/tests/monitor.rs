@@ -30,6 +30,13 @@ fn home() -> (tempfile::TempDir, PathBuf) {
     (dir, home)
 }
 
+/// The seed of the calm traffic. Its rows are far from every drift test's threshold against the
+/// training rows (scipy: KS p = 0.97 on age and 0.65 on income, chi-square p = 0.78 on group),
+/// so the verdict does not hang on the reference: above 1,000 values a training profile keeps a
+/// KLL sketch, whose compaction is randomized, and the previous seed (99, chi-square p = 0.03
+/// on group against the whole table) flipped in about one run in six.
+const CALM_SEED: u64 = 101;
+
 /// The rows of `table(n, seed, shift)` as request bodies with their true label.
 fn requests(n: usize, seed: u64, shift: f64) -> Vec<(String, u8)> {
     table(n, seed, shift)
@@ -138,7 +145,7 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     let addr = server.addr.clone();
 
     // In-distribution traffic: logged, evaluated, nothing raised.
-    let calm = send(&addr, &requests(200, 99, 0.0));
+    let calm = send(&addr, &requests(200, CALM_SEED, 0.0));
     assert!(calm.iter().all(|(id, _)| id.len() == 32));
     wait_for("an evaluation of the 200 calm rows", Duration::from_secs(15), || gauge(&addr, "rows") == Some(200.0));
     std::thread::sleep(Duration::from_millis(1500));
@@ -159,7 +166,7 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     let inputs: Value = serde_json::from_str(first["inputs"].as_str().unwrap()).unwrap();
     assert_eq!(
         inputs["group"],
-        serde_json::from_str::<Value>(&requests(200, 99, 0.0)[0].0).unwrap()["records"][0]["group"]
+        serde_json::from_str::<Value>(&requests(200, CALM_SEED, 0.0)[0].0).unwrap()["records"][0]["group"]
     );
     assert_eq!(first["prediction"].as_str().unwrap(), format!("\"{}\"", calm[0].1));
 
