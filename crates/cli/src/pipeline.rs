@@ -48,8 +48,8 @@ pub struct RunArgs {
     /// Run every step, even those whose inputs did not change.
     #[arg(long)]
     force: bool,
-    /// What started the run, recorded on it.
-    #[arg(long, hide = true)]
+    /// What started the run (e.g. "nightly cron"), recorded on it as `shipyard.pipeline.trigger`.
+    #[arg(long)]
     trigger: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
