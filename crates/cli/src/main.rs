@@ -394,6 +394,7 @@ pub(crate) async fn start_server(
         app = app.merge(shipyard_serving::router(serving.clone(), false));
         serving_state = Some(serving);
     }
+    let mut retraining = None;
     let monitors = if args.no_monitors {
         None
     } else {
@@ -405,6 +406,7 @@ pub(crate) async fn start_server(
         let store =
             datasets::DatasetStoreArgs::new(&args.home.home, args.backend_store_uri.clone(), Some(destination.clone()));
         let retrainer = pipeline::InProcessRetrainer::new(db.clone(), artifacts_for_serving.clone(), store);
+        retraining = Some(retrainer.clone());
         let monitor = Arc::new(
             shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, cache, observer)?
                 .with_retrainer(retrainer),
@@ -423,6 +425,10 @@ pub(crate) async fn start_server(
         .with_context(|| format!("serving on {addr}"));
         if let Some(task) = monitors {
             task.abort();
+        }
+        // A retraining run still going is stopped and recorded KILLED, not left RUNNING.
+        if let Some(retrainer) = retraining {
+            retrainer.stop().await;
         }
         // In-flight requests have finished: what they handed to the log is written before exit.
         if let Some(writer) = log_writer {

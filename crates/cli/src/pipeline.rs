@@ -720,7 +720,8 @@ pub(crate) struct InProcessRetrainer {
     db: Database,
     artifacts: ArtifactStore,
     store: DatasetStoreArgs,
-    runs: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The runs started, by parent run id.
+    runs: std::sync::Mutex<Vec<(String, tokio::task::JoinHandle<()>)>>,
 }
 
 impl InProcessRetrainer {
@@ -731,8 +732,22 @@ impl InProcessRetrainer {
     /// Waits for the runs started so far.
     pub(crate) async fn finished(&self) {
         let pending: Vec<_> = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|e| e.into_inner()));
-        for run in pending {
+        for (_, run) in pending {
             let _ = run.await;
+        }
+    }
+
+    /// Stops the runs still going (the server is stopping): each one's running command is
+    /// killed and its runs end KILLED, so none is left RUNNING.
+    pub(crate) async fn stop(&self) {
+        let pending: Vec<_> = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (run_id, run) in pending.into_iter().filter(|(_, r)| !r.is_finished()) {
+            run.abort();
+            let _ = run.await;
+            match shipyard_pipeline::runner::abandon(&self.db, &run_id).await {
+                Ok(()) => tracing::info!("retraining pipeline run {run_id} stopped with the server (KILLED)"),
+                Err(e) => tracing::warn!("retraining pipeline run {run_id}: could not record its stop: {e}"),
+            }
         }
     }
 }
@@ -772,8 +787,8 @@ impl shipyard_monitor::Retrainer for InProcessRetrainer {
                 }
             });
             let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-            runs.retain(|r| !r.is_finished());
-            runs.push(handle);
+            runs.retain(|(_, r)| !r.is_finished());
+            runs.push((run_id.clone(), handle));
             Ok(format!("started pipeline run {run_id} ({pipeline})"))
         })
     }

@@ -405,3 +405,50 @@ fn quickstart_tells_the_whole_story_and_writes_its_summary() {
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("is not empty"), "{}", stderr(&again));
 }
+
+#[test]
+fn a_retraining_run_in_flight_ends_killed_when_the_server_stops() {
+    let (dir, home) = common::churn_home(&["1"]);
+    std::fs::write(dir.path().join("train.csv"), table(300, 11, 0.0)).unwrap();
+    ok(shipyard(&home, &["data", "add", dir.path().join("train.csv").to_str().unwrap(), "--name", "churn"]));
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn@production"]));
+    // A pipeline that stays busy: its smoke test waits for a server that never answers.
+    let slow = dir.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "pipeline: 1\nname: slow\nsteps:\n  - validate: {data: 'dataset:churn'}\n  - smoke_test: {deployment: churn-api, data: train.csv, drop: [y], endpoint: 'http://127.0.0.1:9', timeout_seconds: 120}\n    needs: [validate]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("monitors.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "monitors: 1\ninterval_seconds: 1\nrules:\n  - {{name: any-traffic, metric: rows, op: '>=', threshold: 1, min_rows: 1, action: retrain, pipeline: '{}'}}\n",
+            slow.display()
+        ),
+    )
+    .unwrap();
+    ok(shipyard(&home, &["monitor", "configure", "--deployment", "churn-api", "--config", config.to_str().unwrap()]));
+    let mut server = start(&home, &["server", "--monitor-tick-ms", "100"], Arc::new(Mutex::new(String::new())));
+    let body = json!({"records": [{"age": 30.0, "income": 50.0, "group": "a"}]});
+    let (status, _, answer) = http(&server.addr, "POST", "/predict/churn-api", &[], &body.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let detail = wait_for("the retrain action", Duration::from_secs(30), || {
+        let out = ok(shipyard(&home, &["monitor", "alerts", "--deployment", "churn-api", "--format", "json"]));
+        let alerts: Value = serde_json::from_str(&out).unwrap();
+        alerts["alerts"].as_array().unwrap().iter().find_map(|a| a["action_detail"].as_str().map(str::to_owned))
+    });
+    let run_id = detail.strip_prefix("started pipeline run ").unwrap().split_whitespace().next().unwrap().to_owned();
+    wait_for("the smoke test to be under way", Duration::from_secs(30), || {
+        let out = ok(shipyard(&home, &["pipeline", "status", &run_id, "--format", "json"]));
+        let s: Value = serde_json::from_str(&out).unwrap();
+        s["steps"].as_array().unwrap().iter().any(|st| st["name"] == "smoke_test").then_some(())
+    });
+    assert!(server.terminate(), "the server did not exit cleanly");
+    let out = ok(shipyard(&home, &["pipeline", "status", &run_id, "--format", "json"]));
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["status"], "KILLED", "{summary:#}");
+    assert_eq!(step(&summary, "validate")["status"], "FINISHED");
+    assert_eq!(step(&summary, "smoke_test")["status"], "FAILED");
+    assert_eq!(step(&summary, "smoke_test")["error"], "interrupted");
+}
