@@ -49,6 +49,8 @@ struct Shadow {
 /// A deployment, as served. Replaced whole when its policy or one of its versions changes.
 pub struct Deployment {
     pub name: String,
+    /// `name`, shared: what the prediction log records for each request, without a copy.
+    pub(crate) logged_name: Arc<str>,
     pub revision: i64,
     /// The first arm: what metadata and readiness describe.
     primary: Arc<ServedModel>,
@@ -102,6 +104,7 @@ impl Deployment {
             model,
         });
         Some(Deployment {
+            logged_name: Arc::from(name.as_str()),
             name,
             revision,
             primary,

@@ -392,7 +392,7 @@ pub(crate) async fn predict_request<Kept>(
     if let Some(log) = log {
         // Handed over before the answer leaves, so an acknowledged prediction is in the buffer.
         log.record(prediction_log::Entry {
-            deployment: Arc::from(deployment.map_or(model.name.as_str(), |d| d.name.as_str())),
+            deployment: deployment.map_or(&model.logged_as.0, |d| &d.logged_name).clone(),
             request_id: id.0.clone(),
             time: shipyard_core::entities::now_millis(),
             model: answered_by.clone(),

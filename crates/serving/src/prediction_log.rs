@@ -1,11 +1,13 @@
 //! The prediction log: what each served request asked and got, written to the store in the
 //! background without slowing the request.
 //!
-//! A request hands its entry (its batch and answer, both shared, not copied) to a bounded
-//! buffer under a short lock: when the buffer is full the entry is dropped and counted
+//! A request packs its rows (inputs and answer as JSON text) into a per-thread scratch batch,
+//! then copies them into a bounded shared [`PredictionBatch`] under a short lock: when the
+//! buffer is full the request is dropped and counted
 //! (`shipyard_prediction_log_rows_total{outcome="dropped"}`), never waited for. A writer task
-//! takes the buffer every `flush_interval`, or as soon as it holds `batch_rows` rows, turns the
-//! entries into rows on the blocking pool, and appends them to the store in one transaction.
+//! takes the buffer every `flush_interval`, or as soon as it holds `batch_rows` rows, and
+//! appends it to the store in one transaction; the written buffer is emptied and reused, so in
+//! a steady state logging allocates nothing per request.
 //! Requests do not wake the writer one by one: measured on 2 cores, a wake per request (a
 //! channel) cost more throughput than encoding and writing the rows. Stopping the writer takes
 //! what is left, so after a graceful shutdown (which lets in-flight requests finish) every
@@ -18,7 +20,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use prometheus_client::metrics::counter::Counter;
 use shipyard_core::entities::now_millis;
-use shipyard_core::monitoring::PredictionRecord;
+use shipyard_core::monitoring::{LoggedRequest, PredictionBatch};
 use shipyard_runtime::model::Output;
 use shipyard_store::Database;
 use std::sync::Mutex;
@@ -56,7 +58,7 @@ impl Default for LogSettings {
     }
 }
 
-/// One request, as handed to the writer.
+/// One request, as handed to the log.
 pub struct Entry {
     pub deployment: Arc<str>,
     pub request_id: Arc<str>,
@@ -68,76 +70,40 @@ pub struct Entry {
     pub answered: Option<(RecordBatch, Arc<Output>)>,
 }
 
-/// An entry with its rows encoded: what the buffer holds. Encoding happens on the request's
-/// own thread, so the request's batch is freed where it was made; holding the batches for the
-/// writer cost more (allocator contention) than encoding them at once.
-struct Encoded {
-    deployment: Arc<str>,
-    request_id: Arc<str>,
-    time: i64,
-    model: Arc<ServedModel>,
-    status: u16,
-    latency: Duration,
-    /// Per row: inputs, answer, score. Empty for a failed request.
-    rows: Vec<(String, String, Option<f64>)>,
+impl Entry {
+    /// Packs the request into `batch`: its fields once, its rows' inputs and answers as JSON text.
+    fn pack_into(&self, batch: &mut PredictionBatch) {
+        let fields = LoggedRequest {
+            deployment: self.deployment.clone(),
+            request_id: self.request_id.clone(),
+            time: self.time,
+            model: self.model.logged_as.0.clone(),
+            version: self.model.logged_as.1.clone(),
+            status: i64::from(self.status),
+            latency_us: i64::try_from(self.latency.as_micros()).unwrap_or(i64::MAX),
+        };
+        batch.push_request(fields, |rows| {
+            if let Some((inputs, output)) = &self.answered {
+                for row in 0..inputs.num_rows() {
+                    let score = score_of(output, row);
+                    rows.row(|text| write_inputs(text, inputs, row), |text| write_answer(text, output, row), score);
+                }
+            }
+        });
+    }
 }
 
-impl Encoded {
-    fn of(entry: Entry) -> Encoded {
-        let rows = match &entry.answered {
-            None => Vec::new(),
-            Some((batch, output)) => (0..batch.num_rows())
-                .map(|row| {
-                    let (prediction, score) = answer_of(output, row);
-                    (inputs_json(batch, row), prediction, score)
-                })
-                .collect(),
-        };
-        Encoded {
-            deployment: entry.deployment,
-            request_id: entry.request_id,
-            time: entry.time,
-            model: entry.model,
-            status: entry.status,
-            latency: entry.latency,
-            rows,
-        }
-    }
-
-    /// Rows in the log: one for a failed request.
-    fn row_count(&self) -> usize {
-        self.rows.len().max(1)
-    }
-
-    /// The log rows of the request.
-    fn records(self) -> Vec<PredictionRecord> {
-        let Encoded { deployment, request_id, time, model, status, latency, rows } = self;
-        let latency_us = i64::try_from(latency.as_micros()).unwrap_or(i64::MAX);
-        let base =
-            |row: usize, inputs: Option<String>, prediction: Option<String>, score: Option<f64>| PredictionRecord {
-                deployment: deployment.to_string(),
-                request_id: request_id.to_string(),
-                row: row as i64,
-                time,
-                model: model.name.clone(),
-                version: model.version.clone(),
-                status: i64::from(status),
-                latency_us,
-                inputs,
-                prediction,
-                score,
-            };
-        if rows.is_empty() {
-            return vec![base(0, None, None, None)];
-        }
-        rows.into_iter().enumerate().map(|(i, (inputs, p, score))| base(i, Some(inputs), Some(p), score)).collect()
-    }
+thread_local! {
+    /// Where a request's rows are packed before they are copied into the shared buffer, so the
+    /// buffer's lock is held for a copy, not for the encoding. Kept per thread, it stops
+    /// allocating once it has grown to the largest request.
+    static SCRATCH: std::cell::RefCell<PredictionBatch> = std::cell::RefCell::new(PredictionBatch::new());
 }
 
 /// What requests have handed over and the writer has not taken yet.
 #[derive(Default)]
 struct Pending {
-    entries: Vec<Encoded>,
+    batch: PredictionBatch,
     rows: usize,
     /// Set when the writer stops: later entries are dropped.
     closed: bool,
@@ -147,16 +113,27 @@ struct Pending {
 /// writer only when a batch is full (a wake per request would cost more than the logging).
 struct Shared {
     pending: Mutex<Pending>,
+    /// A written batch, emptied, for the next `take` to swap in: the log's buffers are reused
+    /// rather than allocated and freed at every flush.
+    spare: Mutex<Option<PredictionBatch>>,
     full: Notify,
     capacity: usize,
     batch_rows: usize,
 }
 
 impl Shared {
-    fn take(&self) -> Vec<Encoded> {
+    /// What is pending, replaced by the spare batch (or a new one).
+    fn take(&self) -> PredictionBatch {
+        let fresh = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.rows = 0;
-        std::mem::take(&mut p.entries)
+        std::mem::replace(&mut p.batch, fresh)
+    }
+
+    /// Keeps a written batch's buffers for reuse.
+    fn give_back(&self, mut batch: PredictionBatch) {
+        batch.clear();
+        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
     }
 }
 
@@ -177,17 +154,32 @@ impl PredictionLog {
     /// Hands `entry` to the writer, or drops and counts it when the buffer is full. Never waits
     /// for the writer.
     pub fn record(&self, entry: Entry) {
-        let entry = Encoded::of(entry);
-        let rows = entry.row_count();
+        SCRATCH.with(|scratch| {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                // Only a re-entrant call could find it borrowed; pack on the spot instead.
+                let mut own = PredictionBatch::new();
+                entry.pack_into(&mut own);
+                self.hand_over(&own);
+                return;
+            };
+            scratch.clear();
+            entry.pack_into(&mut scratch);
+            self.hand_over(&scratch);
+        });
+    }
+
+    /// Copies a packed request into the shared buffer, or counts it dropped.
+    fn hand_over(&self, packed: &PredictionBatch) {
+        let rows = packed.row_count();
         let mut p = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.closed || p.entries.len() >= self.shared.capacity {
+        if p.closed || p.batch.request_count() >= self.shared.capacity {
             drop(p);
             self.dropped.inc_by(rows as u64);
             return;
         }
         let before = p.rows;
         p.rows += rows;
-        p.entries.push(entry);
+        p.batch.append(packed);
         let filled = before < self.shared.batch_rows && p.rows >= self.shared.batch_rows;
         drop(p);
         if filled {
@@ -200,6 +192,7 @@ impl PredictionLog {
     pub fn start(db: Database, settings: LogSettings, metrics: &Metrics) -> (PredictionLog, LogWriter) {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
+            spare: Mutex::new(None),
             full: Notify::new(),
             capacity: settings.capacity.max(1),
             batch_rows: settings.batch_rows.max(1),
@@ -261,29 +254,22 @@ async fn write_loop(
             }
             _ = &mut stop => break,
         }
-        flush(&db, shared.take(), &counters).await;
+        flush(&db, &shared, &counters).await;
     }
     // Stopping: everything already handed over is written; later entries are refused.
     shared.pending.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-    flush(&db, shared.take(), &counters).await;
+    flush(&db, &shared, &counters).await;
 }
 
-async fn flush(db: &Database, entries: Vec<Encoded>, counters: &Counters) {
-    if entries.is_empty() {
+async fn flush(db: &Database, shared: &Shared, counters: &Counters) {
+    let batch = shared.take();
+    if batch.is_empty() {
+        shared.give_back(batch);
         return;
     }
-    let records =
-        match tokio::task::spawn_blocking(move || entries.into_iter().flat_map(Encoded::records).collect::<Vec<_>>())
-            .await
-        {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::error!("the prediction log could not encode a batch: {e}");
-                return;
-            }
-        };
-    let n = records.len() as u64;
-    match db.log_predictions(records).await {
+    let batch = Arc::new(batch);
+    let n = batch.row_count() as u64;
+    match db.log_predictions(batch.clone()).await {
         Ok(_) => {
             counters.written.inc_by(n);
         }
@@ -292,89 +278,107 @@ async fn flush(db: &Database, entries: Vec<Encoded>, counters: &Counters) {
             tracing::warn!("the prediction log could not write {n} rows: {e}");
         }
     }
+    if let Ok(batch) = Arc::try_unwrap(batch) {
+        shared.give_back(batch);
+    }
 }
 
-/// A row's answer as JSON text, and its score (see `PredictionRecord::score`).
-fn answer_of(output: &Output, row: usize) -> (String, Option<f64>) {
+/// A number for statistics from a row's answer (see `PredictionRecord::score`): a regressor's
+/// value, a binary classifier's probability of its second class, a multiclass classifier's
+/// probability of the predicted class.
+fn score_of(output: &Output, row: usize) -> Option<f64> {
     match output {
-        Output::Classes { classes, labels, probabilities } => {
+        Output::Classes { classes, probabilities, .. } => {
             let k = classes.len();
-            let probs = probabilities.get(row * k..(row + 1) * k).unwrap_or(&[]);
-            let score = match probs {
+            match probabilities.get(row * k..(row + 1) * k).unwrap_or(&[]) {
                 [] => None,
                 [_, second] => Some(*second),
                 many => many.iter().copied().reduce(f64::max),
-            };
-            let mut answer = String::with_capacity(labels.get(row).map_or(2, |l| l.len() + 2));
-            push_json_string(&mut answer, labels.get(row).map_or("", String::as_str));
-            (answer, score)
+            }
         }
+        Output::Values { columns, values } => match values.get(row * (*columns).max(1)..).unwrap_or(&[]) {
+            [v, ..] if *columns <= 1 && v.is_finite() => Some(*v),
+            _ => None,
+        },
+    }
+}
+
+/// Appends a row's answer as JSON: a classifier's label, a regressor's value (or the list of
+/// its values).
+fn write_answer(out: &mut String, output: &Output, row: usize) {
+    match output {
+        Output::Classes { labels, .. } => push_json_string(out, labels.get(row).map_or("", String::as_str)),
         Output::Values { columns, values } => {
             let c = (*columns).max(1);
-            let vals = values.get(row * c..(row + 1) * c).unwrap_or(&[]);
-            match vals {
-                [v] => (number(*v).to_string(), v.is_finite().then_some(*v)),
-                many => (serde_json::Value::Array(many.iter().map(|v| number(*v)).collect()).to_string(), None),
+            match values.get(row * c..(row + 1) * c).unwrap_or(&[]) {
+                [v] => push_json_number(out, *v),
+                many => {
+                    out.push('[');
+                    for (i, v) in many.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        push_json_number(out, *v);
+                    }
+                    out.push(']');
+                }
             }
         }
     }
 }
 
-fn number(v: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+/// Appends `v` in serde_json's shortest round-trip form, formatted on the stack; `null` when
+/// it is not finite (JSON has no NaN).
+fn push_json_number(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
+    if !v.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    let mut digits = [0u8; 32];
+    let mut cursor = std::io::Cursor::new(&mut digits[..]);
+    match serde_json::to_writer(&mut cursor, &v) {
+        Ok(()) => {
+            let n = usize::try_from(cursor.position()).unwrap_or(0);
+            out.push_str(std::str::from_utf8(&digits[..n]).unwrap_or("null"));
+        }
+        Err(_) => _ = write!(out, "{v}"),
+    }
 }
 
-/// A row of `batch` as a JSON object of column to value, in column order (missing and
-/// non-finite values are null). Written straight into one string: this runs for every logged
-/// row.
-fn inputs_json(batch: &RecordBatch, row: usize) -> String {
+/// Appends a row of `batch` as a JSON object of column to value, in column order (missing and
+/// non-finite values are null). Written straight into the log's text: this runs for every
+/// logged row.
+fn write_inputs(out: &mut String, batch: &RecordBatch, row: usize) {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type};
     use std::fmt::Write as _;
-    let mut out = String::with_capacity(16 * batch.num_columns() + 2);
     out.push('{');
-    let schema = batch.schema();
+    let schema = batch.schema_ref();
     for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_json_string(&mut out, field.name());
+        push_json_string(out, field.name());
         out.push(':');
-        let float = |out: &mut String, v: f64| {
-            if v.is_finite() {
-                // serde_json's shortest round-trip form, formatted on the stack.
-                let mut digits = [0u8; 32];
-                let mut cursor = std::io::Cursor::new(&mut digits[..]);
-                match serde_json::to_writer(&mut cursor, &v) {
-                    Ok(()) => {
-                        let n = cursor.position() as usize;
-                        out.push_str(std::str::from_utf8(&digits[..n]).unwrap_or("null"));
-                    }
-                    Err(_) => _ = write!(out, "{v}"),
-                }
-            } else {
-                out.push_str("null");
-            }
-        };
         if column.is_null(row) {
             out.push_str("null");
             continue;
         }
         match column.data_type() {
-            DataType::Float64 => float(&mut out, column.as_primitive::<Float64Type>().value(row)),
-            DataType::Float32 => float(&mut out, f64::from(column.as_primitive::<Float32Type>().value(row))),
+            DataType::Float64 => push_json_number(out, column.as_primitive::<Float64Type>().value(row)),
+            DataType::Float32 => push_json_number(out, f64::from(column.as_primitive::<Float32Type>().value(row))),
             DataType::Int64 => _ = write!(out, "{}", column.as_primitive::<Int64Type>().value(row)),
             DataType::Int32 => _ = write!(out, "{}", column.as_primitive::<Int32Type>().value(row)),
             DataType::Int16 => _ = write!(out, "{}", column.as_primitive::<Int16Type>().value(row)),
             DataType::Int8 => _ = write!(out, "{}", column.as_primitive::<Int8Type>().value(row)),
             DataType::Boolean => out.push_str(if column.as_boolean().value(row) { "true" } else { "false" }),
-            DataType::Utf8 => push_json_string(&mut out, column.as_string::<i32>().value(row)),
-            DataType::LargeUtf8 => push_json_string(&mut out, column.as_string::<i64>().value(row)),
+            DataType::Utf8 => push_json_string(out, column.as_string::<i32>().value(row)),
+            DataType::LargeUtf8 => push_json_string(out, column.as_string::<i64>().value(row)),
             _ => out.push_str("null"),
         }
     }
     out.push('}');
-    out
 }
 
 /// Appends `s` as a JSON string (quoted, escaped).
@@ -393,6 +397,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use arrow_array::{Float64Array, Int64Array, StringArray};
+
+    fn inputs_json(batch: &RecordBatch, row: usize) -> String {
+        let mut out = String::new();
+        write_inputs(&mut out, batch, row);
+        out
+    }
+
+    fn answer_of(output: &Output, row: usize) -> (String, Option<f64>) {
+        let mut out = String::new();
+        write_answer(&mut out, output, row);
+        (out, score_of(output, row))
+    }
 
     #[test]
     fn a_row_becomes_a_json_object_with_nulls_for_missing_values() {
@@ -428,5 +444,8 @@ mod tests {
         let values = Output::Values { columns: 1, values: vec![2.5, f64::NAN] };
         assert_eq!(answer_of(&values, 0), ("2.5".to_owned(), Some(2.5)));
         assert_eq!(answer_of(&values, 1), ("null".to_owned(), None));
+        let pairs = Output::Values { columns: 2, values: vec![1.0, 2.5, f64::INFINITY, -0.5] };
+        assert_eq!(answer_of(&pairs, 0), ("[1.0,2.5]".to_owned(), None));
+        assert_eq!(answer_of(&pairs, 1), ("[null,-0.5]".to_owned(), None));
     }
 }

@@ -140,6 +140,9 @@ pub struct ServedModel {
     pub name: String,
     /// The registered version, or `None` for a model served from a file.
     pub version: Option<String>,
+    /// `name` and `version`, shared: what the prediction log records for each request, without
+    /// a copy.
+    pub(crate) logged_as: (Arc<str>, Option<Arc<str>>),
     pub model: Arc<LoadedModel>,
     pub schema: Schema,
     pub settings: ModelSettings,
@@ -214,6 +217,7 @@ impl ServedModel {
             cache_misses: metrics.cache_misses.get_or_create(&labels).clone(),
             fallbacks: metrics.fallbacks.get_or_create(&labels).clone(),
             timeouts: shed("timeout"),
+            logged_as: (Arc::from(name.as_str()), version.as_deref().map(Arc::from)),
             name,
             version,
             model,

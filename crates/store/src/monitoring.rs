@@ -5,10 +5,14 @@
 //! has to be held as rows at once.
 
 use shipyard_core::entities::now_millis;
-use shipyard_core::monitoring::{Actual, Alert, LoggedPrediction, MonitorEvaluation, PredictionRecord};
+use std::sync::Arc;
+
+use shipyard_core::monitoring::{
+    Actual, Alert, LoggedPrediction, MonitorEvaluation, PredictionBatch, PredictionRecord,
+};
 use shipyard_core::{Error, Result};
 
-use crate::db::Database;
+use crate::db::{Conn, Database, DbError};
 use crate::sql::{Arg, Row};
 use crate::tracking::insert_rows;
 
@@ -61,44 +65,71 @@ fn alert_from_row(r: &Row) -> Result<Alert> {
     })
 }
 
+/// The prediction log's insert, up to its VALUES.
+const PREDICTION_INSERT: &str = "INSERT INTO predictions (deployment, request_id, row_index, time, model, version, \
+                                 status, latency_us, inputs, prediction, score) VALUES ";
+
+/// Appends a batch's rows on SQLite, each through the one cached statement.
+fn append_predictions_sqlite(conn: &rusqlite::Connection, batch: &PredictionBatch) -> Result<(), DbError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("{PREDICTION_INSERT}(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"))?;
+    for p in batch.rows() {
+        stmt.execute(rusqlite::params![
+            p.deployment,
+            p.request_id,
+            p.row,
+            p.time,
+            p.model,
+            p.version,
+            p.status,
+            p.latency_us,
+            p.inputs,
+            p.prediction,
+            p.score
+        ])?;
+    }
+    Ok(())
+}
+
 /// Most request ids looked up in one statement when feedback is recorded.
 const LOOKUP_CHUNK: usize = 500;
 
 impl Database {
-    /// Appends `records` to the prediction log in one transaction.
-    pub async fn log_predictions(&self, records: Vec<PredictionRecord>) -> Result<usize> {
-        let n = records.len();
+    /// Appends the batch's rows to the prediction log in one transaction.
+    pub async fn log_predictions(&self, batch: Arc<PredictionBatch>) -> Result<usize> {
+        let n = batch.row_count();
         if n == 0 {
             return Ok(0);
         }
         self.write(move |c| {
             Box::pin(async move {
-                let rows = records
-                    .into_iter()
-                    .map(|p| {
-                        [
-                            Arg::from(p.deployment),
-                            p.request_id.into(),
-                            p.row.into(),
-                            p.time.into(),
-                            p.model.into(),
-                            p.version.into(),
-                            p.status.into(),
-                            p.latency_us.into(),
-                            p.inputs.into(),
-                            p.prediction.into(),
-                            p.score.into(),
-                        ]
-                    })
-                    .collect();
-                insert_rows(
-                    c,
-                    "INSERT INTO predictions (deployment, request_id, row_index, time, model, version, status, \
-                     latency_us, inputs, prediction, score) VALUES ",
-                    "",
-                    rows,
-                )
-                .await?;
+                match c {
+                    // One prepared single-row statement, bound from the batch's borrowed text:
+                    // SQLite has no round trip to save, and a multi-row statement of a new size
+                    // would be parsed (and cached) at every flush.
+                    Conn::Sqlite(conn) => append_predictions_sqlite(conn, &batch)?,
+                    Conn::Postgres(_) => {
+                        let rows = batch
+                            .rows()
+                            .map(|p| {
+                                [
+                                    Arg::from(p.deployment),
+                                    p.request_id.into(),
+                                    p.row.into(),
+                                    p.time.into(),
+                                    p.model.into(),
+                                    p.version.into(),
+                                    p.status.into(),
+                                    p.latency_us.into(),
+                                    p.inputs.into(),
+                                    p.prediction.into(),
+                                    p.score.into(),
+                                ]
+                            })
+                            .collect();
+                        insert_rows(c, PREDICTION_INSERT, "", rows).await?;
+                    }
+                }
                 Ok(n)
             })
         })

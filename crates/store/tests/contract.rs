@@ -7,7 +7,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 
@@ -15,7 +15,7 @@ use shipyard_core::Error;
 use shipyard_core::entities::{
     Dataset, DatasetInput, KeyValue, LifecycleStage, LoggedModelStatus, Metric, ModelOutput, RunStatus, ViewType,
 };
-use shipyard_core::monitoring::{Actual, Alert, MonitorEvaluation, PredictionRecord};
+use shipyard_core::monitoring::{Actual, Alert, MonitorEvaluation, PredictionBatch, PredictionRecord};
 use shipyard_store::logged_models::NewLoggedModel;
 use shipyard_store::promotion::{AliasMoveRequest, MoveKind};
 use shipyard_store::registry::NewModelVersion;
@@ -668,10 +668,10 @@ fn logged(deployment: &str, request_id: &str, row: i64, time: i64, status: i64) 
 
 async fn prediction_log_feedback_and_alerts(db: Database) {
     use shipyard_store::monitoring::PredictionPage;
-    // 25,000 rows in one call (several multi-row statements), then a 3-row request, a
-    // failure, and another deployment's row.
-    let many: Vec<PredictionRecord> = (0..25_000).map(|i| logged("api", &format!("r{i}"), 0, 1_000 + i, 200)).collect();
-    assert_eq!(db.log_predictions(many).await.unwrap(), 25_000);
+    // 25,000 rows in one call (several multi-row statements on PostgreSQL), then a 3-row
+    // request, a failure, and another deployment's row.
+    let many: PredictionBatch = (0..25_000).map(|i| logged("api", &format!("r{i}"), 0, 1_000 + i, 200)).collect();
+    assert_eq!(db.log_predictions(Arc::new(many)).await.unwrap(), 25_000);
     let batch = vec![
         logged("api", "multi", 0, 90_000, 200),
         logged("api", "multi", 1, 90_000, 200),
@@ -679,7 +679,7 @@ async fn prediction_log_feedback_and_alerts(db: Database) {
         logged("api", "failed", 0, 90_001, 422),
         logged("other", "elsewhere", 0, 90_002, 200),
     ];
-    db.log_predictions(batch).await.unwrap();
+    db.log_predictions(Arc::new(batch.into_iter().collect())).await.unwrap();
 
     // Pages: newest first, bounded, continued by id.
     let page = |before_id, limit| PredictionPage { deployment: "api".into(), before_id, limit };
