@@ -5,7 +5,7 @@
 #       next to Evidently's DataDriftPreset on the same rows.
 #
 #   bench/monitoring/run.sh [--quick] [--duration S] [--rounds N] [--repeats N] [--rows N]
-#                           [--skip-a] [--skip-b]
+#                           [--skip-a] [--skip-b] [--pin]
 #
 # Builds the release binary; installs wrk with apt-get when missing (as root); makes or reuses the
 # Evidently venv of bench/data (scripts/venv.sh, pinned requirements-evidently.txt). Results go
