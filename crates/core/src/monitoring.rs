@@ -195,6 +195,13 @@ impl PredictionBatch {
         self.requests.is_empty()
     }
 
+    /// Bytes its buffers hold, used or not: what keeping it for reuse costs.
+    pub fn capacity_bytes(&self) -> usize {
+        self.text.capacity()
+            + self.rows.capacity() * std::mem::size_of::<RowSpan>()
+            + self.requests.capacity() * std::mem::size_of::<RequestEntry>()
+    }
+
     /// The log rows, in order.
     pub fn rows(&self) -> impl Iterator<Item = PredictionRow<'_>> + '_ {
         let text = self.text.as_str();
@@ -390,8 +397,10 @@ mod tests {
         let mut both = batch.clone();
         both.append(&batch);
         assert_eq!(both.rows().map(|r| r.to_record()).collect::<Vec<_>>(), [records.clone(), records].concat());
+        let grown = both.capacity_bytes();
         both.clear();
         assert!(both.is_empty());
+        assert_eq!(both.capacity_bytes(), grown, "clearing keeps the buffers for reuse");
         assert_eq!(both.rows().count(), 0);
     }
 

@@ -93,6 +93,11 @@ impl Entry {
     }
 }
 
+/// Largest buffer kept for reuse (a scratch per thread, the writer's spare): a steady stream of
+/// small requests stays far below it; one huge request's buffer is freed after use instead of
+/// being held by its thread for good.
+const KEEP_BYTES: usize = 8 << 20;
+
 thread_local! {
     /// Where a request's rows are packed before they are copied into the shared buffer, so the
     /// buffer's lock is held for a copy, not for the encoding. Kept per thread, it stops
@@ -132,6 +137,10 @@ impl Shared {
 
     /// Keeps a written batch's buffers for reuse.
     fn give_back(&self, mut batch: PredictionBatch) {
+        if batch.capacity_bytes() > KEEP_BYTES {
+            // Grown by a burst of large requests: let it go rather than hold it for good.
+            return;
+        }
         batch.clear();
         *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
     }
@@ -165,6 +174,9 @@ impl PredictionLog {
             scratch.clear();
             entry.pack_into(&mut scratch);
             self.hand_over(&scratch);
+            if scratch.capacity_bytes() > KEEP_BYTES {
+                *scratch = PredictionBatch::new();
+            }
         });
     }
 
