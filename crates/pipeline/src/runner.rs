@@ -506,26 +506,7 @@ pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
     if tag(&parent, tags::ROLE) != Some("pipeline") {
         return Err(Error::invalid(format!("run {run_id} is a step of a pipeline run, not the pipeline run")));
     }
-    let filter = format!("tags.`{}` = '{run_id}'", tags::PARENT);
-    let mut children = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = db
-            .search_runs(
-                std::slice::from_ref(&parent.info.experiment_id),
-                Some(&filter),
-                ViewType::ActiveOnly,
-                Some(1000),
-                &["attributes.start_time ASC".to_owned()],
-                token.as_deref(),
-            )
-            .await?;
-        children.extend(page.items);
-        match page.next_page_token {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    let mut children = step_runs(db, &parent, "").await?;
     // Steps start in order, but several may start within one millisecond.
     children.sort_by_key(|c| tag(c, tags::POSITION).and_then(|p| p.parse::<usize>().ok()).unwrap_or(usize::MAX));
     let seconds = |r: &Run| match (r.info.start_time, r.info.end_time) {
@@ -596,22 +577,37 @@ pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
     })
 }
 
+/// Every step run of the pipeline run `parent` matching `also` (more of a search filter, from
+/// its `AND`; empty for all), by start time, read page by page.
+async fn step_runs(db: &Database, parent: &Run, also: &str) -> Result<Vec<Run>> {
+    let filter = format!("tags.`{}` = '{}'{also}", tags::PARENT, parent.info.run_uuid);
+    let mut runs = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = db
+            .search_runs(
+                std::slice::from_ref(&parent.info.experiment_id),
+                Some(&filter),
+                ViewType::ActiveOnly,
+                Some(1000),
+                &["attributes.start_time ASC".to_owned()],
+                token.as_deref(),
+            )
+            .await?;
+        runs.extend(page.items);
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => return Ok(runs),
+        }
+    }
+}
+
 /// Ends an interrupted pipeline run: its parent and any step still running end KILLED, so no
 /// run is left RUNNING by a pipeline that stopped.
 pub async fn abandon(db: &Database, run_id: &str) -> Result<()> {
     let parent = db.get_run(run_id).await?;
-    let filter = format!("tags.`{}` = '{run_id}' AND attributes.status = 'RUNNING'", tags::PARENT);
-    let running = db
-        .search_runs(
-            std::slice::from_ref(&parent.info.experiment_id),
-            Some(&filter),
-            ViewType::ActiveOnly,
-            Some(1000),
-            &[],
-            None,
-        )
-        .await?;
-    for run in running.items.iter().map(|r| r.info.run_uuid.as_str()).chain(std::iter::once(run_id)) {
+    let running = step_runs(db, &parent, " AND attributes.status = 'RUNNING'").await?;
+    for run in running.iter().map(|r| r.info.run_uuid.as_str()).chain(std::iter::once(run_id)) {
         db.set_tag(run, KeyValue::new(tags::ERROR, "interrupted")).await?;
         db.update_run(run, Some(RunStatus::Killed), Some(now_millis()), None).await?;
     }

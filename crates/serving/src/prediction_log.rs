@@ -102,7 +102,7 @@ thread_local! {
     /// Where a request's rows are packed before they are copied into the shared buffer, so the
     /// buffer's lock is held for a copy, not for the encoding. Kept per thread, it stops
     /// allocating once it has grown to the largest request.
-    static SCRATCH: std::cell::RefCell<PredictionBatch> = std::cell::RefCell::new(PredictionBatch::new());
+    static SCRATCH: std::cell::Cell<PredictionBatch> = std::cell::Cell::new(PredictionBatch::new());
 }
 
 /// What requests have handed over and the writer has not taken yet.
@@ -163,19 +163,14 @@ impl PredictionLog {
     /// Hands `entry` to the writer, or drops and counts it when the buffer is full. Never waits
     /// for the writer.
     pub fn record(&self, entry: Entry) {
-        SCRATCH.with(|scratch| {
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                // Only a re-entrant call could find it borrowed; pack on the spot instead.
-                let mut own = PredictionBatch::new();
-                entry.pack_into(&mut own);
-                self.hand_over(&own);
-                return;
-            };
+        SCRATCH.with(|cell| {
+            // Taken out and put back, so the cell is never borrowed across the copy.
+            let mut scratch = cell.take();
             scratch.clear();
             entry.pack_into(&mut scratch);
             self.hand_over(&scratch);
-            if scratch.capacity_bytes() > KEEP_BYTES {
-                *scratch = PredictionBatch::new();
+            if scratch.capacity_bytes() <= KEEP_BYTES {
+                cell.set(scratch);
             }
         });
     }
