@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use shipyard_core::display::number;
 use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method, TableSample};
 use shipyard_data::profile::Profile;
 use shipyard_data::suite::{Suite, ValidationReport};
@@ -381,19 +382,6 @@ fn read_sample(path: &std::path::Path, csv: &CsvOptions) -> Result<TableSample> 
     Ok(TableSample::read(&mut table)?)
 }
 
-/// A number for a table cell: 4 significant digits, scientific when small.
-pub fn short(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else if v != 0.0 && v.abs() < 1e-3 {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
 fn print_drift(report: &DriftReport) {
     let rows: Vec<Vec<String>> = report
         .columns
@@ -403,9 +391,9 @@ fn print_drift(report: &DriftReport) {
                 c.column.clone(),
                 format!("{:?}", c.kind).to_lowercase(),
                 c.test.name().to_owned(),
-                short(c.statistic),
-                c.p_value.map(short).unwrap_or_else(|| "-".into()),
-                short(c.threshold),
+                number(c.statistic),
+                c.p_value.map(number).unwrap_or_else(|| "-".into()),
+                number(c.threshold),
                 if c.drift { "DRIFT".into() } else { "ok".into() },
             ]
         })
@@ -434,7 +422,7 @@ fn profile_command(args: ProfileArgs) -> Result<Outcome> {
 }
 
 fn print_profile(profile: &Profile) {
-    let opt = |v: Option<f64>| v.map(short).unwrap_or_default();
+    let opt = |v: Option<f64>| v.map(number).unwrap_or_default();
     let rows: Vec<Vec<String>> = profile
         .columns
         .iter()
@@ -520,11 +508,11 @@ fn print_validation(report: &ValidationReport) {
     print_table(&["COLUMN", "EXPECTATION", "RESULT", "OBSERVED", "EXPECTED", "UNEXPECTED", "FIRST ROWS"], &rows);
     outln!();
     outln!(
-        "{} of {} expectations met on {} rows; quality score {:.4}: {}",
+        "{} of {} expectations met on {} rows; quality score {}: {}",
         report.successful_expectations,
         report.evaluated_expectations,
         report.rows,
-        report.quality_score,
+        number(report.quality_score),
         if report.success { "PASSED" } else { "FAILED" }
     );
 }

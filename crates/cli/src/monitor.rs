@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use shipyard_core::display::number;
 use shipyard_core::entities::utc_seconds;
 use shipyard_core::monitoring::Actual;
 use shipyard_monitor::{Monitor, MonitorConfig, Quiet, Window};
@@ -272,7 +273,7 @@ fn print_evaluation(e: &shipyard_monitor::Evaluation) {
             .values
             .iter()
             .filter(|(k, _)| !k.starts_with("drift_score.") && !k.starts_with("drifted."))
-            .map(|(k, v)| vec![k.clone(), format!("{v:.6}")])
+            .map(|(k, v)| vec![k.clone(), number(*v)])
             .collect();
         print_table(&["MONITOR", "VALUE"], &rows);
         if let Some(d) = &w.drift {
@@ -283,7 +284,7 @@ fn print_evaluation(e: &shipyard_monitor::Evaluation) {
                     vec![
                         c.column.clone(),
                         c.test.name().to_owned(),
-                        format!("{:.6}", c.p_value.unwrap_or(c.statistic)),
+                        number(c.p_value.unwrap_or(c.statistic)),
                         if c.drift { "DRIFT".to_owned() } else { "ok".to_owned() },
                     ]
                 })
@@ -299,14 +300,7 @@ fn print_evaluation(e: &shipyard_monitor::Evaluation) {
     let rows: Vec<Vec<String>> = e
         .rules
         .iter()
-        .map(|r| {
-            vec![
-                r.rule.clone(),
-                r.metric.clone(),
-                r.value.map_or("-".to_owned(), |v| format!("{v:.6}")),
-                r.verdict.clone(),
-            ]
-        })
+        .map(|r| vec![r.rule.clone(), r.metric.clone(), r.value.map_or("-".to_owned(), number), r.verdict.clone()])
         .collect();
     print_table(&["RULE", "METRIC", "VALUE", "VERDICT"], &rows);
     for a in &e.alerts {

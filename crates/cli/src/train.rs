@@ -692,7 +692,7 @@ fn print_summary(
     );
     let width = metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &metrics {
-        outln!("  {k:<width$}  {}", crate::data::short(*v));
+        outln!("  {k:<width$}  {}", shipyard_core::display::number(*v));
     }
     outln!("model: runs:/{run_id}/model");
     if let Some((name, version)) = registered {
@@ -738,7 +738,7 @@ fn print_search(
     for (i, t) in trials.iter().enumerate() {
         let params: Vec<String> = t.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mark = if i == best { "*" } else { " " };
-        outln!("{mark} {}  {}  {}", t.run_id, crate::data::short(t.score), params.join(" "));
+        outln!("{mark} {}  {}  {}", t.run_id, shipyard_core::display::number(t.score), params.join(" "));
     }
     outln!("best: runs:/{}/model (copied to runs:/{parent_id}/model)", trials[best].run_id);
     if let Some((name, version)) = registered {

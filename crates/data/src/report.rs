@@ -80,7 +80,7 @@ pub fn page(title: &str, body: &str) -> String {
 
 /// A numeric table cell that sorts by its value.
 pub fn num_cell(v: f64) -> String {
-    let shown = if v.is_finite() && v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.4}") };
+    let shown = shipyard_core::display::number(v);
     format!("<td class=\"num\" data-v=\"{v}\">{shown}</td>")
 }
 

@@ -1,6 +1,8 @@
 //! Alert rules over monitor values: a condition must hold for `for` consecutive evaluations,
 //! then the rule fires once and stays quiet for its cooldown.
 
+use shipyard_core::display::number;
+
 use crate::config::Rule;
 
 /// What one rule remembers between evaluations.
@@ -53,18 +55,13 @@ pub fn judge(rule: &Rule, value: Option<f64>, rows: u64, state: &mut RuleState, 
         message: format!(
             "{} = {} {} {}{evaluations} (rule '{}', {})",
             rule.metric,
-            short(value),
+            number(value),
             rule.op.as_str(),
-            short(rule.threshold),
+            number(rule.threshold),
             rule.name,
             rule.severity.as_str()
         ),
     }
-}
-
-fn short(v: f64) -> String {
-    let s = format!("{v:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
+use shipyard_core::display::number;
 use shipyard_data::columns::{as_f64, for_each_label, number_label};
 use shipyard_data::drift::{self, DriftOptions, TableSample};
 use shipyard_runtime::{LoadedModel, Output};
@@ -106,7 +107,7 @@ impl GateReport {
                 [
                     c.gate.to_owned(),
                     c.name.clone(),
-                    c.observed.map_or("-".to_owned(), format_value),
+                    c.observed.map_or("-".to_owned(), number),
                     c.bound.clone(),
                     if c.passed { "pass".to_owned() } else { "FAIL".to_owned() },
                 ]
@@ -127,10 +128,6 @@ impl GateReport {
         let _ = writeln!(out, "{} version {}: {verdict}", self.model, self.version);
         out
     }
-}
-
-fn format_value(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) { format!("{v:.4e}") } else { format!("{:.4}", v) }
 }
 
 fn failed(gate: &'static str, name: impl Into<String>, bound: String, why: String) -> Check {
@@ -466,7 +463,7 @@ fn score(metric: &str, output: &Output, actual: &Actual) -> Result<f64, String> 
         }
     };
     match (output, actual) {
-        (Output::Classes { classes, labels, probabilities }, Actual::Labels(truth)) => {
+        (Output::Classes { classes, labels, probabilities, .. }, Actual::Labels(truth)) => {
             let mut index: Vec<String> = classes.clone();
             let known = truth.iter().all(|t| classes.contains(t));
             for t in truth.iter().chain(labels) {
@@ -487,7 +484,7 @@ fn score(metric: &str, output: &Output, actual: &Actual) -> Result<f64, String> 
             let metrics = shipyard_train::metrics::classification(&y_true, &y_pred, proba.as_deref(), n);
             pick(serde_json::to_value(metrics).map_err(|e| e.to_string())?)
         }
-        (Output::Values { columns: 1, values }, Actual::Values(truth)) => {
+        (Output::Values { columns: 1, values, .. }, Actual::Values(truth)) => {
             let metrics = shipyard_train::metrics::regression(truth, values);
             pick(serde_json::to_value(metrics).map_err(|e| e.to_string())?)
         }
@@ -526,13 +523,13 @@ fn champion_check(
                 gate: "champion",
                 name,
                 observed: Some(mine),
-                bound: format!("{op} {}", format_value(limit)),
+                bound: format!("{op} {}", number(limit)),
                 passed: passed && !mine.is_nan(),
                 detail: format!(
                     "champion version {} ({}) scores {} on the same {} rows; tolerance {tolerance}",
                     champion.version,
                     champion.alias,
-                    format_value(theirs),
+                    number(theirs),
                     evaluation.batches.iter().map(RecordBatch::num_rows).sum::<usize>()
                 ),
             }
