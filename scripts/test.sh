@@ -52,8 +52,10 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["gates_passed"] and s["drift_alert_fired"] and s["rolled_back"], s
 assert s["served_predictions"] == 5000, s
+# The canary took its configured 20% of 1,000 single-row requests (binomial tolerance).
+assert s["canary_share"] is not None and 0.15 <= s["canary_share"] <= 0.25, s["canary_share"]
 assert s["steps"] and all(x["status"] == "FINISHED" and x["run_id"] for x in s["steps"]), s["steps"]
-print(f"quickstart: {len(s['steps'])} steps recorded, {s['served_predictions']} predictions, told in {s['seconds']:.1f} s")
+print(f"quickstart: {len(s['steps'])} steps recorded, {s['served_predictions']} predictions, canary share {s['canary_share']:.3f}, told in {s['seconds']:.1f} s")
 EOF_PY
 rm -rf "$quickstart_dir"
 

@@ -1,6 +1,7 @@
 //! `shipyard deploy NAME --model URI [--canary URI --weight W | --ab URI=W ...] [--shadow URI]`
-//! and `shipyard deploy list | show | delete`: deployments, stored for `shipyard server` and
-//! `shipyard serve --deployment NAME` replicas, which apply a change within their poll interval.
+//! and `shipyard deploy list | show | status | delete`: deployments, stored for `shipyard server`
+//! and `shipyard serve --deployment NAME` replicas, which apply a change within their poll
+//! interval; `deploy` waits until every live one has (`--no-wait`, `--timeout`).
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -9,9 +10,11 @@ use shipyard_core::deployment::{Arm, Deployment, DeploymentSpec, ModelRef, Stick
 use shipyard_core::entities::utc_seconds;
 use shipyard_runtime::fetch::ModelUri;
 use shipyard_store::Database;
+use shipyard_store::rollout::RolloutTarget;
 
 use crate::Format;
 use crate::datasets::{DatasetStoreArgs, with_database};
+use crate::rollout::WaitArgs;
 
 /// The canary's share when `--weight` is not given.
 const DEFAULT_CANARY_WEIGHT: u32 = 10;
@@ -36,6 +39,16 @@ enum DeployAction {
     },
     /// One deployment, with the versions its aliases point at now.
     Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Whether every serving process has applied the deployment's current revision: each
+    /// process, the revision it serves, its versions' states (loading, ready, failed with the
+    /// error) and its heartbeat.
+    Status {
         name: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -80,6 +93,8 @@ pub struct CreateArgs {
     sticky_field: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    #[command(flatten)]
+    wait: WaitArgs,
     #[command(flatten)]
     store: DatasetStoreArgs,
 }
@@ -136,6 +151,7 @@ pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
     match cmd.action {
         Some(DeployAction::List { format, store }) => list(format, &store),
         Some(DeployAction::Show { name, format, store }) => show(&name, format, &store),
+        Some(DeployAction::Status { name, format, store }) => crate::rollout::show_status(&name, format, &store),
         Some(DeployAction::Delete { name, store }) => {
             with_database(&store, async |db| Ok(db.delete_deployment(&name).await?))?;
             outln!("deleted deployment '{name}'");
@@ -155,8 +171,19 @@ fn create(args: CreateArgs) -> Result<crate::Outcome> {
         }
         Ok((db.put_deployment(&name, &spec).await?, versions))
     })?;
+    let target = RolloutTarget::Deployment(name);
+    if args.format == Format::Json {
+        let (outcome, rollout) = args.wait.wait(&args.store, &target, args.format)?;
+        let mut value = serde_json::to_value(&deployment)?;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("resolved_versions".into(), json!(versions));
+            o.insert("rollout".into(), rollout);
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(outcome);
+    }
     print_deployment(&deployment, &versions, args.format)?;
-    Ok(crate::Outcome::Success)
+    Ok(args.wait.wait(&args.store, &target, args.format)?.0)
 }
 
 fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Result<()> {

@@ -36,6 +36,7 @@ mod pipeline;
 mod predict;
 mod promote;
 mod quickstart;
+mod rollout;
 mod serve;
 mod tracking;
 mod train;
@@ -381,8 +382,9 @@ pub(crate) async fn start_server(
     let mut app = shipyard_server::router(state);
     let mut log_writer = None;
     let mut serving_state = None;
+    let mut reporting = None;
     if !args.no_model_serving {
-        let serving = serve::catalog_state(
+        let (serving, reporter) = serve::catalog_state(
             db.clone(),
             artifacts_for_serving.clone(),
             &args.serve_alias,
@@ -393,6 +395,7 @@ pub(crate) async fn start_server(
         log_writer = args.serving.log_settings().and_then(|settings| serving.attach_log(db.clone(), settings));
         app = app.merge(shipyard_serving::router(serving.clone(), false));
         serving_state = Some(serving);
+        reporting = Some(reporter);
     }
     let mut retraining = None;
     let monitors = if args.no_monitors {
@@ -416,6 +419,9 @@ pub(crate) async fn start_server(
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         let served = shipyard_serving::serve(app, addr, shutdown, |bound| {
+            if let Some(r) = &reporting {
+                r.set_address(bound);
+            }
             tracing::info!(
                 "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
             );
@@ -425,6 +431,10 @@ pub(crate) async fn start_server(
         .with_context(|| format!("serving on {addr}"));
         if let Some(task) = monitors {
             task.abort();
+        }
+        // No longer serving: nothing waits for this process.
+        if let Some(r) = reporting {
+            r.stop().await;
         }
         // A retraining run still going is stopped and recorded KILLED, not left RUNNING.
         if let Some(retrainer) = retraining {

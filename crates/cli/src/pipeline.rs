@@ -568,8 +568,26 @@ impl CommandExecutor {
         }))
     }
 
-    /// POSTs the table's first rows to the deployment until it answers (it may take the
-    /// server a poll interval to start serving a new deployment) or the timeout passes.
+    /// The deployment's current revision and the versions its arms resolve to now, from the
+    /// store (`None` when the store does not hold it: the endpoint serves another store).
+    async fn deployed_versions(&self, name: &str) -> Option<(i64, Vec<String>)> {
+        let db = self.store.database().await.ok()?;
+        let found = async {
+            let d = db.get_deployment(name).await.ok()?;
+            let mut versions = Vec::new();
+            for arm in &d.spec.arms {
+                versions.push(db.resolve_model_ref(&arm.target).await.ok()??);
+            }
+            Some((d.revision, versions))
+        }
+        .await;
+        db.close().await;
+        found
+    }
+
+    /// POSTs the table's first rows to the deployment until a version of its current revision
+    /// answers (the deploy step waits for the rollout, but `--no-wait` or another writer may
+    /// leave a server behind) or the timeout passes.
     async fn smoke_test(
         &self,
         step: &ResolvedStep,
@@ -587,6 +605,7 @@ impl CommandExecutor {
             .map_err(|e| StepFailure::new(e.to_string()))?
             .map_err(|e| StepFailure::new(format!("{e:#}")))?;
         let url = format!("{endpoint}/predict/{}", t.deployment);
+        let expected = self.deployed_versions(&t.deployment).await;
         let body = json!({"records": records});
         let deadline = Instant::now() + Duration::from_secs(t.timeout_seconds.unwrap_or(30));
         let mut last;
@@ -613,11 +632,25 @@ impl CommandExecutor {
                                 records.len()
                             )));
                         }
-                        return Ok(
-                            json!({"endpoint": url, "rows": answered, "latency_ms": latency_ms, "version": version}),
-                        );
+                        match &expected {
+                            Some((revision, versions)) if !versions.contains(&version) => {
+                                last = format!(
+                                    "answered by version '{version}', but revision {revision} of deployment '{}' \
+                                     serves version(s) {}",
+                                    t.deployment,
+                                    versions.join(", ")
+                                );
+                            }
+                            _ => {
+                                return Ok(json!({
+                                    "endpoint": url, "rows": answered, "latency_ms": latency_ms, "version": version,
+                                    "revision": expected.as_ref().map(|(r, _)| *r),
+                                }));
+                            }
+                        }
+                    } else {
+                        last = format!("{status}: {}", answer.chars().take(500).collect::<String>());
                     }
-                    last = format!("{status}: {}", answer.chars().take(500).collect::<String>());
                     // A 4xx other than "not served yet" is the request's fault: waiting will not help.
                     if status.is_client_error() && status != reqwest::StatusCode::NOT_FOUND {
                         return Err(StepFailure::new(format!("{url} refused the rows: {last}")));
@@ -696,10 +729,11 @@ pub(crate) fn batch_records(batch: &RecordBatch, drop: &[String], n: usize) -> R
     for row in 0..rows {
         let mut record = Map::new();
         for (name, numeric, array) in &columns {
-            if array.is_null(row) {
-                continue;
-            }
-            let value = if *numeric {
+            // A missing value is an explicit null: a request of one row whose value is missing
+            // still names the column (a record without the key is a missing column).
+            let value = if array.is_null(row) {
+                Value::Null
+            } else if *numeric {
                 let v = array.as_any().downcast_ref::<arrow_array::Float64Array>().map(|a| a.value(row));
                 v.and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
             } else {
@@ -804,7 +838,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_become_records_with_numbers_text_and_missing_values_left_out() {
+    fn rows_become_records_with_numbers_text_and_missing_values_as_nulls() {
         let batch = RecordBatch::try_from_iter([
             ("age", Arc::new(Float64Array::from(vec![Some(29.5), None])) as ArrayRef),
             ("pclass", Arc::new(Int64Array::from(vec![1, 3])) as ArrayRef),
@@ -813,7 +847,13 @@ mod tests {
         ])
         .unwrap();
         let records = batch_records(&batch, &["survived".to_owned()], 5).unwrap();
-        assert_eq!(records, vec![json!({"age": 29.5, "pclass": 1.0, "sex": "female"}), json!({"pclass": 3.0})]);
+        assert_eq!(
+            records,
+            vec![
+                json!({"age": 29.5, "pclass": 1.0, "sex": "female"}),
+                json!({"age": null, "pclass": 3.0, "sex": null})
+            ]
+        );
         assert_eq!(
             batch_records(&batch, &[], 1).unwrap(),
             vec![json!({"age": 29.5, "pclass": 1.0, "sex": "female", "survived": 1.0})]

@@ -29,6 +29,8 @@ use shipyard_store::{ArtifactStore, Database};
 use crate::Format;
 use crate::data::ReadArgs;
 use crate::datasets::{self, DatasetStoreArgs, block_on, with_database};
+use crate::rollout::WaitArgs;
+use shipyard_store::rollout::RolloutTarget;
 
 /// The registered model tag holding a model's gate policy (`models set-policy`).
 pub const POLICY_TAG: &str = "shipyard.gates.policy";
@@ -94,6 +96,8 @@ pub struct MoverArgs {
     actor: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    #[command(flatten)]
+    wait: WaitArgs,
     #[command(flatten)]
     store: DatasetStoreArgs,
 }
@@ -440,16 +444,20 @@ pub fn promote(args: PromoteArgs) -> Result<crate::Outcome> {
         gate_report: report.as_ref().map(serde_json::to_string).transpose()?,
     };
     let moved = with_database(&args.mover.store, async |db| Ok(db.move_alias(request).await?))?;
-    match args.mover.format {
-        Format::Json => {
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&json!({"move": moved, "report": report, "report_uri": location}))?
-            )
-        }
-        Format::Table => outln!("{}", describe_move(&moved)),
+    let target = RolloutTarget::Alias { model: name, alias: args.alias.clone() };
+    if args.mover.format == Format::Table {
+        outln!("{}", describe_move(&moved));
     }
-    Ok(crate::Outcome::Success)
+    let (outcome, rollout) = args.mover.wait.wait(&args.mover.store, &target, args.mover.format)?;
+    if args.mover.format == Format::Json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"move": moved, "report": report, "report_uri": location, "rollout": rollout})
+            )?
+        );
+    }
+    Ok(outcome)
 }
 
 fn describe_move(m: &AliasMove) -> String {
@@ -472,11 +480,19 @@ pub fn rollback(args: RollbackArgs) -> Result<crate::Outcome> {
     let moved = with_database(&args.mover.store, async |db| {
         Ok(db.rollback_alias(&args.name, &args.alias, &actor, args.mover.reason.as_deref()).await?)
     })?;
-    match args.mover.format {
-        Format::Json => outln!("{}", serde_json::to_string_pretty(&moved)?),
-        Format::Table => outln!("{}", describe_move(&moved)),
+    let target = RolloutTarget::Alias { model: args.name.clone(), alias: args.alias.clone() };
+    if args.mover.format == Format::Table {
+        outln!("{}", describe_move(&moved));
     }
-    Ok(crate::Outcome::Success)
+    let (outcome, rollout) = args.mover.wait.wait(&args.mover.store, &target, args.mover.format)?;
+    if args.mover.format == Format::Json {
+        let mut value = serde_json::to_value(&moved)?;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("rollout".into(), rollout);
+        }
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(outcome)
 }
 
 /// The gate verdict of a move, from its stored report.

@@ -39,6 +39,11 @@ const BATCH: usize = 10;
 const LIVE_ROWS: usize = 1500;
 const CANARY_ROWS: usize = 1000;
 const DRIFT_ROWS: usize = 1000;
+/// The challenger's canary weight, in percent (as the challenger pipeline's deploy step sets it).
+const CANARY_WEIGHT: u32 = 20;
+/// The canary's share of [`CANARY_ROWS`] single-row requests that counts as "took its weight":
+/// 20% +- 5 points, about four binomial standard deviations.
+const CANARY_SHARE_TOLERANCE: std::ops::RangeInclusive<f64> = 0.15..=0.25;
 const DEGRADED_ROWS: usize = 1500;
 /// How long the story waits for the monitors to raise an alert.
 const ALERT_WAIT: Duration = Duration::from_secs(45);
@@ -244,12 +249,13 @@ impl Story {
         Ok((status, headers, response.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Sends `rows` rows (drawn from the table, changed by `shift`) in requests of [`BATCH`].
-    async fn traffic(&mut self, rows: usize, shift: Option<&dyn Fn(&mut Value)>) -> Result<Vec<Answer>> {
-        let mut answers = Vec::with_capacity(rows / BATCH + 1);
+    /// Sends `rows` rows (drawn from the table, changed by `shift`) in requests of `batch`.
+    async fn traffic(&mut self, rows: usize, batch: usize, shift: Option<&dyn Fn(&mut Value)>) -> Result<Vec<Answer>> {
+        let batch = batch.max(1);
+        let mut answers = Vec::with_capacity(rows / batch + 1);
         let mut left = rows;
         while left > 0 {
-            let n = left.min(BATCH);
+            let n = left.min(batch);
             left -= n;
             let picks: Vec<usize> = (0..n).map(|_| self.draw.below(self.records.len())).collect();
             let records: Vec<Value> = picks
@@ -536,6 +542,8 @@ struct Told {
     gates_passed: bool,
     drift_alert_fired: bool,
     rolled_back: bool,
+    /// The canary's share of the canary phase's predictions.
+    canary_share: Option<f64>,
     reports: Vec<(String, PathBuf)>,
 }
 
@@ -568,7 +576,7 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
     outln!("\n2. Live traffic: {LIVE_ROWS} passengers in requests of {BATCH}, then their ground truth");
     let run = s.phase("live_traffic").await?;
     let since = now_millis();
-    let answers = s.traffic(LIVE_ROWS, None).await?;
+    let answers = s.traffic(LIVE_ROWS, BATCH, None).await?;
     let served_accuracy = accuracy(&answers);
     let recorded = s.feedback(&answers, 0.0).await?;
     let monitored = s.evaluated("accuracy", since).await?.unwrap_or(f64::NAN);
@@ -602,9 +610,28 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
     let candidate =
         second.model_version.clone().and_then(|v| v.rsplit('/').next().map(str::to_owned)).unwrap_or_default();
     let run = s.phase("canary").await?;
-    let answers = s.traffic(CANARY_ROWS, None).await?;
+    // One passenger per request: each prediction draws its arm, so the share is binomial over
+    // 1,000 draws (a standard deviation of 1.3 points at 20%).
+    let answers = s.traffic(CANARY_ROWS, 1, None).await?;
     let on_canary: usize = answers.iter().filter(|a| a.version == candidate).map(|a| a.predictions.len()).sum();
     let share = on_canary as f64 / CANARY_ROWS as f64;
+    told.canary_share = Some(share);
+    if !CANARY_SHARE_TOLERANCE.contains(&share) {
+        s.end_phase(
+            &run,
+            "canary",
+            false,
+            &[("predictions", CANARY_ROWS as f64), ("canary_share", share)],
+            &format!("the canary answered {:.1}% of predictions, not about {CANARY_WEIGHT}%", share * 100.0),
+        )
+        .await?;
+        bail!(
+            "the canary (version {candidate}) answered {on_canary} of {CANARY_ROWS} predictions ({:.1}%), outside              {:.0}% to {:.0}% of a {CANARY_WEIGHT}% canary: it was not promoted",
+            share * 100.0,
+            CANARY_SHARE_TOLERANCE.start() * 100.0,
+            CANARY_SHARE_TOLERANCE.end() * 100.0
+        );
+    }
     s.command(&[
         "models",
         "promote",
@@ -646,7 +673,7 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
         r["pclass"] = json!(3);
         r["sibsp"] = json!(3);
     };
-    s.traffic(DRIFT_ROWS, Some(&shift)).await?;
+    s.traffic(DRIFT_ROWS, BATCH, Some(&shift)).await?;
     let drift = s.alert("data-drift", since).await?;
     told.drift_alert_fired = drift.is_some();
     match &drift {
@@ -666,7 +693,7 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
     outln!("\n5. Ground truth turns against version {candidate}: {DEGRADED_ROWS} predictions, 60% of labels disagree");
     let run = s.phase("rollback").await?;
     let since = now_millis();
-    let answers = s.traffic(DEGRADED_ROWS, None).await?;
+    let answers = s.traffic(DEGRADED_ROWS, BATCH, None).await?;
     s.feedback(&answers, 0.6).await?;
     let alert = s.alert("accuracy", since).await?;
     let after = s.production().await?;
@@ -725,6 +752,7 @@ async fn finish(s: &mut Story, told: &Told, error: Option<String>, began: Instan
     let summary = json!({
         "gates_passed": told.gates_passed,
         "served_predictions": s.served,
+        "canary_share": told.canary_share,
         "drift_alert_fired": told.drift_alert_fired,
         "rolled_back": told.rolled_back,
         "steps": s.steps,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use shipyard_core::deployment::Deployment as DeploymentRecord;
 use shipyard_runtime::EngineChoice;
-use shipyard_serving::catalog::{Catalog, Deployments, Source, StoreSource, VersionKey};
+use shipyard_serving::catalog::{Catalog, Deployments, Reporting, Source, StoreSource, VersionKey};
 use shipyard_serving::prediction_log::LogSettings;
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
 
@@ -255,21 +255,31 @@ async fn replicate<S: Source>(
         EngineChoice::from(args.engine),
         args.serving.settings(),
     );
+    // What this replica has applied is reported from the start, loads included.
+    let reporting = catalog.report();
     // Loaded before the port opens: ready means ready.
-    let report = catalog.sync(&state).await.with_context(|| format!("reading deployment '{name}'"))?;
-    if !report.failed.is_empty() || state.registry.deployment(name).is_none() {
-        anyhow::bail!("deployment '{name}' cannot be served: see the warnings above");
-    }
+    let report = catalog.sync(&state).await.with_context(|| format!("reading deployment '{name}'"));
+    let report = match report {
+        Ok(report) if report.failed.is_empty() && state.registry.deployment(name).is_some() => report,
+        other => {
+            reporting.stop().await;
+            other?;
+            anyhow::bail!("deployment '{name}' cannot be served: see the warnings above");
+        }
+    };
+    drop(report);
     catalog.watch(state.clone(), args.serving.sync_interval());
     let router = shipyard_serving::router(state.clone(), true);
-    serve_until_signal(router, addr, |bound| {
+    let served = serve_until_signal(router, addr, |bound| {
+        reporting.set_address(bound);
         tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
     })
-    .await?;
+    .await;
+    reporting.stop().await;
     if let Some(writer) = writer {
         writer.stop().await;
     }
-    Ok(())
+    served
 }
 
 /// Monitor values and alerts as the server's Prometheus gauges and counters.
@@ -321,17 +331,26 @@ impl Source for HttpSource {
         let (location, _) = self.0.model_location(&uri).await.map_err(unavailable)?;
         self.0.download_model(&location, dir).await.map_err(unavailable)
     }
+
+    async fn report(&self, report: &shipyard_core::rollout::ProcessReport) -> Result<(), shipyard_core::Error> {
+        self.0.report_serving_process(report).await.map_err(unavailable)
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), shipyard_core::Error> {
+        self.0.remove_serving_process(id).await.map_err(unavailable)
+    }
 }
 
 /// The serving state of `shipyard server`: every registered model's `alias` version and every
-/// deployment, kept current by a watcher that polls the store every `interval`.
+/// deployment, kept current by a watcher that polls the store every `interval`; and the task
+/// reporting what it has applied (stop it when the server stops).
 pub async fn catalog_state(
     db: shipyard_store::Database,
     artifacts: shipyard_store::ArtifactStore,
     alias: &str,
     serving: &ServingArgs,
     interval: Duration,
-) -> Result<Arc<ServingState>> {
+) -> Result<(Arc<ServingState>, Reporting<StoreSource>)> {
     let state = ServingState::new(serving.limits());
     let mut catalog = Catalog::new(
         StoreSource { db, artifacts },
@@ -340,8 +359,15 @@ pub async fn catalog_state(
         EngineChoice::Auto,
         serving.settings(),
     );
+    let reporting = catalog.report();
     // The first sync before the port opens, so models are ready when the server is.
-    let report = catalog.sync(&state).await.context("reading the models to serve")?;
+    let report = match catalog.sync(&state).await.context("reading the models to serve") {
+        Ok(report) => report,
+        Err(e) => {
+            reporting.stop().await;
+            return Err(e);
+        }
+    };
     if !report.loaded.is_empty() {
         tracing::info!(
             "serving {} model(s) with the '{alias}' alias: {}",
@@ -350,7 +376,7 @@ pub async fn catalog_state(
         );
     }
     catalog.watch(state.clone(), interval);
-    Ok(state)
+    Ok((state, reporting))
 }
 
 /// The address `host:port` names.

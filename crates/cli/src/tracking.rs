@@ -315,6 +315,18 @@ impl Tracking {
         serde_json::from_value(answer["deployment"].clone()).context("reading the deployment")
     }
 
+    /// Records a replica's rollout report on the server.
+    pub async fn report_serving_process(&self, report: &shipyard_core::rollout::ProcessReport) -> Result<()> {
+        self.request(reqwest::Method::POST, "api/shipyard/serving/report", json!({ "process": report })).await?;
+        Ok(())
+    }
+
+    /// Removes a replica's rollout report from the server.
+    pub async fn remove_serving_process(&self, id: &str) -> Result<()> {
+        self.request(reqwest::Method::POST, "api/shipyard/serving/withdraw", json!({ "id": id })).await?;
+        Ok(())
+    }
+
     /// The version `model@alias` points at; `None` when the alias is not set.
     pub async fn alias_version(&self, model: &str, alias: &str) -> Result<Option<String>> {
         let answer =

@@ -1,6 +1,8 @@
 //! Deployments through the binary: under continuous load, 20 promotions and rollbacks fail no
-//! request and each reaches serving within a second; a replica (`serve --deployment`) follows
-//! its deployment's changes; `deploy` refuses bad input.
+//! request and each is served from the moment its command returns; a replica (`serve
+//! --deployment`) follows its deployment's changes; `deploy` waits until a slow-loading canary
+//! answers, times out naming a process that cannot load its model, and does not wait for
+//! stopped or killed replicas; `deploy` refuses bad input.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -85,7 +87,9 @@ fn promotions_and_rollbacks_under_load_fail_no_request() {
             (vec!["models", "rollback", "churn", "--reason", "load test"], "1")
         };
         ok(shipyard(&home, &command));
-        // From the moment the command returns, both routes move within a second.
+        // The command returns once the server serves the move: the next request sees it.
+        assert_eq!(version(&addr, "/predict/churn-api"), expected, "right after: {command:?}");
+        assert_eq!(version(&addr, "/predict/churn"), expected, "right after: {command:?}");
         waits.push(until_version(&addr, "/predict/churn-api", expected, Duration::from_secs(1)));
         until_version(&addr, "/predict/churn", expected, Duration::from_secs(1));
     }
@@ -223,4 +227,225 @@ fn deploy_refuses_bad_input() {
     let listed = shipyard(&home, &["deploy", "list", "--format", "json"]);
     let all: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(all[0]["spec"]["sticky"], json!({"from": "header", "name": "x-user"}));
+}
+
+/// A TCP proxy to `upstream` that, while `slow` is set, holds each request for a model's
+/// `MLmodel` file for `delay`: a replica fetching a model through it takes that long to load
+/// it, as over a slow link or from a large model.
+fn slow_proxy(upstream: String, slow: Arc<AtomicBool>, delay: Duration) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(client), Ok(server)) = (client, TcpStream::connect(&upstream)) else { continue };
+            let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match from_client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let first_line = buf[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+                    if slow.load(Ordering::Relaxed)
+                        && first_line.starts_with(b"GET ")
+                        && first_line.windows(7).any(|w| w == b"MLmodel")
+                    {
+                        std::thread::sleep(delay);
+                    }
+                    if to_server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// The answering versions of `n` requests.
+fn versions(addr: &str, path: &str, n: usize) -> Vec<String> {
+    (0..n).map(|_| version(addr, path)).collect()
+}
+
+fn rollout_status(home: &Path, name: &str) -> serde_json::Value {
+    let out = shipyard(home, &["deploy", "status", name, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn deploy_returns_once_a_slow_loading_canary_answers() {
+    let (dir, home) = home();
+    // No serving process yet: nothing to wait for, and it says so.
+    let out = shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn@production"]);
+    ok(out.clone());
+    assert!(
+        common::stdout(&out).contains("no serving process serves deployment 'churn-api'"),
+        "{}",
+        common::stdout(&out)
+    );
+    let log = Arc::new(Mutex::new(String::new()));
+    let server = start(&home, &["server", "--no-model-serving"], log.clone());
+    // The replica reads the server through a link that makes each model load take 3 s.
+    let slow = Arc::new(AtomicBool::new(false));
+    let delay = Duration::from_secs(3);
+    let proxy = slow_proxy(server.addr.clone(), slow.clone(), delay);
+    let replica = start(
+        &dir.path().join("replica"),
+        &["serve", "--deployment", "churn-api", "--tracking-uri", &format!("http://{proxy}")],
+        log.clone(),
+    );
+    assert_eq!(version(&replica.addr, "/predict/churn-api"), "1");
+    slow.store(true, Ordering::Relaxed);
+
+    let began = Instant::now();
+    let out = shipyard(
+        &home,
+        &[
+            "deploy",
+            "churn-api",
+            "--model",
+            "models:/churn@production",
+            "--canary",
+            "models:/churn/2",
+            "--weight",
+            "50",
+        ],
+    );
+    let took = began.elapsed();
+    ok(out.clone());
+    assert!(common::stdout(&out).contains("live on 1 serving process in"), "{}", common::stdout(&out));
+    // It waited for the load (the proxy's delay is a floor, not a measurement).
+    assert!(took >= delay, "deploy returned after {took:?}, before the canary could have loaded");
+    // From the first requests after it returned, the canary takes its share.
+    let seen = versions(&replica.addr, "/predict/churn-api", 40);
+    assert!(seen.iter().any(|v| v == "2"), "no answer from the canary in 40 requests right after deploy: {seen:?}");
+    let status = rollout_status(&home, "churn-api");
+    assert_eq!(status["complete"], true, "{status}");
+    assert_eq!(status["processes"][0]["verdict"], "applied", "{status}");
+    assert_eq!(status["processes"][0]["report"]["kind"], "replica", "{status}");
+    assert_eq!(status["expected"][0]["versions"], json!(["1", "2"]), "{status}");
+    // A promotion the deployment follows waits for the replica too (version 2 is loaded: quick).
+    let out = shipyard(
+        &home,
+        &["models", "promote", "churn", "--version", "2", "--force", "--reason", "t", "--format", "json"],
+    );
+    ok(out.clone());
+    let moved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(moved["rollout"]["status"]["complete"], true, "{moved}");
+    assert_eq!(moved["rollout"]["status"]["live"], 1, "{moved}");
+    assert!(versions(&replica.addr, "/predict/churn-api", 10).iter().all(|v| v == "2"));
+    drop(replica);
+    drop(server);
+}
+
+/// Overwrites the model files of `churn` version 2 so that no process can load it.
+fn break_version_2(home: &Path) {
+    let out = shipyard(home, &["lineage", "models:/churn/2", "--format", "json"]);
+    ok(out.clone());
+    let lineage: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run_id = lineage["run"]["run_id"].as_str().unwrap().to_owned();
+    let mut stack = vec![home.join("artifacts")];
+    let mut broken = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().contains(&run_id) && path.file_name().unwrap() == "model.json" {
+                std::fs::write(&path, "{ this is not a model").unwrap();
+                broken += 1;
+            }
+        }
+    }
+    assert_eq!(broken, 1, "version 2's model.json under {}", home.display());
+}
+
+#[test]
+fn deploy_times_out_naming_the_process_that_cannot_load() {
+    let (_dir, home) = home();
+    break_version_2(&home);
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
+    let log = Arc::new(Mutex::new(String::new()));
+    let server = start(&home, &["server"], log.clone());
+    let out = shipyard(
+        &home,
+        &["deploy", "churn-api", "--model", "models:/churn/1", "--canary", "models:/churn/2", "--timeout", "3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("deployment 'churn-api' is not live after"), "{err}");
+    assert!(err.contains("server on ") && err.contains(&server.addr), "{err}");
+    assert!(err.contains("cannot load churn/2"), "{err}");
+    // What served before keeps serving.
+    assert!(versions(&server.addr, "/predict/churn-api", 10).iter().all(|v| v == "1"));
+    let status = rollout_status(&home, "churn-api");
+    assert_eq!(status["complete"], false, "{status}");
+    assert_eq!(status["processes"][0]["verdict"], "failed", "{status}");
+    // --no-wait returns at once with the change stored.
+    let out = shipyard(
+        &home,
+        &[
+            "deploy",
+            "churn-api",
+            "--model",
+            "models:/churn/1",
+            "--canary",
+            "models:/churn/2",
+            "--no-wait",
+            "--format",
+            "json",
+        ],
+    );
+    ok(out.clone());
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stored["rollout"], json!({"waited": false}));
+    drop(server);
+}
+
+#[test]
+fn stopped_replicas_are_not_waited_for_and_killed_ones_are_named() {
+    let (dir, home) = home();
+    ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
+    let store = format!("sqlite:///{}", home.join("shipyard.db").display());
+    let artifacts = home.join("artifacts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let replica = |name: &str| {
+        start(
+            &dir.path().join(name),
+            &[
+                "serve",
+                "--deployment",
+                "churn-api",
+                "--tracking-uri",
+                &store,
+                "--artifacts-destination",
+                artifacts.to_str().unwrap(),
+            ],
+            log.clone(),
+        )
+    };
+    let (mut stopped, killed) = (replica("a"), replica("b"));
+    assert_eq!(rollout_status(&home, "churn-api")["live"], 2);
+    // SIGTERM: the replica withdraws its report as it stops.
+    assert!(stopped.terminate());
+    let killed_addr = killed.addr.clone();
+    // SIGKILL: its report stays, and ages.
+    drop(killed);
+    let out = shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/2", "--timeout", "30"]);
+    ok(out.clone());
+    let text = common::stdout(&out);
+    assert!(text.contains("not waited for: replica on") && text.contains(&killed_addr), "{text}");
+    assert!(text.contains("no heartbeat for"), "{text}");
+    assert!(!text.contains(&stopped.addr), "the stopped replica is gone: {text}");
 }

@@ -344,6 +344,11 @@ fn quickstart_tells_the_whole_story_and_writes_its_summary() {
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(folder.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["gates_passed"], true, "{summary:#}");
     assert_eq!(summary["served_predictions"], 5000);
+    // The 20% canary was live when its traffic went out: its share is within the binomial
+    // tolerance of 1,000 single-row requests.
+    let share = summary["canary_share"].as_f64().unwrap();
+    assert!((0.15..=0.25).contains(&share), "canary share {share}");
+    assert!(narration.contains("% answered by the canary (version 2)"), "{narration}");
     assert_eq!(summary["drift_alert_fired"], true);
     assert_eq!(summary["rolled_back"], true);
     assert!(summary["server_url"].as_str().unwrap().starts_with("http://127.0.0.1:"));

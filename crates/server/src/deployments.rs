@@ -1,11 +1,14 @@
 //! Shipyard's own REST routes for deployments, under `/api/shipyard/`: what `shipyard serve
-//! --deployment NAME --tracking-uri http://...` replicas poll. Read-only: deployments are
-//! changed with `shipyard deploy` on the store.
+//! --deployment NAME --tracking-uri http://...` replicas poll, where they report what they have
+//! applied, and the rollout status of a deployment or an alias. Deployments are changed with
+//! `shipyard deploy` on the store.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
+use shipyard_core::rollout::ProcessReport;
+use shipyard_store::rollout::RolloutTarget;
 
 use crate::AppState;
 use crate::tracking::JsonResult;
@@ -29,4 +32,66 @@ pub(crate) async fn get_deployment(
 /// `GET /api/shipyard/deployments/list` → `{"deployments": [...]}`.
 pub(crate) async fn list_deployments(State(s): State<AppState>) -> JsonResult {
     Ok(Json(json!({ "deployments": s.db.list_deployments().await? })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StatusQuery {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    alias: Option<String>,
+}
+
+/// `GET /api/shipyard/deployments/status?name=NAME` (or `?model=M&alias=A`) → the rollout
+/// status: every serving process concerned, whether it has applied the current revision (or
+/// alias target) with every version ready, and where it is stuck.
+pub(crate) async fn rollout_status(
+    State(s): State<AppState>,
+    MlflowRequest(r): MlflowRequest<StatusQuery>,
+) -> JsonResult {
+    let target = match (&r.name, &r.model) {
+        (Some(name), None) => RolloutTarget::Deployment(name.clone()),
+        (None, Some(model)) => RolloutTarget::Alias {
+            model: model.clone(),
+            alias: r.alias.clone().unwrap_or_else(|| "production".to_owned()),
+        },
+        _ => {
+            return Err(shipyard_core::Error::invalid(
+                "give either 'name' (a deployment) or 'model' (with 'alias', default production)",
+            )
+            .into());
+        }
+    };
+    Ok(Json(json!({ "status": s.db.rollout_status(&target).await? })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Report {
+    process: Option<ProcessReport>,
+}
+
+/// `POST /api/shipyard/serving/report {"process": {...}}`: a replica that reads this server
+/// records what it has applied (stamped with this server's clock).
+pub(crate) async fn report_process(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<Report>) -> JsonResult {
+    let report =
+        r.process.ok_or_else(|| shipyard_core::Error::invalid("missing value for required parameter 'process'"))?;
+    s.db.report_serving_process(&report).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct Withdraw {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// `POST /api/shipyard/serving/withdraw {"id": ...}`: a replica stopping removes its report.
+pub(crate) async fn withdraw_process(
+    State(s): State<AppState>,
+    MlflowRequest(r): MlflowRequest<Withdraw>,
+) -> JsonResult {
+    s.db.remove_serving_process(required(&r.id, "id")?).await?;
+    Ok(Json(json!({})))
 }

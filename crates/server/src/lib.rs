@@ -4,7 +4,8 @@
 //! - [`wire`]: reading requests (query strings and JSON bodies, lenient as MLflow's parser).
 //! - [`error`]: the single mapping from errors to HTTP statuses and MLflow's error body.
 //! - `tracking`, `models`, `artifacts`: the handlers, thin layers over `shipyard-store`.
-//! - `deployments`: Shipyard's own read-only routes under `/api/shipyard/` (what replicas poll).
+//! - `deployments`: Shipyard's own routes under `/api/shipyard/`: deployments (what replicas
+//!   poll), replicas' rollout reports, rollout status.
 //! - `feedback`: `POST /api/shipyard/feedback`, ground truth for logged predictions.
 //!
 //! Routes are mounted under `/api/2.0/mlflow/` and, as MLflow does for its UI, `/ajax-api/2.0/mlflow/`.
@@ -181,6 +182,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/ajax-api/2.0/mlflow-artifacts", artifact_routes())
         .route("/api/shipyard/deployments/get", get(deployments::get_deployment))
         .route("/api/shipyard/deployments/list", get(deployments::list_deployments))
+        .route("/api/shipyard/deployments/status", get(deployments::rollout_status))
+        .route("/api/shipyard/serving/report", post(deployments::report_process))
+        .route("/api/shipyard/serving/withdraw", post(deployments::withdraw_process))
         .route("/api/shipyard/feedback", axum::routing::post(feedback::record_feedback))
         .route("/api/3.0/mlflow/server-info", get(server_info))
         .route("/ajax-api/3.0/mlflow/server-info", get(server_info))

@@ -16,6 +16,11 @@
 //! Per-model settings come from the registered model's tags, read when a version is loaded:
 //! `shipyard.serving.max_batch_rows`, `.max_batch_wait_ms`, `.max_concurrency`, `.max_queue`,
 //! `.timeout_ms`, `.cache_entries` (numbers; others are logged and ignored).
+//!
+//! As it syncs, the catalog keeps this process's rollout report ([`crate::rollout`]): per
+//! deployment the revision read and whether it serves, per version loading / ready / failed
+//! with the error. [`Catalog::report`] writes it through the source on every change and every
+//! heartbeat, so commands that change what is served can wait until it is live here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -26,10 +31,14 @@ use std::time::{Duration, Instant};
 use shipyard_core::Error;
 use shipyard_core::deployment::{Deployment as Spec, ModelRef};
 use shipyard_core::entities::KeyValue;
+use shipyard_core::rollout::{
+    AliasModelState, DeploymentScope, DeploymentState, LoadState, ProcessReport, VersionState,
+};
 use shipyard_runtime::fetch::{self, ModelUri};
 use shipyard_runtime::{EngineChoice, LoadedModel};
 use shipyard_store::{ArtifactStore, Database};
 
+use crate::rollout::StatusBoard;
 use crate::{Deployment, ModelSettings, ServedModel, ServingState};
 
 /// How long a version that failed to load is left alone.
@@ -61,6 +70,10 @@ pub trait Source: Send + Sync + 'static {
     fn model_tags(&self, model: &str) -> impl Future<Output = Result<Vec<KeyValue>, Error>> + Send;
     /// Copies a version's files into `dir`; the path to load.
     fn fetch(&self, model: &str, version: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+    /// Records this process's rollout report.
+    fn report(&self, report: &ProcessReport) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Removes this process's report: it stops.
+    fn withdraw(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// The metadata and artifact stores, opened in this process.
@@ -97,6 +110,14 @@ impl Source for StoreSource {
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(path)
     }
+
+    async fn report(&self, report: &ProcessReport) -> Result<(), Error> {
+        self.db.report_serving_process(report).await
+    }
+
+    async fn withdraw(&self, id: &str) -> Result<(), Error> {
+        self.db.remove_serving_process(id).await
+    }
 }
 
 struct Loaded {
@@ -107,16 +128,19 @@ struct Loaded {
 
 /// Where the served models come from.
 pub struct Catalog<S: Source> {
-    pub source: S,
+    source: Arc<S>,
     /// The alias whose versions are served under their model's name (`None`: no models).
     pub alias: Option<String>,
     pub deployments: Deployments,
     pub engine: EngineChoice,
     pub settings: ModelSettings,
     loaded: HashMap<VersionKey, Loaded>,
-    failed: HashMap<VersionKey, Instant>,
+    /// Versions whose last load failed: when, and the error.
+    failed: HashMap<VersionKey, (Instant, String)>,
     /// What each served deployment was built from: its revision and resolved versions.
     built: HashMap<String, (i64, Vec<VersionKey>)>,
+    /// This process's rollout report.
+    board: Arc<StatusBoard>,
 }
 
 /// What one sync changed.
@@ -137,9 +161,16 @@ impl<S: Source> Catalog<S> {
         engine: EngineChoice,
         settings: ModelSettings,
     ) -> Catalog<S> {
+        let scope = match &deployments {
+            Deployments::All => DeploymentScope::All,
+            Deployments::Only(name) => DeploymentScope::Only(name.clone()),
+            Deployments::None => DeploymentScope::None,
+        };
+        let kind = if alias.is_some() { "server" } else { "replica" };
         Catalog {
-            source,
+            source: Arc::new(source),
             alias: alias.map(str::to_owned),
+            board: StatusBoard::new(kind, alias, scope),
             deployments,
             engine,
             settings,
@@ -164,7 +195,7 @@ impl<S: Source> Catalog<S> {
             l.last_wanted = Instant::now();
             return true;
         }
-        if self.failed.get(key).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+        if self.failed.get(key).is_some_and(|(at, _)| at.elapsed() < RETRY_AFTER) {
             return false;
         }
         match self.load(&key.0, &key.1, &state.metrics).await {
@@ -176,7 +207,7 @@ impl<S: Source> Catalog<S> {
             }
             Err(message) => {
                 tracing::warn!(model = %key.0, version = %key.1, "cannot serve: {message}");
-                self.failed.insert(key.clone(), Instant::now());
+                self.failed.insert(key.clone(), (Instant::now(), message));
                 report.failed.push(key.clone());
                 false
             }
@@ -207,13 +238,18 @@ impl<S: Source> Catalog<S> {
             }
             resolved.push((spec, keys));
         }
-        // 2. Load what is missing, before anything is swapped.
+        // 2. Load what is missing, before anything is swapped; the report follows each load.
+        self.publish(&targets, &resolved, state);
         for key in &targets {
-            self.ensure(key, state, &mut report).await;
+            if !self.ensure(key, state, &mut report).await || report.loaded.last() == Some(key) {
+                self.publish(&targets, &resolved, state);
+            }
         }
         for (_, keys) in &resolved {
             for key in keys.iter().flatten() {
-                self.ensure(key, state, &mut report).await;
+                if !self.ensure(key, state, &mut report).await || report.loaded.last() == Some(key) {
+                    self.publish(&targets, &resolved, state);
+                }
             }
         }
         // 3. Swap: models under the alias.
@@ -245,8 +281,8 @@ impl<S: Source> Catalog<S> {
                 report.removed.push(d.name.clone());
             }
         }
-        for (spec, keys) in resolved {
-            let Some(keys) = keys.into_iter().collect::<Option<Vec<VersionKey>>>() else {
+        for (spec, keys) in &resolved {
+            let Some(keys) = keys.iter().cloned().collect::<Option<Vec<VersionKey>>>() else {
                 tracing::warn!(deployment = %spec.name, "a version it names cannot be resolved: keeping what it served");
                 continue;
             };
@@ -277,7 +313,80 @@ impl<S: Source> Catalog<S> {
         // 5. Versions out of service stay warm for a while, then go.
         let now = Instant::now();
         self.loaded.retain(|_, l| now.duration_since(l.last_wanted) < WARM_FOR);
+        self.publish(&targets, &resolved, state);
         Ok(report)
+    }
+
+    /// Where `key` is in this process.
+    fn version_state(&self, model: &str, key: Option<&VersionKey>) -> VersionState {
+        let (state, error) = match key {
+            None => (LoadState::Loading, None),
+            Some(k) if self.loaded.contains_key(k) => (LoadState::Ready, None),
+            Some(k) => match self.failed.get(k) {
+                Some((_, e)) => (LoadState::Failed, Some(e.clone())),
+                None => (LoadState::Loading, None),
+            },
+        };
+        VersionState { model: model.to_owned(), version: key.map(|k| k.1.clone()), state, error }
+    }
+
+    /// Puts what this process has read and applied on its rollout report.
+    fn publish(&self, targets: &[VersionKey], resolved: &[(Spec, Vec<Option<VersionKey>>)], state: &ServingState) {
+        let models = targets
+            .iter()
+            .map(|key| {
+                let serving = state.registry.get_model(&key.0, None).ok().and_then(|m| m.version.clone());
+                AliasModelState {
+                    wanted: self.version_state(&key.0, Some(key)),
+                    applied: serving.as_deref() == Some(key.1.as_str()),
+                }
+            })
+            .collect();
+        let deployments = resolved
+            .iter()
+            .map(|(spec, keys)| {
+                let built = self.built.get(&spec.name);
+                let applied = built.is_some_and(|(revision, versions)| {
+                    *revision == spec.revision
+                        && versions.len() == keys.len()
+                        && versions.iter().zip(keys).all(|(v, k)| k.as_ref() == Some(v))
+                });
+                DeploymentState {
+                    name: spec.name.clone(),
+                    revision: spec.revision,
+                    applied,
+                    serving_revision: built.map(|(revision, _)| *revision),
+                    arms: spec.spec.refs().zip(keys).map(|(r, k)| self.version_state(&r.model, k.as_ref())).collect(),
+                }
+            })
+            .collect();
+        self.board.update(models, deployments);
+    }
+
+    /// This process's rollout report (to set its address once bound).
+    pub fn status_board(&self) -> Arc<StatusBoard> {
+        self.board.clone()
+    }
+
+    /// Starts writing this process's rollout report through the source: at once, on every
+    /// change and every heartbeat, until [`Reporting::stop`].
+    pub fn report(&self) -> Reporting<S> {
+        let (source, board) = (self.source.clone(), self.board.clone());
+        let task = tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match source.report(&board.snapshot()).await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        tracing::warn!("cannot record this process's rollout status: {e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                board.next_report().await;
+            }
+        });
+        Reporting { task, source: self.source.clone(), board: self.board.clone() }
     }
 
     async fn load(&self, name: &str, version: &str, metrics: &crate::Metrics) -> Result<Arc<ServedModel>, String> {
@@ -309,6 +418,28 @@ impl<S: Source> Catalog<S> {
                 }
             }
         })
+    }
+}
+
+/// The task writing a process's rollout report.
+pub struct Reporting<S: Source> {
+    task: tokio::task::JoinHandle<()>,
+    source: Arc<S>,
+    board: Arc<StatusBoard>,
+}
+
+impl<S: Source> Reporting<S> {
+    /// Records where the process listens, once bound.
+    pub fn set_address(&self, address: std::net::SocketAddr) {
+        self.board.set_address(address.to_string());
+    }
+
+    /// Stops reporting and removes the report: a process that stops cleanly is not waited for.
+    pub async fn stop(self) {
+        self.task.abort();
+        if let Err(e) = self.source.withdraw(&self.board.id()).await {
+            tracing::warn!("cannot remove this process's rollout status: {e}");
+        }
     }
 }
 

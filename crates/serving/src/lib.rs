@@ -15,7 +15,7 @@
 //!
 //! The server holds [`Registry`]: the model versions it serves. `shipyard serve` fills it with
 //! one model; `shipyard server` with every registered model's `production` version, kept
-//! current by [`catalog`].
+//! current by [`catalog`], which reports what it has applied ([`rollout`]).
 
 pub mod cache;
 pub mod catalog;
@@ -25,6 +25,7 @@ pub mod input;
 pub mod metrics;
 pub mod prediction_log;
 pub mod protocol;
+pub mod rollout;
 pub mod served;
 
 use std::collections::{BTreeMap, HashMap};

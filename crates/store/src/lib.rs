@@ -10,6 +10,7 @@
 //! - [`logged_models`]: MLflow 3 logged models.
 //! - [`registry`]: registered models, versions, stages, tags and aliases.
 //! - [`promotion`]: the history of alias moves, serialized promotion and rollback.
+//! - [`rollout`]: serving processes' reports of what they applied; rollout status and waits.
 //! - [`monitoring`]: the prediction log, ground truth, monitor configurations and evaluations,
 //!   alerts.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
@@ -27,6 +28,7 @@ mod migrations;
 pub mod monitoring;
 pub mod promotion;
 pub mod registry;
+pub mod rollout;
 pub mod search;
 mod sql;
 pub mod tracking;

@@ -340,6 +340,15 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX alerts_by_deployment ON alerts (deployment, fired_time)",
         ],
     },
+    Migration {
+        version: 6,
+        description: "serving processes and what each has applied (rollout status)",
+        statements: &["CREATE TABLE serving_processes (
+            id TEXT PRIMARY KEY,
+            heartbeat BIGINT NOT NULL,
+            report TEXT NOT NULL
+        )"],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.
