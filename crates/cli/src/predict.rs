@@ -272,7 +272,7 @@ fn scored_batch(input: &RecordBatch, output: &Output) -> Result<RecordBatch> {
         Ok(())
     };
     match output {
-        Output::Classes { classes, labels, probabilities } => {
+        Output::Classes { classes, labels, probabilities, .. } => {
             add("prediction".into(), Arc::new(StringArray::from_iter_values(labels)))?;
             let k = classes.len();
             for (j, class) in classes.iter().enumerate() {
@@ -280,10 +280,10 @@ fn scored_batch(input: &RecordBatch, output: &Output) -> Result<RecordBatch> {
                 add(format!("probability_{class}"), Arc::new(column))?;
             }
         }
-        Output::Values { columns: 1, values } => {
+        Output::Values { columns: 1, values, .. } => {
             add("prediction".into(), Arc::new(Float64Array::from(values.clone())))?
         }
-        Output::Values { columns: k, values } => {
+        Output::Values { columns: k, values, .. } => {
             for j in 0..*k {
                 let column: Float64Array = values.iter().skip(j).step_by(*k).copied().map(Some).collect();
                 add(format!("prediction_{j}"), Arc::new(column))?;

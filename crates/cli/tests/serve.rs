@@ -113,7 +113,10 @@ fn a_native_model_is_served_over_every_protocol() {
         .collect();
     let (status, body) = json_post(&addr, "/v2/models/model/infer", &json!({ "inputs": inputs }));
     assert_eq!(status, 200, "{body}");
+    // Shipyard's own models keep MLServer's output names.
+    assert_eq!(body["outputs"][0]["name"], "predict");
     assert_eq!(body["outputs"][0]["data"], json!(labels));
+    assert_eq!(body["outputs"][1]["name"], "predict_proba");
     let (status, meta) = http(&addr, "GET", "/v2/models/model", "application/json", "");
     assert_eq!(status, 200);
     let meta: Value = serde_json::from_str(&meta).expect("json");

@@ -44,7 +44,7 @@ pub fn incompatibilities(candidate: &LoadedModel, champion: &LoadedModel) -> Vec
                 problems.push(format!("the candidate requires column '{}', which the champion does not take", x.name));
             }
         }
-        (Inputs::Positional { width: a }, Inputs::Positional { width: b }) => {
+        (Inputs::Positional { width: a, .. }, Inputs::Positional { width: b, .. }) => {
             if a != b {
                 let show = |w: &Option<usize>| w.map_or("any number of".to_owned(), |w| w.to_string());
                 problems.push(format!("the candidate takes {} columns, the champion {}", show(a), show(b)));

@@ -17,4 +17,7 @@ pub mod model;
 pub mod onnx;
 
 pub use fetch::{FetchError, ModelUri};
-pub use model::{EngineChoice, InputColumn, Inputs, LoadError, LoadedModel, Output, PredictError};
+pub use model::{
+    EngineChoice, GraphOutput, GraphOutputs, InputColumn, Inputs, LoadError, LoadedModel, Output, OutputSpec,
+    PredictError, SignatureKind,
+};

@@ -73,8 +73,8 @@ pub enum EngineChoice {
 /// The engine an ONNX model runs on.
 enum OnnxRunner {
     Native(Box<OnnxModel>),
-    /// With the graph's inputs.
-    Ort(Box<OrtModel>, Vec<IoSpec>),
+    /// With the graph's inputs and outputs.
+    Ort(Box<OrtModel>, Vec<IoSpec>, Vec<IoSpec>),
 }
 
 impl OnnxRunner {
@@ -83,7 +83,7 @@ impl OnnxRunner {
         let ort = |bytes: &[u8]| -> Result<(OnnxRunner, &'static str), LoadError> {
             let description = crate::onnx::describe(bytes)?;
             let model = OrtModel::from_bytes(bytes, None, description.class_labels).map_err(LoadError::Engine)?;
-            Ok((OnnxRunner::Ort(Box::new(model), description.inputs), "onnxruntime"))
+            Ok((OnnxRunner::Ort(Box::new(model), description.inputs, description.outputs), "onnxruntime"))
         };
         match choice {
             EngineChoice::Onnxruntime => ort(bytes),
@@ -103,7 +103,7 @@ impl OnnxRunner {
                 OnnxError::Input { .. } => PredictError::Input(e.to_string()),
                 other => PredictError::Model(other.to_string()),
             }),
-            OnnxRunner::Ort(model, _) => model.run(inputs).map_err(PredictError::Model),
+            OnnxRunner::Ort(model, ..) => model.run(inputs).map_err(PredictError::Model),
         }
     }
 
@@ -111,14 +111,22 @@ impl OnnxRunner {
     fn inputs(&self) -> &[IoSpec] {
         match self {
             OnnxRunner::Native(model) => &model.inputs,
-            OnnxRunner::Ort(_, inputs) => inputs,
+            OnnxRunner::Ort(_, inputs, _) => inputs,
+        }
+    }
+
+    /// The graph's outputs, in the order `run` returns them.
+    fn outputs(&self) -> &[IoSpec] {
+        match self {
+            OnnxRunner::Native(model) => &model.outputs,
+            OnnxRunner::Ort(_, _, outputs) => outputs,
         }
     }
 
     fn class_labels(&self) -> Option<&MapKeys> {
         match self {
             OnnxRunner::Native(model) => model.class_labels.as_ref(),
-            OnnxRunner::Ort(model, _) => model.class_labels(),
+            OnnxRunner::Ort(model, ..) => model.class_labels(),
         }
     }
 }
@@ -140,6 +148,8 @@ pub enum Inputs {
     /// A bare ONNX file with one `[N, width]` input: the table's columns, in order.
     Positional {
         width: Option<usize>,
+        /// The graph input's name (what MLflow's tensor input is keyed by).
+        input: String,
     },
 }
 
@@ -151,16 +161,72 @@ pub enum Output {
         labels: Vec<String>,
         /// `rows x classes`, row-major.
         probabilities: Vec<f64>,
+        /// An ONNX model's outputs as its graph gives them.
+        graph: Option<GraphOutputs>,
     },
     /// `rows x columns`, row-major (one column for a regressor).
-    Values { columns: usize, values: Vec<f64> },
+    Values { columns: usize, values: Vec<f64>, graph: Option<GraphOutputs> },
+}
+
+/// An ONNX model's outputs under the graph's own names, shapes and element types, in graph
+/// order: what Triton and `mlflow models serve` answer with. A `ZipMap` output
+/// (`seq(map(key, float))`) is kept in its tensor form, `[rows, classes]` scores, with its keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphOutputs(pub Vec<GraphOutput>);
+
+/// A graph output as the Open Inference Protocol's metadata describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub name: String,
+    /// `FP32`, `INT64`, `BYTES`, ...
+    pub datatype: &'static str,
+    /// `-1` for a symbolic dimension (the rows).
+    pub shape: Vec<i64>,
+}
+
+/// One graph output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphOutput {
+    pub name: String,
+    /// The first dimension is the rows.
+    pub tensor: Tensor,
+    /// A `ZipMap` output's keys (the class labels), one per column of `tensor`.
+    pub map_keys: Option<MapKeys>,
+}
+
+impl GraphOutputs {
+    /// Rows `start..start + len` of every output (each output's first dimension is the rows).
+    pub fn slice_rows(&self, start: usize, len: usize) -> GraphOutputs {
+        GraphOutputs(
+            self.0
+                .iter()
+                .map(|o| {
+                    let rows = o.tensor.shape.first().copied().unwrap_or(1).max(1);
+                    let per_row = o.tensor.len() / rows;
+                    let mut shape = o.tensor.shape.clone();
+                    if let Some(first) = shape.first_mut() {
+                        *first = len;
+                    }
+                    let data = o.tensor.data.gather(start * per_row..(start + len) * per_row);
+                    GraphOutput { name: o.name.clone(), tensor: Tensor::new(shape, data), map_keys: o.map_keys.clone() }
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Output {
     pub fn rows(&self) -> usize {
         match self {
             Output::Classes { labels, .. } => labels.len(),
-            Output::Values { columns, values } => values.len() / (*columns).max(1),
+            Output::Values { columns, values, .. } => values.len() / (*columns).max(1),
+        }
+    }
+
+    /// The graph's own outputs, for an ONNX model.
+    pub fn graph(&self) -> Option<&GraphOutputs> {
+        match self {
+            Output::Classes { graph, .. } | Output::Values { graph, .. } => graph.as_ref(),
         }
     }
 }
@@ -190,12 +256,26 @@ enum Engine {
 /// A model ready to predict.
 pub struct LoadedModel {
     pub inputs: Inputs,
+    /// What the MLmodel's signature describes.
+    pub signature: SignatureKind,
     /// `shipyard` or `onnx`.
     pub flavor: &'static str,
     /// `native` (Shipyard's trained model) or `onnx-native` (the native ONNX engine).
     pub engine_name: &'static str,
     pub location: PathBuf,
     engine: Engine,
+}
+
+/// The kind of an MLflow model signature's inputs (MLflow's scoring server answers DataFrame
+/// input differently for each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// No signature (or a bare `.onnx` file).
+    None,
+    /// Named columns (`ColSpec`s).
+    Columns,
+    /// Tensors (`TensorSpec`s).
+    Tensors,
 }
 
 #[derive(Deserialize)]
@@ -238,22 +318,28 @@ impl LoadedModel {
     /// Loads a model directory (with an `MLmodel` file) or a bare `.onnx` file.
     pub fn load(path: &Path, engine: EngineChoice) -> Result<LoadedModel, LoadError> {
         if path.is_file() {
-            return Self::onnx(&read(path)?, engine, None, path);
+            return Self::onnx(&read(path)?, engine, None, SignatureKind::None, path);
         }
         let mlmodel_path = path.join("MLmodel");
         if !mlmodel_path.is_file() {
             // A directory saved by an older Shipyard: model.json alone.
             if path.join("model.json").is_file() {
-                return Self::native(path, None);
+                return Self::native(path, None, SignatureKind::None);
             }
             return Err(file_error(path, "not a model: no MLmodel file and not an .onnx file"));
         }
         let text = String::from_utf8(read(&mlmodel_path)?).map_err(|_| file_error(&mlmodel_path, "not UTF-8"))?;
         let ml: MlModel = serde_norway::from_str(&text).map_err(|e| file_error(&mlmodel_path, e))?;
+        let mut kind = SignatureKind::None;
         let signature = match ml.signature.and_then(|s| s.inputs) {
             Some(inputs) => {
                 let specs: Vec<ColSpec> = serde_json::from_str(&inputs)
                     .map_err(|e| file_error(&mlmodel_path, format!("signature inputs: {e}")))?;
+                kind = if specs.iter().any(|s| s.ty == "tensor") {
+                    SignatureKind::Tensors
+                } else {
+                    SignatureKind::Columns
+                };
                 // Tensor signatures carry no column names: the model reads positions.
                 if specs.iter().all(|s| s.name.is_some() && s.ty != "tensor") {
                     Some(
@@ -273,7 +359,7 @@ impl LoadedModel {
             None => None,
         };
         if ml.flavors.contains_key("shipyard") {
-            return Self::native(path, signature);
+            return Self::native(path, signature, kind);
         }
         if let Some(onnx) = ml.flavors.get("onnx") {
             let file = onnx.get("data").and_then(|d| d.as_str()).unwrap_or("model.onnx");
@@ -281,7 +367,7 @@ impl LoadedModel {
             if !model_path.starts_with(path) || file.contains("..") {
                 return Err(file_error(&mlmodel_path, "the onnx flavor's data path leaves the model directory"));
             }
-            return Self::onnx(&read(&model_path)?, engine, signature, path);
+            return Self::onnx(&read(&model_path)?, engine, signature, kind, path);
         }
         let names: Vec<&String> = ml.flavors.keys().collect();
         Err(file_error(
@@ -290,7 +376,7 @@ impl LoadedModel {
         ))
     }
 
-    fn native(path: &Path, signature: Option<Vec<InputColumn>>) -> Result<LoadedModel, LoadError> {
+    fn native(path: &Path, signature: Option<Vec<InputColumn>>, kind: SignatureKind) -> Result<LoadedModel, LoadError> {
         let file = path.join("model.json");
         let text = String::from_utf8(read(&file)?).map_err(|_| file_error(&file, "not UTF-8"))?;
         let model = Model::from_json(&text).map_err(|e| file_error(&file, e))?;
@@ -307,6 +393,7 @@ impl LoadedModel {
         });
         Ok(LoadedModel {
             inputs: Inputs::Named(inputs),
+            signature: kind,
             flavor: "shipyard",
             engine_name: "native",
             location: path.to_path_buf(),
@@ -318,6 +405,7 @@ impl LoadedModel {
         bytes: &[u8],
         choice: EngineChoice,
         signature: Option<Vec<InputColumn>>,
+        kind: SignatureKind,
         path: &Path,
     ) -> Result<LoadedModel, LoadError> {
         let (model, engine_name) = OnnxRunner::open(bytes, choice)?;
@@ -344,7 +432,7 @@ impl LoadedModel {
             let (elem, _, width) = tensor_inputs[0];
             let inputs = match signature {
                 Some(cols) => Inputs::Named(cols),
-                None => Inputs::Positional { width },
+                None => Inputs::Positional { width, input: graph_inputs[0].name.clone() },
             };
             (inputs, OnnxLayout::Matrix { elem })
         } else {
@@ -384,6 +472,7 @@ impl LoadedModel {
         };
         Ok(LoadedModel {
             inputs,
+            signature: kind,
             flavor: "onnx",
             engine_name,
             location: path.to_path_buf(),
@@ -398,6 +487,31 @@ impl LoadedModel {
             Engine::Native(model) => (!model.classes.is_empty()).then(|| model.classes.clone()),
             Engine::Onnx { model, .. } => model.class_labels().map(MapKeys::labels),
         }
+    }
+
+    /// An ONNX model's graph outputs as the Open Inference Protocol describes them (a `ZipMap`
+    /// output as its `[rows, classes]` FP32 tensor form); `None` for Shipyard's own models.
+    pub fn graph_output_specs(&self) -> Option<Vec<OutputSpec>> {
+        let Engine::Onnx { model, .. } = &self.engine else { return None };
+        let classes = model.class_labels().map_or(-1, |k| k.len() as i64);
+        Some(
+            model
+                .outputs()
+                .iter()
+                .map(|o| {
+                    let (datatype, shape) = match &o.ty {
+                        IoType::Tensor { elem, elem_name, dims } => (
+                            elem.map_or(*elem_name, ElemType::oip_name),
+                            dims.as_ref()
+                                .map_or_else(|| vec![-1], |d| d.iter().map(|x| x.map_or(-1, |n| n as i64)).collect()),
+                        ),
+                        IoType::SeqMap => ("FP32", vec![-1, classes]),
+                        IoType::Other => ("BYTES", vec![-1]),
+                    };
+                    OutputSpec { name: o.name.clone(), datatype, shape }
+                })
+                .collect(),
+        )
     }
 
     /// `native` for Shipyard's models, else the ONNX engine's name.
@@ -420,7 +534,7 @@ impl LoadedModel {
     pub fn features(&self, batches: &[RecordBatch]) -> Result<Features, PredictError> {
         let names: Vec<String> = match &self.inputs {
             Inputs::Named(cols) => cols.iter().map(|c| c.name.clone()).collect(),
-            Inputs::Positional { width } => {
+            Inputs::Positional { width, .. } => {
                 let schema =
                     batches.first().map(|b| b.schema()).ok_or_else(|| PredictError::Input("no rows".into()))?;
                 let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -509,11 +623,12 @@ impl LoadedModel {
             Engine::Native(model) => {
                 let predictions = model.predict(features).map_err(|e| PredictError::Input(e.to_string()))?;
                 Ok(match predictions {
-                    Predictions::Values(values) => Output::Values { columns: 1, values },
+                    Predictions::Values(values) => Output::Values { columns: 1, values, graph: None },
                     Predictions::Classes { classes, proba } => Output::Classes {
                         labels: classes.iter().map(|&c| model.classes[c].clone()).collect(),
                         classes: model.classes.clone(),
                         probabilities: proba.into_iter().flatten().collect(),
+                        graph: None,
                     },
                 })
             }
@@ -661,14 +776,27 @@ fn labels_of(t: &Tensor) -> Option<Vec<String>> {
     }
 }
 
-/// Reads a label + scores pair, or the values of a regressor, from the graph's outputs.
+/// The graph's outputs under their names (a `ZipMap` output in its tensor form, with its keys).
+fn graph_outputs(model: &OnnxRunner, outputs: Vec<Value>) -> GraphOutputs {
+    let names = model.outputs().iter().map(|spec| spec.name.clone()).chain((0..).map(|i| format!("output_{i}")));
+    GraphOutputs(
+        names
+            .zip(outputs)
+            .map(|(name, value)| match value {
+                Value::Tensor(tensor) => GraphOutput { name, tensor, map_keys: None },
+                Value::SeqMap { keys, values } => GraphOutput { name, tensor: values, map_keys: Some(keys) },
+            })
+            .collect(),
+    )
+}
+
+/// Reads a label + scores pair, or the values of a regressor, from the graph's outputs, which
+/// the answer keeps too.
 fn interpret(model: &OnnxRunner, outputs: Vec<Value>, rows: usize) -> Result<Output, PredictError> {
+    let graph = graph_outputs(model, outputs);
     let bad = |what: &str| PredictError::Model(format!("the model's outputs are not {what}"));
-    let scores = |v: &Value| -> Option<(Vec<f64>, usize, Option<MapKeys>)> {
-        let (t, keys) = match v {
-            Value::Tensor(t) => (t, None),
-            Value::SeqMap { keys, values } => (values, Some(keys.clone())),
-        };
+    let scores = |o: &GraphOutput| -> Option<(Vec<f64>, usize)> {
+        let t = &o.tensor;
         let (r, c) = t.as_matrix();
         if r != rows && !(rows == 0 && t.is_empty()) {
             return None;
@@ -678,19 +806,19 @@ fn interpret(model: &OnnxRunner, outputs: Vec<Value>, rows: usize) -> Result<Out
             Data::F64(v) => v.clone(),
             _ => return None,
         };
-        Some((values, c, keys))
+        Some((values, c))
     };
-    let first = outputs.first().ok_or_else(|| bad("readable: there are none"))?;
-    if let (Value::Tensor(label), Some(second)) = (first, outputs.get(1))
-        && let Some(labels) = labels_of(label)
+    let first = graph.0.first().ok_or_else(|| bad("readable: there are none"))?;
+    if let (None, Some(second)) = (&first.map_keys, graph.0.get(1))
+        && let Some(labels) = labels_of(&first.tensor)
     {
-        let (probabilities, k, keys) = scores(second).ok_or_else(|| bad("a label and per-class scores"))?;
-        let classes = match keys.or_else(|| model.class_labels().cloned()) {
+        let (probabilities, k) = scores(second).ok_or_else(|| bad("a label and per-class scores"))?;
+        let classes = match second.map_keys.clone().or_else(|| model.class_labels().cloned()) {
             Some(keys) if keys.len() == k => keys.labels(),
             _ => (0..k).map(|i| i.to_string()).collect(),
         };
-        return Ok(Output::Classes { classes, labels, probabilities });
+        return Ok(Output::Classes { classes, labels, probabilities, graph: Some(graph) });
     }
-    let (values, columns, _) = scores(first).ok_or_else(|| bad("numbers, one row per input row"))?;
-    Ok(Output::Values { columns: columns.max(1), values })
+    let (values, columns) = scores(first).ok_or_else(|| bad("numbers, one row per input row"))?;
+    Ok(Output::Values { columns: columns.max(1), values, graph: Some(graph) })
 }

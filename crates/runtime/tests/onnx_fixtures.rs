@@ -257,7 +257,7 @@ fn unsupported_operators_are_named_and_go_to_onnxruntime() {
         std::fs::write(&csv, "a,b\n0.5,-1\n0,2\n").expect("write");
         let batches = shipyard_data_free_read(&csv);
         let out = loaded.predict(&batches).expect("predict");
-        let shipyard_runtime::Output::Values { columns: 2, values } = out else { panic!("expected values") };
+        let shipyard_runtime::Output::Values { columns: 2, values, .. } = out else { panic!("expected values") };
         let want = [0.520_499_9, -0.842_700_8, 0.0, 0.995_322_3];
         for (g, w) in values.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{values:?}");

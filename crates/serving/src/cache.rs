@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn entries_expire_and_are_evicted() {
-        let output = Arc::new(Output::Values { columns: 1, values: vec![1.0] });
+        let output = Arc::new(Output::Values { columns: 1, values: vec![1.0], graph: None });
         let cache = PredictionCache::new(NonZeroUsize::new(1).unwrap(), Duration::from_secs(60));
         cache.insert(b"a".to_vec(), output.clone());
         assert!(cache.get(b"a").is_some());

@@ -82,9 +82,11 @@ pub enum Cell<'a> {
 }
 
 impl<'a> Cell<'a> {
-    /// A JSON value as a cell.
+    /// A JSON value as a cell; a one-element list is its element (a `[rows, 1]` tensor's
+    /// values, as MLflow's tensor input gives a column).
     pub fn json(value: &'a Value) -> Cell<'a> {
         match value {
+            Value::Array(items) if items.len() == 1 => Cell::json(&items[0]),
             Value::Null => Cell::Null,
             Value::Number(n) => n.as_f64().map_or(Cell::Other(value), Cell::Number),
             Value::String(s) => Cell::Text(s),
@@ -129,6 +131,9 @@ pub struct Schema {
     pub positional: bool,
     /// The positional model's width, when the file says.
     pub width: Option<usize>,
+    /// The positional model's graph input: MLflow's tensor input names it
+    /// (`{"inputs": {"X": [[...], ...]}}`).
+    pub matrix_input: Option<String>,
     index: HashMap<String, usize>,
 }
 
@@ -146,12 +151,55 @@ impl Schema {
                     })
                     .collect();
                 let index = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
-                Schema { columns, positional: false, width: None, index }
+                Schema { columns, positional: false, width: None, matrix_input: None, index }
             }
-            Inputs::Positional { width } => {
-                Schema { columns: Vec::new(), positional: true, width: *width, index: HashMap::new() }
-            }
+            Inputs::Positional { width, input } => Schema {
+                columns: Vec::new(),
+                positional: true,
+                width: *width,
+                matrix_input: Some(input.clone()),
+                index: HashMap::new(),
+            },
         }
+    }
+
+    /// A positional model's input value in an object keyed by the graph input's name.
+    fn matrix_value<'v>(&self, map: &'v serde_json::Map<String, Value>) -> Option<&'v Value> {
+        self.matrix_input.as_deref().and_then(|name| map.get(name)).filter(|v| v.is_array())
+    }
+
+    /// What a positional model says to input keyed by names that are not its graph input.
+    fn positional_refusal(&self, what: &str) -> ServeError {
+        let input = self.matrix_input.as_deref().unwrap_or("input");
+        ServeError::invalid(format!(
+            "{what}: this model reads its columns by position and has no column names; send rows as arrays, \
+             or its input by name: {{\"{input}\": [[...], ...]}}"
+        ))
+    }
+
+    /// The rows of a DataFrame whose one column, named as a positional model's graph input,
+    /// holds a row per cell; `None` when the request is not that.
+    fn matrix_rows_of_column(
+        &self,
+        names: Option<&[&str]>,
+        rows: &[Value],
+        what: &str,
+    ) -> Result<Option<Vec<Value>>, ServeError> {
+        let (Some([name]), Some(input)) = (names, self.matrix_input.as_deref()) else { return Ok(None) };
+        if *name != input {
+            return Ok(None);
+        }
+        rows.iter()
+            .enumerate()
+            .map(|(r, row)| match row.as_array().map(Vec::as_slice) {
+                Some([cell @ Value::Array(_)]) => Ok(cell.clone()),
+                _ => Err(ServeError::invalid(format!(
+                    "{what}: row {} of column '{input}' must hold the row's values as a list",
+                    r + 1
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// The number of columns a row holds, when known.
@@ -358,6 +406,10 @@ pub fn from_rows(
     limit: usize,
 ) -> Result<RecordBatch, ServeError> {
     check_rows(rows.len(), limit)?;
+    // MLflow's DataFrame of one tensor column: `columns: ["X"], data: [[[1, 2]], [[3, 4]]]`.
+    if let Some(rows) = schema.matrix_rows_of_column(names, rows, what)? {
+        return from_rows(schema, None, &rows, what, extra, limit);
+    }
     let width = match &rows[0] {
         Value::Array(first) => first.len(),
         _ => 1,
@@ -404,9 +456,18 @@ pub fn from_records(
 ) -> Result<RecordBatch, ServeError> {
     check_rows(records.len(), limit)?;
     if schema.positional {
-        return Err(ServeError::invalid(format!(
-            "{what}: this model reads its columns by position and has no column names; send rows as arrays"
-        )));
+        // MLflow's tensor records: `[{"X": [1, 2]}, {"X": [3, 4]}]`.
+        let rows: Option<Vec<Value>> = records
+            .iter()
+            .map(|r| match r.as_object() {
+                Some(map) if map.len() == 1 => schema.matrix_value(map).cloned(),
+                _ => None,
+            })
+            .collect();
+        return match rows {
+            Some(rows) => from_rows(schema, None, &rows, what, extra, limit),
+            None => Err(schema.positional_refusal(what)),
+        };
     }
     let mut names: Vec<&str> = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -441,6 +502,13 @@ pub fn from_columns(
     extra: Extra,
     limit: usize,
 ) -> Result<RecordBatch, ServeError> {
+    if schema.positional {
+        // MLflow's tensor input by name: `{"X": [[1, 2], [3, 4]]}`.
+        return match schema.matrix_value(columns) {
+            Some(Value::Array(rows)) if columns.len() == 1 => from_rows(schema, None, rows, what, extra, limit),
+            _ => Err(schema.positional_refusal(what)),
+        };
+    }
     let names: Vec<&str> = columns.keys().map(String::as_str).collect();
     let values: Vec<&[Value]> = columns
         .iter()
@@ -458,11 +526,6 @@ pub fn from_columns(
             names[0]
         )));
     }
-    if schema.positional {
-        return Err(ServeError::invalid(format!(
-            "{what}: this model reads its columns by position and has no column names; send rows as arrays"
-        )));
-    }
     schema.assemble(Some(&names), names.len(), rows, |r, j| Cell::json(&values[j][r]), extra)
 }
 
@@ -478,7 +541,7 @@ mod tests {
             Column { name: "city".into(), kind: Kind::Text, required: false },
         ];
         let index = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
-        Schema { columns, positional: false, width: None, index }
+        Schema { columns, positional: false, width: None, matrix_input: None, index }
     }
 
     #[test]

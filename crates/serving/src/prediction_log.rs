@@ -303,7 +303,7 @@ fn score_of(output: &Output, row: usize) -> Option<f64> {
                 many => many.iter().copied().reduce(f64::max),
             }
         }
-        Output::Values { columns, values } => match values.get(row * (*columns).max(1)..).unwrap_or(&[]) {
+        Output::Values { columns, values, .. } => match values.get(row * (*columns).max(1)..).unwrap_or(&[]) {
             [v, ..] if *columns <= 1 && v.is_finite() => Some(*v),
             _ => None,
         },
@@ -315,7 +315,7 @@ fn score_of(output: &Output, row: usize) -> Option<f64> {
 fn write_answer(out: &mut String, output: &Output, row: usize) {
     match output {
         Output::Classes { labels, .. } => push_json_string(out, labels.get(row).map_or("", String::as_str)),
-        Output::Values { columns, values } => {
+        Output::Values { columns, values, .. } => {
             let c = (*columns).max(1);
             match values.get(row * c..(row + 1) * c).unwrap_or(&[]) {
                 [v] => push_json_number(out, *v),
@@ -439,6 +439,7 @@ mod tests {
             classes: vec!["0".into(), "1".into()],
             labels: vec!["1".into(), "0".into()],
             probabilities: vec![0.2, 0.8, 0.9, 0.1],
+            graph: None,
         };
         assert_eq!(answer_of(&binary, 0), ("\"1\"".to_owned(), Some(0.8)));
         assert_eq!(answer_of(&binary, 1), ("\"0\"".to_owned(), Some(0.1)));
@@ -446,12 +447,13 @@ mod tests {
             classes: vec!["a".into(), "b".into(), "c".into()],
             labels: vec!["b".into()],
             probabilities: vec![0.2, 0.5, 0.3],
+            graph: None,
         };
         assert_eq!(answer_of(&three, 0), ("\"b\"".to_owned(), Some(0.5)));
-        let values = Output::Values { columns: 1, values: vec![2.5, f64::NAN] };
+        let values = Output::Values { columns: 1, values: vec![2.5, f64::NAN], graph: None };
         assert_eq!(answer_of(&values, 0), ("2.5".to_owned(), Some(2.5)));
         assert_eq!(answer_of(&values, 1), ("null".to_owned(), None));
-        let pairs = Output::Values { columns: 2, values: vec![1.0, 2.5, f64::INFINITY, -0.5] };
+        let pairs = Output::Values { columns: 2, values: vec![1.0, 2.5, f64::INFINITY, -0.5], graph: None };
         assert_eq!(answer_of(&pairs, 0), ("[1.0,2.5]".to_owned(), None));
         assert_eq!(answer_of(&pairs, 1), ("[null,-0.5]".to_owned(), None));
     }

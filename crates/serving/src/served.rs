@@ -395,16 +395,19 @@ fn run_jobs(model: &LoadedModel, jobs: Vec<Job>, rows: usize, batch_rows: &Histo
 /// Rows `start..start + len` of `output`.
 pub fn slice(output: &Output, start: usize, len: usize) -> Output {
     match output {
-        Output::Classes { classes, labels, probabilities } => {
+        Output::Classes { classes, labels, probabilities, graph } => {
             let k = classes.len();
             Output::Classes {
                 classes: classes.clone(),
                 labels: labels[start..start + len].to_vec(),
                 probabilities: probabilities[start * k..(start + len) * k].to_vec(),
+                graph: graph.as_ref().map(|g| g.slice_rows(start, len)),
             }
         }
-        Output::Values { columns, values } => {
-            Output::Values { columns: *columns, values: values[start * columns..(start + len) * columns].to_vec() }
-        }
+        Output::Values { columns, values, graph } => Output::Values {
+            columns: *columns,
+            values: values[start * columns..(start + len) * columns].to_vec(),
+            graph: graph.as_ref().map(|g| g.slice_rows(start, len)),
+        },
     }
 }

@@ -66,7 +66,7 @@ fn floats(v: &Value) -> Vec<f64> {
 async fn seed_protocol_answers_what_the_engine_computes() {
     let (router, _) = single("rf_classifier_binary_string_labels", "rf", settings());
     let rows = fixture_rows("rf_classifier_binary_string_labels", "input", 5);
-    let Output::Classes { classes, labels, probabilities } =
+    let Output::Classes { classes, labels, probabilities, .. } =
         engine_answer(&load("rf_classifier_binary_string_labels"), &rows)
     else {
         panic!("a classifier")
@@ -126,10 +126,12 @@ async fn named_columns_are_matched_by_name_and_checked() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"].as_str().unwrap().starts_with("unknown column 'size'"), "{body}");
 
-    // MLflow drops columns the model does not read, as its schema enforcement does.
+    // MLflow drops columns the model does not read, as its schema enforcement does; an ONNX
+    // model without a signature answers DataFrame input one record per row, by graph output.
     let (status, _, body) = post(&router, "/invocations", json!({ "dataframe_records": [extra] })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["predictions"][0].as_i64(), Some(label));
+    assert_eq!(body["predictions"][0]["label"].as_i64(), Some(label), "{body}");
+    assert_eq!(body["predictions"][0]["probabilities"].as_array().unwrap().len(), 3, "{body}");
 
     // The Open Inference Protocol: one tensor per column.
     let infer = json!({ "inputs": [
@@ -144,15 +146,21 @@ async fn named_columns_are_matched_by_name_and_checked() {
     ]});
     let (status, _, body) = post(&router, "/v2/models/shapes/infer", infer).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["outputs"][0]["name"], "predict");
+    // The graph's own outputs, as Triton serves them.
+    assert_eq!(body["outputs"][0]["name"], "label");
     assert_eq!(body["outputs"][0]["datatype"], "INT64");
+    assert_eq!(body["outputs"][0]["shape"], json!([1]));
     assert_eq!(body["outputs"][0]["data"][0].as_i64(), Some(label));
+    assert_eq!(body["outputs"][1]["name"], "probabilities");
+    assert_eq!(body["outputs"][1]["datatype"], "FP32");
+    assert_eq!(body["outputs"][1]["shape"], json!([1, 3]));
 
     let (status, _, meta) = call(&router, "GET", "/v2/models/shapes", &[], vec![]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(meta["inputs"].as_array().unwrap().len(), 8);
     assert_eq!(meta["inputs"][0], json!({ "name": "color", "datatype": "BYTES", "shape": [-1, 1] }));
-    assert_eq!(meta["outputs"][1]["shape"], json!([-1, 3]));
+    assert_eq!(meta["outputs"][0], json!({ "name": "label", "datatype": "INT64", "shape": [-1] }));
+    assert_eq!(meta["outputs"][1], json!({ "name": "probabilities", "datatype": "FP32", "shape": [-1, 3] }));
 }
 
 #[tokio::test]
@@ -161,17 +169,21 @@ async fn mlflow_scoring_protocol_reads_every_input_format() {
     let rows = fixture_rows("rf_regressor", "input", 4);
     let Output::Values { values, .. } = engine_answer(&load("rf_regressor"), &rows) else { panic!("a regressor") };
     let names: Vec<String> = (0..20).map(|j| format!("f{j}")).collect();
+    // As `mlflow models serve` answers the onnx flavor without a signature: tensor input by
+    // output, each nested as its tensor ([rows, 1]); DataFrame input one record per row.
+    let by_output = json!({ "variable": values.iter().map(|v| vec![*v]).collect::<Vec<_>>() });
+    let records: Vec<Value> = values.iter().map(|v| json!({ "variable": v })).collect();
     let bodies = [
-        json!({ "dataframe_split": { "columns": names, "data": rows } }),
-        json!({ "dataframe_split": { "data": rows } }),
-        json!({ "dataframe_records": rows }),
-        json!({ "instances": rows }),
-        json!({ "inputs": rows, "params": {} }),
+        (json!({ "dataframe_split": { "columns": names, "data": rows } }), json!(records)),
+        (json!({ "dataframe_split": { "data": rows } }), json!(records)),
+        (json!({ "dataframe_records": rows }), json!(records)),
+        (json!({ "instances": rows }), by_output.clone()),
+        (json!({ "inputs": rows, "params": {} }), by_output),
     ];
-    for body in bodies {
+    for (body, expected) in bodies {
         let (status, _, answer) = post(&router, "/invocations", body.clone()).await;
         assert_eq!(status, StatusCode::OK, "{body}: {answer}");
-        assert_eq!(floats(&answer["predictions"]), values, "{body}");
+        assert_eq!(answer["predictions"], expected, "{body}");
     }
     let mut csv = names.join(",") + "\n";
     for row in &rows {
@@ -180,7 +192,9 @@ async fn mlflow_scoring_protocol_reads_every_input_format() {
     }
     let (status, _, answer) = call(&router, "POST", "/invocations", &[("content-type", "text/csv")], csv.into()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(floats(&answer["predictions"]), values);
+    let read: Vec<f64> =
+        answer["predictions"].as_array().unwrap().iter().map(|r| r["variable"].as_f64().unwrap()).collect();
+    assert_eq!(read, values);
 
     // MLflow's refusals.
     let (status, _, answer) = post(&router, "/invocations", json!({ "instances": rows, "inputs": rows })).await;
@@ -239,14 +253,16 @@ async fn open_inference_protocol_json_and_binary_tensors() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["id"], "abc");
     assert_eq!(body["model_name"], "rf");
-    assert_eq!(body["outputs"][0], json!({ "name": "predict", "datatype": "BYTES", "shape": [3, 1], "data": labels }));
+    assert_eq!(body["outputs"][0], json!({ "name": "label", "datatype": "BYTES", "shape": [3], "data": labels }));
+    assert_eq!(body["outputs"][1]["name"], "probabilities");
+    assert_eq!(body["outputs"][1]["datatype"], "FP32");
     assert_eq!(body["outputs"][1]["shape"], json!([3, 2]));
     assert_eq!(floats(&body["outputs"][1]["data"]), probabilities);
 
     // Triton's binary extension: FP32 bytes after the JSON header; only the output asked for.
     let header = json!({
         "inputs": [{ "name": "input", "shape": [3, 20], "datatype": "FP32", "parameters": { "binary_data_size": 240 } }],
-        "outputs": [{ "name": "predict_proba", "parameters": { "binary_data": true } }],
+        "outputs": [{ "name": "probabilities", "parameters": { "binary_data": true } }],
         "parameters": { "binary_data_output": true },
     })
     .to_string();
@@ -260,7 +276,7 @@ async fn open_inference_protocol_json_and_binary_tensors() {
             .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["outputs"].as_array().unwrap().len(), 1);
-    assert_eq!(body["outputs"][0]["name"], "predict_proba");
+    assert_eq!(body["outputs"][0]["name"], "probabilities");
     assert_eq!(floats(&body["outputs"][0]["data"]), probabilities, "the fixture's values are exact in f32");
 
     // Errors: `{"error"}` bodies, as tritonclient reads them.

@@ -40,6 +40,18 @@ impl ElemType {
             ElemType::Str => "string",
         }
     }
+
+    /// The Open Inference Protocol's (Triton's) name for the type.
+    pub fn oip_name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "FP32",
+            ElemType::F64 => "FP64",
+            ElemType::I64 => "INT64",
+            ElemType::I32 => "INT32",
+            ElemType::Bool => "BOOL",
+            ElemType::Str => "BYTES",
+        }
+    }
 }
 
 /// The name of an ONNX element type code, for messages about unsupported types.

@@ -7,7 +7,16 @@
 //! (plus an optional `params`, which tabular models ignore). Columns the model does not read are
 //! dropped, as MLflow's schema enforcement does. The answer is `{"predictions": [...]}`: labels
 //! for a classifier, values for a regressor, as the sklearn flavor's `predict` returns them.
-//! Errors are `{"error_code", "message"}` with 400 for any input problem.
+//! An ONNX model answers as MLflow's `onnx` flavor does (fixtures recorded from `mlflow models
+//! serve` in `tests/interop/fixtures/mlflow_onnx_answers.json`): the graph's outputs by name,
+//! `{"predictions": {"label": [...], "probabilities": [[...], ...]}}`, each nested as its tensor,
+//! for tensor input (`inputs`, `instances`) and for any input to a model with a tensor
+//! signature; one record per row, `{"predictions": [{"variable": -44.2}, ...]}`, for DataFrame
+//! input (`dataframe_split`, `dataframe_records`, CSV) to a model with a column signature or
+//! none. A `ZipMap` output is one `{class: probability}` object per row. Where MLflow fails (a
+//! record whose output holds several values per row, such as `probabilities`), Shipyard gives
+//! the row's values as a list. Errors are `{"error_code", "message"}` with 400 for any input
+//! problem.
 
 use std::sync::Arc;
 
@@ -19,7 +28,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{parse_json, predictions};
+use shipyard_runtime::onnx::{Data, MapKeys, Tensor};
+use shipyard_runtime::{GraphOutputs, Output, SignatureKind};
+
+use super::{number, parse_json, predictions};
 use crate::error::ErrorKind;
 use crate::input::{self, Cell, Extra, Kind};
 use crate::{Incoming, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
@@ -51,14 +63,14 @@ pub async fn invocations(
         Protocol::Mlflow,
         route,
         Incoming { id: &id, headers: &headers, body },
-        |model, bytes| {
-            let batch = match format? {
-                Format::Json => parse_json_body(model, bytes, max_rows)?,
-                Format::Csv => parse_csv(model, bytes, max_rows)?,
-            };
-            Ok(((), batch))
+        |model, bytes| match format? {
+            Format::Json => parse_json_body(model, bytes, max_rows),
+            Format::Csv => Ok((InputForm::DataFrame, parse_csv(model, bytes, max_rows)?)),
         },
-        |(), p| Ok(json!({ "predictions": predictions(&p.output) })),
+        |form, p| {
+            let records = form == InputForm::DataFrame && p.answered_by.model.signature != SignatureKind::Tensors;
+            Ok(json!({ "predictions": mlflow_predictions(&p.output, records) }))
+        },
     )
     .await
 }
@@ -66,6 +78,91 @@ pub async fn invocations(
 enum Format {
     Json,
     Csv,
+}
+
+/// How the body gave its rows: MLflow's scoring server answers an ONNX model's DataFrame input
+/// (`dataframe_split`, `dataframe_records`, CSV) differently from tensor input (`inputs`,
+/// `instances`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InputForm {
+    DataFrame,
+    Tensor,
+}
+
+/// The answer's predictions: an ONNX model's graph outputs as MLflow's `onnx` flavor gives them
+/// (by output, or one record per row with `records`), else labels or values.
+fn mlflow_predictions(output: &Output, records: bool) -> Value {
+    match output.graph() {
+        Some(graph) if records => graph_records(graph, output.rows()),
+        Some(graph) => {
+            Value::Object(graph.0.iter().map(|o| (o.name.clone(), nested(&o.tensor, o.map_keys.as_ref()))).collect())
+        }
+        None => predictions(output),
+    }
+}
+
+/// One element as JSON (`f32` widened to `f64`, as numpy's `tolist` does).
+fn element(data: &Data, i: usize) -> Value {
+    match data {
+        Data::F32(v) => number(f64::from(v[i])),
+        Data::F64(v) => number(v[i]),
+        Data::I64(v) => json!(v[i]),
+        Data::I32(v) => json!(v[i]),
+        Data::Bool(v) => json!(v[i]),
+        Data::Str(v) => json!(v[i]),
+    }
+}
+
+/// Row `r` of a `ZipMap` output: `{class: score}`.
+fn zipmap_row(t: &Tensor, keys: &MapKeys, r: usize) -> Value {
+    let labels = keys.labels();
+    let width = labels.len().max(1);
+    Value::Object(labels.into_iter().enumerate().map(|(j, k)| (k, element(&t.data, r * width + j))).collect())
+}
+
+/// A tensor as nested JSON lists, as its shape nests them (a `ZipMap` output: one object per
+/// row).
+fn nested(t: &Tensor, keys: Option<&MapKeys>) -> Value {
+    if let Some(keys) = keys {
+        let rows = t.shape.first().copied().unwrap_or(0);
+        return Value::Array((0..rows).map(|r| zipmap_row(t, keys, r)).collect());
+    }
+    fn level(t: &Tensor, dims: &[usize], offset: usize) -> Value {
+        match dims {
+            [] => element(&t.data, offset),
+            [n, rest @ ..] => {
+                let stride: usize = rest.iter().product();
+                Value::Array((0..*n).map(|i| level(t, rest, offset + i * stride)).collect())
+            }
+        }
+    }
+    level(t, &t.shape, 0)
+}
+
+/// One record per row, `{output: value}`: a single value as itself, a `ZipMap` row as an
+/// object, several values as a list.
+fn graph_records(graph: &GraphOutputs, rows: usize) -> Value {
+    Value::Array(
+        (0..rows)
+            .map(|r| {
+                Value::Object(
+                    graph
+                        .0
+                        .iter()
+                        .map(|o| {
+                            let per_row = o.tensor.len() / rows.max(1);
+                            let value = match (&o.map_keys, per_row) {
+                                (Some(keys), _) => zipmap_row(&o.tensor, keys, r),
+                                (None, 1) => element(&o.tensor.data, r),
+                                (None, k) => Value::Array((0..k).map(|j| element(&o.tensor.data, r * k + j)).collect()),
+                            };
+                            (o.name.clone(), value)
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
 }
 
 /// MLflow's content-type rule: `application/json` or `text/csv`, only `charset=utf-8` allowed.
@@ -94,7 +191,7 @@ fn content_type(headers: &HeaderMap) -> Result<Format, ServeError> {
     }
 }
 
-fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<RecordBatch, ServeError> {
+fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<(InputForm, RecordBatch), ServeError> {
     let invalid = |m: String| ServeError::malformed(format!("Invalid input. {m}"));
     let Value::Object(map) = parse_json(bytes)? else {
         return Err(invalid(format!("The body must be a JSON object with one of the keys {}", KEYS.join(", "))));
@@ -109,7 +206,8 @@ fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result
     };
     let schema = &model.schema;
     let value = &map[*key];
-    match (*key, value) {
+    let form = if key.starts_with("dataframe") { InputForm::DataFrame } else { InputForm::Tensor };
+    let batch = match (*key, value) {
         ("dataframe_split", Value::Object(split)) => {
             let rows = match split.get("data") {
                 Some(Value::Array(rows)) => rows,
@@ -129,9 +227,14 @@ fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result
         }
         ("dataframe_records", Value::Array(records)) => {
             if schema.positional && records.iter().all(Value::is_array) {
-                return input::from_rows(schema, None, records, "dataframe_records", Extra::Ignore, max_rows);
+                input::from_rows(schema, None, records, "dataframe_records", Extra::Ignore, max_rows)
+            } else if schema.positional && records.iter().all(|r| r.as_object().is_some_and(|m| m.len() > 1)) {
+                // A DataFrame for a model that reads positions: its columns in the body's order.
+                let rows = records_in_key_order(bytes)?;
+                input::from_rows(schema, None, &rows, "dataframe_records", Extra::Refuse, max_rows)
+            } else {
+                input::from_records(schema, records, "dataframe_records", Extra::Ignore, max_rows)
             }
-            input::from_records(schema, records, "dataframe_records", Extra::Ignore, max_rows)
         }
         ("instances", Value::Array(items)) => {
             if items.first().is_some_and(Value::is_object) {
@@ -143,7 +246,61 @@ fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result
         ("inputs", Value::Object(columns)) => input::from_columns(schema, columns, "inputs", Extra::Ignore, max_rows),
         ("inputs", Value::Array(rows)) => input::from_rows(schema, None, rows, "inputs", Extra::Ignore, max_rows),
         (key, _) => Err(invalid(format!("'{key}' has the wrong shape: see MLflow's scoring protocol"))),
+    }?;
+    Ok((form, batch))
+}
+
+/// One JSON object's entries in the order the body gives them (a parsed `Value` sorts them).
+struct OrderedRecord(Vec<Value>, Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for OrderedRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = OrderedRecord;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a record (a JSON object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderedRecord, A::Error> {
+                let (mut values, mut keys) = (Vec::new(), Vec::new());
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    keys.push(k);
+                    values.push(v);
+                }
+                Ok(OrderedRecord(values, keys))
+            }
+        }
+        deserializer.deserialize_map(Entries)
     }
+}
+
+/// `dataframe_records` as rows of values in each record's key order, as pandas builds a
+/// DataFrame's columns from them (for a model that reads its columns by position). Every
+/// record must name the same columns in the same order.
+fn records_in_key_order(bytes: &[u8]) -> Result<Vec<Value>, ServeError> {
+    #[derive(serde::Deserialize)]
+    struct Records {
+        dataframe_records: Vec<OrderedRecord>,
+    }
+    let parsed: Records =
+        serde_json::from_slice(bytes).map_err(|e| ServeError::malformed(format!("Invalid input. {e}")))?;
+    let first = parsed.dataframe_records.first().map(|r| r.1.clone()).unwrap_or_default();
+    parsed
+        .dataframe_records
+        .into_iter()
+        .enumerate()
+        .map(|(i, OrderedRecord(values, keys))| {
+            if keys == first {
+                Ok(Value::Array(values))
+            } else {
+                Err(ServeError::invalid(format!(
+                    "dataframe_records: record {} names the columns {keys:?}, record 1 names {first:?}; this model \
+                     reads its columns by position, so every record must name the same ones in the same order",
+                    i + 1
+                )))
+            }
+        })
+        .collect()
 }
 
 /// A CSV body with a header row; values are read as their column's type.

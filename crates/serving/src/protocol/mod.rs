@@ -31,8 +31,8 @@ pub(crate) fn predictions(output: &Output) -> Value {
             let numeric = numeric_labels(classes);
             Value::Array(labels.iter().map(|l| label_value(l, numeric)).collect())
         }
-        Output::Values { columns: 1, values } => Value::Array(values.iter().map(|&x| number(x)).collect()),
-        Output::Values { columns, values } => Value::Array(
+        Output::Values { columns: 1, values, .. } => Value::Array(values.iter().map(|&x| number(x)).collect()),
+        Output::Values { columns, values, .. } => Value::Array(
             values.chunks(*columns).map(|row| Value::Array(row.iter().map(|&x| number(x)).collect())).collect(),
         ),
     }
@@ -58,7 +58,7 @@ pub(crate) fn summary(output: &Output) -> String {
     let rows = output.rows();
     let first: Vec<String> = match output {
         Output::Classes { labels, .. } => labels.iter().take(SHOWN).cloned().collect(),
-        Output::Values { columns, values } => {
+        Output::Values { columns, values, .. } => {
             values.iter().step_by((*columns).max(1)).take(SHOWN).map(|v| format!("{v}")).collect()
         }
     };

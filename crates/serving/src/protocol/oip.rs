@@ -7,10 +7,14 @@
 //! `[rows, 1]` tensor per column, named as the model's columns. Data is JSON (nested or flat,
 //! row-major) or, when the `Inference-Header-Content-Length` header is set, raw little-endian
 //! bytes after the JSON header (`parameters.binary_data_size` per input), as `tritonclient`
-//! sends by default. The answer is always pure JSON, which every client reads: output
-//! `predict` (`[rows, 1]`: labels, INT64 or BYTES, or values, FP64) and, for classifiers,
-//! `predict_proba` (`[rows, classes]`, FP64), named as MLServer's scikit-learn runtime names
-//! them. Errors are `{"error": "..."}`, 400 for input problems.
+//! sends by default. The answer is always pure JSON, which every client reads. An ONNX model
+//! answers with its graph's outputs under their own names, shapes and datatypes, as Triton
+//! serves them (`label` INT64 and `probabilities` FP32 for a scikit-learn classifier converted
+//! with `zipmap=False`, `variable` for a regressor; a `ZipMap` output, which Triton cannot
+//! serve, as its `[rows, classes]` FP32 tensor). Shipyard's own models answer `predict`
+//! (`[rows, 1]`: labels, INT64 or BYTES, or values, FP64) and, for classifiers, `predict_proba`
+//! (`[rows, classes]`, FP64), named as MLServer's scikit-learn runtime names them. A request's
+//! `outputs` selects among those names. Errors are `{"error": "..."}`, 400 for input problems.
 
 use std::sync::Arc;
 
@@ -22,7 +26,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shipyard_runtime::Output;
+use shipyard_runtime::onnx::Data;
+use shipyard_runtime::{GraphOutputs, Output};
 
 use super::{label_value, number, numeric_labels};
 use crate::input::{Cell, Extra};
@@ -106,12 +111,16 @@ fn metadata_answer(state: &ServingState, name: &str, version: Option<&str>) -> R
             .map(|c| json!({ "name": c.name, "datatype": c.kind.oip_datatype(), "shape": [-1, 1] }))
             .collect()
     };
-    let outputs = match &model.classes {
-        Some(classes) => vec![
+    let graph = model.model.graph_output_specs().map(|specs| {
+        specs.into_iter().map(|o| json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape })).collect()
+    });
+    let outputs = match (&model.classes, graph) {
+        (_, Some(graph)) => graph,
+        (Some(classes), None) => vec![
             json!({ "name": "predict", "datatype": if numeric_labels(classes) { "INT64" } else { "BYTES" }, "shape": [-1, 1] }),
             json!({ "name": "predict_proba", "datatype": "FP64", "shape": [-1, classes.len()] }),
         ],
-        None => vec![json!({ "name": "predict", "datatype": "FP64", "shape": [-1, -1] })],
+        (None, None) => vec![json!({ "name": "predict", "datatype": "FP64", "shape": [-1, -1] })],
     };
     axum::Json(json!({
         "name": model.name,
@@ -373,12 +382,38 @@ fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> 
     })
 }
 
+/// An ONNX model's graph outputs as Triton renders them.
+fn graph_outputs(graph: &GraphOutputs) -> Vec<(&str, Value)> {
+    graph
+        .0
+        .iter()
+        .map(|o| {
+            let data: Vec<Value> = match &o.tensor.data {
+                Data::F32(v) => v.iter().map(|&x| number(f64::from(x))).collect(),
+                Data::F64(v) => v.iter().map(|&x| number(x)).collect(),
+                Data::I64(v) => v.iter().map(|&x| json!(x)).collect(),
+                Data::I32(v) => v.iter().map(|&x| json!(x)).collect(),
+                Data::Bool(v) => v.iter().map(|&x| json!(x)).collect(),
+                Data::Str(v) => v.iter().map(|x| json!(x)).collect(),
+            };
+            let value = json!({
+                "name": o.name,
+                "datatype": o.tensor.elem_type().oip_name(),
+                "shape": o.tensor.shape,
+                "data": data,
+            });
+            (o.name.as_str(), value)
+        })
+        .collect()
+}
+
 /// The answer's outputs, all of them or those the request named.
 fn render_outputs(output: &Output, wanted: Option<&[String]>) -> Result<Vec<Value>, ServeError> {
     let rows = output.rows();
     let mut all: Vec<(&str, Value)> = Vec::new();
     match output {
-        Output::Classes { classes, labels, probabilities } => {
+        _ if output.graph().is_some() => all = output.graph().map(graph_outputs).unwrap_or_default(),
+        Output::Classes { classes, labels, probabilities, .. } => {
             let numeric = numeric_labels(classes);
             all.push((
                 "predict",
@@ -399,7 +434,7 @@ fn render_outputs(output: &Output, wanted: Option<&[String]>) -> Result<Vec<Valu
                 }),
             ));
         }
-        Output::Values { columns, values } => all.push((
+        Output::Values { columns, values, .. } => all.push((
             "predict",
             json!({
                 "name": "predict",
