@@ -125,26 +125,28 @@ fn promotions_and_rollbacks_under_load_fail_no_request() {
     drop(server);
 }
 
+/// A replica of `churn-api` reading `home`'s store directly, its own home in `dir`.
+fn store_replica(dir: &Path, home: &Path, log: Arc<Mutex<String>>) -> common::Server {
+    let store = format!("sqlite:///{}", home.join("shipyard.db").display());
+    let artifacts = home.join("artifacts");
+    let args = [
+        "serve",
+        "--deployment",
+        "churn-api",
+        "--tracking-uri",
+        &store,
+        "--artifacts-destination",
+        artifacts.to_str().unwrap(),
+    ];
+    start(dir, &args, log)
+}
+
 #[test]
 fn a_replica_follows_its_deployment() {
     let (dir, home) = home();
     ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
-    let store = format!("sqlite:///{}", home.join("shipyard.db").display());
-    let artifacts = home.join("artifacts");
     let log = Arc::new(Mutex::new(String::new()));
-    let replica = start(
-        Path::new(dir.path()),
-        &[
-            "serve",
-            "--deployment",
-            "churn-api",
-            "--tracking-uri",
-            &store,
-            "--artifacts-destination",
-            artifacts.to_str().unwrap(),
-        ],
-        log.clone(),
-    );
+    let replica = store_replica(dir.path(), &home, log.clone());
     let addr = replica.addr.clone();
     assert_eq!(version(&addr, "/predict/churn-api"), "1");
     // A canary at 50%: both versions answer.
@@ -417,24 +419,8 @@ fn deploy_times_out_naming_the_process_that_cannot_load() {
 fn stopped_replicas_are_not_waited_for_and_killed_ones_are_named() {
     let (dir, home) = home();
     ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
-    let store = format!("sqlite:///{}", home.join("shipyard.db").display());
-    let artifacts = home.join("artifacts");
     let log = Arc::new(Mutex::new(String::new()));
-    let replica = |name: &str| {
-        start(
-            &dir.path().join(name),
-            &[
-                "serve",
-                "--deployment",
-                "churn-api",
-                "--tracking-uri",
-                &store,
-                "--artifacts-destination",
-                artifacts.to_str().unwrap(),
-            ],
-            log.clone(),
-        )
-    };
+    let replica = |name: &str| store_replica(&dir.path().join(name), &home, log.clone());
     let (mut stopped, killed) = (replica("a"), replica("b"));
     assert_eq!(rollout_status(&home, "churn-api")["live"], 2);
     // SIGTERM: the replica withdraws its report as it stops.
