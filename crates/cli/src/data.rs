@@ -169,8 +169,16 @@ pub struct DriftArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     format: ReportFormat,
-    /// Test for every column (METHOD) or for one (COLUMN=METHOD); repeatable. Methods: ks,
-    /// chisquare, z, wasserstein, jensenshannon, psi, kl_div.
+    /// evidently (Evidently's tests and thresholds, the default for reports) or calibrated (tests
+    /// valid at both tables' sizes; on calm data any column is flagged in at most
+    /// --false-alarm-rate of comparisons; what monitors and gates use).
+    #[arg(long, default_value = "evidently")]
+    preset: String,
+    /// The calibrated preset's false-alarm level.
+    #[arg(long, default_value_t = 0.01)]
+    false_alarm_rate: f64,
+    /// Evidently's preset: test for every column (METHOD) or for one (COLUMN=METHOD); repeatable.
+    /// Methods: ks, chisquare, z, wasserstein, jensenshannon, psi, kl_div, chisquare_homogeneity.
     #[arg(long = "method", value_name = "[COLUMN=]METHOD")]
     methods: Vec<String>,
     /// Drift threshold for every column (VALUE) or for one (COLUMN=VALUE); repeatable.
@@ -306,6 +314,18 @@ fn drift_options(args: &DriftArgs) -> Result<DriftOptions> {
     if !(0.0..=1.0).contains(&args.drift_share) {
         bail!("--drift-share must be between 0 and 1, got {}", args.drift_share);
     }
+    o.preset = match shipyard_data::drift::Preset::parse(&args.preset)? {
+        shipyard_data::drift::Preset::Calibrated { .. } => {
+            if !(args.false_alarm_rate > 0.0 && args.false_alarm_rate < 0.5) {
+                bail!("--false-alarm-rate must be above 0 and below 0.5, got {}", args.false_alarm_rate);
+            }
+            if !args.methods.is_empty() || !args.thresholds.is_empty() {
+                bail!("--method and --threshold choose Evidently's tests; the calibrated preset chooses its own");
+            }
+            shipyard_data::drift::Preset::Calibrated { alpha: args.false_alarm_rate }
+        }
+        evidently => evidently,
+    };
     for m in &args.methods {
         match split_assignment(m) {
             (Some(col), name) => {
@@ -394,11 +414,19 @@ fn print_drift(report: &DriftReport) {
                 number(c.statistic),
                 c.p_value.map(number).unwrap_or_else(|| "-".into()),
                 number(c.threshold),
-                if c.drift { "DRIFT".into() } else { "ok".into() },
+                match (c.drift, &c.undecided) {
+                    (_, Some(_)) => "undecided".into(),
+                    (true, None) => "DRIFT".into(),
+                    (false, None) => "ok".into(),
+                },
+                c.power.map_or_else(String::new, |p| format!("{} {}", number(p.detectable), p.unit)),
             ]
         })
         .collect();
-    print_table(&["COLUMN", "KIND", "TEST", "STATISTIC", "P-VALUE", "THRESHOLD", "VERDICT"], &rows);
+    print_table(&["COLUMN", "KIND", "TEST", "STATISTIC", "P-VALUE", "THRESHOLD", "VERDICT", "DETECTS"], &rows);
+    for c in report.columns.iter().filter(|c| c.undecided.is_some()) {
+        outln!("{}: undecided: {}", c.column, c.undecided.as_deref().unwrap_or_default());
+    }
     outln!();
     outln!(
         "{} of {} columns drifted (share {:.3}, dataset drift at {}): {}",

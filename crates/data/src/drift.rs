@@ -21,6 +21,18 @@
 //! **Verdicts.** p-value tests drift when `p <= t` (ks) or `p < t` (chisquare, z); distances when
 //! `d >= t`. Default thresholds: 0.05 for p-value tests, 0.1 for distances. The table drifts when
 //! the share of drifted columns reaches `drift_share` (0.5).
+//!
+//! Those are the [`Preset::Evidently`] tests, which reports keep (and which equal Evidently's).
+//! They are not calibrated for small windows: a distance measured on a few hundred rows has a
+//! floor of its own, so calm data drifts. [`Preset::Calibrated`], what monitors and gates use,
+//! bounds the false alarms instead: each column gets a two-sample test whose p-value is valid
+//! for both samples' sizes (Kolmogorov-Smirnov for numbers with more than 5 distinct values,
+//! exact up to 10,000 values per side; Pearson's chi-square test of homogeneity on the 2 x K
+//! table otherwise, cells with fewer than 5 expected current values merged), at the level
+//! `alpha / k` for `k` tested columns (Bonferroni), so that on data drawn from the reference's
+//! distribution any column is flagged in at most `alpha` of comparisons. Each column says the
+//! level, the current size and the smallest shift it can detect there; a column whose current
+//! sample is too small to reach the level is undecided, never drifted.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,7 +43,8 @@ use crate::error::{DataError, Result};
 use crate::stats;
 use crate::table::Table;
 
-/// A drift test, named as Evidently names it.
+/// A drift test, named as Evidently names it (`chisquare_homogeneity` is the calibrated
+/// preset's two-sample chi-square).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -42,10 +55,11 @@ pub enum Method {
     Jensenshannon,
     Psi,
     KlDiv,
+    ChisquareHomogeneity,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Ks,
         Method::Chisquare,
         Method::Z,
@@ -53,6 +67,7 @@ impl Method {
         Method::Jensenshannon,
         Method::Psi,
         Method::KlDiv,
+        Method::ChisquareHomogeneity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,6 +79,7 @@ impl Method {
             Method::Jensenshannon => "jensenshannon",
             Method::Psi => "psi",
             Method::KlDiv => "kl_div",
+            Method::ChisquareHomogeneity => "chisquare_homogeneity",
         }
     }
 
@@ -76,7 +92,7 @@ impl Method {
 
     /// Whether the test yields a p-value (otherwise its score is a distance or divergence).
     pub fn is_p_value(self) -> bool {
-        matches!(self, Method::Ks | Method::Chisquare | Method::Z)
+        matches!(self, Method::Ks | Method::Chisquare | Method::Z | Method::ChisquareHomogeneity)
     }
 
     pub fn default_threshold(self) -> f64 {
@@ -85,7 +101,7 @@ impl Method {
 
     fn drifts(self, score: f64, threshold: f64) -> bool {
         match self {
-            Method::Ks => score <= threshold,
+            Method::Ks | Method::ChisquareHomogeneity => score <= threshold,
             Method::Chisquare | Method::Z => score < threshold,
             _ => score >= threshold,
         }
@@ -117,9 +133,36 @@ impl Kind {
     }
 }
 
+/// Which tests decide drift (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "preset")]
+pub enum Preset {
+    /// Evidently's default tests and thresholds (reports; equal to Evidently's numbers).
+    Evidently,
+    /// Two-sample tests valid at any size, each column at `alpha / k`: on calm data, any column
+    /// is flagged in at most `alpha` of comparisons.
+    Calibrated { alpha: f64 },
+}
+
+impl Preset {
+    /// The calibrated preset at its default false-alarm level, 1%.
+    pub const CALIBRATED: Preset = Preset::Calibrated { alpha: 0.01 };
+
+    /// `evidently`, `calibrated` (at 1%).
+    pub fn parse(name: &str) -> Result<Preset> {
+        match name {
+            "evidently" => Ok(Preset::Evidently),
+            "calibrated" => Ok(Preset::CALIBRATED),
+            other => Err(DataError::invalid(format!("unknown drift preset '{other}' (evidently or calibrated)"))),
+        }
+    }
+}
+
 /// Choices a user can make; everything defaults to Evidently's behaviour.
 #[derive(Debug, Clone)]
 pub struct DriftOptions {
+    /// Evidently's tests, or the calibrated ones (`method` and thresholds apply to Evidently's).
+    pub preset: Preset,
     /// Test for every column where it applies (`--method METHOD`).
     pub method: Option<Method>,
     /// Per-column tests (`--method COLUMN=METHOD`).
@@ -134,6 +177,7 @@ pub struct DriftOptions {
 impl Default for DriftOptions {
     fn default() -> Self {
         DriftOptions {
+            preset: Preset::Evidently,
             method: None,
             column_methods: HashMap::new(),
             threshold: None,
@@ -161,8 +205,31 @@ pub struct ColumnDrift {
     pub current_count: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The calibrated preset: what this comparison could see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<Power>,
+    /// Why the column could not be decided (the calibrated preset, a current sample too small to
+    /// reach the level): it is not drift, and does not count in the share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undecided: Option<String>,
     /// Both distributions on common bins, for reports.
     pub histogram: Histogram,
+}
+
+/// What a calibrated comparison could detect.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Power {
+    /// The level the column was tested at (`alpha / k`): its false-alarm rate on calm data.
+    pub level: f64,
+    /// Values in the current sample.
+    pub current_count: u64,
+    /// The smallest shift the test detects at that level, in `unit`s: for numbers, the shift of
+    /// a normal distribution's mean in standard deviations at which the expected KS statistic
+    /// reaches the critical value; for categories, the change in one category's share (at a
+    /// share of one half) at which the two-proportion statistic does.
+    pub detectable: f64,
+    /// `sd` or `share`.
+    pub unit: &'static str,
 }
 
 /// Two distributions on the same bins: shares of each table's values.
@@ -228,6 +295,9 @@ pub struct Skipped {
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftReport {
     pub columns: Vec<ColumnDrift>,
+    /// Columns the calibrated preset could not decide (too few current values).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub undecided_columns: usize,
     pub drifted_columns: usize,
     pub share_drifted: f64,
     pub dataset_drift: bool,
@@ -288,6 +358,10 @@ impl TableSample {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// Compares every column of `reference` with the same column of `current`.
 pub fn compare(reference: &TableSample, current: &TableSample, options: &DriftOptions) -> Result<DriftReport> {
     let current_by_name: HashMap<&str, &ColumnSample> = current.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();
@@ -328,10 +402,16 @@ pub fn compare(reference: &TableSample, current: &TableSample, options: &DriftOp
             Err(s) => skipped.push(s),
         }
     }
+    if let Preset::Calibrated { alpha } = options.preset {
+        calibrate(&mut columns, alpha);
+    }
+    let undecided_columns = columns.iter().filter(|c| c.undecided.is_some()).count();
+    let decided = columns.len() - undecided_columns;
     let drifted_columns = columns.iter().filter(|c| c.drift).count();
-    let share_drifted = if columns.is_empty() { 0.0 } else { drifted_columns as f64 / columns.len() as f64 };
+    let share_drifted = if decided == 0 { 0.0 } else { drifted_columns as f64 / decided as f64 };
     Ok(DriftReport {
-        dataset_drift: !columns.is_empty() && share_drifted >= options.drift_share,
+        dataset_drift: decided > 0 && share_drifted >= options.drift_share,
+        undecided_columns,
         drifted_columns,
         share_drifted,
         columns,
@@ -614,22 +694,27 @@ fn test_column(
         (_, true) => Method::Chisquare,
         (_, false) => Method::Jensenshannon,
     };
-    let method = match (options.column_methods.get(name), options.method) {
-        (Some(m), _) => {
-            if m.numeric_only() && kind != Kind::Numeric {
-                return Err(DataError::invalid(format!(
-                    "{} applies to numeric columns; '{name}' is {kind:?}",
-                    m.name()
-                )));
+    let method = match (options.preset, options.column_methods.get(name), options.method) {
+        // Calibrated: the test's p-value must be valid at both samples' sizes.
+        (Preset::Calibrated { .. }, _, _) if kind == Kind::Numeric && u > 5 => Method::Ks,
+        (Preset::Calibrated { .. }, _, _) => Method::ChisquareHomogeneity,
+        (Preset::Evidently, column, all) => match (column, all) {
+            (Some(m), _) => {
+                if m.numeric_only() && kind != Kind::Numeric {
+                    return Err(DataError::invalid(format!(
+                        "{} applies to numeric columns; '{name}' is {kind:?}",
+                        m.name()
+                    )));
+                }
+                *m
             }
-            *m
-        }
-        (None, Some(m)) if !(m.numeric_only() && kind != Kind::Numeric) => m,
-        (None, Some(m)) => {
-            notes.push(format!("{} applies to numeric columns only; the default test was used", m.name()));
-            default
-        }
-        (None, None) => default,
+            (None, Some(m)) if !(m.numeric_only() && kind != Kind::Numeric) => m,
+            (None, Some(m)) => {
+                notes.push(format!("{} applies to numeric columns only; the default test was used", m.name()));
+                default
+            }
+            (None, None) => default,
+        },
     };
     let threshold =
         options.column_thresholds.get(name).copied().or(options.threshold).unwrap_or(method.default_threshold());
@@ -645,6 +730,7 @@ fn test_column(
         let shown: Vec<&str> = unseen.iter().take(5).copied().collect();
         notes.push(format!("{} categor(ies) not in the reference: {}", unseen.len(), shown.join(", ")));
     }
+    let mut undecided = None;
     let (statistic, p_value) = match method {
         Method::Ks => {
             let n = numbers.expect("numeric checked");
@@ -662,6 +748,23 @@ fn test_column(
                 Some(s) => stats::wasserstein(n.r, n.c) / s.std_population.max(0.001),
             };
             (w, None)
+        }
+        Method::ChisquareHomogeneity => {
+            let (cells, merged) = stats::merge_sparse_cells(&buckets().pairs(), 5.0);
+            if merged > 0 {
+                notes.push(format!("{merged} rare categor(ies) pooled so that each cell expects 5 current values"));
+            }
+            if cells.len() < 2 {
+                if u >= 2 {
+                    undecided = Some(format!("{n_cur} current values: too few to expect 5 in each of two categories"));
+                } else {
+                    notes.push("a single category in both tables: nothing to compare".into());
+                }
+                (0.0, Some(1.0))
+            } else {
+                let o = stats::chi2_contingency_2xk(&cells);
+                (o.statistic, Some(o.p_value))
+            }
         }
         Method::Chisquare => {
             if u < 2 {
@@ -710,8 +813,48 @@ fn test_column(
         reference_count: n_ref,
         current_count: n_cur,
         notes,
+        power: None,
+        undecided,
         histogram: histogram(numbers, u, buckets),
     }))
+}
+
+/// The calibrated preset's verdicts: each column at `alpha / k`, with what it could detect; a
+/// column whose current sample cannot reach that level is undecided.
+fn calibrate(columns: &mut [ColumnDrift], alpha: f64) {
+    let level = alpha / columns.len().max(1) as f64;
+    for c in columns {
+        let (n, m) = (c.reference_count, c.current_count);
+        let p = c.p_value.unwrap_or(1.0);
+        c.threshold = level;
+        let (detectable, unit, smallest_p) = match c.test {
+            Method::Ks => {
+                let d = stats::ks_critical(level, n, m);
+                // The smallest p-value these sizes allow: every current value beyond every
+                // reference value, 2 / C(n + m, m).
+                (stats::normal_shift_for_ks(d), "sd", stats::ks_smallest_p(n, m))
+            }
+            _ => {
+                let z = stats::norm_ppf(1.0 - level / 2.0);
+                let change = z * (0.25 * (1.0 / n.max(1) as f64 + 1.0 / m.max(1) as f64)).sqrt();
+                // Pooling left two or more cells expecting 5 current values each: the test can
+                // reach any level (undecided columns were marked by the pooling).
+                (change, "share", 0.0)
+            }
+        };
+        c.power = Some(Power { level, current_count: m, detectable, unit });
+        if c.undecided.is_some() {
+            c.drift = false;
+        } else if smallest_p > level {
+            c.undecided = Some(format!(
+                "{m} current values cannot reach the level {} whatever they are",
+                shipyard_core::display::number(level)
+            ));
+            c.drift = false;
+        } else {
+            c.drift = c.test.drifts(p, level);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,9 +130,13 @@ pub fn drift_table(report: &DriftReport) -> String {
             num_cell(c.threshold),
             u8::from(c.drift),
             if c.drift { "drift" } else { "ok" },
-            if c.drift { "drift" } else { "ok" },
+            match (c.drift, c.undecided.is_some()) {
+                (_, true) => "undecided",
+                (true, false) => "drift",
+                (false, false) => "ok",
+            },
             histogram_svg(&c.histogram),
-            escape(&c.notes.join("; ")),
+            escape(&column_notes(c).join("; ")),
         );
     }
     body.push_str("</tbody></table>");
@@ -144,6 +148,24 @@ pub fn drift_table(report: &DriftReport) -> String {
         body.push_str("</ul>");
     }
     body
+}
+
+/// A column's notes, with what the calibrated preset could see and why it did not decide.
+fn column_notes(c: &crate::drift::ColumnDrift) -> Vec<String> {
+    let mut notes = c.notes.clone();
+    if let Some(p) = c.power {
+        let unit = if p.unit == "sd" { "standard deviations" } else { "of a category's share" };
+        notes.push(format!(
+            "{} current values at level {}: detects a shift of {} {unit}",
+            p.current_count,
+            shipyard_core::display::number(p.level),
+            shipyard_core::display::number(p.detectable)
+        ));
+    }
+    if let Some(why) = &c.undecided {
+        notes.push(format!("undecided: {why}"));
+    }
+    notes
 }
 
 /// Bars of one distribution, in a small inline SVG.

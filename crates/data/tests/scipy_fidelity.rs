@@ -136,6 +136,10 @@ fn special_functions_equal_scipy() {
         let (z, want) = (num(&row[0]), num(&row[1]));
         check(&mut failures, format!("norm.cdf({z})"), stats::norm_cdf(z), want);
     }
+    for row in special["norm_ppf"].as_array().expect("norm.ppf rows") {
+        let (p, want) = (num(&row[0]), num(&row[1]));
+        check(&mut failures, format!("norm.ppf({p})"), stats::norm_ppf(p), want);
+    }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -223,6 +227,11 @@ fn two_sample_tests_equal_scipy() {
             let got = stats::chisquare_against_reference(&counts);
             check(&mut failures, format!("{name}: chisquare statistic"), got.statistic, num(&want["statistic"]));
             check(&mut failures, format!("{name}: chisquare p"), got.p_value, num(&want["p_value"]));
+        }
+        if let Some(want) = case.get("chisquare_homogeneity") {
+            let got = stats::chi2_contingency_2xk(&counts);
+            check(&mut failures, format!("{name}: homogeneity statistic"), got.statistic, num(&want["statistic"]));
+            check(&mut failures, format!("{name}: homogeneity p"), got.p_value, num(&want["p_value"]));
         }
         if let Some(want) = case.get("z") {
             let got = stats::z_two_proportions([counts[0], counts[1]]);

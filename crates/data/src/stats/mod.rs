@@ -194,6 +194,88 @@ pub fn chisquare_against_reference(counts: &[(u64, u64)]) -> TestOutcome {
     TestOutcome { statistic, p_value: chi2_sf(statistic, df) }
 }
 
+/// `scipy.stats.chi2_contingency(table, correction=False)` on the 2 x K table of `(reference,
+/// current)` counts per category: Pearson's test of homogeneity, whose p-value accounts for
+/// both samples' sizes (Evidently's `chisquare` takes the reference's shares as known). Every
+/// category must have a count in at least one sample.
+pub fn chi2_contingency_2xk(counts: &[(u64, u64)]) -> TestOutcome {
+    let n_ref: u64 = counts.iter().map(|c| c.0).sum();
+    let n_cur: u64 = counts.iter().map(|c| c.1).sum();
+    let total = (n_ref + n_cur) as f64;
+    if counts.len() < 2 || n_ref == 0 || n_cur == 0 {
+        return TestOutcome { statistic: 0.0, p_value: 1.0 };
+    }
+    let statistic: f64 = counts
+        .iter()
+        .map(|&(r, c)| {
+            let column = (r + c) as f64;
+            let (er, ec) = (n_ref as f64 * column / total, n_cur as f64 * column / total);
+            (r as f64 - er).powi(2) / er + (c as f64 - ec).powi(2) / ec
+        })
+        .sum();
+    let df = (counts.len() - 1) as f64;
+    TestOutcome { statistic, p_value: chi2_sf(statistic, df) }
+}
+
+/// Pools the rarest categories (by both samples' count) into one until every cell expects at
+/// least `min_expected` current values (Cochran's rule for the chi-square approximation): the
+/// pooled cells, and how many categories were pooled.
+pub fn merge_sparse_cells(counts: &[(u64, u64)], min_expected: f64) -> (Vec<(u64, u64)>, usize) {
+    let n_cur: u64 = counts.iter().map(|c| c.1).sum();
+    let total: u64 = counts.iter().map(|c| c.0 + c.1).sum();
+    if total == 0 {
+        return (Vec::new(), 0);
+    }
+    let expected = |cell: (u64, u64)| n_cur as f64 * (cell.0 + cell.1) as f64 / total as f64;
+    let mut cells: Vec<(u64, u64)> = counts.iter().copied().filter(|c| c.0 + c.1 > 0).collect();
+    cells.sort_by_key(|c| std::cmp::Reverse(c.0 + c.1));
+    let mut pooled = (0u64, 0u64);
+    let mut merged = 0;
+    // The rarest cell is last: pool from there while it expects too few.
+    while cells.len() > 1 && cells.last().is_some_and(|&c| expected(c) < min_expected) {
+        if let Some(c) = cells.pop() {
+            pooled = (pooled.0 + c.0, pooled.1 + c.1);
+            merged += 1;
+        }
+    }
+    if merged > 0 {
+        match cells.last_mut() {
+            // The pool still expects too few: it joins the rarest cell that does not.
+            Some(last) if expected(pooled) < min_expected => *last = (last.0 + pooled.0, last.1 + pooled.1),
+            _ => cells.push(pooled),
+        }
+    }
+    (cells, merged)
+}
+
+/// The two-sample Kolmogorov-Smirnov statistic that reaches `level` between samples of `n` and
+/// `m` values, from Smirnov's limit distribution: `sqrt(-ln(level / 2) / 2) * sqrt((n + m) / (n m))`.
+pub fn ks_critical(level: f64, n: u64, m: u64) -> f64 {
+    let (n, m) = (n.max(1) as f64, m.max(1) as f64);
+    ((-(level / 2.0).ln() / 2.0).sqrt() * ((n + m) / (n * m)).sqrt()).min(1.0)
+}
+
+/// The smallest two-sided p-value the two-sample Kolmogorov-Smirnov test can give between
+/// samples of `n` and `m` distinct values (`D = 1`, one sample entirely beyond the other):
+/// `2 / C(n + m, m)`, capped at 1.
+pub fn ks_smallest_p(n: u64, m: u64) -> f64 {
+    let (n, m) = (n as f64, m as f64);
+    let ln_choose = gamma::ln_gamma(n + m + 1.0) - gamma::ln_gamma(n + 1.0) - gamma::ln_gamma(m + 1.0);
+    (2.0_f64.ln() - ln_choose).exp().min(1.0)
+}
+
+/// The shift of a normal distribution's mean, in standard deviations, at which the
+/// Kolmogorov-Smirnov distance between the shifted and unshifted distributions is `d`:
+/// `2 Phi^-1((1 + d) / 2)`.
+pub fn normal_shift_for_ks(d: f64) -> f64 {
+    if d >= 1.0 { f64::INFINITY } else { 2.0 * norm_ppf((1.0 + d) / 2.0) }
+}
+
+/// `scipy.stats.norm.ppf(p)`.
+pub fn norm_ppf(p: f64) -> f64 {
+    std::f64::consts::SQRT_2 * erf::erf_inv(2.0 * p - 1.0)
+}
+
 /// Evidently's two-proportion z-test (`z_stat_test`): the pooled z statistic of the share of the
 /// first category in each sample, p-value `2 (1 - Phi(|z|))`. `counts` holds `(reference, current)`
 /// for the two categories, the first being the one Evidently codes as 0. Two identical
