@@ -13,6 +13,9 @@
     (50,000 rows, `reference: dataset:...` in its monitor configuration). Wall time and peak RSS of that process (median of REPEATS). Evidently 0.7
     (DataDriftPreset) runs the same comparison on the same rows from CSV, in the same run:
     report time and peak RSS, and each feature's score and verdict beside Shipyard's.
+(c) False alarms and detection of the drift and accuracy monitors on calm and shifted windows
+    of 100 to 5,000 rows, Shipyard's calibrated preset next to Evidently's defaults
+    (false_alarms.py says how).
 
 usage: bench.py SHIPYARD_BIN OUT_JSON [--quick] [--duration S] [--rounds N] [--repeats N]
 Run by bench/monitoring/run.sh with the Evidently venv's python (numpy, pandas, evidently).
@@ -36,6 +39,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "data"))
 import machine  # noqa: E402
 import gen  # noqa: E402  (bench/data/gen.py: the 20-feature drift tables)
+import false_alarms  # noqa: E402  (part c)
 
 import numpy as np  # noqa: E402
 
@@ -225,6 +229,8 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--skip-a", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
+    ap.add_argument("--skip-c", action="store_true")
+    ap.add_argument("--windows", type=int, default=40, help="(c): windows per size")
     ap.add_argument("--pin", action="store_true",
                     help="(a): the server on the last CPU, wrk (one thread) on the others, so neither steals "
                          "the other's core and the ratio is the log's cost on the server's own core")
@@ -234,12 +240,12 @@ def main():
         n = os.cpu_count() or 2
         args.server_cpus, args.wrk_cpus = str(n - 1), ",".join(str(c) for c in range(n - 1))
     if args.quick:
-        args.duration, args.rounds, args.repeats, args.rows = 5, 2, 1, 100_000
+        args.duration, args.rounds, args.repeats, args.rows, args.windows = 5, 2, 1, 100_000, 10
     work = os.path.join(HERE, ".work")
     os.makedirs(work, exist_ok=True)
     ref = gen.drift_frame(50_000, np.random.default_rng([0, 1]), False)
     cur = gen.drift_frame(args.rows, np.random.default_rng([0, 2]), True)
-    home = setup_home(args.shipyard, work, ref)
+    home = setup_home(args.shipyard, work, ref) if not (args.skip_a and args.skip_b) else None
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": machine.cpu_model(),
               "cores": os.cpu_count(), "mem_mib": machine.meminfo_mib("MemTotal:"),
               "load_before": machine.loadavg(), "args": vars(args)}
@@ -247,6 +253,8 @@ def main():
         result["a"] = part_a(args, args.shipyard, home, ref, work)
     if not args.skip_b:
         result["b"] = part_b(args, args.shipyard, home, ref, cur, work, args.evidently_python)
+    if not args.skip_c:
+        result["c"] = false_alarms.run(args.shipyard, work, args.windows)
     result["load_after"] = machine.loadavg()
     json.dump(result, open(args.out, "w"), indent=1)
 
@@ -275,6 +283,8 @@ def main():
         agree = sum(1 for c in b["columns"] if c["shipyard_drift"] == c["evidently_drift"])
         print(f"Verdicts agreeing with Evidently: {agree} of {len(b['columns'])}; largest score difference: "
               f"{max(abs(c['shipyard_score'] - (c['evidently_score'] or 0)) for c in b['columns']):.2e}.")
+    if "c" in result:
+        print("\n" + false_alarms.markdown(result["c"]))
     print(f"\nresults: {args.out}")
 
 

@@ -2,10 +2,12 @@
 # Monitoring benchmark (see bench.py for the protocol):
 #   (a) serving throughput with the prediction log on (every request) against off, same load;
 #   (b) window drift over 1,000,000 logged predictions x 20 features: Shipyard's time and memory,
-#       next to Evidently's DataDriftPreset on the same rows.
+#       next to Evidently's DataDriftPreset on the same rows;
+#   (c) false alarms on calm windows of 100 to 5,000 rows and detection of a 0.3-SD shift and a
+#       10-point accuracy drop: the calibrated monitors next to Evidently's defaults.
 #
 #   bench/monitoring/run.sh [--quick] [--duration S] [--rounds N] [--repeats N] [--rows N]
-#                           [--skip-a] [--skip-b] [--pin]
+#                           [--skip-a] [--skip-b] [--skip-c] [--windows N] [--pin]
 #
 # Builds the release binary; installs wrk with apt-get when missing (as root); makes or reuses the
 # Evidently venv of bench/data (scripts/venv.sh, pinned requirements-evidently.txt). Results go

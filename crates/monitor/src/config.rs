@@ -18,8 +18,30 @@
 //!
 //! Without `rules`, the seed's `alert_thresholds` apply: `accuracy < 0.8` (high) and
 //! `drift_share > 0.1` (medium). Unknown keys are errors, naming line and column.
+//!
+//! Decisions are calibrated by default (`docs/monitoring.md`, "False alarms"): features are
+//! tested by the `calibrated` drift preset so that on calm traffic any feature is flagged in at
+//! most `false_alarm_rate` (1%) of evaluations, and a rule on an estimate (accuracy, f1,
+//! fairness, latency) fires when its bound at `confidence` (97.5%) crosses the threshold.
+//! `drift_preset: evidently` (with `drift_threshold`) restores Evidently's tests.
 
 use serde::{Deserialize, Serialize};
+use shipyard_data::drift::{DriftOptions, Preset};
+
+/// The calibrated drift preset's default: any feature flagged in at most 1% of calm evaluations.
+pub const DEFAULT_FALSE_ALARM_RATE: f64 = 0.01;
+/// The rules' default confidence: with Wilson's bounds, the seed's `accuracy < 0.8` on a model
+/// at 0.85 fires in under 1% of evaluations from 30 labelled rows up (0.95 fired in 1.2% at 30),
+/// and a drop to 0.75 is caught in 97% of 1,000-row windows (0.99 would catch 93%).
+pub const DEFAULT_CONFIDENCE: f64 = 0.975;
+
+/// How a window's values are decided.
+#[derive(Debug, Clone)]
+pub struct Judging {
+    pub drift: DriftOptions,
+    /// One-sided confidence of the bounds a rule on an estimate compares with its threshold.
+    pub confidence: f64,
+}
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -267,9 +289,20 @@ pub struct MonitorConfig {
     /// `pos_label=1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_label: Option<String>,
-    /// The drift test's p-value or distance threshold per feature (default: Evidently's).
+    /// `calibrated` (the default) or `evidently`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_preset: Option<String>,
+    /// The calibrated preset's bound on the share of calm evaluations in which any feature is
+    /// flagged (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm_rate: Option<f64>,
+    /// The Evidently preset's p-value or distance threshold per feature (default: Evidently's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_threshold: Option<f64>,
+    /// The confidence with which a rule on an estimate must see its threshold crossed
+    /// (default 0.975; 0.5 judges the point estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     #[serde(default = "default_rules")]
     pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -307,7 +340,10 @@ impl Default for MonitorConfig {
             target: None,
             sensitive_column: None,
             positive_label: None,
+            drift_preset: None,
+            false_alarm_rate: None,
             drift_threshold: None,
+            confidence: None,
             rules: default_rules(),
             webhooks: Vec::new(),
         }
@@ -370,12 +406,57 @@ impl MonitorConfig {
                 return Err(fail(format!("rules[{i}] ({}): `for` must be at least 1", rule.name)));
             }
         }
+        if let Some(rate) = config.false_alarm_rate
+            && !(rate > 0.0 && rate < 0.5)
+        {
+            return Err(fail(format!("false_alarm_rate must be above 0 and below 0.5, got {rate}")));
+        }
+        if let Some(c) = config.confidence
+            && !(0.5..1.0).contains(&c)
+        {
+            return Err(fail(format!("confidence must be at least 0.5 and below 1, got {c}")));
+        }
+        match (config.drift_preset.as_deref(), config.drift_threshold, config.false_alarm_rate) {
+            (None | Some("calibrated" | "evidently"), _, _) => {}
+            (Some(other), _, _) => {
+                return Err(fail(format!("drift_preset '{other}': use calibrated (the default) or evidently")));
+            }
+        }
+        if config.drift_preset.as_deref() == Some("calibrated") && config.drift_threshold.is_some() {
+            return Err(fail(
+                "drift_threshold is the evidently preset's; the calibrated preset takes false_alarm_rate".to_owned(),
+            ));
+        }
+        if config.drift_preset.as_deref() == Some("evidently") && config.false_alarm_rate.is_some() {
+            return Err(fail(
+                "false_alarm_rate is the calibrated preset's; evidently takes drift_threshold".to_owned(),
+            ));
+        }
         for (i, hook) in config.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(fail(format!("webhooks[{i}]: '{}' is not an http(s) URL", hook.url)));
             }
         }
         Ok(config)
+    }
+
+    /// How the windows' values are decided: the drift preset (calibrated unless `evidently` is
+    /// named, or an Evidently `drift_threshold` is given without a preset) and the rules'
+    /// confidence.
+    pub fn judging(&self) -> Judging {
+        let evidently = match self.drift_preset.as_deref() {
+            Some(p) => p == "evidently",
+            None => self.drift_threshold.is_some(),
+        };
+        let preset = if evidently {
+            Preset::Evidently
+        } else {
+            Preset::Calibrated { alpha: self.false_alarm_rate.unwrap_or(DEFAULT_FALSE_ALARM_RATE) }
+        };
+        Judging {
+            drift: DriftOptions { preset, threshold: self.drift_threshold, ..DriftOptions::default() },
+            confidence: self.confidence.unwrap_or(DEFAULT_CONFIDENCE),
+        }
     }
 
     /// The distinct windows the rules and the gauges need, the configuration's first.

@@ -4,7 +4,9 @@
 //!   sensitive column, alert rules, webhooks.
 //! - [`window`]: a window of the prediction log folded into every monitor value (data and
 //!   prediction drift, prediction statistics, performance, fairness, latency, errors).
-//! - [`rules`]: alert rules judged over consecutive evaluations, with a cooldown.
+//! - [`intervals`]: confidence bounds on estimates (Wilson, bootstrap, order statistics).
+//! - [`rules`]: alert rules judged over consecutive evaluations, with a cooldown; an estimate
+//!   is judged by its bound.
 //! - [`report`]: the self-contained HTML report.
 //! - [`runner`]: evaluation against the store, alerts, webhooks and actions (rollback, canary
 //!   to zero), on demand and on a schedule.
@@ -15,6 +17,7 @@
 //! reference library's.
 
 pub mod config;
+pub mod intervals;
 pub mod report;
 pub mod rules;
 pub mod runner;

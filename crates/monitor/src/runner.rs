@@ -69,6 +69,9 @@ pub struct RuleOutcome {
     pub rule: String,
     pub metric: String,
     pub value: Option<f64>,
+    /// The value's confidence bounds, when it is an estimate: the rule judged the bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<crate::intervals::Interval>,
     pub verdict: String,
 }
 
@@ -305,8 +308,8 @@ impl Monitor {
             Some(f) => f.await.map_err(blocking_failed)?,
             None => idle.ok_or_else(|| Error::Internal("the window was lost".to_owned()))?,
         };
-        let threshold = config.drift_threshold;
-        tokio::task::spawn_blocking(move || acc.finish(threshold)).await.map_err(blocking_failed)
+        let judging = config.judging();
+        tokio::task::spawn_blocking(move || acc.finish(&judging)).await.map_err(blocking_failed)
     }
 
     /// Computes every window of `deployment`, judges its rules, and acts on those that fire.
@@ -334,6 +337,7 @@ impl Monitor {
             let w = rule.window.unwrap_or(config.window);
             let Some((_, report)) = windows.iter().find(|(x, _)| *x == w) else { continue };
             let value = report.values.get(&rule.metric).copied();
+            let interval = report.intervals.get(&rule.metric).copied();
             let rows = if needs_labels(&rule.metric) {
                 report.values.get("labeled_rows").copied().unwrap_or(0.0) as u64
             } else {
@@ -354,7 +358,7 @@ impl Monitor {
             let verdict = {
                 let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
                 let state = states.entry(key).or_default();
-                judge(rule, value, rows, state, time)
+                judge(rule, value, interval.as_ref(), rows, state, time)
             };
             let shown = match &verdict {
                 Verdict::NotJudged(why) => format!("not judged: {why}"),
@@ -365,7 +369,13 @@ impl Monitor {
                 Verdict::Holding { consecutive, .. } => format!("holding ({consecutive} of {})", rule.consecutive),
                 Verdict::Fire { .. } => "FIRED".to_owned(),
             };
-            rules.push(RuleOutcome { rule: rule.name.clone(), metric: rule.metric.clone(), value, verdict: shown });
+            rules.push(RuleOutcome {
+                rule: rule.name.clone(),
+                metric: rule.metric.clone(),
+                value,
+                interval,
+                verdict: shown,
+            });
             if let Verdict::Fire { value, message } = verdict {
                 let alert = Alert {
                     id: 0,

@@ -20,7 +20,10 @@ use arrow_array::{ArrayRef, Float64Array, StringArray};
 use serde::Serialize;
 use shipyard_core::monitoring::LoggedPrediction;
 use shipyard_data::columns::{ColumnSample, number_label};
-use shipyard_data::drift::{self, ColumnDrift, DriftOptions, DriftReport, TableSample};
+use shipyard_data::drift::{self, ColumnDrift, DriftReport, TableSample};
+
+use crate::config::Judging;
+use crate::intervals::{self, Interval};
 use shipyard_promotion::fairness::{self, FairnessReport};
 
 use crate::config::Window;
@@ -41,6 +44,7 @@ pub const METRICS: &[&str] = &[
     "prediction_max",
     "drift_share",
     "drifted_features",
+    "undecided_features",
     "prediction_drift",
     "prediction_drift_score",
     "labeled_rows",
@@ -122,6 +126,8 @@ pub struct WindowReport {
     pub to_time: Option<i64>,
     /// Every value computed, by name (see [`METRICS`]).
     pub values: BTreeMap<String, f64>,
+    /// Confidence bounds of the values that are estimates (`crate::intervals`).
+    pub intervals: BTreeMap<String, Interval>,
     pub reference: String,
     pub drift: Option<DriftReport>,
     pub prediction_drift: Option<ColumnDrift>,
@@ -377,9 +383,17 @@ impl WindowAccumulator {
         }
     }
 
-    /// Runs the tests and returns every value. CPU work: call it off the async reactor.
-    pub fn finish(mut self, drift_threshold: Option<f64>) -> WindowReport {
+    /// Runs the tests and returns every value, with confidence bounds on the estimates. CPU
+    /// work: call it off the async reactor.
+    pub fn finish(mut self, judging: &Judging) -> WindowReport {
+        let confidence = judging.confidence;
         let mut values = BTreeMap::new();
+        let mut intervals: BTreeMap<String, Interval> = BTreeMap::new();
+        let mut bound = |k: &str, i: Option<Interval>| {
+            if let Some(i) = i {
+                intervals.insert(k.to_owned(), i);
+            }
+        };
         let mut put = |k: &str, v: f64| {
             if v.is_finite() {
                 values.insert(k.to_owned(), v);
@@ -389,6 +403,7 @@ impl WindowAccumulator {
         put("requests", self.requests as f64);
         if self.requests > 0 {
             put("error_rate", self.errors as f64 / self.requests as f64);
+            bound("error_rate", intervals::wilson(self.errors, self.requests, confidence));
             let span_s = match self.window {
                 Window::Minutes(m) => m as f64 * 60.0,
                 Window::Last(_) => (self.to_time.unwrap_or(0) - self.from_time.unwrap_or(0)).max(1000) as f64 / 1000.0,
@@ -397,6 +412,7 @@ impl WindowAccumulator {
             self.latencies.sort_unstable_by(f64::total_cmp);
             for (name, q) in [("latency_p50_ms", 0.5), ("latency_p95_ms", 0.95), ("latency_p99_ms", 0.99)] {
                 put(name, shipyard_data::profile::quantile_linear(&self.latencies, q));
+                bound(name, intervals::quantile_bounds(&self.latencies, q, confidence));
             }
         }
         if !self.answers.is_empty() {
@@ -409,17 +425,18 @@ impl WindowAccumulator {
             put("prediction_min", self.answers.iter().copied().fold(f64::INFINITY, f64::min));
             put("prediction_max", self.answers.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         }
-        let options = DriftOptions { threshold: drift_threshold, ..DriftOptions::default() };
+        let options = &judging.drift;
         let mut notes = std::mem::take(&mut self.notes);
         let drift = if self.features.rows == 0 {
             notes.push("drift: no answered rows in the window".to_owned());
             None
         } else {
             self.features.finish();
-            match drift::compare(&self.reference.features, &self.features, &options) {
+            match drift::compare(&self.reference.features, &self.features, options) {
                 Ok(report) => {
                     put("drift_share", report.share_drifted);
                     put("drifted_features", report.drifted_columns as f64);
+                    put("undecided_features", report.undecided_columns as f64);
                     for c in &report.columns {
                         put(&format!("drift_score.{}", c.column), c.p_value.unwrap_or(c.statistic));
                         put(&format!("drifted.{}", c.column), f64::from(u8::from(c.drift)));
@@ -435,7 +452,7 @@ impl WindowAccumulator {
         let prediction_drift = match (&self.reference.target, self.predictions.as_mut()) {
             (Some((_, reference)), Some(current)) if current.rows > 0 => {
                 current.finish();
-                match drift::compare(reference, current, &options) {
+                match drift::compare(reference, current, options) {
                     Ok(report) => report.columns.into_iter().next(),
                     Err(e) => {
                         notes.push(format!("prediction drift: {e}"));
@@ -467,6 +484,14 @@ impl WindowAccumulator {
                     put("rmse", m.rmse);
                     put("mae", m.mae);
                     put("r2", m.r2);
+                    let bounds = intervals::bootstrap(t.len(), 3, confidence, |idx| {
+                        let (tt, pp): (Vec<f64>, Vec<f64>) = idx.iter().map(|&i| (t[i], p[i])).unzip();
+                        let m = shipyard_train::metrics::regression(&tt, &pp);
+                        vec![m.rmse, m.mae, m.r2]
+                    });
+                    for (name, b) in ["rmse", "mae", "r2"].into_iter().zip(bounds) {
+                        bound(name, b);
+                    }
                 }
             }
             Some(Labelled::Classes(rows)) => {
@@ -484,6 +509,17 @@ impl WindowAccumulator {
                     put("recall_macro", m.recall_macro);
                     put("f1_macro", m.f1_macro);
                     put("f1_weighted", m.f1_weighted);
+                    let correct = t.iter().zip(&p).filter(|(a, b)| a == b).count() as u64;
+                    bound("accuracy", intervals::wilson(correct, t.len() as u64, confidence));
+                    const RESAMPLED: [&str; 4] = ["precision_macro", "recall_macro", "f1_macro", "f1_weighted"];
+                    let bounds = intervals::bootstrap(t.len(), RESAMPLED.len(), confidence, |idx| {
+                        let (tt, pp): (Vec<usize>, Vec<usize>) = idx.iter().map(|&i| (t[i], p[i])).unzip();
+                        let m = shipyard_train::metrics::classification(&tt, &pp, None, classes.len());
+                        vec![m.precision_macro, m.recall_macro, m.f1_macro, m.f1_weighted]
+                    });
+                    for (name, b) in RESAMPLED.into_iter().zip(bounds) {
+                        bound(name, b);
+                    }
                 }
                 if self.fairness.sensitive_column.is_some() {
                     let positive =
@@ -494,6 +530,28 @@ impl WindowAccumulator {
                             let predicted: Vec<&str> = rows.iter().map(|(_, p, _)| p.as_str()).collect();
                             let groups: Vec<Option<&str>> = rows.iter().map(|(_, _, g)| g.as_deref()).collect();
                             fairness_report = fairness::assess(&actual, &predicted, &groups, &positive);
+                            const FAIRNESS: [&str; 3] = [
+                                "demographic_parity_difference",
+                                "equal_opportunity_difference",
+                                "disparate_impact_ratio",
+                            ];
+                            let bounds = intervals::bootstrap(rows.len(), FAIRNESS.len(), confidence, |idx| {
+                                fn pick<'a>(v: &[&'a str], idx: &[usize]) -> Vec<&'a str> {
+                                    idx.iter().map(|&i| v[i]).collect()
+                                }
+                                let g: Vec<Option<&str>> = idx.iter().map(|&i| groups[i]).collect();
+                                match fairness::assess(&pick(&actual, idx), &pick(&predicted, idx), &g, &positive) {
+                                    Some(f) => vec![
+                                        f.demographic_parity_difference,
+                                        f.equal_opportunity_difference,
+                                        f.disparate_impact_ratio.unwrap_or(f64::NAN),
+                                    ],
+                                    None => vec![f64::NAN; FAIRNESS.len()],
+                                }
+                            });
+                            for (name, b) in FAIRNESS.into_iter().zip(bounds) {
+                                bound(name, b);
+                            }
                         }
                         None => notes.push("fairness: fewer than two classes among the labelled rows".to_owned()),
                     }
@@ -514,6 +572,7 @@ impl WindowAccumulator {
             from_time: self.from_time,
             to_time: self.to_time,
             values,
+            intervals,
             reference: self.reference.source.clone(),
             drift,
             prediction_drift,

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use shipyard_core::monitoring::{LoggedPrediction, PredictionRecord};
 use shipyard_data::drift::TableSample;
 use shipyard_monitor::Window;
+use shipyard_monitor::config::MonitorConfig;
 use shipyard_monitor::window::{FairnessSettings, Reference, WindowAccumulator};
 
 /// A logged row: `inputs` as JSON, the answer, an optional actual value.
@@ -80,7 +81,7 @@ fn fairness_of_a_window_equals_fairlearn() {
             })
             .collect();
         acc.push(&rows);
-        let report = acc.finish(None);
+        let report = acc.finish(&MonitorConfig::default().judging());
         for key in ["demographic_parity_difference", "equal_opportunity_difference", "disparate_impact_ratio"] {
             match case[key].as_f64() {
                 Some(expect) => assert!(
@@ -119,7 +120,7 @@ fn performance_statistics_latency_and_errors_follow_their_definitions() {
     rows.reverse(); // pages come newest first
     acc.push(&rows[..5]);
     acc.push(&rows[5..]);
-    let v = acc.finish(None).values;
+    let v = acc.finish(&MonitorConfig::default().judging()).values;
     // scikit-learn: accuracy_score = 7/10; for this confusion matrix [[3, 2], [1, 4]] (true 0/1 by
     // predicted 0/1) the macro precision is (3/4 + 4/6)/2 and the macro recall (3/5 + 4/5)/2.
     assert!(close(v["accuracy"], 0.7));
@@ -161,7 +162,7 @@ fn drift_is_tested_per_feature_and_on_the_answers() {
             })
             .collect();
         acc.push(&rows);
-        acc.finish(None)
+        acc.finish(&MonitorConfig::default().judging())
     };
     let same = window(0.0, "0");
     assert_eq!(same.values["drift_share"], 0.0);

@@ -387,6 +387,7 @@ fn drift_check(
     }
     let current = sample_of(evaluation.batches, &kept)?;
     let options = DriftOptions {
+        preset: gate.preset(),
         method: gate.method.as_deref().map(drift::Method::parse).transpose().map_err(|e| e.to_string())?,
         threshold: gate.threshold,
         drift_share: share,

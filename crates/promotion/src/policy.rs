@@ -105,12 +105,33 @@ pub struct DriftGate {
     /// Share of drifted columns at which the data drifts (Evidently's default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_share: Option<f64>,
-    /// A test for every column instead of Evidently's choice (`ks`, `psi`, `wasserstein`, ...).
+    /// `calibrated` (the default, unless `method` or `threshold` is given: tests valid at the
+    /// evaluation data's size, any column flagged on calm data in at most `false_alarm_rate` of
+    /// comparisons) or `evidently` (Evidently's tests and thresholds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// The calibrated preset's false-alarm level (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarm_rate: Option<f64>,
+    /// Evidently's preset: a test for every column instead of Evidently's choice (`ks`, `psi`,
+    /// `wasserstein`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    /// The test's threshold instead of its default.
+    /// Evidently's preset: the test's threshold instead of its default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+}
+
+impl DriftGate {
+    /// The preset this gate tests with.
+    pub fn preset(&self) -> shipyard_data::drift::Preset {
+        use shipyard_data::drift::Preset;
+        let evidently = match self.preset.as_deref() {
+            Some(p) => p == "evidently",
+            None => self.method.is_some() || self.threshold.is_some(),
+        };
+        if evidently { Preset::Evidently } else { Preset::Calibrated { alpha: self.false_alarm_rate.unwrap_or(0.01) } }
+    }
 }
 
 /// Not worse than the champion on the same rows.
@@ -191,6 +212,24 @@ impl GatePolicy {
             }
             if let Some(m) = &d.method {
                 shipyard_data::drift::Method::parse(m).map_err(|e| fail(format!("drift.method: {e}")))?;
+            }
+            if let Some(p) = &d.preset {
+                shipyard_data::drift::Preset::parse(p).map_err(|e| fail(format!("drift.preset: {e}")))?;
+            }
+            if let Some(rate) = d.false_alarm_rate
+                && !(rate > 0.0 && rate < 0.5)
+            {
+                return Err(fail(format!("drift.false_alarm_rate must be above 0 and below 0.5, got {rate}")));
+            }
+            let calibrated = matches!(d.preset(), shipyard_data::drift::Preset::Calibrated { .. });
+            if calibrated && (d.method.is_some() || d.threshold.is_some()) {
+                return Err(fail(
+                    "drift: method and threshold are the evidently preset's; the calibrated preset takes false_alarm_rate"
+                        .to_owned(),
+                ));
+            }
+            if !calibrated && d.false_alarm_rate.is_some() {
+                return Err(fail("drift: false_alarm_rate is the calibrated preset's".to_owned()));
             }
         }
         if let Some(c) = &policy.champion
