@@ -136,6 +136,14 @@ fn special_functions_equal_scipy() {
         let (z, want) = (num(&row[0]), num(&row[1]));
         check(&mut failures, format!("norm.cdf({z})"), stats::norm_cdf(z), want);
     }
+    for row in special["binom_ppf"].as_array().expect("binom.ppf rows") {
+        let (q, n, p) = (num(&row[0]), row[1].as_u64().expect("n"), num(&row[2]));
+        let want = row[3].as_u64().expect("k");
+        let got = stats::binom_ppf(q, n, p);
+        if got != want {
+            failures.push(format!("binom.ppf({q}, {n}, {p}): {got}, scipy {want}"));
+        }
+    }
     for row in special["norm_ppf"].as_array().expect("norm.ppf rows") {
         let (p, want) = (num(&row[0]), num(&row[1]));
         check(&mut failures, format!("norm.ppf({p})"), stats::norm_ppf(p), want);

@@ -264,6 +264,34 @@ pub fn ks_smallest_p(n: u64, m: u64) -> f64 {
     (2.0_f64.ln() - ln_choose).exp().min(1.0)
 }
 
+/// `scipy.stats.binom.ppf(q, n, p)`: the smallest count `k` with `P(X <= k) >= q` for
+/// `X ~ Binomial(n, p)`. What a measured false-alarm count is checked against: a count above
+/// `binom_ppf(0.999, n, alpha)` rejects "the rate is at most alpha".
+pub fn binom_ppf(q: f64, n: u64, p: f64) -> u64 {
+    if p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    let (mut k, mut cdf) = (0u64, 0.0);
+    // The probability mass in log space, so large n do not underflow the first term.
+    let ln_pmf = |k: u64| {
+        let (nf, kf) = (n as f64, k as f64);
+        gamma::ln_gamma(nf + 1.0) - gamma::ln_gamma(kf + 1.0) - gamma::ln_gamma(nf - kf + 1.0)
+            + kf * p.ln()
+            + (nf - kf) * (1.0 - p).ln()
+    };
+    loop {
+        cdf += ln_pmf(k).exp();
+        // scipy compares with a small relative tolerance so that q = cdf(k) gives k.
+        if cdf >= q * (1.0 - 1e-12) || k == n {
+            return k;
+        }
+        k += 1;
+    }
+}
+
 /// The shift of a normal distribution's mean, in standard deviations, at which the
 /// Kolmogorov-Smirnov distance between the shifted and unshifted distributions is `d`:
 /// `2 Phi^-1((1 + d) / 2)`.
