@@ -375,11 +375,13 @@ fn break_version_2(home: &Path) {
 
 #[test]
 fn deploy_times_out_naming_the_process_that_cannot_load() {
-    let (_dir, home) = home();
+    let (dir, home) = home();
     break_version_2(&home);
     ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/1"]));
     let log = Arc::new(Mutex::new(String::new()));
+    // Both a server and a replica serve the deployment; neither can load version 2.
     let server = start(&home, &["server"], log.clone());
+    let replica = store_replica(dir.path(), &home, log.clone());
     let out = shipyard(
         &home,
         &["deploy", "churn-api", "--model", "models:/churn/1", "--canary", "models:/churn/2", "--timeout", "3"],
@@ -387,13 +389,17 @@ fn deploy_times_out_naming_the_process_that_cannot_load() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("deployment 'churn-api' is not live after"), "{err}");
-    assert!(err.contains("server on ") && err.contains(&server.addr), "{err}");
-    assert!(err.contains("cannot load churn/2"), "{err}");
+    assert!(err.contains("on 2 of 2 serving processes"), "{err}");
+    for (kind, addr) in [("replica", &replica.addr), ("server", &server.addr)] {
+        let line = err.lines().find(|l| l.contains(addr.as_str())).unwrap_or_else(|| panic!("{kind} not named: {err}"));
+        assert!(line.contains(&format!("{kind} on ")) && line.contains("cannot load churn/2"), "{line}");
+    }
     // What served before keeps serving.
     assert!(versions(&server.addr, "/predict/churn-api", 10).iter().all(|v| v == "1"));
+    assert!(versions(&replica.addr, "/predict/churn-api", 10).iter().all(|v| v == "1"));
     let status = rollout_status(&home, "churn-api");
     assert_eq!(status["complete"], false, "{status}");
-    assert_eq!(status["processes"][0]["verdict"], "failed", "{status}");
+    assert!(status["processes"].as_array().unwrap().iter().all(|p| p["verdict"] == "failed"), "{status}");
     // --no-wait returns at once with the change stored.
     let out = shipyard(
         &home,
@@ -412,6 +418,7 @@ fn deploy_times_out_naming_the_process_that_cannot_load() {
     ok(out.clone());
     let stored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stored["rollout"], json!({"waited": false}));
+    drop(replica);
     drop(server);
 }
 
