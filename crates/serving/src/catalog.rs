@@ -239,18 +239,13 @@ impl<S: Source> Catalog<S> {
             resolved.push((spec, keys));
         }
         // 2. Load what is missing, before anything is swapped; the report follows each load.
+        // (An unchanged report is not written again: the board compares.)
         self.publish(&targets, &resolved, state);
-        for key in &targets {
-            if !self.ensure(key, state, &mut report).await || report.loaded.last() == Some(key) {
-                self.publish(&targets, &resolved, state);
-            }
-        }
-        for (_, keys) in &resolved {
-            for key in keys.iter().flatten() {
-                if !self.ensure(key, state, &mut report).await || report.loaded.last() == Some(key) {
-                    self.publish(&targets, &resolved, state);
-                }
-            }
+        let wanted: Vec<VersionKey> =
+            targets.iter().chain(resolved.iter().flat_map(|(_, keys)| keys.iter().flatten())).cloned().collect();
+        for key in &wanted {
+            self.ensure(key, state, &mut report).await;
+            self.publish(&targets, &resolved, state);
         }
         // 3. Swap: models under the alias.
         let alias = self.alias.clone().unwrap_or_default();
