@@ -7,7 +7,10 @@
 #      summary.json checked;
 #   4. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
 #      `shipyard server` on SQLite, then on PostgreSQL, then with artifacts in S3 (a local
-#      S3 endpoint, moto's server, started by the suite).
+#      S3 endpoint, moto's server, started by the suite);
+#   5. the seed article's pipeline, its code unchanged, with the mlflow client of its era (2.19,
+#      in a second venv) against `shipyard server`, which serves the pickled model with Python
+#      workers.
 # It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
 # Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
 set -euo pipefail
@@ -34,6 +37,8 @@ ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import glob, os, onnxruntime; print(sort
 export ORT_DYLIB_PATH
 # The ONNX fixture tests fail, rather than skip, the onnxruntime engine without its library.
 export SHIPYARD_REQUIRE_ORT=1
+# The Python worker pool's tests run real workers with this interpreter, and fail without it.
+export SHIPYARD_TEST_PYTHON="$venv/bin/python" SHIPYARD_REQUIRE_PYTHON=1
 echo "onnxruntime library: $ORT_DYLIB_PATH"
 
 step "Rust tests (SQLite and PostgreSQL; ONNX fixtures on both engines)"
@@ -73,5 +78,10 @@ step "interop suite: artifacts, models and datasets with artifacts in S3 (local 
 SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite SHIPYARD_TEST_ARTIFACTS=s3 \
   "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py tests/interop/test_datasets.py \
     -q -p no:cacheprovider
+
+step "the seed's pipeline, its code unchanged, with its era's mlflow client (2.19) against shipyard server"
+seed_venv=${SHIPYARD_SEED_VENV:-$root/.venv-seed}
+scripts/venv.sh "$seed_venv" tests/seed/requirements.txt
+"$seed_venv/bin/python" -m pytest tests/seed -q -p no:cacheprovider
 
 step "all tests passed in $(( $(date +%s) - started )) s"

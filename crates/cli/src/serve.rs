@@ -67,6 +67,34 @@ pub struct ServingArgs {
     /// Hours the prediction log keeps rows (0: forever).
     #[arg(long, default_value_t = 168)]
     log_retention_hours: u64,
+    /// An interpreter with the packages of the Python models to serve (MLflow python_function
+    /// models: scikit-learn pickles, custom PythonModels), run as worker processes; without it
+    /// such models are refused. Loading a pickle runs its code: serve only models you trust.
+    #[arg(long, env = "SHIPYARD_PYTHON")]
+    python: Option<PathBuf>,
+    /// Worker processes per Python model version (each holds the model in memory).
+    #[arg(long, default_value_t = 1)]
+    python_workers: usize,
+    /// Requests waiting for a Python worker; beyond it requests get 503.
+    #[arg(long, default_value_t = 64)]
+    python_max_queue: usize,
+    /// Replace a Python worker whose resident memory exceeds this many MiB after a request
+    /// (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    python_max_rss_mib: u64,
+    /// OpenMP / BLAS threads per Python worker.
+    #[arg(long, default_value_t = 1)]
+    python_threads: usize,
+    /// Seconds a Python worker may take to start and load its model.
+    #[arg(long, default_value_t = 120)]
+    python_load_timeout_s: u64,
+    /// Load a pickle even when the interpreter's Python, scikit-learn, numpy or cloudpickle
+    /// version differs from the model's in a way that makes unpickling unsafe.
+    #[arg(long)]
+    allow_version_mismatch: bool,
+    /// Models of runs kept loaded for `POST /predict/{run_id}` (the least recently used leaves).
+    #[arg(long, default_value_t = 8)]
+    max_run_models: usize,
 }
 
 impl ServingArgs {
@@ -82,6 +110,21 @@ impl ServingArgs {
             cache_entries: self.cache_entries,
             cache_ttl: Duration::from_secs(self.cache_ttl_s),
         }
+    }
+
+    /// How Python models are served, or `None` without an interpreter.
+    pub fn python(&self) -> Option<shipyard_pyfunc::PoolSettings> {
+        let python = self.python.clone()?;
+        Some(shipyard_pyfunc::PoolSettings {
+            workers: self.python_workers.max(1),
+            max_queue: self.python_max_queue.max(1),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            load_timeout: Duration::from_secs(self.python_load_timeout_s.max(1)),
+            max_rss_mib: self.python_max_rss_mib,
+            threads_per_worker: self.python_threads.max(1),
+            allow_version_mismatch: self.allow_version_mismatch,
+            ..shipyard_pyfunc::PoolSettings::new(python)
+        })
     }
 
     pub fn sync_interval(&self) -> Duration {
@@ -254,7 +297,8 @@ async fn replicate<S: Source>(
         Deployments::Only(name.to_owned()),
         EngineChoice::from(args.engine),
         args.serving.settings(),
-    );
+    )
+    .with_python(args.serving.python());
     // What this replica has applied is reported from the start, loads included.
     let reporting = catalog.report();
     // Loaded before the port opens: ready means ready.
@@ -332,6 +376,15 @@ impl Source for HttpSource {
         self.0.download_model(&location, dir).await.map_err(unavailable)
     }
 
+    async fn fetch_run(&self, run_id: &str, dir: &Path) -> Result<PathBuf, shipyard_core::Error> {
+        let uri = shipyard_runtime::ModelUri::Run {
+            run_id: run_id.to_owned(),
+            path: shipyard_serving::catalog::RUN_MODEL_PATH.to_owned(),
+        };
+        let (location, _) = self.0.model_location(&uri).await.map_err(unavailable)?;
+        self.0.download_model(&location, dir).await.map_err(unavailable)
+    }
+
     async fn report(&self, report: &shipyard_core::rollout::ProcessReport) -> Result<(), shipyard_core::Error> {
         self.0.report_serving_process(report).await.map_err(unavailable)
     }
@@ -358,7 +411,9 @@ pub async fn catalog_state(
         Deployments::All,
         EngineChoice::Auto,
         serving.settings(),
-    );
+    )
+    .with_python(serving.python());
+    state.serve_runs(catalog.run_models(serving.max_run_models));
     let reporting = catalog.report();
     // The first sync before the port opens, so models are ready when the server is.
     let report = match catalog.sync(&state).await.context("reading the models to serve") {

@@ -18,6 +18,6 @@ pub mod onnx;
 
 pub use fetch::{FetchError, ModelUri};
 pub use model::{
-    EngineChoice, GraphOutput, GraphOutputs, InputColumn, Inputs, LoadError, LoadedModel, Output, OutputSpec,
-    PredictError, SignatureKind,
+    EngineChoice, GraphOutput, GraphOutputs, InputColumn, Inputs, LoadError, LoadedModel, ModelFile, Output,
+    OutputSpec, PredictError, PythonFlavor, SignatureKind,
 };

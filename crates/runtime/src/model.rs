@@ -314,24 +314,23 @@ fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|e| file_error(path, e))
 }
 
-impl LoadedModel {
-    /// Loads a model directory (with an `MLmodel` file) or a bare `.onnx` file.
-    pub fn load(path: &Path, engine: EngineChoice) -> Result<LoadedModel, LoadError> {
-        if path.is_file() {
-            return Self::onnx(&read(path)?, engine, None, SignatureKind::None, path);
-        }
-        let mlmodel_path = path.join("MLmodel");
-        if !mlmodel_path.is_file() {
-            // A directory saved by an older Shipyard: model.json alone.
-            if path.join("model.json").is_file() {
-                return Self::native(path, None, SignatureKind::None);
-            }
-            return Err(file_error(path, "not a model: no MLmodel file and not an .onnx file"));
-        }
+/// What a model folder's `MLmodel` file says.
+pub struct ModelFile {
+    /// Each flavor's configuration, by flavor name.
+    pub flavors: serde_json::Map<String, serde_json::Value>,
+    /// The signature's named input columns, when it names them.
+    pub inputs: Option<Vec<InputColumn>>,
+    pub signature: SignatureKind,
+}
+
+impl ModelFile {
+    /// Reads `dir/MLmodel`.
+    pub fn read(dir: &Path) -> Result<ModelFile, LoadError> {
+        let mlmodel_path = dir.join("MLmodel");
         let text = String::from_utf8(read(&mlmodel_path)?).map_err(|_| file_error(&mlmodel_path, "not UTF-8"))?;
         let ml: MlModel = serde_norway::from_str(&text).map_err(|e| file_error(&mlmodel_path, e))?;
         let mut kind = SignatureKind::None;
-        let signature = match ml.signature.and_then(|s| s.inputs) {
+        let inputs = match ml.signature.and_then(|s| s.inputs) {
             Some(inputs) => {
                 let specs: Vec<ColSpec> = serde_json::from_str(&inputs)
                     .map_err(|e| file_error(&mlmodel_path, format!("signature inputs: {e}")))?;
@@ -358,10 +357,67 @@ impl LoadedModel {
             }
             None => None,
         };
-        if ml.flavors.contains_key("shipyard") {
+        Ok(ModelFile { flavors: ml.flavors, inputs, signature: kind })
+    }
+
+    /// Whether Shipyard's own engines run the model (the `shipyard` or `onnx` flavor).
+    pub fn is_native(&self) -> bool {
+        self.flavors.contains_key("shipyard") || self.flavors.contains_key("onnx")
+    }
+}
+
+/// An MLflow model that only Python can run: its `python_function` flavor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PythonFlavor {
+    /// `mlflow.sklearn`, `mlflow.pyfunc.model` (a custom `PythonModel`), ...
+    pub loader_module: String,
+    /// The Python version the model was saved with.
+    pub python_version: Option<String>,
+    /// The scikit-learn flavor's version and serialization (`cloudpickle`, `pickle`, `skops`),
+    /// for a scikit-learn model.
+    pub sklearn: Option<(String, String)>,
+}
+
+impl PythonFlavor {
+    /// The Python flavor of a model with no flavor Shipyard runs natively.
+    pub fn of(flavors: &serde_json::Map<String, serde_json::Value>) -> Option<PythonFlavor> {
+        if flavors.contains_key("shipyard") || flavors.contains_key("onnx") {
+            return None;
+        }
+        let pyfunc = flavors.get("python_function")?;
+        let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
+        Some(PythonFlavor {
+            loader_module: text(pyfunc, "loader_module").unwrap_or_else(|| "mlflow.pyfunc.model".into()),
+            python_version: text(pyfunc, "python_version"),
+            sklearn: flavors.get("sklearn").map(|sk| {
+                (
+                    text(sk, "sklearn_version").unwrap_or_default(),
+                    text(sk, "serialization_format").unwrap_or_else(|| "cloudpickle".into()),
+                )
+            }),
+        })
+    }
+}
+
+impl LoadedModel {
+    /// Loads a model directory (with an `MLmodel` file) or a bare `.onnx` file.
+    pub fn load(path: &Path, engine: EngineChoice) -> Result<LoadedModel, LoadError> {
+        if path.is_file() {
+            return Self::onnx(&read(path)?, engine, None, SignatureKind::None, path);
+        }
+        let mlmodel_path = path.join("MLmodel");
+        if !mlmodel_path.is_file() {
+            // A directory saved by an older Shipyard: model.json alone.
+            if path.join("model.json").is_file() {
+                return Self::native(path, None, SignatureKind::None);
+            }
+            return Err(file_error(path, "not a model: no MLmodel file and not an .onnx file"));
+        }
+        let ModelFile { flavors, inputs: signature, signature: kind } = ModelFile::read(path)?;
+        if flavors.contains_key("shipyard") {
             return Self::native(path, signature, kind);
         }
-        if let Some(onnx) = ml.flavors.get("onnx") {
+        if let Some(onnx) = flavors.get("onnx") {
             let file = onnx.get("data").and_then(|d| d.as_str()).unwrap_or("model.onnx");
             let model_path = path.join(file);
             if !model_path.starts_with(path) || file.contains("..") {
@@ -369,10 +425,19 @@ impl LoadedModel {
             }
             return Self::onnx(&read(&model_path)?, engine, signature, kind, path);
         }
-        let names: Vec<&String> = ml.flavors.keys().collect();
+        if let Some(python) = PythonFlavor::of(&flavors) {
+            return Err(file_error(
+                &mlmodel_path,
+                format!(
+                    "a Python model (loader {}): it is served by Python worker processes; give the server or command --python PATH, an interpreter with the model's packages",
+                    python.loader_module
+                ),
+            ));
+        }
+        let names: Vec<&String> = flavors.keys().collect();
         Err(file_error(
             &mlmodel_path,
-            format!("no flavor Shipyard can run (found {names:?}; supported: shipyard, onnx)"),
+            format!("no flavor Shipyard can run (found {names:?}; supported: shipyard, onnx, python_function)"),
         ))
     }
 

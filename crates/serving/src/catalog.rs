@@ -34,12 +34,18 @@ use shipyard_core::entities::KeyValue;
 use shipyard_core::rollout::{
     AliasModelState, DeploymentScope, DeploymentState, LoadState, ProcessReport, VersionState,
 };
+use shipyard_pyfunc::PoolSettings;
+use shipyard_runtime::EngineChoice;
 use shipyard_runtime::fetch::{self, ModelUri};
-use shipyard_runtime::{EngineChoice, LoadedModel};
 use shipyard_store::{ArtifactStore, Database};
 
+use crate::loader::Loader;
 use crate::rollout::StatusBoard;
+use crate::runs::RunModels;
 use crate::{Deployment, ModelSettings, ServedModel, ServingState};
+
+/// Where a run's model is, for `POST /predict/{run_id}`: the seed logs it as `model`.
+pub const RUN_MODEL_PATH: &str = "model";
 
 /// How long a version that failed to load is left alone.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -70,6 +76,8 @@ pub trait Source: Send + Sync + 'static {
     fn model_tags(&self, model: &str) -> impl Future<Output = Result<Vec<KeyValue>, Error>> + Send;
     /// Copies a version's files into `dir`; the path to load.
     fn fetch(&self, model: &str, version: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+    /// Copies the model a run logged as `model` (`runs:/RUN_ID/model`) into `dir`; the path to load.
+    fn fetch_run(&self, run_id: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
     /// Records this process's rollout report.
     fn report(&self, report: &ProcessReport) -> impl Future<Output = Result<(), Error>> + Send;
     /// Removes this process's report: it stops.
@@ -111,6 +119,15 @@ impl Source for StoreSource {
         Ok(path)
     }
 
+    async fn fetch_run(&self, run_id: &str, dir: &Path) -> Result<PathBuf, Error> {
+        let uri = ModelUri::Run { run_id: run_id.to_owned(), path: RUN_MODEL_PATH.to_owned() };
+        match fetch::fetch_model(&uri, &self.db, &self.artifacts, dir).await {
+            Ok((path, _)) => Ok(path),
+            Err(fetch::FetchError::Store(e)) => Err(e),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
     async fn report(&self, report: &ProcessReport) -> Result<(), Error> {
         self.db.report_serving_process(report).await
     }
@@ -132,7 +149,7 @@ pub struct Catalog<S: Source> {
     /// The alias whose versions are served under their model's name (`None`: no models).
     pub alias: Option<String>,
     pub deployments: Deployments,
-    pub engine: EngineChoice,
+    pub loader: Loader,
     pub settings: ModelSettings,
     loaded: HashMap<VersionKey, Loaded>,
     /// Versions whose last load failed: when, and the error.
@@ -172,12 +189,29 @@ impl<S: Source> Catalog<S> {
             alias: alias.map(str::to_owned),
             board: StatusBoard::new(kind, alias, scope),
             deployments,
-            engine,
+            loader: Loader { engine, python: None },
             settings,
             loaded: HashMap::new(),
             failed: HashMap::new(),
             built: HashMap::new(),
         }
+    }
+
+    /// Serves Python models with `python` (`None`: they are refused, naming the flag).
+    pub fn with_python(mut self, python: Option<PoolSettings>) -> Catalog<S> {
+        self.loader.python = python;
+        self
+    }
+
+    /// The models of runs addressed by run id (`POST /predict/{run_id}`), loaded as this
+    /// catalog loads versions; at most `capacity` kept.
+    pub fn run_models(&self, capacity: usize) -> RunModels {
+        let source = self.source.clone();
+        let fetch: crate::runs::FetchRun = Arc::new(move |run_id: String, dir: PathBuf| {
+            let source = source.clone();
+            Box::pin(async move { source.fetch_run(&run_id, &dir).await })
+        });
+        RunModels::new(fetch, self.loader.clone(), self.settings.clone(), capacity)
     }
 
     /// A reference's version now (`None`: its alias is not set).
@@ -389,13 +423,7 @@ impl<S: Source> Catalog<S> {
         let settings = settings_from_tags(&self.settings, name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
         let path = self.source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
-        let engine = self.engine;
-        // Loading compiles the model: CPU work, off the reactor. The files can go afterwards.
-        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path, engine))
-            .await
-            .map_err(|e| format!("the loading task failed: {e}"))?
-            .map_err(|e| e.to_string())?;
-        drop(dir);
+        let model = self.loader.load(path, Some(dir), &format!("{name}/{version}")).await?;
         let served = ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics);
         served.warm_up().await;
         Ok(served)

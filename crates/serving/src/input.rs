@@ -13,7 +13,7 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field};
 use serde_json::Value;
-use shipyard_runtime::{Inputs, LoadedModel};
+use shipyard_runtime::Inputs;
 
 use crate::error::ServeError;
 
@@ -138,9 +138,9 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// The schema of `model`.
-    pub fn of(model: &LoadedModel) -> Schema {
-        match &model.inputs {
+    /// The schema of a model reading `inputs`.
+    pub fn of(inputs: &Inputs) -> Schema {
+        match inputs {
             Inputs::Named(cols) => {
                 let columns: Vec<Column> = cols
                     .iter()

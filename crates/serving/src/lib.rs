@@ -22,10 +22,13 @@ pub mod catalog;
 pub mod deployment;
 pub mod error;
 pub mod input;
+pub mod loader;
 pub mod metrics;
 pub mod prediction_log;
 pub mod protocol;
+pub mod python;
 pub mod rollout;
+pub mod runs;
 pub mod served;
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,7 +48,7 @@ use axum::routing::{get, post};
 pub use deployment::Deployment;
 pub use error::{ErrorKind, Protocol, ServeError};
 pub use metrics::Metrics;
-pub use served::{ModelSettings, Prediction, ServedModel};
+pub use served::{Engine, ModelSettings, Prediction, ServedModel};
 
 /// The request id header, accepted from the client or made, and always returned.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -255,6 +258,8 @@ pub struct ServingState {
     pub limits: Limits,
     /// The prediction log, once one is attached.
     log: std::sync::OnceLock<prediction_log::PredictionLog>,
+    /// Models served by run id, once enabled.
+    runs: std::sync::OnceLock<runs::RunModels>,
 }
 
 impl ServingState {
@@ -264,7 +269,27 @@ impl ServingState {
             metrics: Metrics::new(),
             limits,
             log: std::sync::OnceLock::new(),
+            runs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves `POST /predict/{run_id}` from `runs` from now on (once).
+    pub fn serve_runs(&self, runs: runs::RunModels) {
+        let _ = self.runs.set(runs);
+    }
+
+    /// Where a seed request for `name` goes: a served model or deployment, else (when enabled
+    /// and `name` is a run id) the run's model.
+    pub async fn route_seed(&self, name: &str, version: Option<&str>) -> Result<Route, ServeError> {
+        match self.registry.route(name, version) {
+            Err(e) if e.kind == ErrorKind::NotFound && version.is_none() && runs::is_run_id(name) => {
+                match self.runs.get() {
+                    Some(runs) => runs.get(self, name).await.map(Route::Model),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Logs every (sampled) prediction from now on into `db`; returns the writer, to stop
@@ -372,24 +397,35 @@ pub(crate) async fn predict_request<Kept>(
         }
     };
     let log = state.log.get().filter(|log| log.sampled(&id.0));
-    let mut logged_batch = None;
-    let answer = async {
-        let (kept, batch) = parse(&model, &bytes)?;
-        let copy = deployment.filter(|d| d.has_shadow()).map(|_| batch.clone());
-        logged_batch = log.map(|_| batch.clone());
-        let prediction = model.predict(batch).await?;
-        if let (Some(d), Some(copy)) = (deployment, copy) {
-            d.shadow(copy, &prediction, &id.0);
+    let (response, answered_by, answered) = if protocol == Protocol::Mlflow
+        && let Some(python) = model.engine.python()
+    {
+        let (response, answered) = invoke_python(python, headers, &bytes, &id.0, log.is_some(), |bytes| {
+            parse(&model, bytes).ok().map(|(_, batch)| batch)
+        })
+        .await;
+        (response, model.clone(), answered)
+    } else {
+        let mut logged_batch = None;
+        let answer = async {
+            let (kept, batch) = parse(&model, &bytes)?;
+            let copy = deployment.filter(|d| d.has_shadow()).map(|_| batch.clone());
+            logged_batch = log.map(|_| batch.clone());
+            let prediction = model.predict(batch).await?;
+            if let (Some(d), Some(copy)) = (deployment, copy) {
+                d.shadow(copy, &prediction, &id.0);
+            }
+            let body = render(kept, &prediction)?;
+            Ok::<_, ServeError>((prediction, body))
         }
-        let body = render(kept, &prediction)?;
-        Ok::<_, ServeError>((prediction, body))
-    }
-    .await;
-    let response = match &answer {
-        Ok((_, body)) => axum::Json(body).into_response(),
-        Err(e) => protocol.error_response(e, &id.0),
+        .await;
+        let response = match &answer {
+            Ok((_, body)) => axum::Json(body).into_response(),
+            Err(e) => protocol.error_response(e, &id.0),
+        };
+        let answered_by = answer.as_ref().map_or(&model, |(p, _)| &p.answered_by).clone();
+        (response, answered_by, logged_batch.zip(answer.ok().map(|(p, _)| p.output)))
     };
-    let answered_by = answer.as_ref().map_or(&model, |(p, _)| &p.answered_by);
     if let Some(log) = log {
         // Handed over before the answer leaves, so an acknowledged prediction is in the buffer.
         log.record(prediction_log::Entry {
@@ -399,10 +435,41 @@ pub(crate) async fn predict_request<Kept>(
             model: answered_by.clone(),
             status: response.status().as_u16(),
             latency: started.elapsed(),
-            answered: logged_batch.zip(answer.as_ref().ok().map(|(p, _)| p.output.clone())),
+            answered,
         });
     }
-    finish(state, protocol, Some(answered_by), started, response)
+    finish(state, protocol, Some(&answered_by), started, response)
+}
+
+/// An `/invocations` request for a Python model: MLflow's own scoring function answers, in the
+/// worker, byte for byte as `mlflow models serve`. With `logged`, also the rows as Shipyard
+/// reads them (`parse`) and the answer as MLflow wrote it, for the prediction log, when both
+/// parse and agree on the rows.
+async fn invoke_python(
+    python: &python::PythonModel,
+    headers: &HeaderMap,
+    bytes: &bytes::Bytes,
+    request_id: &str,
+    logged: bool,
+    parse: impl FnOnce(&[u8]) -> Option<RecordBatch>,
+) -> (Response, Option<(RecordBatch, Arc<shipyard_runtime::Output>)>) {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let invoked = python.invoke(content_type, bytes.clone()).await;
+    let response = match &invoked {
+        Ok((status, mimetype, body)) => (
+            axum::http::StatusCode::from_u16(*status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+            [(header::CONTENT_TYPE, mimetype.clone())],
+            body.clone(),
+        )
+            .into_response(),
+        Err(e) => Protocol::Mlflow.error_response(e, request_id),
+    };
+    let answered = invoked.ok().filter(|(status, _, _)| logged && *status == 200).and_then(|(_, _, body)| {
+        let output = python::output_of_mlflow_answer(&body, python.classes.as_deref())?;
+        let batch = parse(bytes)?;
+        (batch.num_rows() == output.rows()).then(|| (batch, Arc::new(output)))
+    });
+    (response, answered)
 }
 
 /// Counts a finished prediction request and adds the model headers.

@@ -16,13 +16,95 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::{Value, json};
-use shipyard_runtime::{LoadedModel, Output, PredictError};
+use shipyard_runtime::{Inputs, LoadedModel, Output, OutputSpec, PredictError, SignatureKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::cache::PredictionCache;
 use crate::error::{ErrorKind, ServeError};
 use crate::input::{self, Extra, Kind, Schema};
 use crate::metrics::{Metrics, ModelLabels, ShedLabels};
+use crate::python::PythonModel;
+
+/// What answers a served version: Shipyard's engines in this process, or Python workers.
+#[derive(Clone)]
+pub enum Engine {
+    Native(Arc<LoadedModel>),
+    Python(Arc<PythonModel>),
+}
+
+impl From<LoadedModel> for Engine {
+    fn from(model: LoadedModel) -> Engine {
+        Engine::Native(Arc::new(model))
+    }
+}
+
+impl From<PythonModel> for Engine {
+    fn from(model: PythonModel) -> Engine {
+        Engine::Python(Arc::new(model))
+    }
+}
+
+impl Engine {
+    /// The columns the model reads.
+    pub fn inputs(&self) -> &Inputs {
+        match self {
+            Engine::Native(m) => &m.inputs,
+            Engine::Python(m) => &m.inputs,
+        }
+    }
+
+    /// A classifier's labels, when the model says them.
+    pub fn classes(&self) -> Option<Vec<String>> {
+        match self {
+            Engine::Native(m) => m.classes(),
+            Engine::Python(m) => m.classes.clone(),
+        }
+    }
+
+    /// The outputs under their own names and types (an ONNX graph's, a Python model's one).
+    pub fn output_specs(&self) -> Option<Vec<OutputSpec>> {
+        match self {
+            Engine::Native(m) => m.graph_output_specs(),
+            Engine::Python(m) => Some(vec![OutputSpec {
+                name: crate::python::OUTPUT_NAME.into(),
+                datatype: m.output_datatype(),
+                shape: vec![-1],
+            }]),
+        }
+    }
+
+    /// The Open Inference Protocol's platform name.
+    pub fn platform(&self) -> &'static str {
+        match self {
+            Engine::Native(m) => m.platform(),
+            Engine::Python(_) => "mlflow_pyfunc",
+        }
+    }
+
+    /// The kind of the MLflow signature's inputs.
+    pub fn signature(&self) -> SignatureKind {
+        match self {
+            Engine::Native(m) => m.signature,
+            Engine::Python(_) => SignatureKind::Columns,
+        }
+    }
+
+    /// The engine's name, for logs and version tags.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Native(m) => m.engine_name,
+            Engine::Python(_) => "python",
+        }
+    }
+
+    /// The Python model, when Python workers answer.
+    pub fn python(&self) -> Option<&PythonModel> {
+        match self {
+            Engine::Native(_) => None,
+            Engine::Python(m) => Some(m),
+        }
+    }
+}
 
 /// How one model is served.
 #[derive(Clone, Debug)]
@@ -143,7 +225,7 @@ pub struct ServedModel {
     /// `name` and `version`, shared: what the prediction log records for each request, without
     /// a copy.
     pub(crate) logged_as: (Arc<str>, Option<Arc<str>>),
-    pub model: Arc<LoadedModel>,
+    pub engine: Engine,
     pub schema: Schema,
     pub settings: ModelSettings,
     /// A classifier's labels, when the model says them.
@@ -168,12 +250,12 @@ impl Drop for ServedModel {
 }
 
 impl ServedModel {
-    /// Serves `model`. Starts its batcher when batching is on, so it must be called within a
-    /// tokio runtime.
+    /// Serves `model`. Starts its batcher when batching is on (Shipyard's engines only), so it
+    /// must be called within a tokio runtime.
     pub fn new(
         name: String,
         version: Option<String>,
-        model: LoadedModel,
+        model: impl Into<Engine>,
         settings: ModelSettings,
         fallback: Option<Arc<ServedModel>>,
         metrics: &Metrics,
@@ -193,13 +275,17 @@ impl ServedModel {
             queue_full: shed("queue_full"),
             queue_timed_out: shed("queue_timeout"),
         };
-        let model = Arc::new(model);
+        let engine: Engine = model.into();
         let batch_rows = metrics.batch_rows.get_or_create(&labels).clone();
-        let batcher = (settings.max_batch_rows > 1).then(|| {
+        let native = match &engine {
+            Engine::Native(model) => Some(model.clone()),
+            Engine::Python(_) => None,
+        };
+        let batcher = native.filter(|_| settings.max_batch_rows > 1).map(|model| {
             let (tx, rx) = mpsc::channel(settings.max_concurrency.max(1));
             tokio::spawn(batch_loop(
                 rx,
-                model.clone(),
+                model,
                 settings.max_batch_rows,
                 settings.max_batch_wait,
                 limiter.in_flight.clone(),
@@ -208,11 +294,11 @@ impl ServedModel {
             tx
         });
         let cache = NonZeroUsize::new(settings.cache_entries).map(|n| PredictionCache::new(n, settings.cache_ttl));
-        let classes = model.classes();
+        let classes = engine.classes();
         let loaded = metrics.loaded.get_or_create(&labels).clone();
         loaded.set(1);
         Arc::new(ServedModel {
-            schema: Schema::of(&model),
+            schema: Schema::of(engine.inputs()),
             cache_hits: metrics.cache_hits.get_or_create(&labels).clone(),
             cache_misses: metrics.cache_misses.get_or_create(&labels).clone(),
             fallbacks: metrics.fallbacks.get_or_create(&labels).clone(),
@@ -220,7 +306,7 @@ impl ServedModel {
             logged_as: (Arc::from(name.as_str()), version.as_deref().map(Arc::from)),
             name,
             version,
-            model,
+            engine,
             settings,
             classes,
             labels,
@@ -237,6 +323,7 @@ impl ServedModel {
     /// traffic, so the first real request does not pay for state built on first use. A model
     /// that refuses such a row is simply left cold.
     pub async fn warm_up(&self) {
+        let Engine::Native(model) = &self.engine else { return };
         let row: Vec<Value> = if self.schema.positional {
             let Some(width) = self.schema.width else { return };
             vec![json!(0.0); width]
@@ -251,7 +338,7 @@ impl ServedModel {
         let Ok(batch) = input::from_rows(&self.schema, None, &[Value::Array(row)], "warm-up", Extra::Ignore, 1) else {
             return;
         };
-        let model = self.model.clone();
+        let model = model.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || model.predict(&[batch])).await {
             tracing::debug!(model = %self.name, "warm-up prediction refused: {e}");
         }
@@ -278,7 +365,7 @@ impl ServedModel {
                 }
                 return Ok(Prediction { output, answered_by: self.clone(), cached: false });
             }
-            Ok(Err(e)) => ServeError::from(e),
+            Ok(Err(e)) => e,
             Err(_) => {
                 self.timeouts.inc();
                 ServeError {
@@ -297,17 +384,22 @@ impl ServedModel {
         }
     }
 
-    /// Runs the engine on the rayon pool, alone or through the batcher.
-    async fn run(&self, batch: RecordBatch) -> Result<Output, PredictError> {
+    /// Runs the engine: Shipyard's on the rayon pool, alone or through the batcher; Python
+    /// through its workers.
+    async fn run(&self, batch: RecordBatch) -> Result<Output, ServeError> {
+        let model = match &self.engine {
+            Engine::Native(model) => model,
+            Engine::Python(model) => return model.predict(batch).await,
+        };
         let (reply, answer) = oneshot::channel();
         match &self.batcher {
             Some(batcher) => {
                 if batcher.send(Job { batch, reply }).await.is_err() {
-                    return Err(PredictError::Model("the batcher stopped".into()));
+                    return Err(ServeError::from(PredictError::Model("the batcher stopped".into())));
                 }
             }
             None => {
-                let model = self.model.clone();
+                let model = model.clone();
                 let rows = self.batch_rows.clone();
                 rayon::spawn(move || {
                     rows.observe(batch.num_rows() as f64);
@@ -315,7 +407,10 @@ impl ServedModel {
                 });
             }
         }
-        answer.await.unwrap_or_else(|_| Err(PredictError::Model("the inference task ended without an answer".into())))
+        answer
+            .await
+            .unwrap_or_else(|_| Err(PredictError::Model("the inference task ended without an answer".into())))
+            .map_err(ServeError::from)
     }
 }
 

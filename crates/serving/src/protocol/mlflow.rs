@@ -68,7 +68,7 @@ pub async fn invocations(
             Format::Csv => Ok((InputForm::DataFrame, parse_csv(model, bytes, max_rows)?)),
         },
         |form, p| {
-            let records = form == InputForm::DataFrame && p.answered_by.model.signature != SignatureKind::Tensors;
+            let records = form == InputForm::DataFrame && p.answered_by.engine.signature() != SignatureKind::Tensors;
             Ok(json!({ "predictions": mlflow_predictions(&p.output, records) }))
         },
     )

@@ -28,7 +28,8 @@ pub(crate) fn label_value(label: &str, numeric: bool) -> Value {
 pub(crate) fn predictions(output: &Output) -> Value {
     match output {
         Output::Classes { classes, labels, .. } => {
-            let numeric = numeric_labels(classes);
+            // Without the classes (a Python model's answer), the labels themselves decide.
+            let numeric = numeric_labels(if classes.is_empty() { labels } else { classes });
             Value::Array(labels.iter().map(|l| label_value(l, numeric)).collect())
         }
         Output::Values { columns: 1, values, .. } => Value::Array(values.iter().map(|&x| number(x)).collect()),

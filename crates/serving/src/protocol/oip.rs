@@ -111,7 +111,7 @@ fn metadata_answer(state: &ServingState, name: &str, version: Option<&str>) -> R
             .map(|c| json!({ "name": c.name, "datatype": c.kind.oip_datatype(), "shape": [-1, 1] }))
             .collect()
     };
-    let graph = model.model.graph_output_specs().map(|specs| {
+    let graph = model.engine.output_specs().map(|specs| {
         specs.into_iter().map(|o| json!({ "name": o.name, "datatype": o.datatype, "shape": o.shape })).collect()
     });
     let outputs = match (&model.classes, graph) {
@@ -125,7 +125,7 @@ fn metadata_answer(state: &ServingState, name: &str, version: Option<&str>) -> R
     axum::Json(json!({
         "name": model.name,
         "versions": state.registry.versions(name),
-        "platform": model.model.platform(),
+        "platform": model.engine.platform(),
         "inputs": inputs,
         "outputs": outputs,
     }))

@@ -27,7 +27,7 @@ pub async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let route = state.registry.route(&path.model, path.version.as_deref());
+    let route = state.route_seed(&path.model, path.version.as_deref()).await;
     let sticky = route.as_ref().ok().and_then(|r| r.sticky_field()).map(str::to_owned);
     let max_rows = state.limits.max_rows;
     predict_request(
@@ -98,7 +98,10 @@ fn render(output: &Output, model: &ServedModel, request_id: &str, cached: bool) 
         "request_id": request_id,
         "cached": cached,
     });
-    if let (Some(p), Output::Classes { classes, .. }) = (probabilities(output), output) {
+    // A Python classifier answers labels only.
+    if let (Some(p), Output::Classes { classes, probabilities: probs, .. }) = (probabilities(output), output)
+        && !probs.is_empty()
+    {
         body["probabilities"] = p;
         body["classes"] = json!(classes);
     }
