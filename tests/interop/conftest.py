@@ -135,7 +135,9 @@ def server():
         else:
             raise RuntimeError(f"unknown SHIPYARD_TEST_BACKEND {BACKEND!r}")
         cmd = [binary, "server", "--backend-store-uri", uri, "--artifacts-destination", destination,
-               "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", str(8 * 1024 * 1024)]
+               "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", str(8 * 1024 * 1024),
+               # Python models (test_python_models.py) run in workers of this interpreter.
+               "--python", sys.executable]
         env = dict(os.environ, **extra_env)
     log_path = workdir / "server.log"
     proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,

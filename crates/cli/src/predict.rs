@@ -113,37 +113,58 @@ pub struct Opened {
     _files: Option<tempfile::TempDir>,
 }
 
-/// Loads a model by URI: local paths directly, store URIs through a temporary copy.
-pub fn open_model(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<Opened> {
+/// A model's files: a local path, or a copy of a store URI's in a temporary folder.
+pub struct Fetched {
+    pub path: PathBuf,
+    /// The registered model and version, for `models:/` URIs.
+    pub version: Option<(String, String)>,
+    /// The temporary folder holding the copy; the files go with it.
+    pub files: Option<tempfile::TempDir>,
+}
+
+/// Finds a model's files by URI: local paths as they are, store URIs copied to a temporary
+/// folder.
+pub fn fetch_model_files(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<Fetched> {
     let uri = ModelUri::parse(&args.model)?;
-    let engine = EngineChoice::from(args.engine);
     if let ModelUri::Local(path) = &uri {
-        let model = LoadedModel::load(path, engine)?;
-        return Ok(Opened { model, version: None, _files: None });
+        return Ok(Fetched { path: path.clone(), version: None, files: None });
     }
     let dir = tempfile::tempdir().context("creating a temporary folder for the model")?;
-    if let Some(url) = store.server_url() {
-        let (path, version) = block_on(async {
+    let (path, version) = if let Some(url) = store.server_url() {
+        block_on(async {
             let server = crate::tracking::Tracking::open(Some(url), Path::new(".")).await?;
             let (location, version) = server.model_location(&uri).await?;
             let path = server.download_model(&location, dir.path()).await?;
             Ok::<_, anyhow::Error>((path, version))
-        })?;
-        let model = LoadedModel::load(&path, engine).with_context(|| format!("loading {}", args.model))?;
-        return Ok(Opened { model, version, _files: Some(dir) });
-    }
-    let (path, version) = block_on(async {
-        let db = store.database().await?;
-        let artifacts = ArtifactStore::open(&store.destination()).await;
-        let fetched = match artifacts {
-            Ok(artifacts) => fetch::fetch_model(&uri, &db, &artifacts, dir.path()).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e.into()),
-        };
-        db.close().await;
-        fetched.with_context(|| format!("fetching {}", args.model))
+        })?
+    } else {
+        block_on(async {
+            let db = store.database().await?;
+            let artifacts = ArtifactStore::open(&store.destination()).await;
+            let fetched = match artifacts {
+                Ok(artifacts) => {
+                    fetch::fetch_model(&uri, &db, &artifacts, dir.path()).await.map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e.into()),
+            };
+            db.close().await;
+            fetched.with_context(|| format!("fetching {}", args.model))
+        })?
+    };
+    Ok(Fetched { path, version, files: Some(dir) })
+}
+
+/// Loads a model by URI: local paths directly, store URIs through a temporary copy.
+pub fn open_model(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<Opened> {
+    let fetched = fetch_model_files(args, store)?;
+    let model = LoadedModel::load(&fetched.path, EngineChoice::from(args.engine)).with_context(|| {
+        if fetched.files.is_some() {
+            format!("loading {}", args.model)
+        } else {
+            format!("loading {}", fetched.path.display())
+        }
     })?;
-    let model = LoadedModel::load(&path, engine).with_context(|| format!("loading {}", args.model))?;
-    Ok(Opened { model, version, _files: Some(dir) })
+    Ok(Opened { model, version: fetched.version, _files: fetched.files })
 }
 
 /// Runs `work` on a rayon pool of `threads` threads (the global pool when not given).

@@ -12,11 +12,12 @@ use clap::Args;
 use shipyard_core::deployment::Deployment as DeploymentRecord;
 use shipyard_runtime::EngineChoice;
 use shipyard_serving::catalog::{Catalog, Deployments, Reporting, Source, StoreSource, VersionKey};
+use shipyard_serving::loader::Loader;
 use shipyard_serving::prediction_log::LogSettings;
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
 
 use crate::datasets::DatasetStoreArgs;
-use crate::predict::{EngineArg, ModelArgs, Opened, open_model};
+use crate::predict::{EngineArg, Fetched, ModelArgs, fetch_model_files};
 
 /// How models are served: limits, batching, cache.
 #[derive(Args, Clone, Debug)]
@@ -185,8 +186,8 @@ pub struct ServeArgs {
 }
 
 /// The name a model is served under when none is given.
-fn default_name(opened: &Opened, uri: &str) -> String {
-    if let Some((name, _)) = &opened.version {
+fn default_name(version: &Option<(String, String)>, uri: &str) -> String {
+    if let Some((name, _)) = version {
         return name.clone();
     }
     let path = Path::new(uri.trim_end_matches('/'));
@@ -208,35 +209,45 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
         engine: args.engine,
         threads: args.threads,
     };
-    // Models are fetched and compiled before the port opens: ready means ready.
-    let primary = open_model(&model_args, &args.store)?;
+    let primary = fetch_model_files(&model_args, &args.store)?;
     let fallback = match &args.fallback {
         Some(uri) => {
             let fallback_args = ModelArgs { model: uri.clone(), engine: args.engine, threads: None };
-            Some((open_model(&fallback_args, &args.store)?, uri.clone()))
+            Some((fetch_model_files(&fallback_args, &args.store)?, uri.clone()))
         }
         None => None,
     };
-    let name = args.name.clone().unwrap_or_else(|| default_name(&primary, &model_args.model));
+    let name = args.name.clone().unwrap_or_else(|| default_name(&primary.version, &model_args.model));
     let addr = resolve(&args.host, args.port)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let state = ServingState::new(args.serving.limits());
         let settings = args.serving.settings();
-        let fallback = fallback.map(|(opened, uri)| {
-            let fallback_name = default_name(&opened, &uri);
-            let version = opened.version.map(|(_, v)| v);
-            ServedModel::new(fallback_name, version, opened.model, settings.clone(), None, &state.metrics)
-        });
-        let engine = primary.model.engine_name;
-        let version = primary.version.map(|(_, v)| v);
-        let served = ServedModel::new(name.clone(), version.clone(), primary.model, settings, fallback, &state.metrics);
+        let loader = Loader { engine: EngineChoice::from(args.engine), python: args.serving.python() };
+        // Models are loaded before the port opens: ready means ready.
+        let load = async |fetched: Fetched, uri: &str| {
+            loader.load(fetched.path, fetched.files, uri).await.map_err(|e| anyhow::anyhow!("loading {uri}: {e}"))
+        };
+        let fallback = match fallback {
+            Some((fetched, uri)) => {
+                let fallback_name = default_name(&fetched.version, &uri);
+                let version = fetched.version.clone().map(|(_, v)| v);
+                let engine = load(fetched, &uri).await?;
+                Some(ServedModel::new(fallback_name, version, engine, settings.clone(), None, &state.metrics))
+            }
+            None => None,
+        };
+        let version = primary.version.clone().map(|(_, v)| v);
+        let engine = load(primary, &model_args.model).await?;
+        let engine_name = engine.name();
+        let served = ServedModel::new(name.clone(), version.clone(), engine, settings, fallback, &state.metrics);
+        served.warm_up().await;
         state.registry.insert(served);
         let router = shipyard_serving::router(state.clone(), true);
         serve_until_signal(router, addr, |bound| {
             tracing::info!(
-                "Shipyard serving model '{name}'{} ({engine} engine) on http://{bound}",
+                "Shipyard serving model '{name}'{} ({engine_name} engine) on http://{bound}",
                 version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default()
             );
         })

@@ -1,0 +1,198 @@
+"""Python models logged by the current `mlflow` client, served by Shipyard's Python workers.
+
+Three models that Shipyard's own engines cannot run, logged as `mlflow.sklearn` pickles or a
+custom `mlflow.pyfunc.PythonModel`, registered, and served by `shipyard server` (started with
+`--python` this interpreter) under their `production` alias:
+- a scikit-learn `Pipeline` with a `ColumnTransformer` (scaled numbers, a one-hot string column)
+  and a logistic regression;
+- a `Pipeline` whose `FunctionTransformer` runs a Python lambda (nothing converts it) and a ridge
+  regression;
+- a custom `PythonModel` answering text labels.
+Each answers `/predict/{name}`, the Open Inference Protocol and (through a `shipyard serve`
+replica) `/invocations` with the model's own predictions; `/invocations` byte for byte as MLflow's
+scoring function answers. A worker killed during a request fails that request cleanly (503), and
+the next request is answered by its replacement.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.models import infer_signature
+
+from conftest import REPO
+from test_serving import start_serving, wait_ready
+
+sys.path.insert(0, str(REPO / "tests" / "interop" / "fixtures"))
+from labeller import Labeller  # noqa: E402
+
+LABELLER = REPO / "tests" / "interop" / "fixtures" / "labeller.py"
+
+pytestmark = pytest.mark.shipyard_only
+
+
+def frame(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "a": rng.normal(size=n),
+        "b": rng.normal(size=n) * 3,
+        "color": rng.choice(["red", "green", "blue"], size=n),
+    })
+
+
+@pytest.fixture(scope="module")
+def python_models(server, tmp_path_factory):
+    """{kind: (registered name, rows, the model's own predictions)}."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    mlflow.set_tracking_uri(server.url)
+    client = mlflow.MlflowClient(server.url)
+    suffix = str(int(time.time() * 1000))
+    train = frame(400)
+    y_class = ((train["a"] + (train["color"] == "red")) > 0.3).astype(int)
+    y_value = 2 * train["a"] - train["b"] + (train["color"] == "blue")
+    rows = frame(40, seed=1)
+    models = {}
+    column = ColumnTransformer([("num", StandardScaler(), ["a", "b"]), ("cat", OneHotEncoder(), ["color"])])
+    classifier = Pipeline([("prep", column), ("model", LogisticRegression())]).fit(train, y_class)
+    numeric = train[["a", "b"]]
+    regressor = Pipeline([("double", FunctionTransformer(lambda X: X * 2)), ("model", Ridge())]).fit(numeric, y_value)
+    labeller_rows = pd.DataFrame({"x": rows["a"], "note": [""] * len(rows)})
+    cases = {
+        "column_transformer": (classifier, train.head(5), rows),
+        "lambda_transformer": (regressor, numeric.head(5), rows[["a", "b"]]),
+        "custom_pyfunc": (Labeller(), labeller_rows.head(5), labeller_rows),
+    }
+    for kind, (model, example, test_rows) in cases.items():
+        name = f"py-{kind}-{suffix}"
+        with mlflow.start_run():
+            if kind == "custom_pyfunc":
+                signature = infer_signature(example, model.predict(None, example))
+                info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
+                                               input_example=example, registered_model_name=name,
+                                               code_paths=[str(LABELLER)])
+                own = mlflow.pyfunc.load_model(info.model_uri).predict(test_rows)
+            else:
+                signature = infer_signature(example, model.predict(example))
+                info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=example,
+                                                serialization_format="cloudpickle", registered_model_name=name)
+                own = model.predict(test_rows)
+        client.set_registered_model_alias(name, "production", "1")
+        models[kind] = (name, test_rows, np.asarray(own).tolist(), info.model_uri)
+    return models
+
+
+KINDS = ["column_transformer", "lambda_transformer", "custom_pyfunc"]
+
+
+def same(got, want):
+    if want and isinstance(want[0], float):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    else:
+        assert got == want
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_and_v2_answer_the_models_own_predictions(server, python_models, kind):
+    name, rows, want, _ = python_models[kind]
+    meta = wait_ready(server.url, name, "1", timeout=120)
+    assert meta["platform"] == "mlflow_pyfunc"
+    assert [i["name"] for i in meta["inputs"]] == list(rows.columns)
+    r = requests.post(f"{server.url}/predict/{name}", json={"records": rows.to_dict(orient="records")}, timeout=60)
+    assert r.status_code == 200, r.text
+    same(r.json()["predictions"], want)
+    r = requests.post(f"{server.url}/predict/{name}", json={"data": rows.to_numpy().tolist()}, timeout=60)
+    assert r.status_code == 200, r.text
+    same(r.json()["predictions"], want)
+
+    inputs = []
+    for col in rows.columns:
+        values = rows[col].tolist()
+        text = rows[col].dtype == object
+        inputs.append({"name": col, "shape": [len(values)], "datatype": "BYTES" if text else "FP64", "data": values})
+    r = requests.post(f"{server.url}/v2/models/{name}/infer", json={"inputs": inputs}, timeout=60)
+    assert r.status_code == 200, r.text
+    (output,) = r.json()["outputs"]
+    assert output["name"] == "predict" and output["shape"] == [len(rows)]
+    assert output["datatype"] == {"column_transformer": "INT64", "lambda_transformer": "FP64", "custom_pyfunc": "BYTES"}[kind]
+    same(output["data"], want)
+
+
+def mlflow_answer(model, body, content_type):
+    """What `mlflow models serve` answers: its scoring function's response, or an MlflowException
+    rendered by its server's handler."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        answer = scoring_server.invocations(body, content_type, model, model.metadata.get_input_schema())
+        return answer.status, answer.response.encode()
+    except MlflowException as e:
+        return e.get_http_status_code(), e.serialize_as_json().encode()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_invocations_answers_byte_for_byte_as_mlflows_scoring_function(server, python_models, kind, tmp_path):
+    name, rows, want, uri = python_models[kind]
+    model = mlflow.pyfunc.load_model(uri)
+    env = dict(os.environ, **server.env)
+    env.pop("SHIPYARD_TRACKING_URI", None)
+    proc, url = start_serving(["--model", f"models:/{name}/1", "--tracking-uri", server.url,
+                               "--python", sys.executable], tmp_path, env=env)
+    try:
+        bodies = [
+            json.dumps({"dataframe_split": rows.to_dict(orient="split")}),
+            json.dumps({"dataframe_records": rows.to_dict(orient="records")}),
+            json.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1]]}}),
+        ]
+        for body in bodies:
+            status, content = mlflow_answer(model, body, "application/json")
+            r = requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            assert (r.status_code, r.content) == (status, content)
+            if status == 200:
+                same(r.json()["predictions"], want)
+            else:
+                assert r.status_code == 400 and "error_code" in r.json(), r.text
+        csv = rows.to_csv(index=False)
+        r = requests.post(f"{url}/invocations", data=csv, headers={"Content-Type": "text/csv"}, timeout=60)
+        assert (r.status_code, r.content) == mlflow_answer(model, csv, "text/csv")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_a_worker_killed_during_a_request_fails_it_cleanly_and_the_next_is_answered(server, python_models, tmp_path):
+    name, rows, want, _ = python_models["custom_pyfunc"]
+    wait_ready(server.url, name, "1", timeout=120)
+    pid_file = tmp_path / "worker.pid"
+    answer = {}
+
+    def slow():
+        answer["r"] = requests.post(f"{server.url}/predict/{name}",
+                                    json={"records": [{"x": 1.0, "note": str(pid_file)}]}, timeout=60)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.time() < deadline, "the worker never took the slow request"
+        time.sleep(0.05)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    thread.join(60)
+    r = answer["r"]
+    assert r.status_code == 503, r.text
+    assert "exited" in r.json()["error"] and "replaced" in r.json()["error"], r.text
+    r = requests.post(f"{server.url}/predict/{name}", json={"records": rows.to_dict(orient="records")}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == want
