@@ -196,3 +196,12 @@ def test_a_worker_killed_during_a_request_fails_it_cleanly_and_the_next_is_answe
     r = requests.post(f"{server.url}/predict/{name}", json={"records": rows.to_dict(orient="records")}, timeout=120)
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == want
+    # The pool's state in Prometheus' metrics: one worker alive, none busy, one restart, its memory.
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    labels = f'model="{name}",version="1"'
+    assert f'shipyard_python_workers{{{labels},state="alive"}} 1' in metrics, metrics
+    assert f'shipyard_python_workers{{{labels},state="busy"}} 0' in metrics
+    assert f'shipyard_python_worker_restarts_total{{{labels}}} 1' in metrics
+    assert f'shipyard_python_queue_depth{{{labels}}} 0' in metrics
+    rss = [l for l in metrics.splitlines() if l.startswith(f'shipyard_python_worker_resident_bytes{{{labels},worker="0"}}')]
+    assert rss and int(rss[0].split()[-1]) > 50 * 2**20, rss

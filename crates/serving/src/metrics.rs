@@ -75,6 +75,32 @@ pub struct AlertLabels {
     pub severity: String,
 }
 
+/// A Python model version's workers in one state (`alive`, `busy`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerStateLabels {
+    pub model: String,
+    pub version: String,
+    pub state: String,
+}
+
+/// One Python worker slot of a model version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub model: String,
+    pub version: String,
+    pub worker: String,
+}
+
+/// A Python model version's pool, read when the metrics are scraped.
+struct WatchedPool {
+    labels: ModelLabels,
+    stats: std::sync::Weak<shipyard_pyfunc::PoolStats>,
+    /// Restarts already counted.
+    restarts: u64,
+    /// Worker slots whose memory was reported.
+    slots: Vec<usize>,
+}
+
 /// A gauge holding a float.
 pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -110,6 +136,11 @@ pub struct Metrics {
     pub prediction_log: Family<LogLabels, Counter>,
     pub monitor_values: Family<MonitorLabels, FloatGauge>,
     pub alerts: Family<AlertLabels, Counter>,
+    pub python_workers: Family<WorkerStateLabels, Gauge>,
+    pub python_queue_depth: Family<ModelLabels, Gauge>,
+    pub python_restarts: Family<ModelLabels, Counter>,
+    pub python_resident_bytes: Family<WorkerLabels, Gauge>,
+    pools: std::sync::Mutex<Vec<WatchedPool>>,
 }
 
 impl Default for Metrics {
@@ -136,6 +167,30 @@ impl Metrics {
         let prediction_log = Family::<LogLabels, Counter>::default();
         let monitor_values = Family::<MonitorLabels, FloatGauge>::default();
         let alerts = Family::<AlertLabels, Counter>::default();
+        let python_workers = Family::<WorkerStateLabels, Gauge>::default();
+        let python_queue_depth = Family::<ModelLabels, Gauge>::default();
+        let python_restarts = Family::<ModelLabels, Counter>::default();
+        let python_resident_bytes = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "python_workers",
+            "Python worker processes of a model version, started and ready (alive) and answering a request (busy)",
+            python_workers.clone(),
+        );
+        registry.register(
+            "python_queue_depth",
+            "Requests waiting for a Python worker of a model version",
+            python_queue_depth.clone(),
+        );
+        registry.register(
+            "python_worker_restarts",
+            "Python workers replaced after an exit, a missed deadline or their memory limit",
+            python_restarts.clone(),
+        );
+        registry.register(
+            "python_worker_resident_bytes",
+            "Resident memory of each Python worker, read after its last request",
+            python_resident_bytes.clone(),
+        );
         registry.register(
             "inference_requests",
             "Prediction requests, counted when they end, by model, version, protocol and HTTP status",
@@ -201,7 +256,60 @@ impl Metrics {
             prediction_log,
             monitor_values,
             alerts,
+            python_workers,
+            python_queue_depth,
+            python_restarts,
+            python_resident_bytes,
+            pools: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Reports a Python model version's pool from now on, until it is dropped.
+    pub fn watch_pool(&self, labels: &ModelLabels, stats: &std::sync::Arc<shipyard_pyfunc::PoolStats>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.push(WatchedPool { labels: labels.clone(), stats: std::sync::Arc::downgrade(stats), restarts: 0, slots: Vec::new() });
+    }
+
+    /// Copies each watched pool's counters into its metrics; forgets the pools that are gone.
+    fn refresh_pools(&self) {
+        use std::sync::atomic::Ordering;
+        let state = |l: &ModelLabels, state: &str| WorkerStateLabels {
+            model: l.model.clone(),
+            version: l.version.clone(),
+            state: state.to_owned(),
+        };
+        let worker = |l: &ModelLabels, slot: usize| WorkerLabels {
+            model: l.model.clone(),
+            version: l.version.clone(),
+            worker: slot.to_string(),
+        };
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain_mut(|pool| {
+            let Some(stats) = pool.stats.upgrade() else {
+                self.python_workers.remove(&state(&pool.labels, "alive"));
+                self.python_workers.remove(&state(&pool.labels, "busy"));
+                self.python_queue_depth.remove(&pool.labels);
+                for slot in &pool.slots {
+                    self.python_resident_bytes.remove(&worker(&pool.labels, *slot));
+                }
+                return false;
+            };
+            self.python_workers.get_or_create(&state(&pool.labels, "alive")).set(stats.alive.load(Ordering::SeqCst));
+            self.python_workers.get_or_create(&state(&pool.labels, "busy")).set(stats.busy.load(Ordering::SeqCst));
+            self.python_queue_depth.get_or_create(&pool.labels).set(stats.queued.load(Ordering::SeqCst).max(0));
+            let restarts = stats.restarts.load(Ordering::SeqCst);
+            self.python_restarts.get_or_create(&pool.labels).inc_by(restarts.saturating_sub(pool.restarts));
+            pool.restarts = restarts;
+            let rss = stats.rss.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for slot in pool.slots.iter().filter(|s| !rss.contains_key(s)) {
+                self.python_resident_bytes.remove(&worker(&pool.labels, *slot));
+            }
+            for (slot, bytes) in &rss {
+                self.python_resident_bytes.get_or_create(&worker(&pool.labels, *slot)).set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+            }
+            pool.slots = rss.keys().copied().collect();
+            true
+        });
     }
 
     /// The counter of prediction-log rows with `outcome`.
@@ -256,6 +364,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        self.refresh_pools();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

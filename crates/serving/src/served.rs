@@ -295,6 +295,9 @@ impl ServedModel {
         });
         let cache = NonZeroUsize::new(settings.cache_entries).map(|n| PredictionCache::new(n, settings.cache_ttl));
         let classes = engine.classes();
+        if let Engine::Python(python) = &engine {
+            metrics.watch_pool(&labels, &python.pool.stats());
+        }
         let loaded = metrics.loaded.get_or_create(&labels).clone();
         loaded.set(1);
         Arc::new(ServedModel {
