@@ -15,7 +15,9 @@
 //!
 //! Per-model settings come from the registered model's tags, read when a version is loaded:
 //! `shipyard.serving.max_batch_rows`, `.max_batch_wait_ms`, `.max_concurrency`, `.max_queue`,
-//! `.timeout_ms`, `.cache_entries` (numbers; others are logged and ignored).
+//! `.timeout_ms`, `.cache_entries`, and for Python models `.python_workers`,
+//! `.python_max_queue`, `.python_max_rss_mib`, `.python_threads` (numbers; others are logged
+//! and ignored).
 //!
 //! As it syncs, the catalog keeps this process's rollout report ([`crate::rollout`]): per
 //! deployment the revision read and whether it serves, per version loading / ready / failed
@@ -420,10 +422,11 @@ impl<S: Source> Catalog<S> {
 
     async fn load(&self, name: &str, version: &str, metrics: &crate::Metrics) -> Result<Arc<ServedModel>, String> {
         let tags = self.source.model_tags(name).await.unwrap_or_default();
-        let settings = settings_from_tags(&self.settings, name, &tags);
+        let mut loader = self.loader.clone();
+        let settings = settings_from_tags(&self.settings, loader.python.as_mut(), name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
         let path = self.source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
-        let model = self.loader.load(path, Some(dir), &format!("{name}/{version}")).await?;
+        let model = loader.load(path, Some(dir), &format!("{name}/{version}")).await?;
         let served = ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics);
         served.warm_up().await;
         Ok(served)
@@ -469,8 +472,14 @@ impl<S: Source> Reporting<S> {
 /// The tag prefix of per-model serving settings.
 pub const SETTINGS_TAG_PREFIX: &str = "shipyard.serving.";
 
-/// `defaults`, with the registered model's `shipyard.serving.*` tags applied.
-pub fn settings_from_tags(defaults: &ModelSettings, model: &str, tags: &[KeyValue]) -> ModelSettings {
+/// `defaults`, with the registered model's `shipyard.serving.*` tags applied; `python`, the
+/// Python pool's settings (when Python models are served), takes the `python_*` ones.
+pub fn settings_from_tags(
+    defaults: &ModelSettings,
+    mut python: Option<&mut PoolSettings>,
+    model: &str,
+    tags: &[KeyValue],
+) -> ModelSettings {
     let mut settings = defaults.clone();
     for tag in tags {
         let Some(key) = tag.key.strip_prefix(SETTINGS_TAG_PREFIX) else { continue };
@@ -479,14 +488,24 @@ pub fn settings_from_tags(defaults: &ModelSettings, model: &str, tags: &[KeyValu
             continue;
         };
         let count = usize::try_from(n).unwrap_or(usize::MAX);
-        match key {
-            "max_batch_rows" => settings.max_batch_rows = count,
-            "max_batch_wait_ms" => settings.max_batch_wait = Duration::from_millis(n),
-            "max_concurrency" => settings.max_concurrency = count.max(1),
-            "max_queue" => settings.max_queue = count,
-            "timeout_ms" => settings.timeout = Duration::from_millis(n.max(1)),
-            "cache_entries" => settings.cache_entries = count,
-            other => tracing::warn!(model, "ignoring tag {SETTINGS_TAG_PREFIX}{other}: not a serving setting"),
+        match (key, python.as_deref_mut()) {
+            ("max_batch_rows", _) => settings.max_batch_rows = count,
+            ("max_batch_wait_ms", _) => settings.max_batch_wait = Duration::from_millis(n),
+            ("max_concurrency", _) => settings.max_concurrency = count.max(1),
+            ("max_queue", _) => settings.max_queue = count,
+            ("timeout_ms", python) => {
+                settings.timeout = Duration::from_millis(n.max(1));
+                if let Some(python) = python {
+                    python.timeout = settings.timeout;
+                }
+            }
+            ("cache_entries", _) => settings.cache_entries = count,
+            ("python_workers", Some(python)) => python.workers = count.max(1),
+            ("python_max_queue", Some(python)) => python.max_queue = count.max(1),
+            ("python_max_rss_mib", Some(python)) => python.max_rss_mib = n,
+            ("python_threads", Some(python)) => python.threads_per_worker = count.max(1),
+            ("python_workers" | "python_max_queue" | "python_max_rss_mib" | "python_threads", None) => {}
+            (other, _) => tracing::warn!(model, "ignoring tag {SETTINGS_TAG_PREFIX}{other}: not a serving setting"),
         }
     }
     settings
@@ -506,9 +525,13 @@ mod tests {
             tag("owner", "team-a"),
         ];
         let defaults = ModelSettings::default();
-        let settings = settings_from_tags(&defaults, "m", &tags);
+        let settings = settings_from_tags(&defaults, None, "m", &tags);
         assert_eq!(settings.max_batch_rows, 64);
         assert_eq!(settings.timeout, Duration::from_millis(250));
         assert_eq!(settings.cache_entries, defaults.cache_entries);
+        let mut python = PoolSettings::new("python3".into());
+        let tags = [tag("shipyard.serving.python_workers", "3"), tag("shipyard.serving.timeout_ms", "900")];
+        settings_from_tags(&defaults, Some(&mut python), "m", &tags);
+        assert_eq!((python.workers, python.timeout), (3, Duration::from_millis(900)));
     }
 }

@@ -267,7 +267,12 @@ impl Metrics {
     /// Reports a Python model version's pool from now on, until it is dropped.
     pub fn watch_pool(&self, labels: &ModelLabels, stats: &std::sync::Arc<shipyard_pyfunc::PoolStats>) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.push(WatchedPool { labels: labels.clone(), stats: std::sync::Arc::downgrade(stats), restarts: 0, slots: Vec::new() });
+        pools.push(WatchedPool {
+            labels: labels.clone(),
+            stats: std::sync::Arc::downgrade(stats),
+            restarts: 0,
+            slots: Vec::new(),
+        });
     }
 
     /// Copies each watched pool's counters into its metrics; forgets the pools that are gone.
@@ -305,7 +310,9 @@ impl Metrics {
                 self.python_resident_bytes.remove(&worker(&pool.labels, *slot));
             }
             for (slot, bytes) in &rss {
-                self.python_resident_bytes.get_or_create(&worker(&pool.labels, *slot)).set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+                self.python_resident_bytes
+                    .get_or_create(&worker(&pool.labels, *slot))
+                    .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
             }
             pool.slots = rss.keys().copied().collect();
             true
