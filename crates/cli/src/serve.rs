@@ -12,6 +12,7 @@ use clap::Args;
 use shipyard_core::deployment::Deployment as DeploymentRecord;
 use shipyard_runtime::EngineChoice;
 use shipyard_serving::catalog::{Catalog, Deployments, Reporting, Source, StoreSource, VersionKey};
+use shipyard_serving::conversion::SklearnEngine;
 use shipyard_serving::loader::Loader;
 use shipyard_serving::prediction_log::LogSettings;
 use shipyard_serving::{Limits, ModelSettings, ServedModel, ServingState};
@@ -93,12 +94,39 @@ pub struct ServingArgs {
     /// version differs from the model's in a way that makes unpickling unsafe.
     #[arg(long)]
     allow_version_mismatch: bool,
+    /// How scikit-learn models are served: `auto` converts them to ONNX and serves the
+    /// conversion when it gives the model's own answers on the verification rows, else Python
+    /// workers; `onnx` serves any conversion; `python` never converts.
+    #[arg(long, value_enum, default_value_t = SklearnEngineArg::Auto)]
+    sklearn_engine: SklearnEngineArg,
     /// Models of runs kept loaded for `POST /predict/{run_id}` (the least recently used leaves).
     #[arg(long, default_value_t = 8)]
     max_run_models: usize,
 }
 
+/// `--sklearn-engine`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SklearnEngineArg {
+    Auto,
+    Onnx,
+    Python,
+}
+
 impl ServingArgs {
+    /// How scikit-learn models are served.
+    pub fn sklearn_engine(&self) -> SklearnEngine {
+        match self.sklearn_engine {
+            SklearnEngineArg::Auto => SklearnEngine::Auto,
+            SklearnEngineArg::Onnx => SklearnEngine::Onnx,
+            SklearnEngineArg::Python => SklearnEngine::Python,
+        }
+    }
+
+    /// How models are loaded.
+    pub fn loader(&self, engine: EngineChoice) -> Loader {
+        Loader { engine, python: self.python(), sklearn: self.sklearn_engine() }
+    }
+
     pub fn settings(&self) -> ModelSettings {
         let defaults = ModelSettings::default();
         ModelSettings {
@@ -224,24 +252,30 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
     runtime.block_on(async move {
         let state = ServingState::new(args.serving.limits());
         let settings = args.serving.settings();
-        let loader = Loader { engine: EngineChoice::from(args.engine), python: args.serving.python() };
+        let loader = args.serving.loader(EngineChoice::from(args.engine));
         // Models are loaded before the port opens: ready means ready.
         let load = async |fetched: Fetched, uri: &str| {
-            loader.load(fetched.path, fetched.files, uri).await.map_err(|e| anyhow::anyhow!("loading {uri}: {e}"))
+            loader
+                .load_with_choice(fetched.path, fetched.files, uri)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading {uri}: {e}"))
         };
         let fallback = match fallback {
             Some((fetched, uri)) => {
                 let fallback_name = default_name(&fetched.version, &uri);
                 let version = fetched.version.clone().map(|(_, v)| v);
-                let engine = load(fetched, &uri).await?;
-                Some(ServedModel::new(fallback_name, version, engine, settings.clone(), None, &state.metrics))
+                let (engine, choice) = load(fetched, &uri).await?;
+                let served = ServedModel::new(fallback_name, version, engine, settings.clone(), None, &state.metrics);
+                let _ = served.engine_choice.set(choice);
+                Some(served)
             }
             None => None,
         };
         let version = primary.version.clone().map(|(_, v)| v);
-        let engine = load(primary, &model_args.model).await?;
+        let (engine, choice) = load(primary, &model_args.model).await?;
         let engine_name = engine.name();
         let served = ServedModel::new(name.clone(), version.clone(), engine, settings, fallback, &state.metrics);
+        let _ = served.engine_choice.set(choice);
         served.warm_up().await;
         state.registry.insert(served);
         let router = shipyard_serving::router(state.clone(), true);
@@ -309,7 +343,7 @@ async fn replicate<S: Source>(
         EngineChoice::from(args.engine),
         args.serving.settings(),
     )
-    .with_python(args.serving.python());
+    .with_python(args.serving.python(), args.serving.sklearn_engine());
     // What this replica has applied is reported from the start, loads included.
     let reporting = catalog.report();
     // Loaded before the port opens: ready means ready.
@@ -396,6 +430,18 @@ impl Source for HttpSource {
         self.0.download_model(&location, dir).await.map_err(unavailable)
     }
 
+    async fn record_engine(
+        &self,
+        model: &str,
+        version: &str,
+        choice: &shipyard_serving::loader::Choice,
+    ) -> Result<(), shipyard_core::Error> {
+        for (key, value) in choice.tags() {
+            self.0.set_model_version_tag(model, version, key, &value).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     async fn report(&self, report: &shipyard_core::rollout::ProcessReport) -> Result<(), shipyard_core::Error> {
         self.0.report_serving_process(report).await.map_err(unavailable)
     }
@@ -423,7 +469,7 @@ pub async fn catalog_state(
         EngineChoice::Auto,
         serving.settings(),
     )
-    .with_python(serving.python());
+    .with_python(serving.python(), serving.sklearn_engine());
     state.serve_runs(catalog.run_models(serving.max_run_models));
     let reporting = catalog.report();
     // The first sync before the port opens, so models are ready when the server is.

@@ -346,4 +346,15 @@ impl Tracking {
         let answer = self.call(reqwest::Method::GET, "registered-models/get", json!({"name": model})).await?;
         Ok(serde_json::from_value(answer["registered_model"]["tags"].clone()).unwrap_or_default())
     }
+
+    /// Sets a tag on a registered model version (MLflow's `model-versions/set-tag`).
+    pub async fn set_model_version_tag(&self, model: &str, version: &str, key: &str, value: &str) -> Result<()> {
+        self.call(
+            reqwest::Method::POST,
+            "model-versions/set-tag",
+            json!({"name": model, "version": version, "key": key, "value": value}),
+        )
+        .await?;
+        Ok(())
+    }
 }

@@ -10,10 +10,13 @@
 //! - [`pool`]: the workers of one model version, their queue and their supervision.
 //! - [`frame`]: the socket protocol (frames, JSON headers, Arrow IPC).
 //! - [`versions`]: whether an environment can safely load a model's pickle.
+//! - [`convert`]: a scikit-learn model converted to ONNX by skl2onnx in the model's interpreter,
+//!   with the rows and scikit-learn's own answers to verify the conversion on.
 //!
 //! This crate knows nothing of HTTP or of the store: it takes a model folder and requests, and
 //! gives answers as Arrow columns or JSON.
 
+pub mod convert;
 pub mod frame;
 pub mod pool;
 pub mod versions;

@@ -409,7 +409,7 @@ impl Shared {
 }
 
 /// The environment a worker gets: nothing of Shipyard's own (no credentials, no proxies).
-fn worker_env(settings: &PoolSettings, home: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn worker_env(settings: &PoolSettings, home: &Path) -> Vec<(&'static str, String)> {
     let threads = settings.threads_per_worker.max(1).to_string();
     let mut env = vec![
         ("PATH", "/usr/local/bin:/usr/bin:/bin".to_owned()),

@@ -41,7 +41,8 @@ use shipyard_runtime::EngineChoice;
 use shipyard_runtime::fetch::{self, ModelUri};
 use shipyard_store::{ArtifactStore, Database};
 
-use crate::loader::Loader;
+use crate::conversion::SklearnEngine;
+use crate::loader::{Choice, Loader};
 use crate::rollout::StatusBoard;
 use crate::runs::RunModels;
 use crate::{Deployment, ModelSettings, ServedModel, ServingState};
@@ -80,6 +81,13 @@ pub trait Source: Send + Sync + 'static {
     fn fetch(&self, model: &str, version: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
     /// Copies the model a run logged as `model` (`runs:/RUN_ID/model`) into `dir`; the path to load.
     fn fetch_run(&self, run_id: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+    /// Tags a version with the engine that serves it and why ([`ENGINE_TAG`]).
+    fn record_engine(
+        &self,
+        model: &str,
+        version: &str,
+        choice: &Choice,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Records this process's rollout report.
     fn report(&self, report: &ProcessReport) -> impl Future<Output = Result<(), Error>> + Send;
     /// Removes this process's report: it stops.
@@ -128,6 +136,13 @@ impl Source for StoreSource {
             Err(fetch::FetchError::Store(e)) => Err(e),
             Err(e) => Err(Error::Unavailable(e.to_string())),
         }
+    }
+
+    async fn record_engine(&self, model: &str, version: &str, choice: &Choice) -> Result<(), Error> {
+        for (key, value) in choice.tags() {
+            self.db.set_model_version_tag(model, version, &KeyValue { key: key.into(), value }).await?;
+        }
+        Ok(())
     }
 
     async fn report(&self, report: &ProcessReport) -> Result<(), Error> {
@@ -191,7 +206,7 @@ impl<S: Source> Catalog<S> {
             alias: alias.map(str::to_owned),
             board: StatusBoard::new(kind, alias, scope),
             deployments,
-            loader: Loader { engine, python: None },
+            loader: Loader { engine, python: None, sklearn: Default::default() },
             settings,
             loaded: HashMap::new(),
             failed: HashMap::new(),
@@ -199,9 +214,11 @@ impl<S: Source> Catalog<S> {
         }
     }
 
-    /// Serves Python models with `python` (`None`: they are refused, naming the flag).
-    pub fn with_python(mut self, python: Option<PoolSettings>) -> Catalog<S> {
+    /// Serves Python models with `python` (`None`: they are refused, naming the flag), and
+    /// scikit-learn models as `sklearn` says.
+    pub fn with_python(mut self, python: Option<PoolSettings>, sklearn: SklearnEngine) -> Catalog<S> {
         self.loader.python = python;
+        self.loader.sklearn = sklearn;
         self
     }
 
@@ -426,8 +443,12 @@ impl<S: Source> Catalog<S> {
         let settings = settings_from_tags(&self.settings, loader.python.as_mut(), name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
         let path = self.source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
-        let model = loader.load(path, Some(dir), &format!("{name}/{version}")).await?;
+        let (model, choice) = loader.load_with_choice(path, Some(dir), &format!("{name}/{version}")).await?;
+        if let Err(e) = self.source.record_engine(name, version, &choice).await {
+            tracing::warn!(model = name, version, "cannot tag the version with its engine: {e}");
+        }
         let served = ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics);
+        let _ = served.engine_choice.set(choice);
         served.warm_up().await;
         Ok(served)
     }

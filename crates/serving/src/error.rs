@@ -121,6 +121,18 @@ impl Protocol {
         }
     }
 
+    /// A JSON body as this protocol's servers write it: MLflow's (Python) with `json.dumps`'s
+    /// spacing and float format, byte for byte; the others compact.
+    pub fn json(self, body: &serde_json::Value) -> Response {
+        match self {
+            Protocol::Mlflow => {
+                ([(header::CONTENT_TYPE, "application/json")], crate::protocol::python_json::to_vec(body))
+                    .into_response()
+            }
+            Protocol::Seed | Protocol::Oip => axum::Json(body).into_response(),
+        }
+    }
+
     /// The response for `error`, in this protocol's shape.
     pub fn error_response(self, error: &ServeError, request_id: &str) -> Response {
         let status = self.status(error);
@@ -132,7 +144,7 @@ impl Protocol {
             Protocol::Mlflow => serde_json::json!({ "error_code": mlflow_code(error), "message": error.message }),
             Protocol::Oip => serde_json::json!({ "error": error.message }),
         };
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, self.json(&body)).into_response();
         if error.kind == ErrorKind::Overloaded {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }

@@ -19,6 +19,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod conversion;
 pub mod deployment;
 pub mod error;
 pub mod input;
@@ -420,7 +421,7 @@ pub(crate) async fn predict_request<Kept>(
         }
         .await;
         let response = match &answer {
-            Ok((_, body)) => axum::Json(body).into_response(),
+            Ok((_, body)) => protocol.json(body),
             Err(e) => protocol.error_response(e, &id.0),
         };
         let answered_by = answer.as_ref().map_or(&model, |(p, _)| &p.answered_by).clone();

@@ -101,12 +101,13 @@ impl RunModels {
             )),
             other => ServeError { kind: ErrorKind::Overloaded, message: format!("fetching the model of run {run_id}: {other}") },
         })?;
-        let engine = self
+        let (engine, choice) = self
             .loader
-            .load(path, Some(dir), &format!("run {run_id}"))
+            .load_with_choice(path, Some(dir), &format!("run {run_id}"))
             .await
             .map_err(|e| ServeError::internal(format!("the model of run {run_id} cannot be served: {e}")))?;
         let served = ServedModel::new(run_id.to_owned(), None, engine, self.settings.clone(), None, &state.metrics);
+        let _ = served.engine_choice.set(choice);
         served.warm_up().await;
         Ok(served)
     }

@@ -29,6 +29,10 @@ use crate::python::PythonModel;
 #[derive(Clone)]
 pub enum Engine {
     Native(Arc<LoadedModel>),
+    /// A scikit-learn model's verified ONNX conversion on Shipyard's engine. It answers as the
+    /// scikit-learn model does (labels and probabilities, or values), not under the graph's
+    /// output names.
+    Converted(Arc<LoadedModel>),
     Python(Arc<PythonModel>),
 }
 
@@ -48,7 +52,7 @@ impl Engine {
     /// The columns the model reads.
     pub fn inputs(&self) -> &Inputs {
         match self {
-            Engine::Native(m) => &m.inputs,
+            Engine::Native(m) | Engine::Converted(m) => &m.inputs,
             Engine::Python(m) => &m.inputs,
         }
     }
@@ -56,7 +60,7 @@ impl Engine {
     /// A classifier's labels, when the model says them.
     pub fn classes(&self) -> Option<Vec<String>> {
         match self {
-            Engine::Native(m) => m.classes(),
+            Engine::Native(m) | Engine::Converted(m) => m.classes(),
             Engine::Python(m) => m.classes.clone(),
         }
     }
@@ -65,6 +69,7 @@ impl Engine {
     pub fn output_specs(&self) -> Option<Vec<OutputSpec>> {
         match self {
             Engine::Native(m) => m.graph_output_specs(),
+            Engine::Converted(_) => None,
             Engine::Python(m) => Some(vec![OutputSpec {
                 name: crate::python::OUTPUT_NAME.into(),
                 datatype: m.output_datatype(),
@@ -77,6 +82,7 @@ impl Engine {
     pub fn platform(&self) -> &'static str {
         match self {
             Engine::Native(m) => m.platform(),
+            Engine::Converted(_) => "mlflow_sklearn",
             Engine::Python(_) => "mlflow_pyfunc",
         }
     }
@@ -85,6 +91,7 @@ impl Engine {
     pub fn signature(&self) -> SignatureKind {
         match self {
             Engine::Native(m) => m.signature,
+            Engine::Converted(_) => SignatureKind::Columns,
             Engine::Python(_) => SignatureKind::Columns,
         }
     }
@@ -93,6 +100,7 @@ impl Engine {
     pub fn name(&self) -> &'static str {
         match self {
             Engine::Native(m) => m.engine_name,
+            Engine::Converted(_) => "onnx-converted",
             Engine::Python(_) => "python",
         }
     }
@@ -100,7 +108,7 @@ impl Engine {
     /// The Python model, when Python workers answer.
     pub fn python(&self) -> Option<&PythonModel> {
         match self {
-            Engine::Native(_) => None,
+            Engine::Native(_) | Engine::Converted(_) => None,
             Engine::Python(m) => Some(m),
         }
     }
@@ -226,6 +234,8 @@ pub struct ServedModel {
     /// a copy.
     pub(crate) logged_as: (Arc<str>, Option<Arc<str>>),
     pub engine: Engine,
+    /// Which engine was chosen and why, when the loader said.
+    pub engine_choice: std::sync::OnceLock<crate::loader::Choice>,
     pub schema: Schema,
     pub settings: ModelSettings,
     /// A classifier's labels, when the model says them.
@@ -278,7 +288,7 @@ impl ServedModel {
         let engine: Engine = model.into();
         let batch_rows = metrics.batch_rows.get_or_create(&labels).clone();
         let native = match &engine {
-            Engine::Native(model) => Some(model.clone()),
+            Engine::Native(model) | Engine::Converted(model) => Some(model.clone()),
             Engine::Python(_) => None,
         };
         let batcher = native.filter(|_| settings.max_batch_rows > 1).map(|model| {
@@ -310,6 +320,7 @@ impl ServedModel {
             name,
             version,
             engine,
+            engine_choice: std::sync::OnceLock::new(),
             settings,
             classes,
             labels,
@@ -326,7 +337,7 @@ impl ServedModel {
     /// traffic, so the first real request does not pay for state built on first use. A model
     /// that refuses such a row is simply left cold.
     pub async fn warm_up(&self) {
-        let Engine::Native(model) = &self.engine else { return };
+        let (Engine::Native(model) | Engine::Converted(model)) = &self.engine else { return };
         let row: Vec<Value> = if self.schema.positional {
             let Some(width) = self.schema.width else { return };
             vec![json!(0.0); width]
@@ -392,8 +403,17 @@ impl ServedModel {
     async fn run(&self, batch: RecordBatch) -> Result<Output, ServeError> {
         let model = match &self.engine {
             Engine::Native(model) => model,
+            Engine::Converted(model) => {
+                let output = Box::pin(self.run_native(model, batch)).await?;
+                return Ok(without_graph(output));
+            }
             Engine::Python(model) => return model.predict(batch).await,
         };
+        self.run_native(model, batch).await
+    }
+
+    /// Runs Shipyard's engine on the rayon pool, alone or through the batcher.
+    async fn run_native(&self, model: &Arc<LoadedModel>, batch: RecordBatch) -> Result<Output, ServeError> {
         let (reply, answer) = oneshot::channel();
         match &self.batcher {
             Some(batcher) => {
@@ -414,6 +434,16 @@ impl ServedModel {
             .await
             .unwrap_or_else(|_| Err(PredictError::Model("the inference task ended without an answer".into())))
             .map_err(ServeError::from)
+    }
+}
+
+/// `output` without the graph's own outputs: answered as a scikit-learn model is.
+fn without_graph(output: Output) -> Output {
+    match output {
+        Output::Classes { classes, labels, probabilities, .. } => {
+            Output::Classes { classes, labels, probabilities, graph: None }
+        }
+        Output::Values { columns, values, .. } => Output::Values { columns, values, graph: None },
     }
 }
 

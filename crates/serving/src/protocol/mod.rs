@@ -4,6 +4,7 @@
 
 pub mod mlflow;
 pub mod oip;
+pub mod python_json;
 pub mod seed;
 
 use serde_json::Value;

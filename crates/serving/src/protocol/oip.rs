@@ -122,14 +122,17 @@ fn metadata_answer(state: &ServingState, name: &str, version: Option<&str>) -> R
         ],
         (None, None) => vec![json!({ "name": "predict", "datatype": "FP64", "shape": [-1, -1] })],
     };
-    axum::Json(json!({
+    let mut answer = json!({
         "name": model.name,
         "versions": state.registry.versions(name),
         "platform": model.engine.platform(),
         "inputs": inputs,
         "outputs": outputs,
-    }))
-    .into_response()
+    });
+    if let Some(choice) = model.engine_choice.get() {
+        answer["parameters"] = json!({ "engine": choice.engine, "engine_reason": choice.reason });
+    }
+    axum::Json(answer).into_response()
 }
 
 pub async fn infer(
