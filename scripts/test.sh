@@ -10,7 +10,7 @@
 #      S3 endpoint, moto's server, started by the suite);
 #   5. the seed article's pipeline, its code unchanged, with the mlflow client of its era (2.19,
 #      in a second venv) against `shipyard server`, which serves the pickled model with Python
-#      workers.
+#      workers; and the tracking part of the interop suite with that client.
 # It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
 # Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
 set -euo pipefail
@@ -79,9 +79,13 @@ SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite SHIPYARD_TEST_ARTIFAC
   "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py tests/interop/test_datasets.py \
     -q -p no:cacheprovider
 
-step "the seed's pipeline, its code unchanged, with its era's mlflow client (2.19) against shipyard server"
+step "the seed's era of the mlflow client (2.19): its pipeline unchanged, and the tracking interop suite"
 seed_venv=${SHIPYARD_SEED_VENV:-$root/.venv-seed}
 scripts/venv.sh "$seed_venv" tests/seed/requirements.txt
 "$seed_venv/bin/python" -m pytest tests/seed -q -p no:cacheprovider
+SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite \
+  "$seed_venv/bin/python" -m pytest tests/interop/test_experiments.py tests/interop/test_runs.py \
+    tests/interop/test_search.py tests/interop/test_artifacts.py tests/interop/test_models.py \
+    tests/interop/test_http_edge.py -q -p no:cacheprovider
 
 step "all tests passed in $(( $(date +%s) - started )) s"

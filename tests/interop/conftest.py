@@ -38,17 +38,29 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 
+# The client's generation: the tracking part of the suite also runs with the seed article's era
+# of the client (2.19, tests/seed/requirements.txt); tests of what only MLflow 3 has are marked.
+MLFLOW_MAJOR = int(__import__("mlflow").__version__.split(".")[0])
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "shipyard_only: Shipyard behaviour that MLflow itself does not have")
+    config.addinivalue_line("markers", "mlflow3: needs the MLflow 3 client (logged models, newer client calls)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if TARGET != "mlflow":
-        return
-    skip = pytest.mark.skip(reason="checks Shipyard-specific behaviour")
+    skip_shipyard = pytest.mark.skip(reason="checks Shipyard-specific behaviour")
+    skip_old = pytest.mark.skip(reason=f"needs the MLflow 3 client (this is {__import__('mlflow').__version__})")
     for item in items:
-        if "shipyard_only" in item.keywords:
-            item.add_marker(skip)
+        if TARGET == "mlflow" and "shipyard_only" in item.keywords:
+            item.add_marker(skip_shipyard)
+        if MLFLOW_MAJOR < 3 and "mlflow3" in item.keywords:
+            item.add_marker(skip_old)
+
+
+def model_name_arg(name="model"):
+    """`log_model`'s argument naming the model: `name` in MLflow 3, `artifact_path` before."""
+    return {"name": name} if MLFLOW_MAJOR >= 3 else {"artifact_path": name}
 
 
 def _free_port():

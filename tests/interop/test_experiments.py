@@ -65,6 +65,7 @@ def test_rename_delete_restore(client, unique):
     assert client.get_run(run.info.run_id).info.lifecycle_stage == "active"
 
 
+@pytest.mark.mlflow3
 def test_experiment_tags(client, unique):
     exp_id = client.create_experiment(unique("tags"))
     client.set_experiment_tag(exp_id, "owner", "alice")

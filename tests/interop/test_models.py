@@ -9,6 +9,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
+from conftest import model_name_arg
+
 
 @pytest.fixture(scope="module")
 def logged(server):
@@ -27,7 +29,7 @@ def logged(server):
         mlflow.log_metric("accuracy", float(model.score(X, y)))
         info = mlflow.sklearn.log_model(
             model,
-            name="model",
+            **model_name_arg(),
             signature=infer_signature(X, model.predict(X)),
             input_example=X.head(3),
             serialization_format="cloudpickle",
@@ -35,6 +37,7 @@ def logged(server):
     return exp, run.info.run_id, info, X, model
 
 
+@pytest.mark.mlflow3
 def test_logged_model_entity(client, logged):
     exp, run_id, info, _, _ = logged
     assert info.model_id.startswith("m-")
@@ -49,6 +52,7 @@ def test_logged_model_entity(client, logged):
     assert [o.model_id for o in run.outputs.model_outputs] == [info.model_id]
 
 
+@pytest.mark.mlflow3
 def test_logged_model_tags_and_search(client, logged):
     exp, run_id, info, _, _ = logged
     client.set_logged_model_tags(info.model_id, {"quality": "gold", "temp": "1"})
@@ -69,6 +73,7 @@ def test_pyfunc_load_model(logged, uri_kind):
     assert list(loaded.predict(X.head(20))) == list(model.predict(X.head(20)))
 
 
+@pytest.mark.mlflow3  # the 2.x client registers the resolved artifact location as the source
 def test_registry_flow(client, logged, unique):
     _, run_id, info, X, model = logged
     name = unique("clf")
