@@ -87,6 +87,10 @@ pub struct ServingArgs {
     /// OpenMP / BLAS threads per Python worker.
     #[arg(long, default_value_t = 1)]
     python_threads: usize,
+    /// Rows one call of a scikit-learn model may take when predictions waiting for a Python
+    /// worker are joined (a forest costs about the same for 1 row as for 100); 0: no joining.
+    #[arg(long, default_value_t = 256)]
+    python_max_batch_rows: usize,
     /// Seconds a Python worker may take to start and load its model.
     #[arg(long, default_value_t = 120)]
     python_load_timeout_s: u64,
@@ -152,6 +156,7 @@ impl ServingArgs {
             max_rss_mib: self.python_max_rss_mib,
             threads_per_worker: self.python_threads.max(1),
             allow_version_mismatch: self.allow_version_mismatch,
+            max_batch_rows: self.python_max_batch_rows,
             ..shipyard_pyfunc::PoolSettings::new(python)
         })
     }

@@ -72,6 +72,10 @@ pub struct PoolSettings {
     pub threads_per_worker: usize,
     /// Load even when the versions differ in a way that makes unpickling unsafe.
     pub allow_version_mismatch: bool,
+    /// Rows one model call may take when predictions waiting for a worker are joined (a
+    /// forest's call costs about the same for 1 row as for 100); 0 or 1: no joining. Only for
+    /// models whose answer has one row per input row (scikit-learn's `predict`).
+    pub max_batch_rows: usize,
 }
 
 impl PoolSettings {
@@ -86,6 +90,7 @@ impl PoolSettings {
             max_rss_mib: 0,
             threads_per_worker: 1,
             allow_version_mismatch: false,
+            max_batch_rows: 0,
         }
     }
 }
@@ -122,6 +127,33 @@ pub enum Request {
     Predict { batch: RecordBatch, positional: bool },
     /// An MLflow `/invocations` request, answered by MLflow's own scoring function.
     Invoke { content_type: String, body: bytes::Bytes },
+}
+
+impl Request {
+    /// The rows of a prediction that may join a batch.
+    fn batch_rows(&self) -> Option<usize> {
+        match self {
+            Request::Predict { batch, .. } => Some(batch.num_rows()),
+            Request::Invoke { .. } => None,
+        }
+    }
+
+    /// Predictions joined into one (their rows in order), when they can be.
+    fn joined<'a>(requests: impl Iterator<Item = &'a Request>) -> Option<Request> {
+        let mut batches = Vec::new();
+        let mut positional = None;
+        for request in requests {
+            let Request::Predict { batch, positional: p } = request else { return None };
+            if positional.is_some_and(|q| q != *p) {
+                return None;
+            }
+            positional = Some(*p);
+            batches.push(batch.clone());
+        }
+        let schema = batches.first()?.schema();
+        let batch = arrow_select::concat::concat_batches(&schema, &batches).ok()?;
+        Some(Request::Predict { batch, positional: positional.unwrap_or(false) })
+    }
 }
 
 /// The model's answer.
@@ -376,6 +408,22 @@ async fn run_slot(shared: Arc<Shared>, slot: usize, mut first: Option<oneshot::S
 }
 
 impl Shared {
+    /// `job`, unless its client has gone or its deadline passed while it waited (then answered).
+    fn live(&self, job: Job) -> Option<Job> {
+        if job.reply.is_closed() {
+            return None;
+        }
+        if Instant::now() >= job.deadline {
+            let _ = job.reply.send(Err(PoolError::Timeout(format!(
+                "the request waited {} ms for a free worker of {}",
+                self.settings.timeout.as_millis(),
+                self.label
+            ))));
+            return None;
+        }
+        Some(job)
+    }
+
     /// Records a worker's exit; whether the pool is now broken (and every waiting request is
     /// answered with why).
     fn note_crash(&self, reason: &str) -> bool {
@@ -560,68 +608,162 @@ impl Worker {
         }
     }
 
-    /// Serves jobs until the queue closes, or the worker must be replaced.
+    /// Serves jobs until the queue closes, or the worker must be replaced. With batching on,
+    /// predictions already waiting when the worker takes one join it in one model call (never
+    /// waiting for more), each answered with its own rows.
     async fn serve(&mut self, shared: &Shared, slot: usize) -> End {
+        // A job taken from the queue that could not join the batch before it.
+        let mut carried: Option<Job> = None;
         loop {
-            let job = tokio::select! {
-                job = async { shared.queue.lock().await.recv().await } => job,
-                status = self.child.wait() => {
-                    return End::Crashed(match status {
-                        Ok(s) => format!("exited while idle ({s})"),
-                        Err(e) => format!("cannot be waited for: {e}"),
-                    });
-                }
+            let job = match carried.take() {
+                Some(job) => Some(job),
+                None => tokio::select! {
+                    job = async { shared.queue.lock().await.recv().await } => job.inspect(|_| {
+                        shared.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                    }),
+                    status = self.child.wait() => {
+                        return End::Crashed(match status {
+                            Ok(s) => format!("exited while idle ({s})"),
+                            Err(e) => format!("cannot be waited for: {e}"),
+                        });
+                    }
+                },
             };
             let Some(job) = job else { return End::Drained };
-            shared.stats.queued.fetch_sub(1, Ordering::SeqCst);
-            if job.reply.is_closed() {
-                continue;
-            }
-            if Instant::now() >= job.deadline {
-                let _ = job.reply.send(Err(PoolError::Timeout(format!(
-                    "the request waited {} ms for a free worker of {}",
-                    shared.settings.timeout.as_millis(),
-                    shared.label
-                ))));
-                continue;
+            let Some(job) = shared.live(job) else { continue };
+            let mut jobs = vec![job];
+            if let Some(mut rows) = jobs[0].request.batch_rows().filter(|_| shared.settings.max_batch_rows > 1)
+                && let Ok(mut queue) = shared.queue.try_lock()
+            {
+                while rows < shared.settings.max_batch_rows {
+                    let Ok(next) = queue.try_recv() else { break };
+                    shared.stats.queued.fetch_sub(1, Ordering::SeqCst);
+                    let Some(next) = shared.live(next) else { continue };
+                    match next.request.batch_rows() {
+                        Some(n) if rows + n <= shared.settings.max_batch_rows => {
+                            rows += n;
+                            jobs.push(next);
+                        }
+                        _ => {
+                            carried = Some(next);
+                            break;
+                        }
+                    }
+                }
             }
             shared.stats.busy.fetch_add(1, Ordering::SeqCst);
-            let outcome = tokio::select! {
-                outcome = self.exchange(&job.request) => Some(outcome),
-                () = tokio::time::sleep_until(job.deadline) => None,
-            };
+            let end = self.answer(shared, jobs).await;
             shared.stats.busy.fetch_sub(1, Ordering::SeqCst);
-            match outcome {
-                None => {
-                    let _ = job.reply.send(Err(PoolError::Timeout(format!(
-                        "{} did not answer within {} ms; its worker was stopped and is being replaced",
-                        shared.label,
-                        shared.settings.timeout.as_millis()
-                    ))));
-                    return End::TimedOut;
-                }
-                Some(Err(Exchange::Lost(reason))) => {
-                    let reason = self.exit_reason(reason).await;
+            if let Some(end) = end {
+                if let Some(job) = carried.take() {
                     let _ = job.reply.send(Err(PoolError::WorkerLost(format!(
-                        "the Python worker of {} {reason} during the request; it is being replaced",
+                        "the Python worker of {} is being replaced; retry",
                         shared.label
                     ))));
-                    return End::Crashed(reason);
                 }
-                Some(Err(Exchange::Failed(e))) => {
-                    let _ = job.reply.send(Err(e));
-                }
-                Some(Ok(answer)) => {
-                    let _ = job.reply.send(Ok(answer));
-                }
+                return end;
             }
             if let Some(rss) = resident_bytes(self.pid) {
                 shared.stats.rss.lock().unwrap_or_else(|e| e.into_inner()).insert(slot, rss);
                 let ceiling = shared.settings.max_rss_mib.saturating_mul(1 << 20);
                 if ceiling > 0 && rss > ceiling {
                     tracing::info!(model = %shared.label, slot, "replacing a worker at {} MiB (limit {} MiB)", rss >> 20, shared.settings.max_rss_mib);
+                    if let Some(job) = carried.take() {
+                        let _ = job.reply.send(Err(PoolError::WorkerLost(format!(
+                            "the Python worker of {} is being replaced; retry",
+                            shared.label
+                        ))));
+                    }
                     return End::Recycle;
                 }
+            }
+        }
+    }
+
+    /// Answers `jobs` (one request, or predictions to run as one), within the earliest
+    /// deadline; `Some` when the worker must be replaced.
+    async fn answer(&mut self, shared: &Shared, jobs: Vec<Job>) -> Option<End> {
+        let deadline = jobs.iter().map(|j| j.deadline).min().unwrap_or_else(Instant::now);
+        let request = match &jobs[..] {
+            [one] => one.request.clone(),
+            many => match Request::joined(many.iter().map(|j| &j.request)) {
+                Some(joined) => joined,
+                None => {
+                    // Cannot be joined (it should): one at a time.
+                    for job in jobs {
+                        if let Some(end) = Box::pin(self.answer(shared, vec![job])).await {
+                            return Some(end);
+                        }
+                    }
+                    return None;
+                }
+            },
+        };
+        let outcome = tokio::select! {
+            outcome = self.exchange(&request) => Some(outcome),
+            () = tokio::time::sleep_until(deadline) => None,
+        };
+        match outcome {
+            None => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(PoolError::Timeout(format!(
+                        "{} did not answer within {} ms; its worker was stopped and is being replaced",
+                        shared.label,
+                        shared.settings.timeout.as_millis()
+                    ))));
+                }
+                Some(End::TimedOut)
+            }
+            Some(Err(Exchange::Lost(reason))) => {
+                let reason = self.exit_reason(reason).await;
+                for job in jobs {
+                    let _ = job.reply.send(Err(PoolError::WorkerLost(format!(
+                        "the Python worker of {} {reason} during the request; it is being replaced",
+                        shared.label
+                    ))));
+                }
+                Some(End::Crashed(reason))
+            }
+            Some(Err(Exchange::Failed(PoolError::Refused(_)))) if jobs.len() > 1 => {
+                // One request's rows were refused: each alone, so it fails only itself.
+                for job in jobs {
+                    if let Some(end) = Box::pin(self.answer(shared, vec![job])).await {
+                        return Some(end);
+                    }
+                }
+                None
+            }
+            Some(Err(Exchange::Failed(e))) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                None
+            }
+            Some(Ok(Answer::Table(table)))
+                if jobs.len() > 1 && table.num_rows() == request.batch_rows().unwrap_or(0) =>
+            {
+                let mut offset = 0;
+                for job in jobs {
+                    let n = job.request.batch_rows().unwrap_or(0);
+                    let _ = job.reply.send(Ok(Answer::Table(table.slice(offset, n))));
+                    offset += n;
+                }
+                None
+            }
+            Some(Ok(answer)) if jobs.len() == 1 => {
+                for job in jobs {
+                    let _ = job.reply.send(Ok(answer.clone()));
+                }
+                None
+            }
+            Some(Ok(_)) => {
+                // An answer that is not one row per row: each alone.
+                for job in jobs {
+                    if let Some(end) = Box::pin(self.answer(shared, vec![job])).await {
+                        return Some(end);
+                    }
+                }
+                None
             }
         }
     }

@@ -202,3 +202,27 @@ async fn idle_workers_pull_from_one_queue_and_a_full_queue_is_refused() {
         assert!(matches!(task.await.unwrap(), Err(PoolError::Timeout(_))));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_predictions_join_one_call_and_each_gets_its_own_rows() {
+    let Some(py) = python() else { return };
+    let pool = Arc::new(start(&py, "behaviour", |s| s.max_batch_rows = 64).await.unwrap());
+    // 40 requests at once on one worker: most wait, then join; one of them is refused.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let pool = pool.clone();
+            // Rows x and x + 1; the refused request's second row is not -2 (which sleeps).
+            let x = if i == 17 { -3.0 } else { f64::from(i) + 0.5 };
+            let rows = if i == 17 { vec![x, 5.0] } else { vec![x, x + 1.0] };
+            tokio::spawn(async move { (x, pool.call(predict(column("x", rows))).await) })
+        })
+        .collect();
+    for task in tasks {
+        let (x, answer) = task.await.unwrap();
+        if x == -3.0 {
+            assert!(matches!(&answer, Err(PoolError::Refused(m)) if m.contains("-3")), "{answer:?}");
+        } else {
+            assert_eq!(floats(answer.unwrap()), vec![2.0 * x, 2.0 * (x + 1.0)]);
+        }
+    }
+}

@@ -16,8 +16,8 @@
 //! Per-model settings come from the registered model's tags, read when a version is loaded:
 //! `shipyard.serving.max_batch_rows`, `.max_batch_wait_ms`, `.max_concurrency`, `.max_queue`,
 //! `.timeout_ms`, `.cache_entries`, and for Python models `.python_workers`,
-//! `.python_max_queue`, `.python_max_rss_mib`, `.python_threads` (numbers; others are logged
-//! and ignored).
+//! `.python_max_queue`, `.python_max_rss_mib`, `.python_threads`, `.python_max_batch_rows`
+//! (numbers; others are logged and ignored).
 //!
 //! As it syncs, the catalog keeps this process's rollout report ([`crate::rollout`]): per
 //! deployment the revision read and whether it serves, per version loading / ready / failed
@@ -525,7 +525,15 @@ pub fn settings_from_tags(
             ("python_max_queue", Some(python)) => python.max_queue = count.max(1),
             ("python_max_rss_mib", Some(python)) => python.max_rss_mib = n,
             ("python_threads", Some(python)) => python.threads_per_worker = count.max(1),
-            ("python_workers" | "python_max_queue" | "python_max_rss_mib" | "python_threads", None) => {}
+            ("python_max_batch_rows", Some(python)) => python.max_batch_rows = count,
+            (
+                "python_workers"
+                | "python_max_queue"
+                | "python_max_rss_mib"
+                | "python_threads"
+                | "python_max_batch_rows",
+                None,
+            ) => {}
             (other, _) => tracing::warn!(model, "ignoring tag {SETTINGS_TAG_PREFIX}{other}: not a serving setting"),
         }
     }

@@ -86,7 +86,12 @@ impl Loader {
                     }
                 }
             };
-            let model = PythonModel::start(path, files, file, flavor, settings.clone(), label.to_owned())
+            let mut settings = settings.clone();
+            if flavor.sklearn.is_none() {
+                // A custom model's answer need not have one row per input row: never joined.
+                settings.max_batch_rows = 0;
+            }
+            let model = PythonModel::start(path, files, file, flavor, settings, label.to_owned())
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok((Engine::from(model), Choice { engine: "python".into(), reason: why_python }));
