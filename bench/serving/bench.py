@@ -35,7 +35,10 @@ and POST /v2/models/rf100/infer with the V2 bodies (compared with MLServer). The
 MLflow bodies on POST /.
 
 Protocol, one server at a time (the others stopped), in this order: in-process, ceiling,
-Shipyard, MLflow, MLServer.
+Shipyard, Shipyard serving the MLflow sklearn model (shipyard-pickle-converted: `shipyard serve
+--model DIR --python <this venv's python> --sklearn-engine auto`, which serves its verified ONNX
+conversion; shipyard-pickle-python: `--sklearn-engine python --python-workers N`, Python workers
+with predictions joined), MLflow, MLServer.
   in-process  the compute floor: `shipyard models bench X.onnx --data ROWS --repeat R --threads 1
               --format json` (ROWS: --data, default shared/anchors/models/train20k.csv, without its
               y column) and onnxruntime from Python on the same rows (CPUExecutionProvider, 1
@@ -795,10 +798,35 @@ def goals(report):
     out.append((f"Shipyard peak RSS: {num(peak)} MiB (goal < 50 MB = {MB50_MIB:.1f} MiB)",
                 None if peak is None else peak < MB50_MIB))
 
+    # The MLflow sklearn model served by Shipyard: through Python workers against MLServer (V2
+    # body, 8 connections); its conversion against Shipyard's own ONNX serving.
+    pool = find_load(report, "shipyard-pickle-python", "shipyard-pickle-python /v2 infer", "1 row, c8")
+    msrv = find_load(report, "mlserver", "MLServer /v2 infer", "1 row, c8")
+    if pool and msrv:
+        r = ratio(pool.get("rps"), msrv.get("rps"))
+        p_pool, p_ms = pool.get("p99_us"), msrv.get("p99_us")
+        m_pool, m_ms = (pool.get("rss_peak") or {}).get("rss_mib"), (msrv.get("rss_peak") or {}).get("rss_mib")
+        met = (r is not None and r >= 2 and p_pool is not None and p_ms is not None and p_pool < p_ms
+               and m_pool is not None and m_ms is not None and m_pool < m_ms)
+        out.append((f"pickle through Python workers / MLServer at 8 connections (V2, 1 row): {num(r)}x req/s, "
+                    f"p99 {ms(p_pool)} vs {ms(p_ms)} ms, peak RSS {num(m_pool)} vs {num(m_ms)} MiB "
+                    "(goal >= 2x, lower p99, less memory)", met))
+    else:
+        out.append(("pickle through Python workers / MLServer at 8 connections: not measured", None))
+    for series_sy, series_conv in ((sy_v2, "shipyard-pickle-converted /v2 infer"),
+                                   (sy_inv, "shipyard-pickle-converted /invocations")):
+        r = ratio(rps("shipyard-pickle-converted", series_conv, "1 row, c64"), rps("shipyard", series_sy, "1 row, c64"))
+        out.append((f"pickle converted / Shipyard's ONNX serving ({series_sy.split()[-1]}, 1 row, c64): {num(r, 2)} "
+                    "(goal: the same speed, >= 0.9)", None if r is None else r >= 0.9))
+
     def start_ms(name):
         e = report_entry(report, name)
         return ((e or {}).get("startup") or {}).get("median_ms")
 
+    for name in ("shipyard-pickle-converted", "shipyard-pickle-python"):
+        if start_ms(name):
+            out.append((f"start to first answer of the pickle, {name}: {start_ms(name) / 1e3:.2f} s "
+                        "(interpreter warm: its venv exists; no goal)", None))
     s_sy = start_ms("shipyard")
     others = ", ".join(f"{n} {start_ms(n) / 1e3:.2f} s" for n in ("mlflow", "mlserver") if start_ms(n))
     out.append((f"cold start to first answer: Shipyard {num(s_sy)} ms" + (f" ({others})" if others else "")
@@ -858,6 +886,11 @@ def main():
     ap.add_argument("--skip-mlflow", action="store_true")
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument("--skip-inprocess", action="store_true", help="no in-process timings")
+    ap.add_argument("--skip-pickle", action="store_true",
+                    help="no `shipyard serve` of the MLflow sklearn model (converted, and through Python workers)")
+    ap.add_argument("--python-workers", type=int, default=1,
+                    help="Python workers of the shipyard-pickle-python server (default 1, as MLServer's "
+                    "parallel_workers)")
     ap.add_argument("--shipyard-bin", default=os.path.join(ROOT, "target", "release", "shipyard"))
     ap.add_argument("--ceiling-bin", default=os.path.join(ROOT, "target", "release", "examples", "fixed_body"))
     ap.add_argument("--shipyard-serve-args", default="--cache-entries 0",
@@ -1033,6 +1066,35 @@ def main():
                           ("100 rows /v2 infer", "POST", v2_path, v2body100)],
                          [{"name": "Shipyard /invocations", "path": "/invocations", "bodies": inv_bodies},
                           {"name": "Shipyard /v2 infer", "path": v2_path, "bodies": v2_bodies}])
+
+        # Shipyard serving the MLflow sklearn model itself (the pickle MLflow loads, skops format):
+        # its verified ONNX conversion, and Python workers (conversion off).
+        pickle_variants = [
+            ("shipyard-pickle-converted", ["--sklearn-engine", "auto"]),
+            ("shipyard-pickle-python", ["--sklearn-engine", "python", "--python-workers", str(cfg.python_workers)]),
+        ]
+        for variant, engine_args in pickle_variants:
+            if cfg.skip_shipyard or cfg.skip_pickle:
+                report["skipped"].append({"name": variant, "reason": "--skip-shipyard or --skip-pickle"})
+                continue
+            print(f"Shipyard, the MLflow sklearn model ({variant}):", file=sys.stderr, flush=True)
+            entry = {"name": variant}
+            report["servers"].append(entry)
+
+            def make_pickle_server(p, variant=variant, engine_args=engine_args):
+                # The interpreter with the model's packages: this venv's (mlflow, scikit-learn,
+                # skops, pyarrow, skl2onnx).
+                return Server([cfg.shipyard_bin, "serve", "--model", inputs["mlflow_model"], "--name", MODEL_NAME,
+                               "--host", "127.0.0.1", "--port", str(p[0]), "--python", sys.executable]
+                              + engine_args + shlex.split(cfg.shipyard_serve_args),
+                              os.path.join(logs, f"{variant}.log"))
+
+            bench_server(cfg, entry, make_pickle_server, 1, v2_path, v2body1, 0.05, 1, 300,
+                         [("GET /v2/models/rf100", "GET", f"/v2/models/{MODEL_NAME}", None),
+                          ("100 rows /invocations", "POST", "/invocations", body100),
+                          ("100 rows /v2 infer", "POST", v2_path, v2body100)],
+                         [{"name": f"{variant} /invocations", "path": "/invocations", "bodies": inv_bodies},
+                          {"name": f"{variant} /v2 infer", "path": v2_path, "bodies": v2_bodies}])
 
         # MLflow.
         if cfg.skip_mlflow:

@@ -1,6 +1,6 @@
 """Python models logged by the current `mlflow` client, served by Shipyard's Python workers.
 
-Four models logged as `mlflow.sklearn` pickles or a custom `mlflow.pyfunc.PythonModel`,
+Five models logged as `mlflow.sklearn` pickles or a custom `mlflow.pyfunc.PythonModel`,
 registered, and served by `shipyard server` (started with `--python` this interpreter) under their
 `production` alias, each on the engine its conversion earns (tagged on the version, and in the v2
 metadata with the reason):
@@ -8,8 +8,10 @@ metadata with the reason):
   and a logistic regression: converted to ONNX, verified, served by Shipyard's engine;
 - a `Pipeline` whose `FunctionTransformer` runs a Python lambda and a ridge regression: skl2onnx
   cannot convert it, so Python workers serve it;
-- a random forest fitted with missing values: it converts, but the conversion loses where
-  missing values go, verification rejects it, and Python workers serve it;
+- a random forest fitted with missing values: skl2onnx loses where its splits send missing
+  values, Shipyard's conversion puts that back, verification finds it exact, Shipyard serves it;
+- two such forests voting: that fix does not reach them, rows with missing values get other
+  labels, verification rejects the conversion, and Python workers serve it;
 - a custom `PythonModel` answering text labels: Python workers.
 Each answers `/predict/{name}`, the Open Inference Protocol and (through a `shipyard serve`
 replica) `/invocations` with the model's own predictions; `/invocations` byte for byte as MLflow's
@@ -55,7 +57,7 @@ def frame(n, seed=0):
 def python_models(server, tmp_path_factory):
     """{kind: (registered name, rows, the model's own predictions)}."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, VotingClassifier
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
@@ -73,16 +75,22 @@ def python_models(server, tmp_path_factory):
     numeric = train[["a", "b"]]
     regressor = Pipeline([("double", FunctionTransformer(lambda X: X * 2)), ("model", Ridge())]).fit(numeric, y_value)
     labeller_rows = pd.DataFrame({"x": rows["a"], "note": [""] * len(rows)})
-    # A forest that learned where missing values go: its ONNX conversion drops that
-    # (onnx/sklearn-onnx#1253), so verification must reject it.
+    # A forest that learned where missing values go: skl2onnx drops that (onnx/sklearn-onnx#1253),
+    # Shipyard's conversion carries it over, and verification finds the conversion exact.
     holes = numeric.mask(np.random.default_rng(3).random(numeric.shape) < 0.15)
     forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(holes, y_class)
     forest_rows = rows[["a", "b"]].mask(np.random.default_rng(4).random((len(rows), 2)) < 0.3)
+    # Two such forests voting: their conversion (two tree ensembles) keeps skl2onnx's missing
+    # directions, so rows with missing values get other labels and verification rejects it.
+    voting = VotingClassifier([("rf", RandomForestClassifier(n_estimators=10, random_state=0)),
+                               ("et", ExtraTreesClassifier(n_estimators=10, random_state=0))],
+                              voting="soft", flatten_transform=False).fit(holes, y_class)
     cases = {
         "column_transformer": (classifier, train.head(5), rows),
         "lambda_transformer": (regressor, numeric.head(5), rows[["a", "b"]]),
         "custom_pyfunc": (Labeller(), labeller_rows.head(5), labeller_rows),
         "forest_with_missing": (forest, numeric.head(5), forest_rows),
+        "voting_with_missing": (voting, numeric.head(5), forest_rows),
     }
     for kind, (model, example, test_rows) in cases.items():
         name = f"py-{kind}-{suffix}"
@@ -103,13 +111,14 @@ def python_models(server, tmp_path_factory):
     return models
 
 
-KINDS = ["column_transformer", "lambda_transformer", "custom_pyfunc", "forest_with_missing"]
+KINDS = ["column_transformer", "lambda_transformer", "custom_pyfunc", "forest_with_missing", "voting_with_missing"]
 # The engine each is served by, and words of the reason recorded for it.
 ENGINES = {
     "column_transformer": ("onnx-converted", "verified on"),
     "lambda_transformer": ("python", "FunctionTransformer is not supported"),
     "custom_pyfunc": ("python", "not a scikit-learn model"),
-    "forest_with_missing": ("python", "rows get another label"),
+    "forest_with_missing": ("onnx-converted", "verified on"),
+    "voting_with_missing": ("python", "rows get another label"),
 }
 
 
@@ -147,7 +156,8 @@ def test_predict_and_v2_answer_the_models_own_predictions(server, python_models,
     assert r.status_code == 200, r.text
     outputs = {o["name"]: o for o in r.json()["outputs"]}
     output = outputs["predict"]
-    kinds = {"column_transformer": "INT64", "lambda_transformer": "FP64", "custom_pyfunc": "BYTES", "forest_with_missing": "INT64"}
+    kinds = {"column_transformer": "INT64", "lambda_transformer": "FP64", "custom_pyfunc": "BYTES",
+             "forest_with_missing": "INT64", "voting_with_missing": "INT64"}
     assert output["datatype"] == kinds[kind] and output["shape"][0] == len(rows), output
     same(output["data"], want)
     # A converted classifier also answers its probabilities, as scikit-learn models do.

@@ -155,6 +155,50 @@ def infinite_thresholds(estimator, depth=0):
     return False
 
 
+def tree_list(estimator):
+    """The decision trees of a decision tree or a forest (a pipeline's last step), in the order
+    skl2onnx numbers them (`nodes_treeids`); None for any other model."""
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[-1][1]
+    if hasattr(estimator, "tree_"):
+        return [estimator.tree_]
+    members = getattr(estimator, "estimators_", None)
+    if isinstance(members, list) and members and all(hasattr(m, "tree_") for m in members):
+        return [m.tree_ for m in members]
+    return None
+
+
+def carry_missing_directions(onx, estimator):
+    """skl2onnx drops where a tree sends a missing value (onnx/sklearn-onnx#1253), which
+    scikit-learn keeps per split (`tree_.missing_go_to_left`, learned, or the larger child when
+    no missing value was seen): copied into ONNX's `nodes_missing_value_tracks_true` (the true
+    branch of BRANCH_LEQ is scikit-learn's left child). Whether it then answers as the model
+    does is what the verification checks."""
+    import onnx
+
+    trees = tree_list(estimator)
+    ensembles = [n for n in onx.graph.node if n.op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")]
+    if trees is None or len(ensembles) != 1 or any(not hasattr(t, "missing_go_to_left") for t in trees):
+        return False
+    node = ensembles[0]
+    attrs = {a.name: a for a in node.attribute}
+    tree_ids = list(attrs["nodes_treeids"].ints)
+    node_ids = list(attrs["nodes_nodeids"].ints)
+    modes = list(attrs["nodes_modes"].strings)
+    if max(tree_ids, default=-1) >= len(trees):
+        return False
+    tracks = []
+    for t, n, mode in zip(tree_ids, node_ids, modes):
+        if mode != b"BRANCH_LEQ":
+            tracks.append(0)
+            continue
+        tracks.append(int(trees[t].missing_go_to_left[n]))
+    for a in [a for a in node.attribute if a.name == "nodes_missing_value_tracks_true"]:
+        node.attribute.remove(a)
+    node.attribute.append(onnx.helper.make_attribute("nodes_missing_value_tracks_true", tracks))
+    return True
+
+
 def convert(estimator, columns, double):
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
@@ -227,10 +271,12 @@ def main():
             signal.alarm(0)
     if onx is None:
         fail(out, "skl2onnx cannot convert the model: " + "; ".join(errors))
+    carried = carry_missing_directions(onx, estimator)
     with open(os.path.join(out, "model.onnx"), "wb") as f:
         f.write(onx.SerializeToString())
 
-    report = {"precision": precision, "versions": versions(), "rows": len(rows), "columns": names}
+    report = {"precision": precision, "versions": versions(), "rows": len(rows), "columns": names,
+              "missing_directions": carried}
     x = as_input(rows)
     predictions = estimator.predict(x)
     classes = getattr(estimator, "classes_", None)

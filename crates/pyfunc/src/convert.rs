@@ -58,12 +58,15 @@ struct Failure {
 /// Converts the model in `model_dir` into `out` (an empty folder) with the interpreter of
 /// `settings`, within its load timeout; or why it could not.
 pub async fn convert(settings: &PoolSettings, model_dir: &Path, out: &Path) -> Result<Converted, String> {
+    // The converter runs in `out`: the paths it is given must not be relative.
+    let model_dir = std::path::absolute(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    let out = &std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
     let mut command = tokio::process::Command::new(&settings.python);
     command
         .arg("-I")
         .arg("-c")
         .arg(CONVERT)
-        .arg(model_dir)
+        .arg(&model_dir)
         .arg(out)
         .env_clear()
         .envs(worker_env(settings, out))

@@ -78,11 +78,26 @@ pub struct PoolSettings {
     pub max_batch_rows: usize,
 }
 
+/// `python` as a path that works from any folder: a relative path made absolute (without
+/// resolving links: a venv's `python` is a link whose location picks the venv), a bare name
+/// looked up in this process's `PATH` (workers run with a minimal one, in their own folder).
+pub fn resolve_python(python: &Path) -> PathBuf {
+    if python.components().count() == 1 && !python.is_absolute() {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join(python)).find(|candidate| candidate.is_file())
+        });
+        if let Some(found) = found {
+            return found;
+        }
+    }
+    std::path::absolute(python).unwrap_or_else(|_| python.to_path_buf())
+}
+
 impl PoolSettings {
-    /// The defaults, for `python`.
+    /// The defaults, for `python` (resolved by [`resolve_python`]).
     pub fn new(python: PathBuf) -> PoolSettings {
         PoolSettings {
-            python,
+            python: resolve_python(&python),
             workers: 1,
             max_queue: 64,
             timeout: Duration::from_secs(30),
@@ -258,6 +273,8 @@ impl Pool {
             .tempdir()
             .map_err(|e| PoolError::Start(format!("creating the workers' home folder: {e}")))?;
         let (jobs, queue) = mpsc::channel(settings.max_queue.max(1));
+        // Workers run in their own folder: the model's path must not be relative.
+        let model_dir = std::path::absolute(&model_dir).unwrap_or(model_dir);
         let shared = Arc::new(Shared {
             model_dir,
             saved,
@@ -857,5 +874,19 @@ async fn forward_log(stream: impl AsyncRead + Unpin, label: String) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "shipyard::python", worker = %label, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_resolve_from_any_folder_without_following_links() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(resolve_python(Path::new(".venv/bin/python")), cwd.join(".venv/bin/python"));
+        assert_eq!(resolve_python(Path::new("/opt/py/bin/python3")), PathBuf::from("/opt/py/bin/python3"));
+        let sh = resolve_python(Path::new("sh"));
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
     }
 }
