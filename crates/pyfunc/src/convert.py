@@ -276,7 +276,7 @@ def main():
         f.write(onx.SerializeToString())
 
     report = {"precision": precision, "versions": versions(), "rows": len(rows), "columns": names,
-              "missing_directions": carried}
+              "missing_directions": carried, "accepts_missing": with_missing}
     x = as_input(rows)
     predictions = estimator.predict(x)
     classes = getattr(estimator, "classes_", None)
@@ -299,14 +299,6 @@ def main():
         from mlflow.models import infer_signature
 
         signature = infer_signature(rows[names].head(5))
-    if with_missing:
-        # The model takes missing values (as MLflow's schema enforcement lets a double column
-        # hold NaN): so does its conversion, whose verification covered them.
-        from mlflow.models import ModelSignature
-        from mlflow.types.schema import ColSpec, Schema
-
-        inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
-        signature = ModelSignature(inputs=inputs, outputs=signature.outputs)
     converted = Model(signature=signature)
     converted.add_flavor("onnx", data="model.onnx")
     converted.save(os.path.join(out, "MLmodel"))

@@ -27,6 +27,9 @@ pub struct Expected {
     /// Versions of scikit-learn, skl2onnx, onnx, numpy, mlflow used.
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
+    /// The model predicts rows with missing values (the verification rows include some).
+    #[serde(default)]
+    pub accepts_missing: bool,
     /// `classification` or `regression`.
     #[serde(default)]
     pub task: String,

@@ -263,6 +263,10 @@ pub struct LoadedModel {
     /// `native` (Shipyard's trained model) or `onnx-native` (the native ONNX engine).
     pub engine_name: &'static str,
     pub location: PathBuf,
+    /// Missing values are predicted even in columns the signature marks `required` (which then
+    /// only means the column must be present, as in MLflow): set for a scikit-learn model's
+    /// conversion whose verification covered rows with missing values.
+    pub missing_values_allowed: bool,
     engine: Engine,
 }
 
@@ -462,6 +466,7 @@ impl LoadedModel {
             flavor: "shipyard",
             engine_name: "native",
             location: path.to_path_buf(),
+            missing_values_allowed: false,
             engine: Engine::Native(Box::new(model)),
         })
     }
@@ -541,6 +546,7 @@ impl LoadedModel {
             flavor: "onnx",
             engine_name,
             location: path.to_path_buf(),
+            missing_values_allowed: false,
             engine: Engine::Onnx { model, layout },
         })
     }
@@ -640,7 +646,7 @@ impl LoadedModel {
         let mut problems: Vec<(usize, String)> = Vec::new();
         if let Inputs::Named(cols) = &self.inputs {
             for (col, values) in cols.iter().zip(&features.columns) {
-                if !col.required {
+                if !col.required || self.missing_values_allowed {
                     continue;
                 }
                 let missing: Vec<usize> = match values {

@@ -124,9 +124,13 @@ impl Loader {
             .map_err(|e| format!("conversion to ONNX failed: {e}"))?;
         let dir = converted.dir.clone();
         let rows = converted.rows.clone();
+        // As MLflow lets a required double column hold NaN, the conversion predicts missing
+        // values when the model does: the verification rows hold some then.
+        let accepts_missing = converted.expected.accepts_missing;
         let loaded = tokio::task::spawn_blocking(move || -> Result<(LoadedModel, Output), String> {
-            let model = LoadedModel::load(&dir, EngineChoice::Native)
+            let mut model = LoadedModel::load(&dir, EngineChoice::Native)
                 .map_err(|e| format!("Shipyard's engine cannot run the conversion: {e}"))?;
+            model.missing_values_allowed = accepts_missing;
             let output = model
                 .predict(std::slice::from_ref(&rows))
                 .map_err(|e| format!("Shipyard's engine failed on the verification rows: {e}"))?;

@@ -114,9 +114,7 @@ fn label_text(v: &serde_json::Value) -> String {
 /// The columns requests are read into, and whether the model takes them as a 2-D array.
 fn inputs_of(signature: Option<Vec<InputColumn>>, info: &ModelInfo) -> (Inputs, bool) {
     if let Some(columns) = signature {
-        // Values are checked by MLflow's schema enforcement in the worker, which lets a double
-        // column hold NaN: Shipyard refuses no missing value of its own.
-        let columns = columns.into_iter().map(|c| InputColumn { required: false, ..c }).collect();
+        // Values themselves are checked by MLflow's schema enforcement in the worker.
         return (Inputs::Named(columns), false);
     }
     if let Some(names) = &info.feature_names {
