@@ -184,7 +184,7 @@ def test_invocations_answers_byte_for_byte_as_mlflows_scoring_function(server, p
     env = dict(os.environ, **server.env)
     env.pop("SHIPYARD_TRACKING_URI", None)
     proc, url = start_serving(["--model", f"models:/{name}/1", "--tracking-uri", server.url,
-                               "--python", sys.executable], tmp_path, env=env)
+                               "--python", sys.executable], tmp_path, env=env, timeout=180)
     try:
         bodies = [
             json.dumps({"dataframe_split": rows.to_dict(orient="split")}),

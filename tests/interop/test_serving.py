@@ -13,6 +13,7 @@
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -231,23 +232,28 @@ def test_versions_logged_by_mlflow_are_gated_promoted_deployed_and_rolled_back(s
     assert {d["role"] for d in lineage["deployments"]} == {"arm 50%"}
 
 
-def start_serving(args, tmp_path, env=None):
-    """`shipyard serve ARGS` on a free port, waited for; (process, url)."""
+def start_serving(args, tmp_path, env=None, timeout=30):
+    """`shipyard serve ARGS` on a free port, waited for (a process that does not start in time is
+    stopped, not left behind); (process, url)."""
     binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
     port = free_port()
     log = open(tmp_path / f"serve-{port}.log", "w")
     proc = subprocess.Popen([binary, "serve", *args, "--port", str(port), "--home", str(tmp_path / "home")],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
+    deadline = time.time() + timeout
     while True:
         try:
             if requests.get(f"{url}/ping", timeout=1).status_code == 200:
                 return proc, url
         except requests.ConnectionError:
             pass
-        assert proc.poll() is None, open(tmp_path / f"serve-{port}.log").read()
-        assert time.time() < deadline, "shipyard serve did not start"
+        if proc.poll() is not None or time.time() >= deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            raise AssertionError(f"shipyard serve did not start within {timeout} s:\n"
+                                 + open(tmp_path / f"serve-{port}.log").read()[-3000:])
         time.sleep(0.05)
 
 
