@@ -404,7 +404,7 @@ impl ServedModel {
         let model = match &self.engine {
             Engine::Native(model) => model,
             Engine::Converted(model) => {
-                let output = Box::pin(self.run_native(model, batch)).await?;
+                let output = self.run_native(model, batch).await?;
                 return Ok(without_graph(output));
             }
             Engine::Python(model) => return model.predict(batch).await,
