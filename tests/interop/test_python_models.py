@@ -244,3 +244,79 @@ def test_a_worker_killed_during_a_request_fails_it_cleanly_and_the_next_is_answe
     assert f'shipyard_python_queue_depth{{{labels}}} 0' in metrics
     rss = [l for l in metrics.splitlines() if l.startswith(f'shipyard_python_worker_resident_bytes{{{labels},worker="0"}}')]
     assert rss and int(rss[0].split()[-1]) > 50 * 2**20, rss
+
+
+def test_a_conversion_is_kept_with_the_version_and_serves_without_python(server, python_models, tmp_path):
+    """The server's load kept each scikit-learn model's conversion (or the converter's refusal)
+    with the version's files: a replica with no Python at all serves a verified conversion from
+    it, and says why it cannot serve the others."""
+    env = dict(os.environ, **server.env)
+    env.pop("SHIPYARD_TRACKING_URI", None)
+    for kind in KINDS:
+        wait_ready(server.url, python_models[kind][0], "1", timeout=120)
+    name, rows, want, _ = python_models["column_transformer"]
+    started = time.time()
+    proc, url = start_serving(["--model", f"models:/{name}/1", "--tracking-uri", server.url], tmp_path, env=env)
+    try:
+        meta = requests.get(f"{url}/v2/models/{name}", timeout=10).json()
+        assert meta["parameters"]["engine"] == "onnx-converted", meta
+        assert meta["parameters"]["engine_reason"].startswith("kept ONNX conversion"), meta
+        r = post_json(f"{url}/predict/{name}", {"records": rows.to_dict(orient="records")})
+        assert r.status_code == 200, r.text
+        same(r.json()["predictions"], want)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    # No interpreter started: the replica was up within a few seconds, not a conversion's time.
+    assert time.time() - started < 20
+    binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+    reasons = {"lambda_transformer": ["FunctionTransformer is not supported", "(kept from an earlier attempt)"],
+               "voting_with_missing": ["kept ONNX conversion", "rows get another label"],
+               "custom_pyfunc": ["not a scikit-learn model"]}
+    for kind, words in reasons.items():
+        out = subprocess.run([binary, "serve", "--model", f"models:/{python_models[kind][0]}/1",
+                              "--tracking-uri", server.url, "--port", "0"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode != 0 and "--python" in out.stderr, out.stderr
+        assert all(w in out.stderr for w in words), out.stderr
+
+
+def test_a_version_tag_forces_python_workers(server, python_models):
+    """`shipyard.serving.sklearn_engine` on a version (or its model) picks the engine: a second
+    version of the converted pipeline, tagged `python`, is served by workers, with that reason."""
+    name, rows, want, uri = python_models["column_transformer"]
+    client = mlflow.MlflowClient(server.url)
+    version = client.create_model_version(name, uri, tags={"shipyard.serving.sklearn_engine": "python"}).version
+    client.set_registered_model_alias(name, "production", version)
+    try:
+        meta = wait_ready(server.url, name, version, timeout=120)
+        assert meta["parameters"]["engine"] == "python", meta
+        assert "--sklearn-engine python" in meta["parameters"]["engine_reason"], meta
+        r = post_json(f"{server.url}/predict/{name}", {"records": rows.to_dict(orient="records")})
+        assert r.status_code == 200, r.text
+        same(r.json()["predictions"], want)
+    finally:
+        client.set_registered_model_alias(name, "production", "1")
+
+
+@pytest.mark.parametrize("kind", ["column_transformer", "lambda_transformer", "custom_pyfunc"])
+def test_shipyard_predict_scores_python_models(server, python_models, kind, tmp_path):
+    """`shipyard predict` scores a file with a Python model on the engine it earns: the kept
+    conversion, or the model's workers (the file's extra columns left out of what they get)."""
+    from conftest import run_shipyard
+
+    name, rows, want, _ = python_models[kind]
+    wait_ready(server.url, name, "1", timeout=120)
+    data = rows.assign(row_id=range(len(rows)))
+    if kind == "custom_pyfunc":
+        # An empty text field reads as missing, which the signature's required column refuses.
+        data["note"] = "-"
+    data.to_csv(tmp_path / "rows.csv", index=False)
+    out = run_shipyard(server, "predict", "--model", f"models:/{name}/1", "--input", str(tmp_path / "rows.csv"),
+                       "--output", str(tmp_path / "scored.csv"), "--batch-size", "16", "--python", sys.executable)
+    engine = "native" if ENGINES[kind][0] == "onnx-converted" else "python"
+    assert f"{engine} engine" in out.stderr, out.stderr
+    scored = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False)
+    assert list(scored["row_id"]) == list(range(len(rows)))
+    got = scored["prediction"].tolist()
+    same(got, want)

@@ -23,6 +23,7 @@ use clap::Args;
 use shipyard_data::table::Table;
 use shipyard_runtime::fetch::{self, ModelUri};
 use shipyard_runtime::{EngineChoice, LoadedModel, Output, PredictError};
+use shipyard_serving::Engine;
 use shipyard_store::ArtifactStore;
 
 use crate::data::ReadArgs;
@@ -103,7 +104,12 @@ pub struct PredictArgs {
     read: ReadArgs,
     #[command(flatten)]
     store: DatasetStoreArgs,
+    #[command(flatten)]
+    python: crate::serve::PythonArgs,
 }
+
+/// How long a Python model may take over one chunk of rows.
+const PYTHON_CHUNK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A model loaded from a URI, with the temporary folder its files were copied to.
 pub struct Opened {
@@ -152,6 +158,41 @@ pub fn fetch_model_files(args: &ModelArgs, store: &DatasetStoreArgs) -> Result<F
         })?
     };
     Ok(Fetched { path, version, files: Some(dir) })
+}
+
+/// Keeps a conversion the load of `uri` made with the model's files in the store (local
+/// folders are left as they are): the next load anywhere reads it instead of converting.
+/// A failure is only logged: the model is served all the same.
+pub async fn keep_new_conversion(uri: &str, store: &DatasetStoreArgs, loaded: &shipyard_serving::loader::Loaded) {
+    let Some(conversion) = &loaded.new_conversion else { return };
+    let Ok(parsed) = ModelUri::parse(uri) else { return };
+    if matches!(parsed, ModelUri::Local(_)) {
+        return;
+    }
+    let (sub, record) = (shipyard_pyfunc::convert::CACHE_DIR, shipyard_serving::loader::KEPT_RECORD);
+    let kept = async {
+        if let Some(url) = store.server_url() {
+            let server = crate::tracking::Tracking::open(Some(url), Path::new(".")).await?;
+            let (location, _) = server.model_location(&parsed).await?;
+            server.upload_beside(&location, sub, conversion.path(), record).await?;
+        } else {
+            let db = store.database().await?;
+            let artifacts = ArtifactStore::open(&store.destination()).await;
+            let stored = match artifacts {
+                Ok(artifacts) => fetch::store_beside(&parsed, &db, &artifacts, sub, conversion.path(), record)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            db.close().await;
+            stored?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    match kept.await {
+        Ok(()) => tracing::info!("kept the ONNX conversion with {uri}"),
+        Err(e) => tracing::warn!("cannot keep the conversion with {uri}: {e:#}"),
+    }
 }
 
 /// Loads a model by URI: local paths directly, store URIs through a temporary copy.
@@ -296,6 +337,8 @@ fn scored_batch(input: &RecordBatch, output: &Output) -> Result<RecordBatch> {
         Output::Classes { classes, labels, probabilities, .. } => {
             add("prediction".into(), Arc::new(StringArray::from_iter_values(labels)))?;
             let k = classes.len();
+            // A Python model answers labels alone.
+            let classes = if probabilities.len() == labels.len() * k { classes.as_slice() } else { &[] };
             for (j, class) in classes.iter().enumerate() {
                 let column: Float64Array = probabilities.iter().skip(j).step_by(k.max(1)).copied().map(Some).collect();
                 add(format!("probability_{class}"), Arc::new(column))?;
@@ -376,9 +419,35 @@ impl Drop for Progress {
     }
 }
 
-/// Scores one chunk; returns the rows written and the rows rejected.
+/// What scores the rows: Shipyard's engine in this process, or a Python model's workers.
+enum Scorer<'a> {
+    Engine(&'a LoadedModel),
+    Python(&'a shipyard_serving::python::PythonModel, &'a tokio::runtime::Handle),
+}
+
+/// Scores one chunk through a Python model's workers: its answer, or (with `--on-error
+/// skip`) the reason the model refused the chunk, which then goes to the reject file whole
+/// (Python does not say which row it could not take).
+fn score_python_chunk(
+    model: &shipyard_serving::python::PythonModel,
+    runtime: &tokio::runtime::Handle,
+    chunk: &RecordBatch,
+    offset: usize,
+    on_error: OnError,
+) -> Result<std::result::Result<Output, String>> {
+    let rows = format!("rows {}..{}", offset + 1, offset + chunk.num_rows());
+    match (runtime.block_on(model.predict_table(chunk)), on_error) {
+        (Ok(output), _) => Ok(Ok(output)),
+        (Err(e), OnError::Skip) if e.kind == shipyard_serving::error::ErrorKind::Invalid => {
+            Ok(Err(format!("{rows}: {}", e.message)))
+        }
+        (Err(e), _) => Err(anyhow!("{rows}: {}", e.message)),
+    }
+}
+
+/// Scores one chunk; returns the rows written.
 fn score_chunk(
-    model: &LoadedModel,
+    scorer: &Scorer<'_>,
     chunk: &RecordBatch,
     offset: usize,
     on_error: OnError,
@@ -386,6 +455,24 @@ fn score_chunk(
     rejects: &mut Rejects,
     inference: &mut Duration,
 ) -> Result<usize> {
+    let model = match scorer {
+        Scorer::Engine(model) => *model,
+        Scorer::Python(model, runtime) => {
+            let start = Instant::now();
+            let answer = score_python_chunk(model, runtime, chunk, offset, on_error)?;
+            *inference += start.elapsed();
+            return match answer {
+                Ok(output) => {
+                    out.write(&scored_batch(chunk, &output)?)?;
+                    Ok(chunk.num_rows())
+                }
+                Err(reason) => {
+                    rejects.write(chunk, vec![reason; chunk.num_rows()])?;
+                    Ok(0)
+                }
+            };
+        }
+    };
     let features = model.features(std::slice::from_ref(chunk));
     let (chunk, features) = match (features, on_error) {
         (Ok(f), _) => (chunk.clone(), f),
@@ -429,8 +516,31 @@ fn decode_unchecked(model: &LoadedModel, chunk: &RecordBatch) -> Result<shipyard
 }
 
 pub fn run(args: PredictArgs) -> Result<crate::Outcome> {
-    let opened = open_model(&args.model, &args.store)?;
-    let model = &opened.model;
+    // Python models' workers and pool live on this runtime; Shipyard's engine runs on rayon.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let fetched = fetch_model_files(&args.model, &args.store)?;
+    let loader = args.python.loader(EngineChoice::from(args.model.engine), PYTHON_CHUNK_TIMEOUT);
+    let loaded = runtime.block_on(async {
+        let loaded = loader.load(fetched.path, fetched.files, &args.model.model).await;
+        if let Ok(loaded) = &loaded {
+            keep_new_conversion(&args.model.model, &args.store, loaded).await;
+        }
+        loaded
+    });
+    let loaded = loaded.map_err(|e| anyhow!("loading {}: {e}", args.model.model))?;
+    let handle = runtime.handle().clone();
+    let scorer = match &loaded.engine {
+        Engine::Native(model) | Engine::Converted(model) => Scorer::Engine(model),
+        Engine::Python(model) => Scorer::Python(model, &handle),
+    };
+    let engine_name = match &scorer {
+        Scorer::Engine(model) => model.engine_name,
+        Scorer::Python(..) => "python",
+    };
     let path = datasets::resolve_input(&args.input, &args.store)?;
     let mut table = Table::open(&path, &args.read.options()?)?;
     let format = args.format.unwrap_or_else(|| {
@@ -461,7 +571,7 @@ pub fn run(args: PredictArgs) -> Result<crate::Outcome> {
                     let offset = *first_row as usize + start;
                     let ScanState { out, rejects, inference, rows, progress, .. } = state;
                     let out = out.as_mut().map_err(|e| shipyard_data::error::DataError::invalid(e.clone()))?;
-                    *rows += score_chunk(model, &chunk, offset, on_error, out, rejects, inference)
+                    *rows += score_chunk(&scorer, &chunk, offset, on_error, out, rejects, inference)
                         .map_err(|e| shipyard_data::error::DataError::invalid(format!("{e:#}")))?;
                     progress.inc(len);
                     start += len;
@@ -480,7 +590,7 @@ pub fn run(args: PredictArgs) -> Result<crate::Outcome> {
         "scored {rows} rows in {:.3} ms (inference {:.3} ms, {} engine){}",
         started.elapsed().as_secs_f64() * 1e3,
         inference.as_secs_f64() * 1e3,
-        model.engine_name,
+        engine_name,
         if rejected > 0 {
             format!("; {rejected} rows rejected, see {}", rejects_display(&args))
         } else {

@@ -69,6 +69,16 @@ pub struct ServingArgs {
     /// Hours the prediction log keeps rows (0: forever).
     #[arg(long, default_value_t = 168)]
     log_retention_hours: u64,
+    #[command(flatten)]
+    pub python: PythonArgs,
+    /// Models of runs kept loaded for `POST /predict/{run_id}` (the least recently used leaves).
+    #[arg(long, default_value_t = 8)]
+    max_run_models: usize,
+}
+
+/// How Python models (MLflow python_function models) are loaded: served, scored or gated.
+#[derive(Args, Clone, Debug)]
+pub struct PythonArgs {
     /// An interpreter with the packages of the Python models to serve (MLflow python_function
     /// models: scikit-learn pickles, custom PythonModels), run as worker processes; without it
     /// such models are refused. Loading a pickle runs its code: serve only models you trust.
@@ -103,9 +113,6 @@ pub struct ServingArgs {
     /// workers; `onnx` serves any conversion; `python` never converts.
     #[arg(long, value_enum, default_value_t = SklearnEngineArg::Auto)]
     sklearn_engine: SklearnEngineArg,
-    /// Models of runs kept loaded for `POST /predict/{run_id}` (the least recently used leaves).
-    #[arg(long, default_value_t = 8)]
-    max_run_models: usize,
 }
 
 /// `--sklearn-engine`.
@@ -116,7 +123,7 @@ pub enum SklearnEngineArg {
     Python,
 }
 
-impl ServingArgs {
+impl PythonArgs {
     /// How scikit-learn models are served.
     pub fn sklearn_engine(&self) -> SklearnEngine {
         match self.sklearn_engine {
@@ -126,9 +133,32 @@ impl ServingArgs {
         }
     }
 
+    /// How models are loaded; a Python model's request may take `timeout`.
+    pub fn loader(&self, engine: EngineChoice, timeout: Duration) -> Loader {
+        Loader { engine, python: self.pool(timeout), sklearn: self.sklearn_engine() }
+    }
+
+    /// How Python models are served, or `None` without an interpreter.
+    pub fn pool(&self, timeout: Duration) -> Option<shipyard_pyfunc::PoolSettings> {
+        let python = self.python.clone()?;
+        Some(shipyard_pyfunc::PoolSettings {
+            workers: self.python_workers.max(1),
+            max_queue: self.python_max_queue.max(1),
+            timeout,
+            load_timeout: Duration::from_secs(self.python_load_timeout_s.max(1)),
+            max_rss_mib: self.python_max_rss_mib,
+            threads_per_worker: self.python_threads.max(1),
+            allow_version_mismatch: self.allow_version_mismatch,
+            max_batch_rows: self.python_max_batch_rows,
+            ..shipyard_pyfunc::PoolSettings::new(python)
+        })
+    }
+}
+
+impl ServingArgs {
     /// How models are loaded.
     pub fn loader(&self, engine: EngineChoice) -> Loader {
-        Loader { engine, python: self.python(), sklearn: self.sklearn_engine() }
+        self.python.loader(engine, Duration::from_millis(self.timeout_ms.max(1)))
     }
 
     pub fn settings(&self) -> ModelSettings {
@@ -143,22 +173,6 @@ impl ServingArgs {
             cache_entries: self.cache_entries,
             cache_ttl: Duration::from_secs(self.cache_ttl_s),
         }
-    }
-
-    /// How Python models are served, or `None` without an interpreter.
-    pub fn python(&self) -> Option<shipyard_pyfunc::PoolSettings> {
-        let python = self.python.clone()?;
-        Some(shipyard_pyfunc::PoolSettings {
-            workers: self.python_workers.max(1),
-            max_queue: self.python_max_queue.max(1),
-            timeout: Duration::from_millis(self.timeout_ms.max(1)),
-            load_timeout: Duration::from_secs(self.python_load_timeout_s.max(1)),
-            max_rss_mib: self.python_max_rss_mib,
-            threads_per_worker: self.python_threads.max(1),
-            allow_version_mismatch: self.allow_version_mismatch,
-            max_batch_rows: self.python_max_batch_rows,
-            ..shipyard_pyfunc::PoolSettings::new(python)
-        })
     }
 
     pub fn sync_interval(&self) -> Duration {
@@ -260,10 +274,12 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
         let loader = args.serving.loader(EngineChoice::from(args.engine));
         // Models are loaded before the port opens: ready means ready.
         let load = async |fetched: Fetched, uri: &str| {
-            loader
-                .load_with_choice(fetched.path, fetched.files, uri)
+            let loaded = loader
+                .load(fetched.path, fetched.files, uri)
                 .await
-                .map_err(|e| anyhow::anyhow!("loading {uri}: {e}"))
+                .map_err(|e| anyhow::anyhow!("loading {uri}: {e}"))?;
+            crate::predict::keep_new_conversion(uri, &args.store, &loaded).await;
+            Ok::<_, anyhow::Error>((loaded.engine, loaded.choice))
         };
         let fallback = match fallback {
             Some((fetched, uri)) => {
@@ -348,7 +364,7 @@ async fn replicate<S: Source>(
         EngineChoice::from(args.engine),
         args.serving.settings(),
     )
-    .with_python(args.serving.python(), args.serving.sklearn_engine());
+    .with_loader(args.serving.loader(EngineChoice::from(args.engine)));
     // What this replica has applied is reported from the start, loads included.
     let reporting = catalog.report();
     // Loaded before the port opens: ready means ready.
@@ -416,8 +432,23 @@ impl Source for HttpSource {
         self.0.alias_version(model, alias).await.map_err(unavailable)
     }
 
-    async fn model_tags(&self, model: &str) -> Result<Vec<shipyard_core::entities::KeyValue>, shipyard_core::Error> {
-        self.0.registered_model_tags(model).await.map_err(unavailable)
+    async fn serving_tags(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Vec<shipyard_core::entities::KeyValue>, shipyard_core::Error> {
+        let mut tags = self.0.registered_model_tags(model).await.map_err(unavailable)?;
+        tags.extend(self.0.model_version_tags(model, version).await.map_err(unavailable)?);
+        Ok(tags)
+    }
+
+    async fn keep_conversion(&self, uri: &shipyard_runtime::ModelUri, dir: &Path) -> Result<(), shipyard_core::Error> {
+        let (location, _) = self.0.model_location(uri).await.map_err(unavailable)?;
+        self.0
+            .upload_beside(&location, shipyard_pyfunc::convert::CACHE_DIR, dir, shipyard_serving::loader::KEPT_RECORD)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn fetch(&self, model: &str, version: &str, dir: &Path) -> Result<PathBuf, shipyard_core::Error> {
@@ -474,7 +505,7 @@ pub async fn catalog_state(
         EngineChoice::Auto,
         serving.settings(),
     )
-    .with_python(serving.python(), serving.sklearn_engine());
+    .with_loader(serving.loader(EngineChoice::Auto));
     state.serve_runs(catalog.run_models(serving.max_run_models));
     let reporting = catalog.report();
     // The first sync before the port opens, so models are ready when the server is.

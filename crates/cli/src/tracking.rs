@@ -347,6 +347,48 @@ impl Tracking {
         Ok(serde_json::from_value(answer["registered_model"]["tags"].clone()).unwrap_or_default())
     }
 
+    /// A registered model version's tags.
+    pub async fn model_version_tags(
+        &self,
+        model: &str,
+        version: &str,
+    ) -> Result<Vec<shipyard_core::entities::KeyValue>> {
+        let answer =
+            self.call(reqwest::Method::GET, "model-versions/get", json!({"name": model, "version": version})).await?;
+        Ok(serde_json::from_value(answer["model_version"]["tags"].clone()).unwrap_or_default())
+    }
+
+    /// Uploads the files of the local folder `dir` (not its subfolders) into the folder `sub`
+    /// of the artifact folder `location` (a model's), through the proxied artifact API;
+    /// `record` last.
+    pub async fn upload_beside(&self, location: &str, sub: &str, dir: &Path, record: &str) -> Result<usize> {
+        let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
+        let root = shipyard_core::artifact_path::ArtifactPath::from_proxied_uri(location)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                files.push(entry.path());
+            }
+        }
+        files.sort_by_key(|p| p.file_name().is_some_and(|n| n == record));
+        for file in &files {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let path = format!("{root}/{sub}/{name}");
+            let encoded: Vec<String> = path
+                .split('/')
+                .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+                .collect();
+            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts/{}", encoded.join("/"));
+            let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
+            let response = client.put(&url).body(bytes).send().await.with_context(|| format!("uploading {path}"))?;
+            if !response.status().is_success() {
+                bail!("uploading {path}: HTTP {}", response.status());
+            }
+        }
+        Ok(files.len())
+    }
+
     /// Sets a tag on a registered model version (MLflow's `model-versions/set-tag`).
     pub async fn set_model_version_tag(&self, model: &str, version: &str, key: &str, value: &str) -> Result<()> {
         self.call(

@@ -26,9 +26,11 @@ import traceback
 ATTEMPT_SECONDS = 30
 
 
-def fail(out, message):
+def fail(out, message, refused=False):
+    """Exits 1 with the reason; `refused`: the verdict on the model itself, the same at every
+    attempt (Shipyard keeps it), not a failure of this attempt."""
     with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump({"error": message}, f)
+        json.dump({"error": message, "refused": refused}, f)
     sys.exit(1)
 
 
@@ -236,7 +238,7 @@ def main():
     try:
         columns, has_signature = columns_of(meta, estimator, example)
     except Exception as e:
-        fail(out, str(e))
+        fail(out, str(e), refused=True)
     names = [c for c, _ in columns]
 
     def as_input(frame):
@@ -251,6 +253,7 @@ def main():
 
     rows, with_missing = verification_rows(columns, example, accepts)
     errors = []
+    timed_out = False
     onx = None
 
     def too_slow(signum, frame):
@@ -266,11 +269,12 @@ def main():
             precision = "double" if double else "float"
             break
         except Exception as e:
+            timed_out = timed_out or isinstance(e, TimeoutError)
             errors.append(f"{'double' if double else 'float'}: {type(e).__name__}: {e}")
         finally:
             signal.alarm(0)
     if onx is None:
-        fail(out, "skl2onnx cannot convert the model: " + "; ".join(errors))
+        fail(out, "skl2onnx cannot convert the model: " + "; ".join(errors), refused=not timed_out)
     carried = carry_missing_directions(onx, estimator)
     with open(os.path.join(out, "model.onnx"), "wb") as f:
         f.write(onx.SerializeToString())

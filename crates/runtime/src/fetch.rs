@@ -155,6 +155,38 @@ pub async fn fetch_model(
     Ok((file, version))
 }
 
+/// Copies the files of the local folder `dir` (not its subfolders) into the folder `sub` of
+/// the model `uri` names, in the store: what a load learned about the model (its conversion)
+/// kept with its files. `record`, the file readers go by, is written last. The number of
+/// files copied.
+pub async fn store_beside(
+    uri: &ModelUri,
+    db: &Database,
+    artifacts: &ArtifactStore,
+    sub: &str,
+    dir: &Path,
+    record: &str,
+) -> Result<usize, FetchError> {
+    let (root, _) = locate(uri, db).await?;
+    let target = root.join(&ArtifactPath::parse(sub)?);
+    let io = |path: &Path, source| FetchError::Io { path: path.display().to_string(), source };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        if entry.file_type().map_err(|e| io(dir, e))?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort_by_key(|p| p.file_name().is_some_and(|n| n == record));
+    for file in &files {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = tokio::fs::read(file).await.map_err(|e| io(file, e))?;
+        let body = futures::stream::once(async move { Ok::<_, shipyard_core::Error>(bytes::Bytes::from(bytes)) });
+        artifacts.put(&target.join(&ArtifactPath::parse(&name)?), body).await?;
+    }
+    Ok(files.len())
+}
+
 /// Copies every file under `root` into `dest`, keeping the layout. Files land under a
 /// temporary name first and are renamed when complete.
 pub async fn download_tree(artifacts: &ArtifactStore, root: &ArtifactPath, dest: &Path) -> Result<usize, FetchError> {

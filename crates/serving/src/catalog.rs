@@ -36,13 +36,12 @@ use shipyard_core::entities::KeyValue;
 use shipyard_core::rollout::{
     AliasModelState, DeploymentScope, DeploymentState, LoadState, ProcessReport, VersionState,
 };
-use shipyard_pyfunc::PoolSettings;
 use shipyard_runtime::EngineChoice;
 use shipyard_runtime::fetch::{self, ModelUri};
 use shipyard_store::{ArtifactStore, Database};
 
 use crate::conversion::SklearnEngine;
-use crate::loader::{Choice, Loader};
+use crate::loader::{Choice, KEPT_RECORD, Loader};
 use crate::rollout::StatusBoard;
 use crate::runs::RunModels;
 use crate::{Deployment, ModelSettings, ServedModel, ServingState};
@@ -75,12 +74,15 @@ pub trait Source: Send + Sync + 'static {
     fn deployments(&self, which: &Deployments) -> impl Future<Output = Result<Vec<Spec>, Error>> + Send;
     /// The version an alias points at, `None` when it is not set.
     fn alias_version(&self, model: &str, alias: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
-    /// A registered model's tags (its serving settings).
-    fn model_tags(&self, model: &str) -> impl Future<Output = Result<Vec<KeyValue>, Error>> + Send;
+    /// A version's serving settings: its registered model's tags, then its own (which win).
+    fn serving_tags(&self, model: &str, version: &str) -> impl Future<Output = Result<Vec<KeyValue>, Error>> + Send;
     /// Copies a version's files into `dir`; the path to load.
     fn fetch(&self, model: &str, version: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
     /// Copies the model a run logged as `model` (`runs:/RUN_ID/model`) into `dir`; the path to load.
     fn fetch_run(&self, run_id: &str, dir: &Path) -> impl Future<Output = Result<PathBuf, Error>> + Send;
+    /// Keeps the files of `dir`, a new conversion of the model `uri` names, with that model's
+    /// files in the store ([`shipyard_pyfunc::convert::CACHE_DIR`]).
+    fn keep_conversion(&self, uri: &ModelUri, dir: &Path) -> impl Future<Output = Result<(), Error>> + Send;
     /// Tags a version with the engine that serves it and why ([`ENGINE_TAG`]).
     fn record_engine(
         &self,
@@ -117,8 +119,19 @@ impl Source for StoreSource {
         self.db.current_alias_version(model, alias).await
     }
 
-    async fn model_tags(&self, model: &str) -> Result<Vec<KeyValue>, Error> {
-        Ok(self.db.get_registered_model(model).await?.tags)
+    async fn serving_tags(&self, model: &str, version: &str) -> Result<Vec<KeyValue>, Error> {
+        let mut tags = self.db.get_registered_model(model).await?.tags;
+        tags.extend(self.db.get_model_version(model, version).await?.tags);
+        Ok(tags)
+    }
+
+    async fn keep_conversion(&self, uri: &ModelUri, dir: &Path) -> Result<(), Error> {
+        let (db, artifacts) = (&self.db, &self.artifacts);
+        match fetch::store_beside(uri, db, artifacts, shipyard_pyfunc::convert::CACHE_DIR, dir, KEPT_RECORD).await {
+            Ok(_) => Ok(()),
+            Err(fetch::FetchError::Store(e)) => Err(e),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
     }
 
     async fn fetch(&self, model: &str, version: &str, dir: &Path) -> Result<PathBuf, Error> {
@@ -214,11 +227,9 @@ impl<S: Source> Catalog<S> {
         }
     }
 
-    /// Serves Python models with `python` (`None`: they are refused, naming the flag), and
-    /// scikit-learn models as `sklearn` says.
-    pub fn with_python(mut self, python: Option<PoolSettings>, sklearn: SklearnEngine) -> Catalog<S> {
-        self.loader.python = python;
-        self.loader.sklearn = sklearn;
+    /// Loads models with `loader` (Python models, scikit-learn conversions).
+    pub fn with_loader(mut self, loader: Loader) -> Catalog<S> {
+        self.loader = loader;
         self
     }
 
@@ -230,7 +241,15 @@ impl<S: Source> Catalog<S> {
             let source = source.clone();
             Box::pin(async move { source.fetch_run(&run_id, &dir).await })
         });
-        RunModels::new(fetch, self.loader.clone(), self.settings.clone(), capacity)
+        let source = self.source.clone();
+        let keep: crate::runs::KeepRunConversion = Arc::new(move |run_id: String, dir: PathBuf| {
+            let source = source.clone();
+            Box::pin(async move {
+                let uri = ModelUri::Run { run_id, path: RUN_MODEL_PATH.to_owned() };
+                source.keep_conversion(&uri, &dir).await
+            })
+        });
+        RunModels::new(fetch, keep, self.loader.clone(), self.settings.clone(), capacity)
     }
 
     /// A reference's version now (`None`: its alias is not set).
@@ -438,17 +457,24 @@ impl<S: Source> Catalog<S> {
     }
 
     async fn load(&self, name: &str, version: &str, metrics: &crate::Metrics) -> Result<Arc<ServedModel>, String> {
-        let tags = self.source.model_tags(name).await.unwrap_or_default();
+        let tags = self.source.serving_tags(name, version).await.unwrap_or_default();
         let mut loader = self.loader.clone();
-        let settings = settings_from_tags(&self.settings, loader.python.as_mut(), name, &tags);
+        let settings = settings_from_tags(&self.settings, &mut loader, name, &tags);
         let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
         let path = self.source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
-        let (model, choice) = loader.load_with_choice(path, Some(dir), &format!("{name}/{version}")).await?;
-        if let Err(e) = self.source.record_engine(name, version, &choice).await {
+        let loaded = loader.load(path, Some(dir), &format!("{name}/{version}")).await?;
+        if let Some(conversion) = &loaded.new_conversion {
+            let uri = ModelUri::Version { name: name.to_owned(), version: version.to_owned() };
+            if let Err(e) = self.source.keep_conversion(&uri, conversion.path()).await {
+                tracing::warn!(model = name, version, "cannot keep the conversion with the version: {e}");
+            }
+        }
+        if let Err(e) = self.source.record_engine(name, version, &loaded.choice).await {
             tracing::warn!(model = name, version, "cannot tag the version with its engine: {e}");
         }
-        let served = ServedModel::new(name.to_owned(), Some(version.to_owned()), model, settings, None, metrics);
-        let _ = served.engine_choice.set(choice);
+        let served =
+            ServedModel::new(name.to_owned(), Some(version.to_owned()), loaded.engine, settings, None, metrics);
+        let _ = served.engine_choice.set(loaded.choice);
         served.warm_up().await;
         Ok(served)
     }
@@ -493,17 +519,26 @@ impl<S: Source> Reporting<S> {
 /// The tag prefix of per-model serving settings.
 pub const SETTINGS_TAG_PREFIX: &str = "shipyard.serving.";
 
-/// `defaults`, with the registered model's `shipyard.serving.*` tags applied; `python`, the
-/// Python pool's settings (when Python models are served), takes the `python_*` ones.
+/// `defaults`, with the `shipyard.serving.*` tags applied (the registered model's, then the
+/// version's); `loader` takes `sklearn_engine` (`auto`, `onnx` or `python`) and, when Python
+/// models are served, the `python_*` ones.
 pub fn settings_from_tags(
     defaults: &ModelSettings,
-    mut python: Option<&mut PoolSettings>,
+    loader: &mut Loader,
     model: &str,
     tags: &[KeyValue],
 ) -> ModelSettings {
     let mut settings = defaults.clone();
+    let mut python = loader.python.as_mut();
     for tag in tags {
         let Some(key) = tag.key.strip_prefix(SETTINGS_TAG_PREFIX) else { continue };
+        if key == "sklearn_engine" {
+            match tag.value.trim().parse::<SklearnEngine>() {
+                Ok(engine) => loader.sklearn = engine,
+                Err(e) => tracing::warn!(model, "ignoring tag {}: {e}", tag.key),
+            }
+            continue;
+        }
         let Ok(n) = tag.value.trim().parse::<u64>() else {
             tracing::warn!(model, "ignoring tag {}={:?}: not a whole number", tag.key, tag.value);
             continue;
@@ -554,13 +589,24 @@ mod tests {
             tag("owner", "team-a"),
         ];
         let defaults = ModelSettings::default();
-        let settings = settings_from_tags(&defaults, None, "m", &tags);
+        let mut loader = Loader { engine: EngineChoice::Auto, python: None, sklearn: SklearnEngine::Auto };
+        let settings = settings_from_tags(&defaults, &mut loader, "m", &tags);
         assert_eq!(settings.max_batch_rows, 64);
         assert_eq!(settings.timeout, Duration::from_millis(250));
         assert_eq!(settings.cache_entries, defaults.cache_entries);
-        let mut python = PoolSettings::new("python3".into());
-        let tags = [tag("shipyard.serving.python_workers", "3"), tag("shipyard.serving.timeout_ms", "900")];
-        settings_from_tags(&defaults, Some(&mut python), "m", &tags);
+        let mut loader = Loader {
+            engine: EngineChoice::Auto,
+            python: Some(shipyard_pyfunc::PoolSettings::new("python3".into())),
+            sklearn: SklearnEngine::Auto,
+        };
+        let tags = [
+            tag("shipyard.serving.python_workers", "3"),
+            tag("shipyard.serving.timeout_ms", "900"),
+            tag("shipyard.serving.sklearn_engine", "python"),
+        ];
+        settings_from_tags(&defaults, &mut loader, "m", &tags);
+        let python = loader.python.as_ref().unwrap();
         assert_eq!((python.workers, python.timeout), (3, Duration::from_millis(900)));
+        assert_eq!(loader.sklearn, SklearnEngine::Python);
     }
 }

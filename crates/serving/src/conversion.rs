@@ -28,6 +28,19 @@ pub enum SklearnEngine {
     Python,
 }
 
+impl std::str::FromStr for SklearnEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SklearnEngine, String> {
+        match s {
+            "auto" => Ok(SklearnEngine::Auto),
+            "onnx" => Ok(SklearnEngine::Onnx),
+            "python" => Ok(SklearnEngine::Python),
+            other => Err(format!("'{other}' is not an engine for scikit-learn models (auto, onnx or python)")),
+        }
+    }
+}
+
 /// The comparison of the converted model's answers with scikit-learn's.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verification {

@@ -2,11 +2,15 @@
 //! and `onnx` flavors, compiled on the blocking pool) or Python workers (any other MLflow model
 //! with a `python_function` flavor, when the server was given an interpreter). A scikit-learn
 //! model is first converted to ONNX and verified ([`crate::conversion`]): it runs on Shipyard's
-//! engine when the conversion answers as the model does, on Python workers otherwise.
+//! engine when the conversion answers as the model does, on Python workers otherwise. A
+//! conversion is kept with the model's files in the store ([`convert::CACHE_DIR`]): a later
+//! load, here or on another server, verifies it again on this engine (milliseconds) and needs
+//! no Python at all.
 
 use std::path::{Path, PathBuf};
 
 use shipyard_pyfunc::PoolSettings;
+use shipyard_pyfunc::convert::{self, ConvertError};
 use shipyard_runtime::{EngineChoice, LoadedModel, ModelFile, Output, PythonFlavor};
 
 use crate::Engine;
@@ -44,48 +48,57 @@ impl Choice {
     }
 }
 
+/// A loaded model, the engine chosen, and a new conversion to keep with the model's files.
+pub struct Loaded {
+    pub engine: Engine,
+    pub choice: Choice,
+    /// A conversion made by this load (its ONNX file and verification rows, or the
+    /// converter's refusal), to be copied into the model's [`CACHE_DIR`] in the store so the
+    /// next load reads it instead of converting again.
+    pub new_conversion: Option<tempfile::TempDir>,
+}
+
+/// What the conversion step decided for a scikit-learn model.
+struct Conversion {
+    /// The converted model and the verification's summary, or why Python serves it.
+    outcome: Result<(LoadedModel, String), String>,
+    new_conversion: Option<tempfile::TempDir>,
+}
+
 impl Loader {
     /// Loads the model at `path`; `files` is the temporary folder holding it, if it was fetched
     /// (a Python model keeps it: its workers may need to load it again). `label` names the
     /// model in messages.
-    pub async fn load(&self, path: PathBuf, files: Option<tempfile::TempDir>, label: &str) -> Result<Engine, String> {
-        self.load_with_choice(path, files, label).await.map(|(engine, _)| engine)
-    }
-
-    /// [`Loader::load`], with the engine chosen and why.
-    pub async fn load_with_choice(
-        &self,
-        path: PathBuf,
-        files: Option<tempfile::TempDir>,
-        label: &str,
-    ) -> Result<(Engine, Choice), String> {
+    pub async fn load(&self, path: PathBuf, files: Option<tempfile::TempDir>, label: &str) -> Result<Loaded, String> {
         let model_file = path.join("MLmodel").is_file().then(|| ModelFile::read(&path));
         if let Some(Ok(file)) = model_file
             && let Some(flavor) = PythonFlavor::of(&file.flavors)
         {
-            let Some(settings) = &self.python else {
-                return Err(format!(
-                    "{label} is a Python model (loader {}): start the server with --python PATH, an interpreter with the model's packages, to serve it",
-                    flavor.loader_module
-                ));
-            };
+            let mut new_conversion = None;
             let why_python = if flavor.sklearn.is_none() {
                 "not a scikit-learn model".to_owned()
             } else if self.sklearn == SklearnEngine::Python {
                 "conversion turned off (--sklearn-engine python)".to_owned()
             } else {
-                match self.converted(settings, &path, label).await {
+                let conversion = self.converted(&path, label).await;
+                new_conversion = conversion.new_conversion;
+                match conversion.outcome {
                     Ok((model, reason)) => {
                         tracing::info!(model = label, "serving the ONNX conversion: {reason}");
                         let engine = Engine::Converted(std::sync::Arc::new(model));
-                        return Ok((engine, Choice { engine: "onnx-converted".into(), reason }));
+                        let choice = Choice { engine: "onnx-converted".into(), reason };
+                        return Ok(Loaded { engine, choice, new_conversion });
                     }
-                    Err(reason) => {
-                        tracing::info!(model = label, "serving with Python workers: {reason}");
-                        reason
-                    }
+                    Err(reason) => reason,
                 }
             };
+            let Some(settings) = &self.python else {
+                return Err(format!(
+                    "{label} is a Python model (loader {}) and needs Python workers ({why_python}): start the server with --python PATH, an interpreter with the model's packages",
+                    flavor.loader_module
+                ));
+            };
+            tracing::info!(model = label, "serving with Python workers: {why_python}");
             let mut settings = settings.clone();
             if flavor.sklearn.is_none() {
                 // A custom model's answer need not have one row per input row: never joined.
@@ -94,7 +107,8 @@ impl Loader {
             let model = PythonModel::start(path, files, file, flavor, settings, label.to_owned())
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok((Engine::from(model), Choice { engine: "python".into(), reason: why_python }));
+            let choice = Choice { engine: "python".into(), reason: why_python };
+            return Ok(Loaded { engine: Engine::from(model), choice, new_conversion });
         }
         let engine = self.engine;
         // Loading compiles the model: CPU work, off the reactor. The files can go afterwards.
@@ -104,24 +118,74 @@ impl Loader {
             .map_err(|e| e.to_string())?;
         drop(files);
         let choice = Choice { engine: model.engine_name.into(), reason: format!("the {} flavor", model.flavor) };
-        Ok((Engine::from(model), choice))
+        Ok(Loaded { engine: Engine::from(model), choice, new_conversion: None })
     }
 
-    /// The model converted to ONNX and loaded on Shipyard's engine, with the verification's
-    /// summary; or why it is not served so.
-    async fn converted(
+    /// The scikit-learn model at `path` converted to ONNX and loaded on Shipyard's engine, with
+    /// the verification's summary; or why it is not served so. A conversion kept with the
+    /// model's files under the same key is used (and verified again on this engine) without
+    /// starting Python; otherwise the model is converted now, and the new conversion (or the
+    /// converter's refusal) is handed back to be kept.
+    async fn converted(&self, path: &Path, label: &str) -> Conversion {
+        let dir = path.to_path_buf();
+        let key = match tokio::task::spawn_blocking(move || convert::model_key(&dir)).await {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) => return Conversion::without(format!("reading the model's files: {e}")),
+            Err(e) => return Conversion::without(format!("the hashing task failed: {e}")),
+        };
+        let kept = path.join(convert::CACHE_DIR);
+        match KeptConversion::read(&kept) {
+            Some(record) if record.key == key => match record.refused {
+                Some(reason) => return Conversion::without(format!("{reason} (kept from an earlier attempt)")),
+                None => match convert::read_converted(&kept) {
+                    Ok(converted) => {
+                        let outcome = self.verified(converted, label, "kept ONNX conversion").await;
+                        return Conversion { outcome, new_conversion: None };
+                    }
+                    Err(e) => tracing::warn!(model = label, "the kept conversion is unreadable, converting again: {e}"),
+                },
+            },
+            Some(_) => tracing::info!(model = label, "the kept conversion is of other files, converting again"),
+            None => {}
+        }
+        let Some(settings) = &self.python else {
+            return Conversion::without(
+                "no conversion is kept with the model and no --python interpreter can make one".into(),
+            );
+        };
+        let out = match tempfile::Builder::new().prefix("shipyard-convert-").tempdir() {
+            Ok(out) => out,
+            Err(e) => return Conversion::without(format!("creating a folder for the conversion: {e}")),
+        };
+        match convert::convert(settings, path, out.path()).await {
+            Ok(converted) => {
+                let keep = KeptConversion { key, refused: None }.write(out.path());
+                let outcome = self.verified(converted, label, "ONNX conversion").await;
+                Conversion { outcome, new_conversion: keep.ok().map(|()| out) }
+            }
+            Err(ConvertError::Refused(reason)) => {
+                let reason = format!("conversion to ONNX refused: {reason}");
+                // Only the verdict is kept: nothing else the converter left.
+                let keep = tempfile::Builder::new()
+                    .prefix("shipyard-convert-")
+                    .tempdir()
+                    .ok()
+                    .filter(|d| KeptConversion { key, refused: Some(reason.clone()) }.write(d.path()).is_ok());
+                Conversion { outcome: Err(reason), new_conversion: keep }
+            }
+            Err(ConvertError::Failed(reason)) => Conversion::without(format!("conversion to ONNX failed: {reason}")),
+        }
+    }
+
+    /// Runs `converted` on Shipyard's engine over its verification rows and compares with
+    /// scikit-learn's answers: the loaded model when they agree (or when told to serve it
+    /// regardless), else why not.
+    async fn verified(
         &self,
-        settings: &PoolSettings,
-        path: &Path,
+        converted: convert::Converted,
         label: &str,
+        what: &str,
     ) -> Result<(LoadedModel, String), String> {
-        let out = tempfile::Builder::new()
-            .prefix("shipyard-convert-")
-            .tempdir()
-            .map_err(|e| format!("creating a folder for the conversion: {e}"))?;
-        let converted = shipyard_pyfunc::convert::convert(settings, path, out.path())
-            .await
-            .map_err(|e| format!("conversion to ONNX failed: {e}"))?;
         let dir = converted.dir.clone();
         let rows = converted.rows.clone();
         // As MLflow lets a required double column hold NaN, the conversion predicts missing
@@ -141,7 +205,7 @@ impl Loader {
         let (model, output) = loaded?;
         let verification = conversion::verify(&converted.expected, &output);
         let summary = format!(
-            "ONNX conversion ({} inputs, skl2onnx {}) {}",
+            "{what} ({} inputs, skl2onnx {}) {}",
             converted.expected.precision,
             converted.expected.versions.get("skl2onnx").map_or("?", String::as_str),
             verification.summary()
@@ -154,5 +218,32 @@ impl Loader {
             }
             (false, _) => Err(summary),
         }
+    }
+}
+
+impl Conversion {
+    fn without(reason: String) -> Conversion {
+        Conversion { outcome: Err(reason), new_conversion: None }
+    }
+}
+
+/// The record of a kept conversion, [`KEPT_RECORD`] in [`convert::CACHE_DIR`]: the model files' key
+/// it was made from, and the converter's refusal when there is no ONNX file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptConversion {
+    key: String,
+    #[serde(default)]
+    refused: Option<String>,
+}
+
+pub const KEPT_RECORD: &str = "conversion.json";
+
+impl KeptConversion {
+    fn read(dir: &Path) -> Option<KeptConversion> {
+        serde_json::from_slice(&std::fs::read(dir.join(KEPT_RECORD)).ok()?).ok()
+    }
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::write(dir.join(KEPT_RECORD), serde_json::to_vec(self).map_err(std::io::Error::other)?)
     }
 }

@@ -71,6 +71,27 @@ impl PythonModel {
         }
     }
 
+    /// Predicts the rows of a table that may hold more columns than the model reads (a file
+    /// with its target, ids): the model's named columns are taken from it, in the model's
+    /// order (each one needed); a positional model gets every column.
+    pub async fn predict_table(&self, table: &RecordBatch) -> Result<Output, ServeError> {
+        let batch = match &self.inputs {
+            Inputs::Named(columns) => {
+                let schema = table.schema();
+                let mut indices = Vec::with_capacity(columns.len());
+                for column in columns {
+                    let i = schema.index_of(&column.name).map_err(|_| {
+                        ServeError::invalid(format!("the input has no column '{}', which the model reads", column.name))
+                    })?;
+                    indices.push(i);
+                }
+                table.project(&indices).map_err(|e| ServeError::invalid(e.to_string()))?
+            }
+            Inputs::Positional { .. } => table.clone(),
+        };
+        self.predict(batch).await
+    }
+
     /// An MLflow `/invocations` request, answered by MLflow's scoring function in the worker:
     /// the status, the content type and the body.
     pub async fn invoke(&self, content_type: &str, body: bytes::Bytes) -> Result<(u16, String, Vec<u8>), ServeError> {

@@ -21,6 +21,8 @@ use crate::{ModelSettings, ServedModel, ServingState};
 
 /// Copies a run's model into a folder; the path to load.
 pub type FetchRun = Arc<dyn Fn(String, PathBuf) -> BoxFuture<'static, Result<PathBuf, Error>> + Send + Sync>;
+/// Keeps a new conversion of a run's model (the folder's files) with the model in the store.
+pub type KeepRunConversion = Arc<dyn Fn(String, PathBuf) -> BoxFuture<'static, Result<(), Error>> + Send + Sync>;
 
 /// How long a run that could not be served is not tried again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -34,6 +36,7 @@ pub fn is_run_id(name: &str) -> bool {
 /// Models of runs, served by run id.
 pub struct RunModels {
     fetch: FetchRun,
+    keep: KeepRunConversion,
     loader: Loader,
     settings: ModelSettings,
     models: Mutex<LruCache<String, Arc<ServedModel>>>,
@@ -43,10 +46,17 @@ pub struct RunModels {
 }
 
 impl RunModels {
-    pub fn new(fetch: FetchRun, loader: Loader, settings: ModelSettings, capacity: usize) -> RunModels {
+    pub fn new(
+        fetch: FetchRun,
+        keep: KeepRunConversion,
+        loader: Loader,
+        settings: ModelSettings,
+        capacity: usize,
+    ) -> RunModels {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         RunModels {
             fetch,
+            keep,
             loader,
             settings,
             models: Mutex::new(LruCache::new(capacity)),
@@ -101,13 +111,19 @@ impl RunModels {
             )),
             other => ServeError { kind: ErrorKind::Overloaded, message: format!("fetching the model of run {run_id}: {other}") },
         })?;
-        let (engine, choice) = self
+        let loaded = self
             .loader
-            .load_with_choice(path, Some(dir), &format!("run {run_id}"))
+            .load(path, Some(dir), &format!("run {run_id}"))
             .await
             .map_err(|e| ServeError::internal(format!("the model of run {run_id} cannot be served: {e}")))?;
-        let served = ServedModel::new(run_id.to_owned(), None, engine, self.settings.clone(), None, &state.metrics);
-        let _ = served.engine_choice.set(choice);
+        if let Some(conversion) = &loaded.new_conversion
+            && let Err(e) = (self.keep)(run_id.to_owned(), conversion.path().to_path_buf()).await
+        {
+            tracing::warn!(run_id, "cannot keep the conversion with the run's model: {e}");
+        }
+        let served =
+            ServedModel::new(run_id.to_owned(), None, loaded.engine, self.settings.clone(), None, &state.metrics);
+        let _ = served.engine_choice.set(loaded.choice);
         served.warm_up().await;
         Ok(served)
     }
