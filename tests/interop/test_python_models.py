@@ -320,3 +320,34 @@ def test_shipyard_predict_scores_python_models(server, python_models, kind, tmp_
     assert list(scored["row_id"]) == list(range(len(rows)))
     got = scored["prediction"].tolist()
     same(got, want)
+
+
+def test_gates_judge_a_python_model_on_its_own_engine(server, python_models, tmp_path):
+    """`shipyard models validate` loads a Python version as serving does: the champion check
+    scores both versions through their workers (equal to scikit-learn's own accuracy), and the
+    latency check times the Python engine, as the version would be served."""
+    from conftest import run_shipyard
+    from sklearn.metrics import accuracy_score
+
+    name, rows, want, uri = python_models["voting_with_missing"]
+    wait_ready(server.url, name, "1", timeout=120)
+    client = mlflow.MlflowClient(server.url)
+    version = client.create_model_version(name, uri).version
+    truth = (rows["a"].fillna(0) > 0.3).astype(int)
+    rows.assign(y=truth).to_csv(tmp_path / "eval.csv", index=False)
+    (tmp_path / "gates.yaml").write_text(
+        "gates: 1\nevaluation: {target: y}\n"
+        "latency: {max_p99_ms: 60000, sample_rows: 10, repeat: 30}\n"
+        "champion: {metric: accuracy, tolerance: 0}\n"
+        "signature: {}\n")
+    out = run_shipyard(server, "models", "validate", f"models:/{name}/{version}", "--policy",
+                       str(tmp_path / "gates.yaml"), "--data", str(tmp_path / "eval.csv"), "--format", "json",
+                       "--python", sys.executable, timeout=600)
+    report = json.loads(out.stdout)
+    checks = {c["gate"]: c for c in report["checks"]}
+    assert report["passed"], report
+    assert checks["champion"]["observed"] == pytest.approx(accuracy_score(truth, want), abs=1e-12), checks
+    assert "python engine" in checks["latency"]["detail"] and checks["latency"]["observed"] > 0, checks
+    assert checks["latency"]["detail"].startswith("30 one-row predictions"), checks
+    tags = client.get_model_version(name, version).tags
+    assert tags["shipyard.engine"] == "python" and "kept ONNX conversion" in tags["shipyard.engine.reason"], tags

@@ -21,8 +21,10 @@ use shipyard_data::drift::TableSample;
 use shipyard_data::table::Table;
 use shipyard_promotion::gates::{Champion, Evaluation, Evidence};
 use shipyard_promotion::{GatePolicy, GateReport};
+use shipyard_runtime::EngineChoice;
 use shipyard_runtime::fetch::{self, ModelUri};
-use shipyard_runtime::{EngineChoice, LoadedModel};
+use shipyard_serving::loader::Loader;
+use shipyard_serving::scorer::EngineScorer;
 use shipyard_store::promotion::{AliasMove, AliasMoveRequest, MoveKind};
 use shipyard_store::{ArtifactStore, Database};
 
@@ -49,7 +51,14 @@ pub struct GateArgs {
     data: Option<PathBuf>,
     #[command(flatten)]
     read: ReadArgs,
+    /// How Python models (scikit-learn pickles, pyfunc) are loaded: the gates run each version
+    /// on the engine that serves it, so its latency is that engine's.
+    #[command(flatten)]
+    python: crate::serve::PythonArgs,
 }
+
+/// How long a Python model may take over the evaluation rows.
+const PYTHON_GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -177,18 +186,35 @@ async fn subject(db: &Database, name: &str, version: &str) -> Result<Subject> {
     Ok(Subject { version, run })
 }
 
-/// Fetches and loads a registered version (the files live in a temporary folder while loading).
-async fn load_version(db: &Database, artifacts: &ArtifactStore, name: &str, version: &str) -> Result<LoadedModel> {
+/// Fetches and loads a registered version on the engine that serves it (a Python model's
+/// workers run on the current runtime, which must outlive the model), keeping a new
+/// conversion with the version and tagging the engine, as a server's load does.
+async fn load_version(
+    db: &Database,
+    artifacts: &ArtifactStore,
+    loader: &Loader,
+    name: &str,
+    version: &str,
+) -> Result<EngineScorer> {
     let dir = tempfile::tempdir().context("creating a temporary folder for the model")?;
     let uri = ModelUri::Version { name: name.to_owned(), version: version.to_owned() };
     let (path, _) = fetch::fetch_model(&uri, db, artifacts, dir.path())
         .await
         .with_context(|| format!("fetching models:/{name}/{version}"))?;
-    let model = tokio::task::spawn_blocking(move || LoadedModel::load(&path, EngineChoice::Auto))
+    let loaded = loader
+        .load(path, Some(dir), &format!("{name}/{version}"))
         .await
-        .context("the loading task failed")?
-        .with_context(|| format!("loading models:/{name}/{version}"))?;
-    Ok(model)
+        .map_err(|e| anyhow!("loading models:/{name}/{version}: {e}"))?;
+    if let Some(conversion) = &loaded.new_conversion {
+        let (sub, record) = (shipyard_pyfunc::convert::CACHE_DIR, shipyard_serving::loader::KEPT_RECORD);
+        if let Err(e) = fetch::store_beside(&uri, db, artifacts, sub, conversion.path(), record).await {
+            tracing::warn!("cannot keep the conversion with models:/{name}/{version}: {e}");
+        }
+    }
+    for (key, value) in loaded.choice.tags() {
+        db.set_model_version_tag(name, version, &KeyValue { key: key.into(), value }).await?;
+    }
+    Ok(EngineScorer { engine: loaded.engine, runtime: tokio::runtime::Handle::current() })
 }
 
 /// The policy: the file given, else the one stored on the registered model.
@@ -207,14 +233,16 @@ fn load_policy(path: Option<&Path>, stored: Option<&str>, name: &str) -> Result<
 struct Gathered {
     subject: Subject,
     policy: GatePolicy,
-    candidate: LoadedModel,
-    champion: Option<(String, LoadedModel)>,
+    candidate: EngineScorer,
+    champion: Option<(String, EngineScorer)>,
     champion_alias: String,
     evaluation: Option<(String, Vec<arrow_array::RecordBatch>)>,
     target: Option<String>,
     drift_reference: Option<Result<(String, TableSample), String>>,
     /// The alias's version when the gates started (promotions expect it unchanged).
     alias_before: Option<String>,
+    /// Where Python models' workers run: it lives as long as the models.
+    _runtime: tokio::runtime::Runtime,
 }
 
 /// Reads the version, the policy, both models and the rows. `policy` is `None` when there is
@@ -268,14 +296,20 @@ fn gather(
         _ => None,
     };
     let run_root = subject.run.as_ref().map(|r| r.info.artifact_uri.clone());
-    let (candidate, champion, drift_reference) = block_on(async {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let loader = args.python.loader(EngineChoice::Auto, PYTHON_GATE_TIMEOUT);
+    let (candidate, champion, drift_reference) = runtime.block_on(async {
         let (db, artifacts) = open_stores(store).await?;
-        let candidate = load_version(&db, &artifacts, name, version).await?;
+        let candidate = load_version(&db, &artifacts, &loader, name, version).await?;
         let holder = db.current_alias_version(name, &champion_alias).await?;
         // The champion is loaded only for the gates that compare with it.
         let compares = policy.champion.is_some() || policy.signature.is_some();
         let champion = match holder {
-            Some(v) if compares => Some((v.clone(), load_version(&db, &artifacts, name, &v).await?)),
+            Some(v) if compares => Some((v.clone(), load_version(&db, &artifacts, &loader, name, &v).await?)),
             _ => None,
         };
         let drift_reference = match (drift_source.as_deref(), drift_table) {
@@ -287,7 +321,7 @@ fn gather(
             }),
         };
         db.close().await;
-        Ok((candidate, champion, drift_reference))
+        Ok::<_, anyhow::Error>((candidate, champion, drift_reference))
     })?;
     Ok(Some(Gathered {
         subject,
@@ -299,6 +333,7 @@ fn gather(
         target,
         drift_reference,
         alias_before,
+        _runtime: runtime,
     }))
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use shipyard_core::display::number;
 use shipyard_data::columns::{as_f64, for_each_label, number_label};
 use shipyard_data::drift::{self, DriftOptions, TableSample};
-use shipyard_runtime::{LoadedModel, Output};
+use shipyard_runtime::{Output, Scorer};
 
 use crate::fairness::{self, FairnessReport};
 use crate::policy::{Bound, GatePolicy};
@@ -21,7 +21,7 @@ use crate::signature;
 pub struct Champion<'a> {
     pub alias: &'a str,
     pub version: &'a str,
-    pub model: &'a LoadedModel,
+    pub model: &'a dyn Scorer,
 }
 
 /// The rows the data-dependent gates run on.
@@ -38,7 +38,8 @@ pub struct Evidence<'a> {
     pub model: &'a str,
     pub version: &'a str,
     pub run_id: Option<&'a str>,
-    pub candidate: &'a LoadedModel,
+    /// The version on the engine that would serve it (so latency is that engine's).
+    pub candidate: &'a dyn Scorer,
     /// The latest value of each metric logged on the version's run.
     pub run_metrics: &'a BTreeMap<String, f64>,
     pub champion: Option<Champion<'a>>,
@@ -185,7 +186,10 @@ pub fn evaluate(policy: &GatePolicy, evidence: &Evidence) -> GateReport {
                     observed: Some(p99),
                     bound,
                     passed: p99 <= gate.max_p99_ms,
-                    detail: format!("{runs} one-row predictions on the evaluation rows"),
+                    detail: format!(
+                        "{runs} one-row predictions on the evaluation rows ({} engine)",
+                        evidence.candidate.engine_name()
+                    ),
                 },
                 Err(why) => failed("latency", "p99_ms", bound, why),
             },
@@ -334,15 +338,15 @@ pub fn evaluate(policy: &GatePolicy, evidence: &Evidence) -> GateReport {
 
 /// Batch-1 p99 in milliseconds and the number of timed runs.
 fn latency_p99_ms(
-    model: &LoadedModel,
+    model: &dyn Scorer,
     batches: &[RecordBatch],
     sample_rows: usize,
     repeat: usize,
 ) -> Result<(f64, usize), String> {
-    let features = model.features(batches).map_err(|e| format!("the evaluation rows do not fit the model: {e}"))?;
-    let sample = features.take(&(0..features.rows.min(sample_rows)).collect::<Vec<_>>());
-    let report = shipyard_runtime::bench::measure(model, &sample, repeat, &[]).map_err(|e| e.to_string())?;
-    Ok((report.batch1.p99_us / 1e3, report.batch1.runs))
+    model.one_row_p99_ms(batches, sample_rows, repeat).map_err(|e| match e {
+        shipyard_runtime::PredictError::Model(m) => m,
+        other => format!("the evaluation rows do not fit the model: {other}"),
+    })
 }
 
 /// A table's columns as drift samples.
@@ -361,7 +365,7 @@ fn sample_of(batches: &[RecordBatch], columns: &[String]) -> Result<TableSample,
 }
 
 fn drift_check(
-    model: &LoadedModel,
+    model: &dyn Scorer,
     evaluation: &Evaluation,
     reference: &TableSample,
     gate: &crate::policy::DriftGate,
@@ -396,7 +400,7 @@ fn drift_check(
     drift::compare(&reference, &current, &options).map_err(|e| e.to_string())
 }
 
-fn default_metric(model: &LoadedModel) -> &'static str {
+fn default_metric(model: &dyn Scorer) -> &'static str {
     if model.classes().is_some() { "accuracy" } else { "rmse" }
 }
 
@@ -445,9 +449,11 @@ fn actual_values(batches: &[RecordBatch], target: &str, classifier: bool) -> Res
     Ok(Actual::Values(values))
 }
 
-fn predict(model: &LoadedModel, batches: &[RecordBatch]) -> Result<Output, String> {
-    let features = model.features(batches).map_err(|e| format!("the evaluation rows do not fit the model: {e}"))?;
-    model.predict_features(&features).map_err(|e| e.to_string())
+fn predict(model: &dyn Scorer, batches: &[RecordBatch]) -> Result<Output, String> {
+    model.predict_batches(batches).map_err(|e| match e {
+        shipyard_runtime::PredictError::Model(m) => m,
+        other => format!("the evaluation rows do not fit the model: {other}"),
+    })
 }
 
 /// `metric` of `output` against `actual`, as the training run would have logged it.
@@ -494,7 +500,7 @@ fn score(metric: &str, output: &Output, actual: &Actual) -> Result<f64, String> 
 }
 
 fn champion_check(
-    candidate: &LoadedModel,
+    candidate: &dyn Scorer,
     champion: &Champion,
     evaluation: &Evaluation,
     metric: &str,
@@ -539,7 +545,7 @@ fn champion_check(
 }
 
 fn fairness_of(
-    model: &LoadedModel,
+    model: &dyn Scorer,
     evaluation: &Evaluation,
     sensitive: &str,
     positive: Option<&str>,

@@ -8,7 +8,7 @@
 //! - a positional model takes the same number of columns;
 //! - both answer the same way: classes (the same set) or values.
 
-use shipyard_runtime::{Inputs, LoadedModel};
+use shipyard_runtime::{Inputs, Scorer};
 
 fn family(mlflow_type: &str) -> &'static str {
     match mlflow_type {
@@ -19,9 +19,9 @@ fn family(mlflow_type: &str) -> &'static str {
 }
 
 /// Every reason the candidate's requests differ from the champion's (empty: compatible).
-pub fn incompatibilities(candidate: &LoadedModel, champion: &LoadedModel) -> Vec<String> {
+pub fn incompatibilities(candidate: &dyn Scorer, champion: &dyn Scorer) -> Vec<String> {
     let mut problems = Vec::new();
-    match (&candidate.inputs, &champion.inputs) {
+    match (candidate.inputs(), champion.inputs()) {
         (Inputs::Named(cand), Inputs::Named(champ)) => {
             for c in champ {
                 match cand.iter().find(|x| x.name == c.name) {

@@ -41,7 +41,7 @@ pub struct BenchReport {
 }
 
 /// The value at quantile `q` of sorted samples (nearest rank).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -5,6 +5,7 @@
 //!   local paths) and copying a model's files out of the store.
 //! - [`model`]: a loaded model of any flavor (`shipyard`, `onnx`, a bare `.onnx` file), its
 //!   input columns from the MLflow signature, and prediction on Arrow record batches.
+//! - [`scorer`]: a model as promotion gates see it, whatever engine runs it.
 //! - [`onnx`]: the native ONNX engine (standard and ONNX-ML operators, tree ensembles compiled
 //!   into a flat layout), equal to onnxruntime on the models converters produce.
 //!
@@ -15,9 +16,11 @@ pub mod bench;
 pub mod fetch;
 pub mod model;
 pub mod onnx;
+pub mod scorer;
 
 pub use fetch::{FetchError, ModelUri};
 pub use model::{
     EngineChoice, GraphOutput, GraphOutputs, InputColumn, Inputs, LoadError, LoadedModel, ModelFile, Output,
     OutputSpec, PredictError, PythonFlavor, SignatureKind,
 };
+pub use scorer::Scorer;

@@ -15,7 +15,8 @@
 //!
 //! The server holds [`Registry`]: the model versions it serves. `shipyard serve` fills it with
 //! one model; `shipyard server` with every registered model's `production` version, kept
-//! current by [`catalog`], which reports what it has applied ([`rollout`]).
+//! current by [`catalog`], which reports what it has applied ([`rollout`]). [`scorer`] lends a
+//! loaded engine to the promotion gates.
 
 pub mod cache;
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod python;
 pub mod rollout;
 pub mod runs;
+pub mod scorer;
 pub mod served;
 
 use std::collections::{BTreeMap, HashMap};
