@@ -351,3 +351,40 @@ def test_gates_judge_a_python_model_on_its_own_engine(server, python_models, tmp
     assert checks["latency"]["detail"].startswith("30 one-row predictions"), checks
     tags = client.get_model_version(name, version).tags
     assert tags["shipyard.engine"] == "python" and "kept ONNX conversion" in tags["shipyard.engine.reason"], tags
+
+
+def test_a_version_whose_workers_crash_in_a_loop_fails_and_the_one_before_serves_again(server, tmp_path):
+    """Five worker exits within a minute open the pool's breaker: the server reports the version
+    failed, with the reason, and serves the version the alias held before it again."""
+    mlflow.set_tracking_uri(server.url)
+    client = mlflow.MlflowClient(server.url)
+    name = f"py-crashing-{int(time.time() * 1000)}"
+    example = pd.DataFrame({"x": [1.0, -1.0], "note": ["-", "-"]})
+    with mlflow.start_run():
+        signature = infer_signature(example, Labeller().predict(None, example))
+        info = mlflow.pyfunc.log_model(name="model", python_model=Labeller(), signature=signature,
+                                       input_example=example, registered_model_name=name,
+                                       code_paths=[str(LABELLER)])
+    client.set_registered_model_alias(name, "production", "1")
+    wait_ready(server.url, name, "1", timeout=120)
+    second = client.create_model_version(name, info.model_uri).version
+    client.set_registered_model_alias(name, "production", second)
+
+    def answer(x, note="-"):
+        return post_json(f"{server.url}/predict/{name}", {"records": [{"x": x, "note": note}]})
+
+    deadline = time.time() + 120
+    while answer(1.0).json().get("version") != second:
+        assert time.time() < deadline, "the second version never served"
+        time.sleep(0.2)
+    for i in range(5):
+        r = answer(float(i), "exit")
+        assert r.status_code == 503, r.text
+    deadline = time.time() + 30
+    while True:
+        r = answer(2.5)
+        if r.status_code == 200 and r.json()["version"] == "1":
+            break
+        assert time.time() < deadline, f"the first version did not serve again: {r.status_code} {r.text}"
+        time.sleep(0.2)
+    assert r.json()["predictions"] == ["positive"]

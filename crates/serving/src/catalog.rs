@@ -186,6 +186,9 @@ pub struct Catalog<S: Source> {
     failed: HashMap<VersionKey, (Instant, String)>,
     /// What each served deployment was built from: its revision and resolved versions.
     built: HashMap<String, (i64, Vec<VersionKey>)>,
+    /// Per model served under the alias, the version it served before the current one: what
+    /// serves again if the current one fails after taking traffic.
+    previous: HashMap<String, VersionKey>,
     /// This process's rollout report.
     board: Arc<StatusBoard>,
 }
@@ -224,6 +227,7 @@ impl<S: Source> Catalog<S> {
             loaded: HashMap::new(),
             failed: HashMap::new(),
             built: HashMap::new(),
+            previous: HashMap::new(),
         }
     }
 
@@ -286,6 +290,42 @@ impl<S: Source> Catalog<S> {
         }
     }
 
+    /// Python versions whose workers crash in a loop (the pool's breaker is open) have failed:
+    /// they leave the loaded versions and are reported failed with the reason; a load is tried
+    /// again after [`RETRY_AFTER`], with new workers. (A deployment keeps its arms meanwhile:
+    /// its monitors and rollout decide; the failed arm answers 503 with the reason.)
+    fn drop_broken(&mut self, report: &mut SyncReport) {
+        let broken: Vec<(VersionKey, String)> = self
+            .loaded
+            .iter()
+            .filter_map(|(key, l)| Some((key.clone(), l.model.engine.python()?.pool.broken()?)))
+            .collect();
+        for (key, reason) in broken {
+            tracing::error!(model = %key.0, version = %key.1, "failed while serving: {reason}");
+            self.loaded.remove(&key);
+            // A deployment with it is rebuilt once it is loaded again (with new workers).
+            self.built.retain(|_, (_, keys)| !keys.contains(&key));
+            self.failed.insert(key.clone(), (Instant::now(), format!("failed while serving: {reason}")));
+            report.failed.push(key);
+        }
+    }
+
+    /// Serves again the version `key`'s model served before `key`, which has failed.
+    async fn fall_back(&mut self, key: &VersionKey, state: &ServingState, report: &mut SyncReport) {
+        let Some(before) = self.previous.get(&key.0).cloned().filter(|b| b != key) else { return };
+        if self.ensure(&before, state, report).await
+            && let Some(model) = self.model(&before)
+        {
+            state.registry.insert(model);
+            tracing::warn!(
+                model = %key.0,
+                "version {} failed: serving version {} again until it recovers or the alias moves",
+                key.1,
+                before.1
+            );
+        }
+    }
+
     fn model(&self, key: &VersionKey) -> Option<Arc<ServedModel>> {
         self.loaded.get(key).map(|l| l.model.clone())
     }
@@ -312,6 +352,7 @@ impl<S: Source> Catalog<S> {
         }
         // 2. Load what is missing, before anything is swapped; the report follows each load.
         // (An unchanged report is not written again: the board compares.)
+        self.drop_broken(&mut report);
         self.publish(&targets, &resolved, state);
         let wanted: Vec<VersionKey> =
             targets.iter().chain(resolved.iter().flat_map(|(_, keys)| keys.iter().flatten())).cloned().collect();
@@ -331,9 +372,17 @@ impl<S: Source> Catalog<S> {
         for key in &targets {
             let serving = state.registry.get_model(&key.0, None).ok().and_then(|m| m.version.clone());
             if serving.as_deref() == Some(key.1.as_str()) {
+                if !self.loaded.contains_key(key) {
+                    // It failed while serving (its workers crash in a loop): the version before
+                    // it serves again, until the alias moves or a retry loads it afresh.
+                    self.fall_back(key, state, &mut report).await;
+                }
                 continue;
             }
             if let Some(model) = self.model(key) {
+                if let Some(old) = serving {
+                    self.previous.insert(key.0.clone(), (key.0.clone(), old));
+                }
                 state.registry.insert(model);
                 tracing::info!(model = %key.0, version = %key.1, "serving ({alias} alias)");
             }
