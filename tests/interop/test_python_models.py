@@ -388,3 +388,35 @@ def test_a_version_whose_workers_crash_in_a_loop_fails_and_the_one_before_serves
         assert time.time() < deadline, f"the first version did not serve again: {r.status_code} {r.text}"
         time.sleep(0.2)
     assert r.json()["predictions"] == ["positive"]
+
+
+def test_a_registered_version_is_prepared_before_its_first_load(server, tmp_path):
+    """Registering a scikit-learn version prepares it: the server converts and verifies it in the
+    background (tagging the engine, keeping the conversion) with no alias set, and `shipyard
+    models register --python` does the same in the command."""
+    from conftest import run_shipyard
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(server.url)
+    client = mlflow.MlflowClient(server.url)
+    name = f"py-prepared-{int(time.time() * 1000)}"
+    train = frame(200)[["a", "b"]]
+    model = LogisticRegression().fit(train, (train["a"] > 0).astype(int))
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(train, model.predict(train)),
+                                 input_example=train.head(3), serialization_format="cloudpickle",
+                                 registered_model_name=name)
+    deadline = time.time() + 120
+    while "shipyard.engine" not in client.get_model_version(name, "1").tags:
+        assert time.time() < deadline, "the server did not prepare the registered version"
+        time.sleep(0.2)
+    tags = client.get_model_version(name, "1").tags
+    assert tags["shipyard.engine"] == "onnx-converted" and "verified on" in tags["shipyard.engine.reason"], tags
+    out = run_shipyard(server, "models", "register", name, "--model-uri", f"runs:/{run.info.run_id}/model",
+                       "--python", sys.executable, "--format", "json")
+    registered = json.loads(out.stdout)
+    assert registered["version"] == "2", registered
+    # The files are the first version's: the conversion kept then is read and verified again.
+    assert registered["engine"]["engine"] == "onnx-converted", registered
+    assert registered["engine"]["reason"].startswith("kept ONNX conversion"), registered
+    assert client.get_model_version(name, "2").tags["shipyard.engine"] == "onnx-converted"

@@ -370,6 +370,14 @@ pub(crate) async fn start_server(
         ArtifactStore::open(&destination).await.with_context(|| format!("opening the artifact store {destination}"))?;
     let addr = serve::resolve(&args.host, args.port)?;
     let artifacts_for_serving = artifacts.clone();
+    // New versions are prepared for serving (a scikit-learn model converted and verified) as
+    // they are registered, when this server serves Python models.
+    let (versions_created, registered) = if args.no_model_serving || !args.serving.python.given() {
+        (None, None)
+    } else {
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        (Some(sender), Some(receiver))
+    };
     let state = AppState {
         db: db.clone(),
         artifacts,
@@ -377,6 +385,7 @@ pub(crate) async fn start_server(
             max_body_bytes: args.max_body_bytes,
             max_artifact_bytes: args.max_artifact_bytes,
         }),
+        versions_created,
     };
     let store_display = database_uri.display();
     let mut app = shipyard_server::router(state);
@@ -390,6 +399,7 @@ pub(crate) async fn start_server(
             &args.serve_alias,
             &args.serving,
             args.serving.sync_interval(),
+            registered,
         )
         .await?;
         log_writer = args.serving.log_settings().and_then(|settings| serving.attach_log(db.clone(), settings));

@@ -46,6 +46,10 @@ pub struct RegisterArgs {
     format: crate::Format,
     #[command(flatten)]
     store: DatasetStoreArgs,
+    /// With --python, a scikit-learn model is converted to ONNX and verified now (the
+    /// conversion kept with the version, the engine tagged), so its first load is quick.
+    #[command(flatten)]
+    python: crate::serve::PythonArgs,
 }
 
 /// A registered model version: name and number.
@@ -80,15 +84,34 @@ fn register_command(args: RegisterArgs) -> Result<crate::Outcome> {
         db.get_run(&run_id).await?;
         register(db, &args.name, &run_id).await
     })?;
+    let engine = if args.python.given() { prepare(&args, &name, &version)? } else { None };
     if args.format == crate::Format::Json {
         outln!(
             "{}",
-            json!({"name": name, "version": version, "model_uri": format!("models:/{name}/{version}"), "run_id": run_id})
+            json!({"name": name, "version": version, "model_uri": format!("models:/{name}/{version}"), "run_id": run_id,
+                   "engine": engine.as_ref().map(|c| json!({"engine": c.engine, "reason": c.reason}))})
         );
     } else {
         outln!("registered: models:/{name}/{version}");
+        if let Some(choice) = &engine {
+            outln!("engine: {} ({})", choice.engine, choice.reason);
+        }
     }
     Ok(crate::Outcome::Success)
+}
+
+/// Prepares a registered version for serving as `shipyard server` does on registration.
+fn prepare(args: &RegisterArgs, name: &str, version: &str) -> Result<Option<shipyard_serving::loader::Choice>> {
+    let loader = args.python.loader(shipyard_runtime::EngineChoice::Auto, std::time::Duration::from_secs(600));
+    datasets::block_on(async {
+        let db = args.store.database().await?;
+        let artifacts = shipyard_store::ArtifactStore::open(&args.store.destination()).await?;
+        let source = shipyard_serving::catalog::StoreSource { db, artifacts };
+        let defaults = shipyard_serving::ModelSettings::default();
+        let prepared = shipyard_serving::catalog::prepare_version(&source, &loader, &defaults, name, version).await;
+        source.db.close().await;
+        prepared.map_err(|e| anyhow::anyhow!("preparing models:/{name}/{version} for serving: {e}"))
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

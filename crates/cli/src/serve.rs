@@ -124,6 +124,11 @@ pub enum SklearnEngineArg {
 }
 
 impl PythonArgs {
+    /// Whether an interpreter was given (Python models can be served).
+    pub fn given(&self) -> bool {
+        self.python.is_some()
+    }
+
     /// How scikit-learn models are served.
     pub fn sklearn_engine(&self) -> SklearnEngine {
         match self.sklearn_engine {
@@ -496,6 +501,7 @@ pub async fn catalog_state(
     alias: &str,
     serving: &ServingArgs,
     interval: Duration,
+    registered: Option<tokio::sync::mpsc::Receiver<VersionKey>>,
 ) -> Result<(Arc<ServingState>, Reporting<StoreSource>)> {
     let state = ServingState::new(serving.limits());
     let mut catalog = Catalog::new(
@@ -507,6 +513,9 @@ pub async fn catalog_state(
     )
     .with_loader(serving.loader(EngineChoice::Auto));
     state.serve_runs(catalog.run_models(serving.max_run_models));
+    if let Some(registered) = registered {
+        catalog.prepare_registered(registered);
+    }
     let reporting = catalog.report();
     // The first sync before the port opens, so models are ready when the server is.
     let report = match catalog.sync(&state).await.context("reading the models to serve") {

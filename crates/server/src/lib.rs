@@ -57,6 +57,9 @@ pub struct AppState {
     pub artifacts: ArtifactStore,
     /// Settings.
     pub config: Arc<ServerConfig>,
+    /// Told of each model version created, `(model, version)` (the binary prepares them for
+    /// serving); a full queue drops the notice (the version is prepared at its first load).
+    pub versions_created: Option<tokio::sync::mpsc::Sender<(String, String)>>,
 }
 
 /// The MLflow REST routes, relative to `/api/2.0/mlflow`.

@@ -237,6 +237,15 @@ impl<S: Source> Catalog<S> {
         self
     }
 
+    /// Prepares versions as they are registered ([`prepare_registered`]), with this catalog's
+    /// source and loader.
+    pub fn prepare_registered(
+        &self,
+        registered: tokio::sync::mpsc::Receiver<VersionKey>,
+    ) -> tokio::task::JoinHandle<()> {
+        prepare_registered(self.source.clone(), self.loader.clone(), self.settings.clone(), registered)
+    }
+
     /// The models of runs addressed by run id (`POST /predict/{run_id}`), loaded as this
     /// catalog loads versions; at most `capacity` kept.
     pub fn run_models(&self, capacity: usize) -> RunModels {
@@ -541,6 +550,55 @@ impl<S: Source> Catalog<S> {
             }
         })
     }
+}
+
+/// Prepares a newly registered version for serving, as its first load would: a scikit-learn
+/// model is converted and verified (or its kept conversion read), the conversion kept with the
+/// version's files and the engine tagged on it, without starting Python workers. `None` when
+/// the version is not a scikit-learn model. The version's `shipyard.serving.sklearn_engine`
+/// tag applies.
+pub async fn prepare_version<S: Source>(
+    source: &S,
+    loader: &Loader,
+    settings: &ModelSettings,
+    name: &str,
+    version: &str,
+) -> Result<Option<Choice>, String> {
+    let tags = source.serving_tags(name, version).await.map_err(|e| e.to_string())?;
+    let mut loader = loader.clone();
+    settings_from_tags(settings, &mut loader, name, &tags);
+    let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
+    let path = source.fetch(name, version, dir.path()).await.map_err(|e| e.to_string())?;
+    let Some((choice, conversion)) = loader.prepare(&path, &format!("{name}/{version}")).await else {
+        return Ok(None);
+    };
+    if let Some(conversion) = conversion {
+        let uri = ModelUri::Version { name: name.to_owned(), version: version.to_owned() };
+        source.keep_conversion(&uri, conversion.path()).await.map_err(|e| e.to_string())?;
+    }
+    source.record_engine(name, version, &choice).await.map_err(|e| e.to_string())?;
+    Ok(Some(choice))
+}
+
+/// Prepares each version received (`(model, version)`, sent as versions are registered) with
+/// [`prepare_version`], one at a time, until the senders are gone.
+pub fn prepare_registered<S: Source>(
+    source: Arc<S>,
+    loader: Loader,
+    settings: ModelSettings,
+    mut registered: tokio::sync::mpsc::Receiver<VersionKey>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some((name, version)) = registered.recv().await {
+            match prepare_version(source.as_ref(), &loader, &settings, &name, &version).await {
+                Ok(Some(choice)) => {
+                    tracing::info!(model = %name, version = %version, "prepared: {} ({})", choice.engine, choice.reason)
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(model = %name, version = %version, "cannot prepare the version: {e}"),
+            }
+        }
+    })
 }
 
 /// The task writing a process's rollout report.

@@ -48,6 +48,9 @@ impl Choice {
     }
 }
 
+/// Why a scikit-learn model is not converted when told not to.
+const CONVERSION_OFF: &str = "conversion turned off (--sklearn-engine python)";
+
 /// A loaded model, the engine chosen, and a new conversion to keep with the model's files.
 pub struct Loaded {
     pub engine: Engine,
@@ -78,7 +81,7 @@ impl Loader {
             let why_python = if flavor.sklearn.is_none() {
                 "not a scikit-learn model".to_owned()
             } else if self.sklearn == SklearnEngine::Python {
-                "conversion turned off (--sklearn-engine python)".to_owned()
+                CONVERSION_OFF.to_owned()
             } else {
                 let conversion = self.converted(&path, label).await;
                 new_conversion = conversion.new_conversion;
@@ -119,6 +122,23 @@ impl Loader {
         drop(files);
         let choice = Choice { engine: model.engine_name.into(), reason: format!("the {} flavor", model.flavor) };
         Ok(Loaded { engine: Engine::from(model), choice, new_conversion: None })
+    }
+
+    /// For a scikit-learn model, the engine a load would choose (converting it, or reading a
+    /// kept conversion) and a new conversion to keep, without starting any worker: what a
+    /// registration prepares so the first load is quick. `None` for other models.
+    pub async fn prepare(&self, path: &Path, label: &str) -> Option<(Choice, Option<tempfile::TempDir>)> {
+        let file = ModelFile::read(path).ok()?;
+        PythonFlavor::of(&file.flavors)?.sklearn?;
+        if self.sklearn == SklearnEngine::Python {
+            return Some((Choice { engine: "python".into(), reason: CONVERSION_OFF.into() }, None));
+        }
+        let conversion = self.converted(path, label).await;
+        let choice = match conversion.outcome {
+            Ok((_, reason)) => Choice { engine: "onnx-converted".into(), reason },
+            Err(reason) => Choice { engine: "python".into(), reason },
+        };
+        Some((choice, conversion.new_conversion))
     }
 
     /// The scikit-learn model at `path` converted to ONNX and loaded on Shipyard's engine, with

@@ -538,7 +538,30 @@ impl Database {
                     let (rid, path) = rest.split_once('/').unwrap_or((rest, ""));
                     let run = run_by_id(c, rid, false).await?;
                     run_id = run_id.or(Some(rid.to_owned()));
-                    if path.is_empty() { run.info.artifact_uri } else { format!("{}/{path}", run.info.artifact_uri) }
+                    // MLflow 3 keeps a model the run logged under that name as a logged model,
+                    // outside the run's artifacts (as `runs:/` URIs are read when fetching).
+                    let name = path.trim_end_matches('/');
+                    let logged = if name.is_empty() || name.contains('/') {
+                        None
+                    } else {
+                        let sql = c.stmt(
+                            "SELECT model_id FROM logged_models WHERE source_run_id = $1 AND name = $2 \
+                             AND lifecycle_stage = 'active' ORDER BY creation_timestamp_ms DESC LIMIT 1",
+                            [rid.into(), name.into()],
+                        );
+                        match c.fetch_optional(sql).await? {
+                            Some(row) => Some(logged_model_by_id(c, &row.get::<String>("model_id")?).await?),
+                            None => None,
+                        }
+                    };
+                    match logged {
+                        Some(model) => {
+                            model_id = model_id.or(Some(model.info.model_id.clone()));
+                            model.info.artifact_uri
+                        }
+                        None if path.is_empty() => run.info.artifact_uri,
+                        None => format!("{}/{path}", run.info.artifact_uri),
+                    }
                 } else {
                     if let Some(mid) = model_id.as_deref() {
                         logged_model_by_id(c, mid).await?;
