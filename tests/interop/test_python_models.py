@@ -420,3 +420,57 @@ def test_a_registered_version_is_prepared_before_its_first_load(server, tmp_path
     assert registered["engine"]["engine"] == "onnx-converted", registered
     assert registered["engine"]["reason"].startswith("kept ONNX conversion"), registered
     assert client.get_model_version(name, "2").tags["shipyard.engine"] == "onnx-converted"
+
+
+def test_a_python_deployment_splits_logs_and_is_judged_by_its_monitor(server, python_models, tmp_path):
+    """A canary deployment of two Python versions: traffic split between them, each answer the
+    model's own, every request in the prediction log; with ground truth its monitor computes the
+    accuracy of those answers, fires, and its action (zero the canary) takes effect."""
+    from conftest import run_shipyard
+
+    name, rows, want, uri = python_models["voting_with_missing"]
+    wait_ready(server.url, name, "1", timeout=120)
+    client = mlflow.MlflowClient(server.url)
+    second = client.create_model_version(name, uri).version
+    deployment = f"{name}-api"
+    run_shipyard(server, "deploy", deployment, "--model", f"models:/{name}@production",
+                 "--canary", f"models:/{name}/{second}", "--weight", "50")
+    wait_ready(server.url, deployment, timeout=120)
+    records = rows.to_dict(orient="records")
+    served = []
+    for i in range(60):
+        r = post_json(f"{server.url}/predict/{deployment}", {"records": [records[i % len(records)]]})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == [want[i % len(records)]]
+        served.append((r.headers["x-request-id"], r.headers["x-model-version"], want[i % len(records)]))
+    assert {v for _, v, _ in served} == {"1", second}
+
+    train = frame(400)[["a", "b"]]
+    train.assign(y=(train["a"] > 0.3).astype(int)).to_csv(tmp_path / "reference.csv", index=False)
+    (tmp_path / "monitors.yaml").write_text(
+        "monitors: 1\nwindow: {last: 1000}\n"
+        f"reference: '{tmp_path / 'reference.csv'}'\ntarget: y\n"
+        "rules:\n  - {name: low_accuracy, metric: accuracy, op: '<', threshold: 0.5, min_rows: 20, action: zero_canary}\n")
+    run_shipyard(server, "monitor", "configure", "--deployment", deployment, "--config", str(tmp_path / "monitors.yaml"))
+    # Every answer was wrong: the truth is the other label.
+    truth = pd.DataFrame({"request_id": [rid for rid, _, _ in served], "actual": [1 - p for _, _, p in served]})
+    truth.to_csv(tmp_path / "actuals.csv", index=False)
+    deadline = time.time() + 30
+    while run_shipyard(server, "monitor", "feedback", "--deployment", deployment, "--file",
+                       str(tmp_path / "actuals.csv"), check=False).returncode != 0:
+        assert time.time() < deadline, "the predictions never reached the log"
+        time.sleep(0.5)
+    out = run_shipyard(server, "monitor", "evaluate", "--deployment", deployment, "--format", "json", check=False)
+    evaluation = json.loads(out.stdout)
+    values = evaluation["windows"][0]["values"]
+    assert values["labeled_rows"] == 60 and values["accuracy"] == 0.0, values
+    [alert] = evaluation["alerts"]
+    assert alert["rule"] == "low_accuracy" and alert["action_status"] == "succeeded", alert
+    deadline = time.time() + 30
+    while True:
+        versions = {post_json(f"{server.url}/predict/{deployment}", {"records": [records[i]]})
+                    .headers["x-model-version"] for i in range(20)}
+        if versions == {"1"}:
+            break
+        assert time.time() < deadline, f"the canary still answers: {versions}"
+        time.sleep(0.5)
