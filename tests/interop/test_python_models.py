@@ -474,3 +474,70 @@ def test_a_python_deployment_splits_logs_and_is_judged_by_its_monitor(server, py
             break
         assert time.time() < deadline, f"the canary still answers: {versions}"
         time.sleep(0.5)
+
+
+def test_env_manager_uv_builds_the_models_environment_once(server, tmp_path):
+    """`--env-manager uv` without `--python`: the model's environment is built by uv from the
+    requirements MLflow logged with it, kept under its content key, and reused by the next load
+    (measured: cold and warm start to the first answer, printed)."""
+    from importlib import metadata
+
+    mlflow.set_tracking_uri(server.url)
+    name = f"py-uv-{int(time.time() * 1000)}"
+    example = pd.DataFrame({"x": [1.0, -1.0], "note": ["-", "-"]})
+    pins = [f"{p}=={metadata.version(p)}" for p in ("mlflow-skinny", "cloudpickle", "numpy", "pandas")]
+    with mlflow.start_run():
+        signature = infer_signature(example, Labeller().predict(None, example))
+        info = mlflow.pyfunc.log_model(name="model", python_model=Labeller(), signature=signature,
+                                       input_example=example, registered_model_name=name,
+                                       code_paths=[str(LABELLER)], pip_requirements=pins)
+    env = dict(os.environ, **server.env)
+    env.pop("SHIPYARD_TRACKING_URI", None)
+    uv = os.path.join(os.path.dirname(sys.executable), "uv")
+    args = ["--model", f"models:/{name}/1", "--tracking-uri", server.url, "--env-manager", "uv", "--uv", uv,
+            "--env-root", str(tmp_path / "envs")]
+    rows = pd.DataFrame({"x": [2.0, -3.0, 0.5], "note": ["-", "-", "-"]})
+    want = Labeller().predict(None, rows).tolist()
+    took = []
+    for attempt in ("cold", "warm"):
+        started = time.time()
+        proc, url = start_serving(args, tmp_path, env=env, timeout=900)
+        try:
+            r = post_json(f"{url}/predict/{name}", {"records": rows.to_dict(orient="records")})
+            took.append(time.time() - started)
+            assert r.status_code == 200, r.text
+            assert r.json()["predictions"] == want
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    envs = [p for p in (tmp_path / "envs").iterdir() if p.name != "uv-cache"]
+    assert len(envs) == 1, envs
+    record = json.loads((envs[0] / "shipyard-env.json").read_text())
+    assert record["python"].startswith("3.11") and any(l.startswith("mlflow-skinny==") for l in record["frozen"])
+    assert took[1] < took[0]
+    print(f"--env-manager uv: start to first answer {took[0]:.1f} s cold (environment built), {took[1]:.1f} s warm")
+
+    # A scikit-learn model (logged, not registered: nothing converted it yet) is converted in
+    # its own environment, which gets skl2onnx beside the model's packages.
+    from sklearn.linear_model import LogisticRegression
+
+    train = frame(200)[["a", "b"]]
+    model = LogisticRegression().fit(train, (train["a"] > 0).astype(int))
+    pins += [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "scipy")]
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(model, name="model", signature=infer_signature(train, model.predict(train)),
+                                 input_example=train.head(3), serialization_format="cloudpickle",
+                                 pip_requirements=pins)
+    args[1] = f"runs:/{run.info.run_id}/model"
+    proc, url = start_serving(args, tmp_path, env=env, timeout=900)
+    try:
+        meta = requests.get(f"{url}/v2/models/model", timeout=10).json()
+        assert meta["parameters"]["engine"] == "onnx-converted", meta
+        r = post_json(f"{url}/predict/model", {"records": train.head(20).to_dict(orient="records")})
+        assert r.status_code == 200 and r.json()["predictions"] == model.predict(train.head(20)).tolist(), r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    frozen = [json.loads((p / "shipyard-env.json").read_text())["frozen"]
+              for p in (tmp_path / "envs").iterdir() if p.name != "uv-cache"]
+    assert any(any(l.startswith("skl2onnx==") for l in f) for f in frozen), frozen

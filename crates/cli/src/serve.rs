@@ -104,6 +104,19 @@ pub struct PythonArgs {
     /// Seconds a Python worker may take to start and load its model.
     #[arg(long, default_value_t = 120)]
     python_load_timeout_s: u64,
+    /// Where Python models get their interpreter, as MLflow names it: `local`, the one
+    /// `--python` names; `uv`, an environment per model built with uv from the
+    /// `python_env.yaml` and `requirements.txt` MLflow logged with it, kept under --env-root
+    /// by their content and built once (at load, never per request).
+    #[arg(long, value_enum, default_value_t = EnvManagerArg::Local)]
+    env_manager: EnvManagerArg,
+    /// The uv program for `--env-manager uv` (looked up in PATH).
+    #[arg(long, env = "SHIPYARD_UV", default_value = "uv")]
+    uv: PathBuf,
+    /// Where `--env-manager uv` keeps model environments and uv's cache (default:
+    /// ~/.cache/shipyard/envs).
+    #[arg(long, env = "SHIPYARD_ENV_ROOT")]
+    env_root: Option<PathBuf>,
     /// Load a pickle even when the interpreter's Python, scikit-learn, numpy or cloudpickle
     /// version differs from the model's in a way that makes unpickling unsafe.
     #[arg(long)]
@@ -115,6 +128,13 @@ pub struct PythonArgs {
     sklearn_engine: SklearnEngineArg,
 }
 
+/// `--env-manager`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvManagerArg {
+    Local,
+    Uv,
+}
+
 /// `--sklearn-engine`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum SklearnEngineArg {
@@ -124,9 +144,9 @@ pub enum SklearnEngineArg {
 }
 
 impl PythonArgs {
-    /// Whether an interpreter was given (Python models can be served).
+    /// Whether Python models can be served (an interpreter, or environments built by uv).
     pub fn given(&self) -> bool {
-        self.python.is_some()
+        self.python.is_some() || self.env_manager == EnvManagerArg::Uv
     }
 
     /// How scikit-learn models are served.
@@ -145,8 +165,21 @@ impl PythonArgs {
 
     /// How Python models are served, or `None` without an interpreter.
     pub fn pool(&self, timeout: Duration) -> Option<shipyard_pyfunc::PoolSettings> {
-        let python = self.python.clone()?;
+        let environments = (self.env_manager == EnvManagerArg::Uv).then(|| shipyard_pyfunc::env::UvEnvironments {
+            uv: shipyard_pyfunc::pool::resolve_python(&self.uv),
+            root: std::path::absolute(self.env_root.clone().unwrap_or_else(|| {
+                let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+                home.join(".cache").join("shipyard").join("envs")
+            }))
+            .unwrap_or_default(),
+        });
+        let python = match (&self.python, &environments) {
+            (Some(python), _) => python.clone(),
+            (None, Some(_)) => PathBuf::from("python3"),
+            (None, None) => return None,
+        };
         Some(shipyard_pyfunc::PoolSettings {
+            environments,
             workers: self.python_workers.max(1),
             max_queue: self.python_max_queue.max(1),
             timeout,

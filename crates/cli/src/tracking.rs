@@ -231,11 +231,27 @@ impl Tracking {
         Ok((location, version))
     }
 
+    /// `runs:/RUN_ID/PATH`: a model the run logged under that name (MLflow 3 keeps those as
+    /// logged models, outside the run's artifacts), else the run's artifacts at PATH.
     async fn run_location(&self, run_id: &str, path: &str) -> Result<String> {
         let answer = self.call(reqwest::Method::GET, "runs/get", json!({"run_id": run_id})).await?;
         let root = answer["run"]["info"]["artifact_uri"]
             .as_str()
             .ok_or_else(|| anyhow!("run {run_id} has no artifact_uri"))?;
+        if !path.is_empty() && !path.contains('/') && !path.contains('\'') {
+            let experiment = answer["run"]["info"]["experiment_id"].as_str().unwrap_or("0");
+            let search = json!({
+                "experiment_ids": [experiment],
+                "filter": format!("source_run_id = '{run_id}' AND name = '{path}'"),
+                "max_results": 1,
+            });
+            // A server without logged models (MLflow 2) answers 404: the run's artifacts then.
+            if let Ok(found) = self.call(reqwest::Method::POST, "logged-models/search", search).await
+                && let Some(uri) = found["models"][0]["info"]["artifact_uri"].as_str()
+            {
+                return Ok(uri.to_owned());
+            }
+        }
         Ok(if path.is_empty() { root.to_owned() } else { format!("{}/{path}", root.trim_end_matches('/')) })
     }
 

@@ -10,6 +10,7 @@
 //! - [`pool`]: the workers of one model version, their queue and their supervision.
 //! - [`frame`]: the socket protocol (frames, JSON headers, Arrow IPC).
 //! - [`versions`]: whether an environment can safely load a model's pickle.
+//! - [`env`]: a model's own environment, built with `uv` from what MLflow logged with it.
 //! - [`convert`]: a scikit-learn model converted to ONNX by skl2onnx in the model's interpreter,
 //!   with the rows and scikit-learn's own answers to verify the conversion on.
 //!
@@ -17,6 +18,7 @@
 //! gives answers as Arrow columns or JSON.
 
 pub mod convert;
+pub mod env;
 pub mod frame;
 pub mod pool;
 pub mod versions;

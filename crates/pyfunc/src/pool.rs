@@ -76,6 +76,9 @@ pub struct PoolSettings {
     /// forest's call costs about the same for 1 row as for 100); 0 or 1: no joining. Only for
     /// models whose answer has one row per input row (scikit-learn's `predict`).
     pub max_batch_rows: usize,
+    /// `Some`: each model runs in its own environment, built by uv from what MLflow logged
+    /// with it (`python` is then not used); `None`: every model runs in `python`.
+    pub environments: Option<crate::env::UvEnvironments>,
 }
 
 /// `python` as a path that works from any folder: a relative path made absolute (without
@@ -106,6 +109,7 @@ impl PoolSettings {
             threads_per_worker: 1,
             allow_version_mismatch: false,
             max_batch_rows: 0,
+            environments: None,
         }
     }
 }

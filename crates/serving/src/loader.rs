@@ -95,14 +95,13 @@ impl Loader {
                     Err(reason) => reason,
                 }
             };
-            let Some(settings) = &self.python else {
+            let Some(mut settings) = self.interpreter(&path, false, label).await? else {
                 return Err(format!(
-                    "{label} is a Python model (loader {}) and needs Python workers ({why_python}): start the server with --python PATH, an interpreter with the model's packages",
+                    "{label} is a Python model (loader {}) and needs Python workers ({why_python}): start the server with --python PATH (an interpreter with the model's packages) or --env-manager uv",
                     flavor.loader_module
                 ));
             };
             tracing::info!(model = label, "serving with Python workers: {why_python}");
-            let mut settings = settings.clone();
             if flavor.sklearn.is_none() {
                 // A custom model's answer need not have one row per input row: never joined.
                 settings.max_batch_rows = 0;
@@ -122,6 +121,34 @@ impl Loader {
         drop(files);
         let choice = Choice { engine: model.engine_name.into(), reason: format!("the {} flavor", model.flavor) };
         Ok(Loaded { engine: Engine::from(model), choice, new_conversion: None })
+    }
+
+    /// The pool settings for the model at `path`: the operator's interpreter, or the model's
+    /// own environment (built now if new; `converts`: with the converter's packages); `None`
+    /// when Python models are not served.
+    async fn interpreter(&self, path: &Path, converts: bool, label: &str) -> Result<Option<PoolSettings>, String> {
+        let Some(settings) = &self.python else { return Ok(None) };
+        let Some(environments) = &settings.environments else { return Ok(Some(settings.clone())) };
+        // The converter's packages are asked for whenever the model is scikit-learn's, so the
+        // conversion and the workers share one environment.
+        let converts = converts
+            || ModelFile::read(path)
+                .ok()
+                .and_then(|f| PythonFlavor::of(&f.flavors))
+                .is_some_and(|f| f.sklearn.is_some());
+        let environment = environments
+            .ensure(path, converts, settings.load_timeout.max(std::time::Duration::from_secs(600)))
+            .await
+            .map_err(|e| format!("the model's environment: {e}"))?;
+        if environment.built {
+            tracing::info!(
+                model = label,
+                "built the model's environment in {:.1} s: {}",
+                environment.took.as_secs_f64(),
+                environment.python.display()
+            );
+        }
+        Ok(Some(PoolSettings { python: environment.python, ..settings.clone() }))
     }
 
     /// For a scikit-learn model, the engine a load would choose (converting it, or reading a
@@ -168,16 +195,21 @@ impl Loader {
             Some(_) => tracing::info!(model = label, "the kept conversion is of other files, converting again"),
             None => {}
         }
-        let Some(settings) = &self.python else {
-            return Conversion::without(
-                "no conversion is kept with the model and no --python interpreter can make one".into(),
-            );
+        let settings = match self.interpreter(path, true, label).await {
+            Ok(Some(settings)) => settings,
+            Ok(None) => {
+                return Conversion::without(
+                    "no conversion is kept with the model and no Python (--python, --env-manager uv) can make one"
+                        .into(),
+                );
+            }
+            Err(e) => return Conversion::without(e),
         };
         let out = match tempfile::Builder::new().prefix("shipyard-convert-").tempdir() {
             Ok(out) => out,
             Err(e) => return Conversion::without(format!("creating a folder for the conversion: {e}")),
         };
-        match convert::convert(settings, path, out.path()).await {
+        match convert::convert(&settings, path, out.path()).await {
             Ok(converted) => {
                 let keep = KeptConversion { key, refused: None }.write(out.path());
                 let outcome = self.verified(converted, label, "ONNX conversion").await;
