@@ -254,7 +254,7 @@ def test_a_conversion_is_kept_with_the_version_and_serves_without_python(server,
     env.pop("SHIPYARD_TRACKING_URI", None)
     for kind in KINDS:
         wait_ready(server.url, python_models[kind][0], "1", timeout=120)
-    name, rows, want, _ = python_models["column_transformer"]
+    name, rows, want, uri = python_models["column_transformer"]
     started = time.time()
     proc, url = start_serving(["--model", f"models:/{name}/1", "--tracking-uri", server.url], tmp_path, env=env)
     try:
@@ -269,6 +269,16 @@ def test_a_conversion_is_kept_with_the_version_and_serves_without_python(server,
         proc.wait(30)
     # No interpreter started: the replica was up within a few seconds, not a conversion's time.
     assert time.time() - started < 20
+    # What is kept, beside the model's own files: the ONNX file and the verification's inputs,
+    # scikit-learn's answers and outcome.
+    from mlflow.artifacts import download_artifacts
+
+    location = mlflow.MlflowClient(server.url).get_logged_model(uri.split("/")[-1]).artifact_location
+    kept = download_artifacts(artifact_uri=f"{location}/shipyard-conversion", dst_path=str(tmp_path / "kept"))
+    assert {"model.onnx", "MLmodel", "rows.arrow", "report.json", "verification.json",
+            "conversion.json"} <= set(os.listdir(kept)), os.listdir(kept)
+    verification = json.load(open(os.path.join(kept, "verification.json")))
+    assert verification["passed"] and verification["rows"] > 400 and verification["label_mismatches"] == 0
     binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
     reasons = {"lambda_transformer": ["FunctionTransformer is not supported", "(kept from an earlier attempt)"],
                "voting_with_missing": ["kept ONNX conversion", "rows get another label"],

@@ -256,6 +256,14 @@ impl Loader {
         .map_err(|e| format!("the verification task failed: {e}"))?;
         let (model, output) = loaded?;
         let verification = conversion::verify(&converted.expected, &output);
+        // The report goes with the conversion (kept with the version when it is new).
+        let report = converted.dir.join(VERIFICATION_REPORT);
+        if let Err(e) = serde_json::to_vec_pretty(&verification)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&report, bytes))
+        {
+            tracing::warn!(model = label, "cannot write {}: {e}", report.display());
+        }
         let summary = format!(
             "{what} ({} inputs, skl2onnx {}) {}",
             converted.expected.precision,
@@ -289,6 +297,8 @@ struct KeptConversion {
 }
 
 pub const KEPT_RECORD: &str = "conversion.json";
+/// The verification's outcome on Shipyard's engine, beside the conversion.
+pub const VERIFICATION_REPORT: &str = "verification.json";
 
 impl KeptConversion {
     fn read(dir: &Path) -> Option<KeptConversion> {
