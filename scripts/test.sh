@@ -60,6 +60,7 @@ assert s["served_predictions"] == 5000, s
 # The canary took its configured 20% of 1,000 single-row requests (binomial tolerance).
 assert s["canary_share"] is not None and 0.15 <= s["canary_share"] <= 0.25, s["canary_share"]
 assert s["steps"] and all(x["status"] == "FINISHED" and x["run_id"] for x in s["steps"]), s["steps"]
+assert s["ui_url"].startswith(s["server_url"] + "/experiments/"), s["ui_url"]
 print(f"quickstart: {len(s['steps'])} steps recorded, {s['served_predictions']} predictions, canary share {s['canary_share']:.3f}, told in {s['seconds']:.1f} s")
 EOF_PY
 rm -rf "$quickstart_dir"

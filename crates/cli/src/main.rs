@@ -205,6 +205,9 @@ struct ServerArgs {
     /// Serve no models: tracking and registry only.
     #[arg(long)]
     no_model_serving: bool,
+    /// Serve no web UI (by default at `/` on the same port).
+    #[arg(long)]
+    no_ui: bool,
     /// Do not evaluate deployments' monitors on their schedule.
     #[arg(long)]
     no_monitors: bool,
@@ -389,6 +392,9 @@ pub(crate) async fn start_server(
     };
     let store_display = database_uri.display();
     let mut app = shipyard_server::router(state);
+    if !args.no_ui {
+        app = app.merge(shipyard_ui::router(shipyard_ui::UiState { db: db.clone() }));
+    }
     let mut log_writer = None;
     let mut serving_state = None;
     let mut reporting = None;

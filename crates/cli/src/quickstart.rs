@@ -757,6 +757,7 @@ async fn finish(s: &mut Story, told: &Told, error: Option<String>, began: Instan
         "rolled_back": told.rolled_back,
         "steps": s.steps,
         "server_url": s.url,
+        "ui_url": format!("{}/experiments/{}", s.url, s.parent.info.experiment_id),
         "run_id": s.parent.info.run_uuid,
         "reports": told.reports.iter().map(|(k, p)| (k.clone(), json!(p.display().to_string()))).collect::<serde_json::Map<_, _>>(),
         "seconds": began.elapsed().as_secs_f64(),
@@ -780,6 +781,7 @@ async fn finish(s: &mut Story, told: &Told, error: Option<String>, began: Instan
         "  predict:     curl -s {}/predict/{DEPLOYMENT} -H 'content-type: application/json' -d '{{\"records\": [{{\"pclass\": 1, \"sex\": \"female\", \"age\": 29, \"sibsp\": 0, \"parch\": 0, \"fare\": 211.3, \"embarked\": \"S\"}}]}}'",
         s.url
     );
+    outln!("  web UI:      {}/experiments/{}", s.url, s.parent.info.experiment_id);
     outln!("  metrics:     {}/metrics", s.url);
     outln!("  MLflow:      MLFLOW_TRACKING_URI={} (experiment `titanic`)", s.url);
     outln!("  next:        shipyard pipeline status --home {}", s.dir.display());

@@ -7,6 +7,7 @@
 //! - [`deployments`]: named traffic policies over registered versions.
 //! - [`datasets`]: named, numbered, content-addressed dataset versions.
 //! - [`search`]: run and experiment searches, translated to SQL over indexed columns.
+//! - [`overview`]: summaries for the web UI (run counts, last activity, the keys runs use).
 //! - [`logged_models`]: MLflow 3 logged models.
 //! - [`registry`]: registered models, versions, stages, tags and aliases.
 //! - [`promotion`]: the history of alias moves, serialized promotion and rollback.
@@ -26,6 +27,7 @@ pub mod deployments;
 pub mod logged_models;
 mod migrations;
 pub mod monitoring;
+pub mod overview;
 pub mod promotion;
 pub mod registry;
 pub mod rollout;

@@ -1,0 +1,89 @@
+//! Summaries for people looking at the store (the web UI): how many runs an experiment has and
+//! when it last changed, and which metric, param and tag keys its runs use (the columns a runs
+//! table can show, found over the whole experiment rather than one page of runs).
+
+use shipyard_core::Result;
+
+use crate::db::Database;
+use crate::sql::Sql;
+use crate::tracking::parse_experiment_id;
+
+/// An experiment's active runs and its last activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentActivity {
+    pub experiment_id: String,
+    /// Active runs.
+    pub runs: i64,
+    /// The latest start or end of any of its runs, in ms; `None` without runs.
+    pub last_run_time: Option<i64>,
+}
+
+/// The keys an experiment's active runs use, each sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExperimentKeys {
+    pub metrics: Vec<String>,
+    pub params: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl Database {
+    /// Run counts and last activity of the experiments `ids` (those with no runs get zero).
+    pub async fn experiment_activity(&self, ids: &[String]) -> Result<Vec<ExperimentActivity>> {
+        let keys: Vec<i64> = ids.iter().map(|id| parse_experiment_id(id)).collect::<Result<_>>()?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT experiment_id, COUNT(*) AS runs, MAX(COALESCE(end_time, start_time)) AS last_time \
+             FROM runs WHERE lifecycle_stage = 'active' AND experiment_id IN (",
+        );
+        let list = sql.args(keys.iter().copied());
+        sql.push(&list).push(") GROUP BY experiment_id");
+        let rows = self.read(move |c| Box::pin(async move { Ok(c.fetch_all(sql).await?) })).await?;
+        let mut found = std::collections::HashMap::new();
+        for row in rows {
+            let id: i64 = row.get("experiment_id")?;
+            found.insert(id, (row.get::<i64>("runs")?, row.get::<Option<i64>>("last_time")?));
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let (runs, last_run_time) = found.get(k).copied().unwrap_or((0, None));
+                ExperimentActivity { experiment_id: k.to_string(), runs, last_run_time }
+            })
+            .collect())
+    }
+
+    /// The metric, param and tag keys the experiment's active runs use (tags of MLflow's own,
+    /// `mlflow.*`, left out).
+    pub async fn experiment_keys(&self, experiment_id: &str) -> Result<ExperimentKeys> {
+        let id = parse_experiment_id(experiment_id)?;
+        let query = |table: &str| {
+            let mut sql = Sql::new(
+                self.dialect(),
+                format!(
+                    "SELECT DISTINCT t.key AS key FROM {table} t JOIN runs r ON r.run_key = t.run_key \
+                     WHERE r.lifecycle_stage = 'active' AND r.experiment_id = "
+                ),
+            );
+            let arg = sql.arg(id);
+            sql.push(&arg).push(" ORDER BY t.key");
+            sql
+        };
+        let (metrics, params, tags) = (query("latest_metrics"), query("params"), query("tags"));
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut keys = ExperimentKeys::default();
+                for (sql, into) in [(metrics, &mut keys.metrics), (params, &mut keys.params), (tags, &mut keys.tags)] {
+                    for row in c.fetch_all(sql).await? {
+                        into.push(row.get::<String>("key")?);
+                    }
+                }
+                keys.tags.retain(|k| !k.starts_with("mlflow."));
+                Ok(keys)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,54 @@
+//! Shipyard's web UI: server-rendered HTML pages over the store, served by `shipyard server` at
+//! `/` on the API's port (`--no-ui` turns it off), embedded in the binary and working offline.
+//!
+//! Pages are built with `maud`, which escapes every value it is given, so names, params, tags
+//! and descriptions a user wrote are text, never markup. Tables are plain HTML with links and
+//! forms (they work without JavaScript); what the URL says (filter, sort, columns, page) is the
+//! whole state of a view, so a view is shared by its address. Every page carries a Content
+//! Security Policy that allows scripts and styles only from this server's `/static/` files: no
+//! inline script runs, whatever a stored value holds.
+//!
+//! - [`pages`]: the experiments list, an experiment's runs, a run.
+//! - [`assets`]: the embedded CSS and JavaScript, with their cache headers.
+//!
+//! The pages call the store's own functions (the same searches the REST API runs, with the same
+//! filter parser), so what the UI shows is what the API answers.
+
+pub mod assets;
+pub mod pages;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::get;
+use shipyard_store::Database;
+
+/// What the pages read.
+#[derive(Clone)]
+pub struct UiState {
+    pub db: Database,
+}
+
+/// The Content Security Policy of every page: this server's files only, nothing inline.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The UI's routes: `/`, `/experiments/{id}`, `/runs/{id}`, `/static/{file}`.
+pub fn router(state: UiState) -> Router {
+    Router::new()
+        .route("/", get(pages::experiments::page))
+        .route("/experiments/{experiment_id}", get(pages::runs::page))
+        .route("/runs/{run_id}", get(pages::run::page))
+        .route("/static/{file}", get(assets::serve))
+        .layer(axum::middleware::map_response(secure))
+        .with_state(state)
+}
+
+/// The security headers of every UI answer.
+async fn secure(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}

@@ -1,0 +1,89 @@
+//! The pages, and what they share: the layout, how values read, how a store error shows.
+//!
+//! - [`experiments`]: `/`, every experiment with its run count and last activity, searchable.
+//! - [`runs`]: `/experiments/{id}`, the runs table: MLflow's filter language, sort, chosen
+//!   columns and server-side pages, all in the URL.
+//! - [`run`]: `/runs/{id}`, one run: overview, dataset inputs, params, metrics, tags.
+
+pub mod experiments;
+pub mod run;
+pub mod runs;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use shipyard_core::Error;
+
+use crate::assets;
+
+/// A whole page: the shell around `body`, titled `title`.
+pub fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Shipyard" }
+                link rel="stylesheet" href=(assets::url("shipyard.css"));
+                script src=(assets::url("links.js")) {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "Shipyard" }
+                    nav { a href="/" { "Experiments" } }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// A store error as a page: a missing entity is 404, a bad request 400, the rest 500 (logged).
+pub fn error_page(error: &Error) -> Response {
+    let status = match error {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+        other => {
+            tracing::error!("a UI page failed: {other}");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    let message = match error {
+        Error::NotFound(m) | Error::InvalidParameter(m) => m.clone(),
+        _ => "the server failed to read the store; the error is in its log".to_owned(),
+    };
+    (status, layout("Error", html! { h1 { "Not shown" } p.error { (message) } })).into_response()
+}
+
+/// A time in ms as UTC, to the second.
+pub fn time(millis: Option<i64>) -> String {
+    millis.map(shipyard_core::entities::utc_seconds).unwrap_or_default()
+}
+
+/// A duration in ms, short (`850 ms`, `12.4 s`, `3 min 05 s`, `2 h 10 min`).
+pub fn duration(start: Option<i64>, end: Option<i64>) -> String {
+    let (Some(start), Some(end)) = (start, end) else { return String::new() };
+    let ms = (end - start).max(0);
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1e3),
+        60_000..3_600_000 => format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1_000),
+        _ => format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000),
+    }
+}
+
+/// A metric value as people read it.
+pub fn number(v: f64) -> String {
+    shipyard_core::display::number(v)
+}
+
+/// `text` made safe inside a URL's query.
+pub fn query_value(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `text` made safe as one path segment.
+pub fn path_segment(text: &str) -> String {
+    query_value(text)
+}

@@ -1,0 +1,217 @@
+//! Every page rendered from a seeded store, parsed as HTML and asserted by CSS selector: what
+//! it lists, how the URL's view (filter, sort, columns, pages) changes it, that a filter error
+//! is shown inline, that MLflow's links reach the script that forwards them, and that values
+//! holding markup stay text.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use scraper::{Html, Selector};
+use shipyard_core::entities::{KeyValue, Metric};
+use shipyard_store::tracking::NewRun;
+use shipyard_store::{Database, DatabaseUri};
+use shipyard_ui::{UiState, router};
+use tower::ServiceExt;
+
+const XSS: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+
+async fn store() -> (Database, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&DatabaseUri::Sqlite(dir.path().join("ui.db"))).await.unwrap();
+    (db, dir)
+}
+
+async fn get(db: &Database, uri: &str) -> (StatusCode, Html, axum::http::HeaderMap) {
+    let response =
+        router(UiState { db: db.clone() }).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, Html::parse_document(std::str::from_utf8(&bytes).unwrap()), headers)
+}
+
+fn texts(html: &Html, selector: &str) -> Vec<String> {
+    let s = Selector::parse(selector).unwrap();
+    html.select(&s).map(|e| e.text().collect::<String>().trim().to_owned()).collect()
+}
+
+fn attr(html: &Html, selector: &str, name: &str) -> Option<String> {
+    let s = Selector::parse(selector).unwrap();
+    html.select(&s).next().and_then(|e| e.value().attr(name)).map(str::to_owned)
+}
+
+/// An experiment with `n` runs: `accuracy` = i / n, `lr` = i, tag `team`.
+async fn seeded(db: &Database, name: &str, n: usize) -> String {
+    let id = db.create_experiment(name, None, &[]).await.unwrap();
+    for i in 0..n {
+        let run = db
+            .create_run(NewRun {
+                experiment_id: id.clone(),
+                user_id: "ana".into(),
+                run_name: Some(format!("run-{i:02}")),
+                start_time: Some(1_700_000_000_000 + i as i64 * 1000),
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        let metric = |key: &str, value: f64| Metric {
+            key: key.into(),
+            value,
+            timestamp: 1_700_000_000_000,
+            step: 3,
+            dataset_name: None,
+            dataset_digest: None,
+            model_id: None,
+            run_id: None,
+        };
+        db.log_batch(
+            &run.info.run_uuid,
+            vec![metric("accuracy", i as f64 / n as f64)],
+            vec![KeyValue::new("lr", i.to_string())],
+            vec![KeyValue::new("team", "vision")],
+        )
+        .await
+        .unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn the_experiments_page_lists_runs_counts_and_searches_by_name() {
+    let (db, _dir) = store().await;
+    seeded(&db, "churn", 3).await;
+    seeded(&db, "fraud", 1).await;
+    let (status, html, headers) = get(&db, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let names = texts(&html, "#experiments tbody td:first-child");
+    // Newest activity first; the Default experiment has no runs.
+    assert_eq!(names, ["fraud", "churn", "Default"]);
+    assert_eq!(texts(&html, "#experiments tbody td.num"), ["1", "3", "0"]);
+    let (_, html, _) = get(&db, "/?q=CHU").await;
+    assert_eq!(texts(&html, "#experiments tbody td:first-child"), ["churn"]);
+}
+
+#[tokio::test]
+async fn the_runs_table_filters_sorts_chooses_columns_and_pages() {
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "churn", 5).await;
+    let (status, html, _) = get(&db, &format!("/experiments/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Default columns: the experiment's metrics then params, found over all its runs.
+    assert_eq!(texts(&html, "#runs thead th")[5..], ["accuracy", "lr"]);
+    assert_eq!(texts(&html, "#runs tbody td:first-child").len(), 5);
+
+    let filter = "metrics.accuracy >= 0.4";
+    let (_, html, _) =
+        get(&db, &format!("/experiments/{id}?filter={}&order=metrics.accuracy%20ASC", enc(filter))).await;
+    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-02", "run-03", "run-04"]);
+    assert_eq!(texts(&html, "#runs tbody td.num"), ["0.4", "0.6", "0.8"]);
+    assert_eq!(attr(&html, "input[name=filter]", "value").as_deref(), Some(filter));
+
+    let (_, html, _) = get(&db, &format!("/experiments/{id}?col=tags.team&col=params.lr")).await;
+    assert_eq!(texts(&html, "#runs thead th")[5..], ["team", "lr"]);
+    assert!(texts(&html, "#runs tbody td").contains(&"vision".to_owned()));
+
+    // Two runs a page: the next page's link carries the store's token and the view.
+    let (_, html, _) = get(&db, &format!("/experiments/{id}?size=2&order=attributes.start_time%20ASC")).await;
+    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-00", "run-01"]);
+    let next = attr(&html, "#next-page", "href").unwrap();
+    assert!(next.contains("size=2") && next.contains("order="), "{next}");
+    let (_, html, _) = get(&db, &next).await;
+    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-02", "run-03"]);
+    assert!(attr(&html, "#first-page", "href").is_some());
+}
+
+#[tokio::test]
+async fn a_bad_filter_is_shown_above_the_table() {
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "churn", 2).await;
+    let (status, html, _) = get(&db, &format!("/experiments/{id}?filter={}", enc("metrics.accuracy >>> 1"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error = texts(&html, "#filter-error");
+    assert_eq!(error.len(), 1);
+    assert!(!error[0].is_empty());
+    assert_eq!(attr(&html, "input[name=filter]", "value").as_deref(), Some("metrics.accuracy >>> 1"));
+    let (status, _, _) = get(&db, "/experiments/999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_run_page_shows_its_overview_params_metrics_and_tags() {
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "churn", 1).await;
+    let run = db
+        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let (status, html, _) = get(&db, &format!("/runs/{}", run.info.run_uuid)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&html, "h1"), ["run-00"]);
+    assert_eq!(texts(&html, "#params tbody td"), ["lr", "0"]);
+    assert_eq!(texts(&html, "#metrics tbody td")[..3], ["accuracy", "0", "3"]);
+    assert!(texts(&html, "#tags tbody td").contains(&"vision".to_owned()));
+    assert_eq!(attr(&html, ".crumbs a:nth-of-type(2)", "href"), Some(format!("/experiments/{id}")));
+    let (status, _, _) = get(&db, "/runs/0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn values_holding_markup_stay_text_on_every_page() {
+    let (db, _dir) = store().await;
+    let id = db.create_experiment(XSS, None, &[KeyValue::new("note", XSS)]).await.unwrap();
+    let run = db
+        .create_run(NewRun {
+            experiment_id: id.clone(),
+            user_id: XSS.into(),
+            run_name: Some(XSS.into()),
+            start_time: None,
+            tags: vec![KeyValue::new("note", XSS)],
+        })
+        .await
+        .unwrap();
+    db.log_batch(&run.info.run_uuid, vec![], vec![KeyValue::new("p", XSS)], vec![]).await.unwrap();
+    for uri in [
+        "/".to_owned(),
+        format!("/experiments/{id}?col=params.p&col=tags.note"),
+        format!("/runs/{}", run.info.run_uuid),
+    ] {
+        let (status, html, _) = get(&db, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        // The only script is the page's own file; no element came from a value.
+        let scripts: Vec<_> = html.select(&Selector::parse("script").unwrap()).collect();
+        assert_eq!(scripts.len(), 1, "{uri}");
+        assert!(scripts[0].value().attr("src").unwrap().starts_with("/static/links.js"));
+        assert!(html.select(&Selector::parse("img").unwrap()).next().is_none(), "{uri}");
+        assert!(
+            html.root_element().text().any(|t| t.contains("<script>alert(1)</script>")),
+            "{uri}: the value is shown as text"
+        );
+    }
+}
+
+#[tokio::test]
+async fn static_files_are_served_and_forward_mlflow_links() {
+    let (db, _dir) = store().await;
+    let response = router(UiState { db: db.clone() })
+        .oneshot(Request::get("/static/links.js").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let script = String::from_utf8(body.to_vec()).unwrap();
+    assert!(script.contains("\"/runs/\"") && script.contains("\"/experiments/\""));
+    let (status, _, _) = get(&db, "/static/nope.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn enc(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
