@@ -87,7 +87,34 @@ both_backends!(
     alias_moves_are_recorded_serialized_and_rolled_back,
     deployments_are_versioned_policies,
     prediction_log_feedback_and_alerts,
+    overview_counts_runs_and_lists_keys,
 );
+
+async fn overview_counts_runs_and_lists_keys(db: Database) {
+    let exp = db.create_experiment("overview", None, &[]).await.unwrap();
+    let empty = db.create_experiment("empty", None, &[]).await.unwrap();
+    let a = new_run(&db, &exp, "a").await;
+    let b = new_run(&db, &exp, "b").await;
+    db.log_batch(
+        &a,
+        vec![metric("loss", 0.5, 10, 0)],
+        vec![KeyValue::new("lr", "0.1")],
+        vec![KeyValue::new("team", "x")],
+    )
+    .await
+    .unwrap();
+    db.log_batch(&b, vec![metric("acc", 0.9, 10, 0), metric("loss", 0.4, 10, 0)], vec![], vec![]).await.unwrap();
+    let deleted = new_run(&db, &exp, "gone").await;
+    db.log_batch(&deleted, vec![metric("hidden", 1.0, 10, 0)], vec![], vec![]).await.unwrap();
+    db.delete_run(&deleted).await.unwrap();
+    let activity = db.experiment_activity(&[exp.clone(), empty.clone()]).await.unwrap();
+    assert_eq!((activity[0].runs, activity[1].runs), (2, 0));
+    assert!(activity[0].last_run_time.is_some() && activity[1].last_run_time.is_none());
+    let keys = db.experiment_keys(&exp).await.unwrap();
+    assert_eq!(keys.metrics, ["acc", "loss"]);
+    assert_eq!(keys.params, ["lr"]);
+    assert_eq!(keys.tags, ["team"], "MLflow's own tags are left out");
+}
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
     Metric {
