@@ -1,6 +1,7 @@
 //! Summaries for people looking at the store (the web UI): how many runs an experiment has and
-//! when it last changed, and which metric, param and tag keys its runs use (the columns a runs
-//! table can show, found over the whole experiment rather than one page of runs).
+//! when it last changed, which metric, param and tag keys its runs use (the columns a runs
+//! table can show, found over the whole experiment rather than one page of runs), and the
+//! smallest and largest value each run logged of a metric (the best epoch, not only the last).
 
 use shipyard_core::Result;
 
@@ -26,7 +27,44 @@ pub struct ExperimentKeys {
     pub tags: Vec<String>,
 }
 
+/// The smallest and largest value a run logged of one metric (NaN left out).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricRange {
+    pub min: f64,
+    pub max: f64,
+}
+
 impl Database {
+    /// Per run and metric key: the range of the values logged, over every step. Runs or keys
+    /// without a (non-NaN) value are absent.
+    pub async fn metric_ranges(
+        &self,
+        run_ids: &[String],
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<(String, String), MetricRange>> {
+        if run_ids.is_empty() || keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT r.run_uuid AS run_id, m.key AS key, MIN(m.value) AS min_value, MAX(m.value) AS max_value \
+             FROM metrics m JOIN runs r ON r.run_key = m.run_key WHERE m.is_nan = 0 AND r.run_uuid IN (",
+        );
+        let runs = sql.args(run_ids.iter().map(String::as_str));
+        sql.push(&runs).push(") AND m.key IN (");
+        let wanted = sql.args(keys.iter().map(String::as_str));
+        sql.push(&wanted).push(") GROUP BY r.run_uuid, m.key");
+        let rows = self.read(move |c| Box::pin(async move { Ok(c.fetch_all(sql).await?) })).await?;
+        let mut ranges = std::collections::HashMap::new();
+        for row in rows {
+            ranges.insert(
+                (row.get::<String>("run_id")?, row.get::<String>("key")?),
+                MetricRange { min: row.get("min_value")?, max: row.get("max_value")? },
+            );
+        }
+        Ok(ranges)
+    }
+
     /// Run counts and last activity of the experiments `ids` (those with no runs get zero).
     pub async fn experiment_activity(&self, ids: &[String]) -> Result<Vec<ExperimentActivity>> {
         let keys: Vec<i64> = ids.iter().map(|id| parse_experiment_id(id)).collect::<Result<_>>()?;

@@ -114,6 +114,19 @@ async fn overview_counts_runs_and_lists_keys(db: Database) {
     assert_eq!(keys.metrics, ["acc", "loss"]);
     assert_eq!(keys.params, ["lr"]);
     assert_eq!(keys.tags, ["team"], "MLflow's own tags are left out");
+    db.log_batch(
+        &a,
+        vec![metric("loss", 0.2, 11, 1), metric("loss", f64::NAN, 12, 2), metric("loss", 0.3, 13, 3)],
+        vec![],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let ranges = db.metric_ranges(&[a.clone(), b.clone()], &["loss".to_owned(), "acc".to_owned()]).await.unwrap();
+    let range = |run: &str, key: &str| ranges.get(&(run.to_owned(), key.to_owned())).map(|r| (r.min, r.max));
+    assert_eq!(range(&a, "loss"), Some((0.2, 0.5)), "NaN is left out");
+    assert_eq!(range(&b, "loss"), Some((0.4, 0.4)));
+    assert_eq!(range(&a, "acc"), None);
 }
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {

@@ -32,11 +32,13 @@ pub struct UiState {
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The UI's routes: `/`, `/experiments/{id}`, `/runs/{id}`, `/static/{file}`.
+/// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}`,
+/// `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(pages::experiments::page))
         .route("/experiments/{experiment_id}", get(pages::runs::page))
+        .route("/experiments/{experiment_id}/runs.csv", get(pages::runs::csv_export))
         .route("/runs/{run_id}", get(pages::run::page))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(secure))

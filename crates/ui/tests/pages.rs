@@ -215,3 +215,61 @@ async fn static_files_are_served_and_forward_mlflow_links() {
 fn enc(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn metric_columns_show_the_last_the_smallest_and_the_largest_value() {
+    let (db, _dir) = store().await;
+    let id = db.create_experiment("history", None, &[]).await.unwrap();
+    let run = db
+        .create_run(NewRun {
+            experiment_id: id.clone(),
+            user_id: "ana".into(),
+            run_name: Some("r".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let at = |value: f64, step: i64| Metric { key: "loss".into(), value, timestamp: 1, step, ..Default::default() };
+    db.log_batch(&run.info.run_uuid, vec![at(0.5, 0), at(0.2, 1), at(0.3, 2)], vec![], vec![]).await.unwrap();
+    let (_, html, _) =
+        get(&db, &format!("/experiments/{id}?col=metrics.loss&col=metrics.loss%40min&col=metrics.loss%40max")).await;
+    assert_eq!(texts(&html, "#runs thead th")[5..], ["loss", "loss (min)", "loss (max)"]);
+    assert_eq!(texts(&html, "#runs tbody td.num"), ["0.3", "0.2", "0.5"]);
+    // The picker offers each metric's last, min and max.
+    let picked = Selector::parse("details.columns input[checked]").unwrap();
+    let picked: Vec<_> = html.select(&picked).filter_map(|e| e.value().attr("value")).collect();
+    assert_eq!(picked, ["metrics.loss", "metrics.loss@min", "metrics.loss@max"]);
+}
+
+#[tokio::test]
+async fn the_csv_export_holds_every_matching_run_across_store_pages() {
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "big", 1_203).await;
+    let response = router(UiState { db: db.clone() })
+        .oneshot(
+            Request::get(format!(
+                "/experiments/{id}/runs.csv?filter={}&order=attributes.start_time%20ASC&col=metrics.accuracy&col=params.lr",
+                enc("metrics.accuracy >= 0.5")
+            ))
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains("runs.csv"));
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let mut reader = csv::Reader::from_reader(&bytes[..]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["run_id", "run_name", "status", "start_time", "end_time", "user", "metrics.accuracy", "params.lr"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    // accuracy = i / 1203 >= 0.5 for i >= 602: 601 runs, in start order, values exact.
+    assert_eq!(rows.len(), 601);
+    assert_eq!(&rows[0][1], "run-602");
+    assert_eq!(rows[0][6].parse::<f64>().unwrap(), 602.0 / 1203.0);
+    assert_eq!(&rows[600][7], "1202");
+    let (status, _, _) = get(&db, &format!("/experiments/{id}/runs.csv?filter={}", enc("nonsense ~ 1"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

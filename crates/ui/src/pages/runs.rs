@@ -35,46 +35,72 @@ pub struct View {
     pub page: Option<String>,
 }
 
+/// Which value of a metric a column shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// The latest (greatest step), as MLflow shows.
+    Last,
+    /// The smallest or largest over every step (the best epoch).
+    Min,
+    Max,
+}
+
 /// A column beside the run's own attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Column {
-    Metric(String),
+    Metric(String, Agg),
     Param(String),
     Tag(String),
 }
+
+/// Per (run id, metric key), the range of the values it logged.
+pub type Ranges = std::collections::HashMap<(String, String), shipyard_store::overview::MetricRange>;
 
 impl Column {
     fn parse(text: &str) -> Option<Column> {
         let (kind, key) = text.split_once('.')?;
         let key = key.to_owned();
         match kind {
-            "metrics" => Some(Column::Metric(key)),
+            "metrics" => Some(match key.rsplit_once('@') {
+                Some((k, "min")) => Column::Metric(k.to_owned(), Agg::Min),
+                Some((k, "max")) => Column::Metric(k.to_owned(), Agg::Max),
+                _ => Column::Metric(key, Agg::Last),
+            }),
             "params" => Some(Column::Param(key)),
             "tags" => Some(Column::Tag(key)),
             _ => None,
         }
     }
 
-    /// `metrics.KEY` and so on, as the URL and the order-by grammar write it.
-    fn name(&self) -> String {
+    /// `metrics.KEY` and so on, as the order-by grammar writes it; `None` for a metric's min
+    /// or max, which the store does not sort by.
+    fn sort_name(&self) -> Option<String> {
         match self {
-            Column::Metric(k) => format!("metrics.{}", quoted(k)),
-            Column::Param(k) => format!("params.{}", quoted(k)),
-            Column::Tag(k) => format!("tags.{}", quoted(k)),
+            Column::Metric(k, Agg::Last) => Some(format!("metrics.{}", quoted(k))),
+            Column::Metric(..) => None,
+            Column::Param(k) => Some(format!("params.{}", quoted(k))),
+            Column::Tag(k) => Some(format!("tags.{}", quoted(k))),
         }
     }
 
-    fn key(&self) -> &str {
+    /// The header's text.
+    fn label(&self) -> String {
         match self {
-            Column::Metric(k) | Column::Param(k) | Column::Tag(k) => k,
+            Column::Metric(k, Agg::Last) | Column::Param(k) | Column::Tag(k) => k.clone(),
+            Column::Metric(k, Agg::Min) => format!("{k} (min)"),
+            Column::Metric(k, Agg::Max) => format!("{k} (max)"),
         }
     }
 
-    fn value(&self, run: &Run) -> (String, bool) {
+    /// The run's value in this column, and whether it is a number.
+    fn value(&self, run: &Run, ranges: &Ranges) -> (String, bool) {
+        let range = |k: &String| ranges.get(&(run.info.run_uuid.clone(), k.clone()));
         match self {
-            Column::Metric(k) => {
+            Column::Metric(k, Agg::Last) => {
                 (run.data.metrics.iter().find(|m| &m.key == k).map(|m| number(m.value)).unwrap_or_default(), true)
             }
+            Column::Metric(k, Agg::Min) => (range(k).map(|r| number(r.min)).unwrap_or_default(), true),
+            Column::Metric(k, Agg::Max) => (range(k).map(|r| number(r.max)).unwrap_or_default(), true),
             Column::Param(k) => {
                 (run.data.params.iter().find(|p| &p.key == k).map(|p| p.value.clone()).unwrap_or_default(), false)
             }
@@ -112,28 +138,40 @@ impl View {
         view
     }
 
+    /// This view's query string (without `?`).
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.filter.is_empty() {
+            parts.push(format!("filter={}", query_value(&self.filter)));
+        }
+        if !self.order.is_empty() {
+            parts.push(format!("order={}", query_value(&self.order)));
+        }
+        for c in &self.columns {
+            parts.push(format!("col={}", query_value(&plain_name(c))));
+        }
+        if self.size != PAGE_SIZE {
+            parts.push(format!("size={}", self.size));
+        }
+        if let Some(page) = &self.page {
+            parts.push(format!("page={}", query_value(page)));
+        }
+        parts.join("&")
+    }
+
     /// This view's address for the experiment, with `change` applied.
     fn href(&self, experiment_id: &str, change: impl FnOnce(&mut View)) -> String {
         let mut view = self.clone();
         change(&mut view);
-        let mut parts = Vec::new();
-        if !view.filter.is_empty() {
-            parts.push(format!("filter={}", query_value(&view.filter)));
-        }
-        if !view.order.is_empty() {
-            parts.push(format!("order={}", query_value(&view.order)));
-        }
-        for c in &view.columns {
-            parts.push(format!("col={}", query_value(&plain_name(c))));
-        }
-        if view.size != PAGE_SIZE {
-            parts.push(format!("size={}", view.size));
-        }
-        if let Some(page) = &view.page {
-            parts.push(format!("page={}", query_value(page)));
-        }
         let base = format!("/experiments/{}", path_segment(experiment_id));
-        if parts.is_empty() { base } else { format!("{base}?{}", parts.join("&")) }
+        let query = view.query();
+        if query.is_empty() { base } else { format!("{base}?{query}") }
+    }
+
+    /// The CSV export of every run this view matches (its filter, order and columns).
+    fn csv_href(&self, experiment_id: &str) -> String {
+        let view = View { page: None, size: PAGE_SIZE, ..self.clone() };
+        format!("/experiments/{}/runs.csv?{}", path_segment(experiment_id), view.query())
     }
 }
 
@@ -142,7 +180,7 @@ fn default_columns(keys: &ExperimentKeys) -> Vec<Column> {
     keys.metrics
         .iter()
         .take(DEFAULT_METRICS)
-        .map(|k| Column::Metric(k.clone()))
+        .map(|k| Column::Metric(k.clone(), Agg::Last))
         .chain(keys.params.iter().take(DEFAULT_PARAMS).map(|k| Column::Param(k.clone())))
         .collect()
 }
@@ -165,22 +203,15 @@ pub async fn page(
     if !explicit_columns {
         view.columns = default_columns(&keys);
     }
-    let order: Vec<String> = if view.order.is_empty() { Vec::new() } else { vec![view.order.clone()] };
-    let searched = state
-        .db
-        .search_runs(
-            std::slice::from_ref(&experiment_id),
-            Some(view.filter.as_str()).filter(|f| !f.is_empty()),
-            ViewType::ActiveOnly,
-            Some(view.size),
-            &order,
-            view.page.as_deref(),
-        )
-        .await;
+    let searched = search(&state, &experiment_id, &view, view.page.clone()).await;
     let (runs, next, problem) = match searched {
         Ok(page) => (page.items, page.next_page_token, None),
         // The filter, the order or the page token is wrong: said above the table.
         Err(Error::InvalidParameter(message)) => (Vec::new(), None, Some(message)),
+        Err(e) => return error_page(&e),
+    };
+    let ranges = match metric_ranges(&state, &view, &runs).await {
+        Ok(r) => r,
         Err(e) => return error_page(&e),
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
@@ -198,21 +229,41 @@ pub async fn page(
         }
         @if let Some(message) = &problem { p.error #filter-error { (message) } }
         (columns_picker(&experiment_id, &view, &keys))
-        (table(&experiment_id, &view, &runs))
+        (table(&experiment_id, &view, &runs, &ranges))
         div.pager {
             @if view.page.is_some() { a #first-page href=(view.href(&experiment_id, |v| v.page = None)) { "First page" } }
             @if let Some(token) = &next {
                 a #next-page href=(view.href(&experiment_id, |v| v.page = Some(token.clone()))) { "Next page" }
             }
             span.muted { (runs.len()) " runs on this page" }
+            a #csv href=(view.csv_href(&experiment_id)) { "Download every matching run (CSV)" }
         }
     };
     (status, layout(&experiment.name, body)).into_response()
 }
 
+/// The ranges the view's min and max columns need, for `runs`.
+pub async fn metric_ranges(state: &UiState, view: &View, runs: &[Run]) -> Result<Ranges, Error> {
+    let keys: Vec<String> = view
+        .columns
+        .iter()
+        .filter_map(|c| match c {
+            Column::Metric(k, Agg::Min | Agg::Max) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(Ranges::new());
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.info.run_uuid.clone()).collect();
+    state.db.metric_ranges(&ids, &keys).await
+}
+
 fn plain_name(c: &Column) -> String {
     match c {
-        Column::Metric(k) => format!("metrics.{k}"),
+        Column::Metric(k, Agg::Last) => format!("metrics.{k}"),
+        Column::Metric(k, Agg::Min) => format!("metrics.{k}@min"),
+        Column::Metric(k, Agg::Max) => format!("metrics.{k}@max"),
         Column::Param(k) => format!("params.{k}"),
         Column::Tag(k) => format!("tags.{k}"),
     }
@@ -220,26 +271,32 @@ fn plain_name(c: &Column) -> String {
 
 /// Every key of the experiment as a checkbox: the chosen columns, sent back in the URL.
 fn columns_picker(experiment_id: &str, view: &View, keys: &ExperimentKeys) -> Markup {
-    let groups =
-        [("Metrics", "metrics", &keys.metrics), ("Params", "params", &keys.params), ("Tags", "tags", &keys.tags)];
+    let groups = [("Params", "params", &keys.params), ("Tags", "tags", &keys.tags)];
     html! {
         details.columns {
             summary { "Columns" }
             form method="get" action={ "/experiments/" (path_segment(experiment_id)) } {
                 @if !view.filter.is_empty() { input type="hidden" name="filter" value=(view.filter); }
                 @if !view.order.is_empty() { input type="hidden" name="order" value=(view.order); }
+                @if !keys.metrics.is_empty() {
+                    fieldset {
+                        legend { "Metrics: last, min, max" }
+                        @for key in &keys.metrics {
+                            span.metric-choice {
+                                (key) " "
+                                @for (suffix, label) in [("", "last"), ("@min", "min"), ("@max", "max")] {
+                                    (column_choice(view, &format!("metrics.{key}{suffix}"), label))
+                                }
+                            }
+                        }
+                    }
+                }
                 @for (title, prefix, list) in groups {
                     @if !list.is_empty() {
                         fieldset {
                             legend { (title) }
                             @for key in list.iter() {
-                                @let name = format!("{prefix}.{key}");
-                                label {
-                                    input type="checkbox" name="col" value=(name)
-                                        checked[view.columns.iter().any(|c| plain_name(c) == name)];
-                                    " " (key)
-                                }
-                                " "
+                                (column_choice(view, &format!("{prefix}.{key}"), key))
                             }
                         }
                     }
@@ -250,8 +307,19 @@ fn columns_picker(experiment_id: &str, view: &View, keys: &ExperimentKeys) -> Ma
     }
 }
 
+/// One column's checkbox, ticked when the view shows it.
+fn column_choice(view: &View, name: &str, label: &str) -> Markup {
+    html! {
+        label {
+            input type="checkbox" name="col" value=(name) checked[view.columns.iter().any(|c| plain_name(c) == name)];
+            " " (label)
+        }
+        " "
+    }
+}
+
 /// The runs, with a header per column that sorts by it (descending first, then ascending).
-fn table(experiment_id: &str, view: &View, runs: &[Run]) -> Markup {
+fn table(experiment_id: &str, view: &View, runs: &[Run], ranges: &Ranges) -> Markup {
     let sort = |key: String| {
         let descending = format!("{key} DESC");
         let next = if view.order == descending { format!("{key} ASC") } else { descending };
@@ -271,9 +339,10 @@ fn table(experiment_id: &str, view: &View, runs: &[Run]) -> Markup {
                         th { "Duration" }
                         th { a href=(sort("attributes.user_id".into())) { "User" } }
                         @for c in &view.columns {
-                            @let numeric = matches!(c, Column::Metric(_));
+                            @let numeric = matches!(c, Column::Metric(..));
                             th class=[numeric.then_some("num")] title=(plain_name(c)) {
-                                a href=(sort(c.name())) { (c.key()) }
+                                @if let Some(name) = c.sort_name() { a href=(sort(name)) { (c.label()) } }
+                                @else { (c.label()) }
                             }
                         }
                     }
@@ -287,7 +356,7 @@ fn table(experiment_id: &str, view: &View, runs: &[Run]) -> Markup {
                             td { (duration(run.info.start_time, run.info.end_time)) }
                             td { (run.info.user_id) }
                             @for c in &view.columns {
-                                @let (value, numeric) = c.value(run);
+                                @let (value, numeric) = c.value(run, ranges);
                                 td class=[numeric.then_some("num")] { (value) }
                             }
                         }
@@ -295,5 +364,129 @@ fn table(experiment_id: &str, view: &View, runs: &[Run]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// Runs per page of the CSV export.
+const EXPORT_PAGE: i64 = 1_000;
+
+/// `/experiments/{id}/runs.csv`: every run the view matches, not one page: the store is read a
+/// thousand runs at a time and each page is written out as it comes, so the export's memory
+/// does not grow with the experiment. Columns: the run's own (id, name, status, start, end,
+/// user), then the view's. A filter the store refuses is a 400 naming the problem, before any
+/// row is sent.
+pub async fn csv_export(
+    State(state): State<UiState>,
+    Path(experiment_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut view = View::parse(query.as_deref().unwrap_or(""));
+    view.size = EXPORT_PAGE;
+    view.page = None;
+    if let Err(e) = state.db.get_experiment(&experiment_id).await {
+        return error_page(&e);
+    }
+    if view.columns.is_empty() {
+        match state.db.experiment_keys(&experiment_id).await {
+            Ok(keys) => view.columns = default_columns(&keys),
+            Err(e) => return error_page(&e),
+        }
+    }
+    let first = match search(&state, &experiment_id, &view, None).await {
+        Ok(page) => page,
+        Err(Error::InvalidParameter(message)) => return (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(e) => return error_page(&e),
+    };
+    let mut header: Vec<String> =
+        ["run_id", "run_name", "status", "start_time", "end_time", "user"].map(str::to_owned).to_vec();
+    header.extend(view.columns.iter().map(plain_name));
+    let context = std::sync::Arc::new((state, experiment_id.clone(), view));
+    let pages = futures::stream::unfold(Some((first, Some(header))), move |next| {
+        let context = context.clone();
+        async move {
+            let (page, header) = next?;
+            let (state, experiment_id, view) = context.as_ref();
+            let ranges = match metric_ranges(state, view, &page.items).await {
+                Ok(r) => r,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            };
+            let chunk = csv_rows(header, &page.items, view, &ranges);
+            let following = match page.next_page_token {
+                None => None,
+                Some(token) => match search(state, experiment_id, view, Some(token)).await {
+                    Ok(page) => Some((page, None)),
+                    Err(e) => {
+                        tracing::error!("the CSV export of experiment {experiment_id} stopped: {e}");
+                        return Some((Err(std::io::Error::other(e.to_string())), None));
+                    }
+                },
+            };
+            Some((chunk.map(bytes::Bytes::from), following))
+        }
+    });
+    let name = format!("attachment; filename=\"experiment-{experiment_id}-runs.csv\"");
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, name),
+        ],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response()
+}
+
+/// One page of the view's runs.
+async fn search(
+    state: &UiState,
+    experiment_id: &str,
+    view: &View,
+    page: Option<String>,
+) -> Result<shipyard_store::tracking::Page<Run>, Error> {
+    let order: Vec<String> = if view.order.is_empty() { Vec::new() } else { vec![view.order.clone()] };
+    state
+        .db
+        .search_runs(
+            &[experiment_id.to_owned()],
+            Some(view.filter.as_str()).filter(|f| !f.is_empty()),
+            ViewType::ActiveOnly,
+            Some(view.size),
+            &order,
+            page.as_deref(),
+        )
+        .await
+}
+
+/// `runs` as CSV lines (the header first when given); metric values in full precision.
+fn csv_rows(header: Option<Vec<String>>, runs: &[Run], view: &View, ranges: &Ranges) -> std::io::Result<Vec<u8>> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    if let Some(header) = header {
+        out.write_record(&header)?;
+    }
+    for run in runs {
+        let mut record = vec![
+            run.info.run_uuid.clone(),
+            run.info.run_name.clone(),
+            run.info.status.as_str().to_owned(),
+            run.info.start_time.map(shipyard_core::entities::utc_timestamp).unwrap_or_default(),
+            run.info.end_time.map(shipyard_core::entities::utc_timestamp).unwrap_or_default(),
+            run.info.user_id.clone(),
+        ];
+        record.extend(view.columns.iter().map(|c| exact_value(c, run, ranges)));
+        out.write_record(&record)?;
+    }
+    out.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// A column's value for export: numbers as Rust prints them (the shortest text that reads
+/// back as the same double), not rounded for display.
+fn exact_value(column: &Column, run: &Run, ranges: &Ranges) -> String {
+    let range = |k: &String| ranges.get(&(run.info.run_uuid.clone(), k.clone()));
+    match column {
+        Column::Metric(k, Agg::Last) => {
+            run.data.metrics.iter().find(|m| &m.key == k).map(|m| m.value.to_string()).unwrap_or_default()
+        }
+        Column::Metric(k, Agg::Min) => range(k).map(|r| r.min.to_string()).unwrap_or_default(),
+        Column::Metric(k, Agg::Max) => range(k).map(|r| r.max.to_string()).unwrap_or_default(),
+        other => other.value(run, ranges).0,
     }
 }
