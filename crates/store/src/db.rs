@@ -265,6 +265,30 @@ impl Conn<'_> {
         }
     }
 
+    /// Runs a query of two columns, an integer and a double, and hands each row to `each`
+    /// as it arrives, without holding the result: for scans of millions of rows (a long metric
+    /// history reduced to chart buckets).
+    pub(crate) async fn for_each_pair(&mut self, sql: Sql, mut each: impl FnMut(i64, f64)) -> Result<(), DbError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let mut stmt = c.prepare_cached(&sql.text)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(sql.args.iter()))?;
+                while let Some(r) = rows.next()? {
+                    each(r.get(0)?, r.get(1)?);
+                }
+                Ok(())
+            }
+            Conn::Postgres(c) => {
+                use futures::TryStreamExt;
+                let mut rows = pg_query(sql).fetch(&mut **c);
+                while let Some(r) = rows.try_next().await? {
+                    each(r.try_get(0)?, r.try_get(1)?);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Runs a query and returns every row.
     pub(crate) async fn fetch_all(&mut self, sql: Sql) -> Result<Vec<Row>, DbError> {
         match self {

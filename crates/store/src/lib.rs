@@ -32,6 +32,7 @@ pub mod promotion;
 pub mod registry;
 pub mod rollout;
 pub mod search;
+pub mod series;
 mod sql;
 pub mod tracking;
 

@@ -88,6 +88,7 @@ both_backends!(
     deployments_are_versioned_policies,
     prediction_log_feedback_and_alerts,
     overview_counts_runs_and_lists_keys,
+    metric_series_keep_every_bucket_extreme,
 );
 
 async fn overview_counts_runs_and_lists_keys(db: Database) {
@@ -127,6 +128,70 @@ async fn overview_counts_runs_and_lists_keys(db: Database) {
     assert_eq!(range(&a, "loss"), Some((0.2, 0.5)), "NaN is left out");
     assert_eq!(range(&b, "loss"), Some((0.4, 0.4)));
     assert_eq!(range(&a, "acc"), None);
+}
+
+async fn metric_series_keep_every_bucket_extreme(db: Database) {
+    use shipyard_store::series::{SeriesAxis, SeriesQuery};
+    let exp = db.create_experiment("series", None, &[]).await.unwrap();
+    let run = new_run(&db, &exp, "long").await;
+    // 10,000 steps of a slow wave, one spike, one dip and one NaN; time = 1,000 + 10 ms a step.
+    let value = |step: i64| match step {
+        7_777 => 100.0,
+        3_333 => -50.0,
+        _ => (step as f64 / 500.0).sin(),
+    };
+    let steps: Vec<i64> = (0..10_000).filter(|s| *s != 5_000).collect();
+    for chunk in steps.chunks(1_000) {
+        let batch = chunk.iter().map(|s| metric("loss", value(*s), 1_000 + 10 * s, *s)).collect();
+        db.log_batch(&run, batch, vec![], vec![]).await.unwrap();
+    }
+    db.log_batch(&run, vec![metric("loss", f64::NAN, 1_000 + 50_000, 5_000)], vec![], vec![]).await.unwrap();
+    let query =
+        |axis, from, to, buckets| SeriesQuery { run_id: run.clone(), key: "loss".into(), axis, from, to, buckets };
+    let whole = db.metric_series(query(SeriesAxis::Step, None, None, 64)).await.unwrap();
+    assert_eq!(whole.extent, Some((0, 9_999)));
+    assert_eq!(whole.points, 9_999, "the NaN is left out");
+    assert!(!whole.exact && whole.buckets.len() <= 64);
+    assert_eq!(whole.buckets.iter().map(|b| b.count).sum::<i64>(), 9_999);
+    // The reference: the same equal-width buckets computed here from the logged values.
+    let width = 10_000u64.div_ceil(64) as i64;
+    for b in &whole.buckets {
+        let index = b.x_first / width;
+        let members: Vec<i64> = steps.iter().copied().filter(|s| s / width == index).collect();
+        assert_eq!((b.x_first, b.x_last), (members[0], *members.last().unwrap()));
+        assert_eq!(b.count, members.len() as i64);
+        let values: Vec<f64> = members.iter().map(|s| value(*s)).collect();
+        assert_eq!(b.min, values.iter().copied().fold(f64::INFINITY, f64::min));
+        assert_eq!(b.max, values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((b.mean - mean).abs() < 1e-9, "bucket {index}: mean {} vs {mean}", b.mean);
+    }
+    let spike = whole.buckets.iter().find(|b| b.x_first <= 7_777 && 7_777 <= b.x_last).unwrap();
+    assert_eq!(spike.max, 100.0, "the one-step spike survives the reduction");
+    assert_eq!(whole.buckets.iter().map(|b| b.min).fold(f64::INFINITY, f64::min), -50.0);
+    // Zoomed in to fewer values than buckets: the exact points.
+    let zoom = db.metric_series(query(SeriesAxis::Step, Some(7_700), Some(7_800), 200)).await.unwrap();
+    assert!(zoom.exact);
+    assert_eq!(zoom.points, 101);
+    assert_eq!(zoom.extent, Some((0, 9_999)), "the extent is the whole series'");
+    assert_eq!(zoom.buckets.iter().find(|b| b.x_first == 7_777).map(|b| b.max), Some(100.0));
+    // Along time: the same values, x in ms.
+    let by_time = db.metric_series(query(SeriesAxis::Time, Some(1_000), Some(1_000 + 10 * 99), 500)).await.unwrap();
+    assert_eq!(by_time.extent, Some((1_000, 1_000 + 10 * 9_999)));
+    assert_eq!((by_time.points, by_time.buckets[1].x_first), (100, 1_010));
+    // An empty series, a range outside it, bad requests.
+    let none = db
+        .metric_series(SeriesQuery { key: "absent".into(), ..query(SeriesAxis::Step, None, None, 10) })
+        .await
+        .unwrap();
+    assert_eq!((none.extent, none.points, none.buckets.len()), (None, 0, 0));
+    let outside = db.metric_series(query(SeriesAxis::Step, Some(20_000), None, 10)).await.unwrap();
+    assert_eq!((outside.points, outside.buckets.len()), (0, 0));
+    for bad in [query(SeriesAxis::Step, None, None, 0), query(SeriesAxis::Step, Some(5), Some(4), 10)] {
+        assert!(matches!(db.metric_series(bad).await, Err(Error::InvalidParameter(_))));
+    }
+    let missing = SeriesQuery { run_id: "0".repeat(32), ..query(SeriesAxis::Step, None, None, 10) };
+    assert!(matches!(db.metric_series(missing).await, Err(Error::NotFound(_))));
 }
 
 fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {

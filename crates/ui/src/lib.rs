@@ -9,13 +9,16 @@
 //! inline script runs, whatever a stored value holds.
 //!
 //! - [`pages`]: the experiments list, an experiment's runs, a run.
-//! - [`assets`]: the embedded CSS and JavaScript, with their cache headers.
+//! - [`series`]: the JSON the charts draw, metric histories reduced on the server with each
+//!   bucket's min and max kept.
+//! - [`assets`]: the embedded CSS and JavaScript (uPlot vendored), with their cache headers.
 //!
 //! The pages call the store's own functions (the same searches the REST API runs, with the same
 //! filter parser), so what the UI shows is what the API answers.
 
 pub mod assets;
 pub mod pages;
+pub mod series;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -33,13 +36,14 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}`,
-/// `/static/{file}`.
+/// `/ui-api/series`, `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(pages::experiments::page))
         .route("/experiments/{experiment_id}", get(pages::runs::page))
         .route("/experiments/{experiment_id}/runs.csv", get(pages::runs::csv_export))
         .route("/runs/{run_id}", get(pages::run::page))
+        .route("/ui-api/series", get(series::series))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(secure))
         .with_state(state)

@@ -176,7 +176,7 @@ async fn values_holding_markup_stay_text_on_every_page() {
         })
         .await
         .unwrap();
-    db.log_batch(&run.info.run_uuid, vec![], vec![KeyValue::new("p", XSS)], vec![]).await.unwrap();
+    db.log_batch(&run.info.run_uuid, vec![metric("m", 1.0, 0)], vec![KeyValue::new("p", XSS)], vec![]).await.unwrap();
     for uri in [
         "/".to_owned(),
         format!("/experiments/{id}?col=params.p&col=tags.note"),
@@ -184,10 +184,13 @@ async fn values_holding_markup_stay_text_on_every_page() {
     ] {
         let (status, html, _) = get(&db, &uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}");
-        // The only script is the page's own file; no element came from a value.
+        // The only scripts are the server's own files; no element came from a value.
         let scripts: Vec<_> = html.select(&Selector::parse("script").unwrap()).collect();
-        assert_eq!(scripts.len(), 1, "{uri}");
-        assert!(scripts[0].value().attr("src").unwrap().starts_with("/static/links.js"));
+        assert!(!scripts.is_empty(), "{uri}");
+        for script in scripts {
+            assert!(script.value().attr("src").is_some_and(|src| src.starts_with("/static/")), "{uri}");
+            assert_eq!(script.text().collect::<String>(), "", "{uri}: no inline script");
+        }
         assert!(html.select(&Selector::parse("img").unwrap()).next().is_none(), "{uri}");
         assert!(
             html.root_element().text().any(|t| t.contains("<script>alert(1)</script>")),
@@ -272,4 +275,87 @@ async fn the_csv_export_holds_every_matching_run_across_store_pages() {
     assert_eq!(&rows[600][7], "1202");
     let (status, _, _) = get(&db, &format!("/experiments/{id}/runs.csv?filter={}", enc("nonsense ~ 1"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+fn metric(key: &str, value: f64, step: i64) -> Metric {
+    Metric {
+        key: key.into(),
+        value,
+        timestamp: 1_700_000_000_000 + step,
+        step,
+        dataset_name: None,
+        dataset_digest: None,
+        model_id: None,
+        run_id: None,
+    }
+}
+
+async fn json(db: &Database, uri: &str) -> (StatusCode, serde_json::Value) {
+    let response =
+        router(UiState { db: db.clone() }).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_run_page_charts_each_metric_from_the_reduced_series() {
+    let (db, _dir) = store().await;
+    let id = db.create_experiment("charts", None, &[]).await.unwrap();
+    let run = db
+        .create_run(NewRun {
+            experiment_id: id,
+            user_id: "ana".into(),
+            run_name: Some("long".into()),
+            start_time: None,
+            tags: vec![],
+        })
+        .await
+        .unwrap()
+        .info
+        .run_uuid;
+    // 5,000 steps with one spike at step 4,321: reduced to 100 buckets, the spike is kept.
+    for chunk in (0..5_000i64).collect::<Vec<_>>().chunks(1_000) {
+        let batch = chunk.iter().map(|s| metric("loss", if *s == 4_321 { 9.0 } else { 1.0 / (1 + s) as f64 }, *s));
+        db.log_batch(&run, batch.collect(), vec![], vec![]).await.unwrap();
+    }
+    db.log_batch(&run, vec![metric("lr", 0.1, 0), metric("lr", 0.05, 1)], vec![], vec![]).await.unwrap();
+    let (status, html, _) = get(&db, &format!("/runs/{run}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&html, "figure.chart figcaption"), ["loss", "lr"]);
+    assert_eq!(attr(&html, "figure.chart", "data-runs"), Some(run.clone()));
+    assert_eq!(attr(&html, "[data-run-name]", "data-run-name"), Some(run.clone()));
+    let scripts: Vec<String> = html
+        .select(&Selector::parse("script").unwrap())
+        .filter_map(|s| s.value().attr("src").map(|src| src.split('?').next().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(scripts, ["/static/links.js", "/static/uPlot.min.js", "/static/charts.js"]);
+
+    let (status, body) = json(&db, &format!("/ui-api/series?run={run}&key=loss&buckets=100")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let series = &body["runs"][0];
+    assert_eq!((series["points"].as_i64(), series["exact"].as_bool()), (Some(5_000), Some(false)));
+    assert_eq!(series["extent"], serde_json::json!([0, 4_999]));
+    let maxima: Vec<f64> = series["max"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
+    assert_eq!(maxima.len(), 100);
+    assert_eq!(maxima.iter().copied().fold(f64::MIN, f64::max), 9.0, "the spike survives");
+    let counts: i64 = series["count"].as_array().unwrap().iter().filter_map(|v| v.as_i64()).sum();
+    assert_eq!(counts, 5_000);
+    // Zoomed into 50 steps: the exact values.
+    let (_, zoom) = json(&db, &format!("/ui-api/series?run={run}&key=loss&from=4300&to=4349&buckets=100")).await;
+    assert_eq!(zoom["runs"][0]["exact"], true);
+    assert_eq!(zoom["runs"][0]["x_first"].as_array().unwrap().len(), 50);
+    // Mistakes name the parameter; an unknown run is a 404.
+    for (query, names) in [
+        (format!("run={run}"), "'key'"),
+        (format!("run={run}&key=loss&x=epoch"), "'x'"),
+        (format!("run={run}&key=loss&buckets=0"), "'buckets'"),
+        (format!("run={run}&key=loss&from=9&to=1"), "'from'"),
+    ] {
+        let (status, body) = json(&db, &format!("/ui-api/series?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(body["error"].as_str().unwrap().contains(names), "{query}: {body}");
+    }
+    let (status, _) = json(&db, &format!("/ui-api/series?run={}&key=loss", "f".repeat(32))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -18,6 +18,15 @@ use crate::assets;
 
 /// A whole page: the shell around `body`, titled `title`.
 pub fn layout(title: &str, body: Markup) -> Markup {
+    shell(title, body, false)
+}
+
+/// A page with metric charts: the shell plus uPlot and the charts script.
+pub fn chart_layout(title: &str, body: Markup) -> Markup {
+    shell(title, body, true)
+}
+
+fn shell(title: &str, body: Markup, charts: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -27,6 +36,11 @@ pub fn layout(title: &str, body: Markup) -> Markup {
                 title { (title) " · Shipyard" }
                 link rel="stylesheet" href=(assets::url("shipyard.css"));
                 script src=(assets::url("links.js")) {}
+                @if charts {
+                    link rel="stylesheet" href=(assets::url("uPlot.min.css"));
+                    script src=(assets::url("uPlot.min.js")) defer {}
+                    script src=(assets::url("charts.js")) defer {}
+                }
             }
             body {
                 header.top {
@@ -54,6 +68,36 @@ pub fn error_page(error: &Error) -> Response {
         _ => "the server failed to read the store; the error is in its log".to_owned(),
     };
     (status, layout("Error", html! { h1 { "Not shown" } p.error { (message) } })).into_response()
+}
+
+/// The charts of `keys` for the runs `runs` (id, name): the axis, smoothing and scale controls
+/// and one chart per key, drawn by `charts.js` from the series endpoint when scrolled to.
+pub fn charts(keys: &[String], runs: &[(String, String)]) -> Markup {
+    let ids = runs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(" ");
+    html! {
+        section.charts #charts {
+            div.chart-controls {
+                label { "x axis " select name="x" {
+                    option value="step" selected { "step" }
+                    option value="time" { "wall time" }
+                    option value="relative" { "relative time" }
+                } }
+                label { "smoothing " input type="range" name="smooth" min="0" max="0.99" step="0.01" value="0"; }
+                label { input type="checkbox" name="log"; " log scale" }
+                span.muted { "drag across a chart to zoom, double-click to see it whole" }
+            }
+            @for (id, name) in runs { span hidden data-run-name=(id) { (name) } }
+            div.chart-grid {
+                @for key in keys {
+                    figure.chart data-key=(key) data-runs=(ids) {
+                        figcaption { (key) }
+                        div.chart-plot {}
+                    }
+                }
+            }
+            noscript { p.muted { "The charts need JavaScript; the tables show each value." } }
+        }
+    }
 }
 
 /// A time in ms as UTC, to the second.

@@ -1,11 +1,12 @@
 //! `/runs/{id}`: one run: its overview (status, times, user, source, git commit, parent), the
-//! datasets it used, its params, its metrics (the latest value and step of each) and its tags.
+//! datasets it used, its params, its metrics (the latest value and step of each), a chart of
+//! each metric's history, and its tags.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::{duration, error_page, layout, number, path_segment, time};
+use super::{chart_layout, charts, duration, error_page, number, path_segment, time};
 use crate::UiState;
 
 /// MLflow's tags that the overview shows by name.
@@ -84,6 +85,10 @@ pub async fn page(State(state): State<UiState>, Path(run_id): Path<String>) -> R
                 }
             }
         }
+        @if !metrics.is_empty() {
+            h2 { "Charts" }
+            (charts(&metrics.iter().map(|m| m.key.clone()).collect::<Vec<_>>(), &[(info.run_uuid.clone(), info.run_name.clone())]))
+        }
         h2 { "Tags" }
         @if tags.is_empty() { p.muted { "None." } } @else {
             table #tags {
@@ -92,5 +97,5 @@ pub async fn page(State(state): State<UiState>, Path(run_id): Path<String>) -> R
             }
         }
     };
-    layout(&info.run_name, body).into_response()
+    chart_layout(&info.run_name, body).into_response()
 }
