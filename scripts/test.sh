@@ -8,10 +8,12 @@
 #   4. the interop suite: the real `mlflow` client (pinned, in a venv made here) against a
 #      `shipyard server` on SQLite, then on PostgreSQL, then with artifacts in S3 (a local
 #      S3 endpoint, moto's server, started by the suite);
-#   5. the seed article's pipeline, its code unchanged, with the mlflow client of its era (2.19,
+#   5. the web UI's browser tests: Debian's chromium and chromium-driver (installed if missing;
+#      a missing browser fails the run) driven by Selenium against a seeded `shipyard server`;
+#   6. the seed article's pipeline, its code unchanged, with the mlflow client of its era (2.19,
 #      in a second venv) against `shipyard server`, which serves the pickled model with Python
 #      workers; and the tracking part of the interop suite with that client.
-# It installs what it needs: Debian's postgresql if missing, the Python packages into ./.venv.
+# It installs what it needs: Debian's postgresql, chromium and chromium-driver if missing, the Python packages into ./.venv.
 # Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +81,15 @@ step "interop suite: artifacts, models and datasets with artifacts in S3 (local 
 SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite SHIPYARD_TEST_ARTIFACTS=s3 \
   "$venv/bin/python" -m pytest tests/interop/test_artifacts.py tests/interop/test_models.py tests/interop/test_datasets.py \
     -q -p no:cacheprovider
+
+step "the web UI in a real browser: Debian's chromium driven through chromium-driver"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "installing chromium and chromium-driver (Debian packages)..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
+"$venv/bin/python" -m pytest tests/browser -q -p no:cacheprovider
 
 step "the seed's era of the mlflow client (2.19): its pipeline unchanged, and the tracking interop suite"
 seed_venv=${SHIPYARD_SEED_VENV:-$root/.venv-seed}

@@ -17,6 +17,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("charts.js", JS, include_str!("../assets/charts.js")),
     ("uPlot.min.js", JS, include_str!("../assets/vendor/uplot/uPlot.iife.min.js")),
     ("uPlot.min.css", CSS, include_str!("../assets/vendor/uplot/uPlot.min.css")),
+    ("favicon.svg", "image/svg+xml", include_str!("../assets/favicon.svg")),
     ("uPlot.LICENSE.txt", "text/plain; charset=utf-8", include_str!("../assets/vendor/uplot/LICENSE")),
 ];
 

@@ -34,6 +34,7 @@ fn shell(title: &str, body: Markup, charts: bool) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Shipyard" }
+                link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
                 link rel="stylesheet" href=(assets::url("shipyard.css"));
                 script src=(assets::url("links.js")) {}
                 @if charts {

@@ -350,7 +350,7 @@ fn table(experiment_id: &str, view: &View, runs: &[Run], ranges: &Ranges) -> Mar
                 tbody {
                     @for run in runs {
                         tr {
-                            td { a href={ "/runs/" (path_segment(&run.info.run_uuid)) } { (run.info.run_name) } }
+                            td.name { a href={ "/runs/" (path_segment(&run.info.run_uuid)) } { (run.info.run_name) } }
                             td class={ "status-" (run.info.status.as_str()) } { (run.info.status.as_str()) }
                             td { (time(run.info.start_time)) }
                             td { (duration(run.info.start_time, run.info.end_time)) }

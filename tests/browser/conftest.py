@@ -1,0 +1,143 @@
+"""Starts a `shipyard server` on a seeded store and a real browser (Debian's chromium, driven
+through its matching chromium-driver with Selenium) for the web UI's browser tests.
+
+The store is seeded through the real `mlflow` client, as users fill it. The browser is never
+optional: without /usr/bin/chromium and /usr/bin/chromedriver the session fails, it does not
+skip (scripts/test.sh installs both).
+
+Environment: SHIPYARD_BIN (default target/release/shipyard), CHROMIUM_BIN, CHROMEDRIVER_BIN.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+# Script payloads put in every value a user controls; none may run.
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+SPIKE_STEP, SPIKE_VALUE = 12_345, 77.0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Seeded:
+    """What the store holds: ids the tests navigate to."""
+
+    def __init__(self, url):
+        self.url = url
+        self.experiment_id = None
+        self.long_run = None
+        self.xss_run = None
+        self.xss_experiment_id = None
+        self.run_ids = []
+
+
+def _seed(url):
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(url)
+    client = MlflowClient(url)
+    seeded = Seeded(url)
+    seeded.experiment_id = client.create_experiment("browser")
+    now = int(time.time() * 1000)
+    for i in range(120):
+        run = client.create_run(seeded.experiment_id, run_name=f"run-{i:03d}")
+        client.log_batch(run.info.run_id,
+                         metrics=[Metric("acc", i / 120, now, 0), Metric("loss", 1 - i / 120, now, 0)],
+                         params=[Param("lr", str(0.001 * (i % 7 + 1))), Param("depth", str(i % 5))],
+                         tags=[RunTag("team", "vision" if i % 2 else "nlp")])
+        client.set_terminated(run.info.run_id)
+        seeded.run_ids.append(run.info.run_id)
+    # A long history with one spike: a chart that loses it is wrong.
+    run = client.create_run(seeded.experiment_id, run_name="long")
+    for at in range(0, 20_000, 1000):
+        metrics = [Metric("loss", SPIKE_VALUE if s == SPIKE_STEP else 1.0 / (1 + s / 100), now + s, s)
+                   for s in range(at, at + 1000)]
+        client.log_batch(run.info.run_id, metrics=metrics)
+    client.log_batch(run.info.run_id, metrics=[Metric("lr", 0.1 * 0.9 ** s, now + s, s) for s in range(50)])
+    client.set_terminated(run.info.run_id)
+    seeded.long_run = run.info.run_id
+    # Payloads in every field a user controls.
+    seeded.xss_experiment_id = client.create_experiment(XSS, tags={"note": XSS})
+    run = client.create_run(seeded.xss_experiment_id, run_name=XSS, tags={"note": XSS})
+    client.log_batch(run.info.run_id, metrics=[Metric("m", 1.0, now, 0)], params=[Param("p", XSS)])
+    seeded.xss_run = run.info.run_id
+    return seeded
+
+
+@pytest.fixture(scope="session")
+def server():
+    workdir = Path(tempfile.mkdtemp(prefix="shipyard-browser-"))
+    port = _free_port()
+    binary = os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+    log_path = workdir / "server.log"
+    proc = subprocess.Popen([binary, "server", "--backend-store-uri", f"sqlite:///{workdir}/shipyard.db",
+                             "--artifacts-destination", str(workdir / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError("shipyard server did not start:\n" + log_path.read_text(errors="replace")[-3000:])
+        time.sleep(0.05)
+    try:
+        yield _seed(url)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+    driver_bin = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
+    for path in (chromium, driver_bin):
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"{path} is missing: install Debian's chromium and chromium-driver "
+                               "(scripts/test.sh does)")
+    profile = tempfile.mkdtemp(prefix="shipyard-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1280,900", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_bin), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,145 @@
+"""The web UI in a real browser: pages load without console errors, the runs table filters and
+pages, charts draw their series (a one-step spike in 20,000 steps included) and zoom, MLflow's
+`/#/` links land on the matching pages, and script payloads stored in names, tags and params
+never run."""
+import urllib.parse
+
+import pytest
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from conftest import SPIKE_STEP, SPIKE_VALUE, XSS
+
+
+def console_errors(browser):
+    """The page's console errors since the last call (the log is drained by reading it)."""
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait(browser, seconds=15):
+    return WebDriverWait(browser, seconds)
+
+
+def open_page(browser, url):
+    browser.get(url)
+    wait(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+def chart(browser, key):
+    return browser.find_element(By.CSS_SELECTOR, f'figure.chart[data-key="{key}"]')
+
+
+def drawn(browser, key):
+    """Waits until the chart of `key` is drawn and returns its element."""
+    el = chart(browser, key)
+    browser.execute_script("arguments[0].scrollIntoView()", el)
+    wait(browser).until(lambda b: el.get_attribute("data-state") in ("drawn", "error"))
+    assert el.get_attribute("data-state") == "drawn", el.text
+    return el
+
+
+def test_experiments_page_lists_and_searches(browser, server):
+    console_errors(browser)
+    open_page(browser, server.url + "/")
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody td a")]
+    assert "browser" in names
+    box = browser.find_element(By.CSS_SELECTOR, "form.search input[name=q]")
+    box.send_keys("brow")
+    box.submit()
+    wait(browser).until(EC.url_contains("q=brow"))
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody td a")]
+    assert names == ["browser"]
+    assert console_errors(browser) == []
+
+
+def test_runs_table_filters_sorts_and_pages(browser, server):
+    console_errors(browser)
+    open_page(browser, f"{server.url}/experiments/{server.experiment_id}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
+    assert len(rows) == 50, "the first page holds 50 of the 121 runs"
+    browser.find_element(By.ID, "next-page").click()
+    wait(browser).until(EC.url_contains("page="))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 50
+    # MLflow's filter language, typed into the page's own form.
+    box = browser.find_element(By.CSS_SELECTOR, "form.search input[name=filter]")
+    box.clear()
+    box.send_keys("metrics.acc >= 0.9 and tags.team = 'vision'")
+    box.submit()
+    wait(browser).until(EC.url_contains("filter="))
+    names = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr td.name")]
+    expected = [f"run-{i:03d}" for i in range(108, 120) if i % 2]
+    assert sorted(names) == expected
+    assert console_errors(browser) == []
+    # A mistake is shown above the table, naming what is wrong (the page's status is 400, which
+    # the console reports; nothing else may be there).
+    box = browser.find_element(By.CSS_SELECTOR, "form.search input[name=filter]")
+    box.clear()
+    box.send_keys("metrics.acc >>> 1")
+    box.submit()
+    wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
+    assert "filter" in browser.find_element(By.CSS_SELECTOR, "p.error").text.lower()
+    assert [e for e in console_errors(browser) if "400 (Bad Request)" not in e["message"]] == []
+
+
+def test_a_chart_draws_a_long_history_with_its_spike_and_zooms(browser, server):
+    console_errors(browser)
+    open_page(browser, f"{server.url}/runs/{server.long_run}")
+    el = drawn(browser, "loss")
+    assert int(el.get_attribute("data-points")) == 20_000
+    assert float(el.get_attribute("data-max")) == SPIKE_VALUE, "the one-step spike is drawn"
+    assert el.find_element(By.CSS_SELECTOR, "canvas").size["width"] > 200
+    # Drag across the left tenth: the server is asked for that range only.
+    over = el.find_element(By.CSS_SELECTOR, ".u-over")
+    width = over.size["width"]
+    ActionChains(browser).move_to_element_with_offset(over, -width // 2 + 5, 0).click_and_hold() \
+        .move_by_offset(width // 10, 0).release().perform()
+    wait(browser).until(lambda b: el.get_attribute("data-state") == "drawn"
+                        and int(el.get_attribute("data-points")) < 20_000)
+    zoomed = int(el.get_attribute("data-points"))
+    assert 0 < zoomed < 4_000 and float(el.get_attribute("data-max")) < SPIKE_VALUE
+    # A double click shows the whole series again.
+    ActionChains(browser).double_click(el.find_element(By.CSS_SELECTOR, ".u-over")).perform()
+    wait(browser).until(lambda b: el.get_attribute("data-state") == "drawn"
+                        and int(el.get_attribute("data-points")) == 20_000)
+    # Log scale, wall time and relative time redraw without errors.
+    browser.find_element(By.CSS_SELECTOR, "input[name=log]").click()
+    wait(browser).until(lambda b: el.get_attribute("data-state") == "drawn")
+    for axis in ("time", "relative"):
+        Select(browser.find_element(By.CSS_SELECTOR, "select[name=x]")).select_by_value(axis)
+        wait(browser).until(lambda b: el.get_attribute("data-state") == "drawn"
+                            and el.find_element(By.CSS_SELECTOR, ".u-legend th").text.strip() != "")
+        assert float(el.get_attribute("data-max")) == SPIKE_VALUE
+    assert console_errors(browser) == []
+
+
+def test_mlflow_links_land_on_the_matching_pages(browser, server):
+    run = server.run_ids[3]
+    for link, path in [
+        (f"/#/experiments/{server.experiment_id}", f"/experiments/{server.experiment_id}"),
+        (f"/#/experiments/{server.experiment_id}/runs/{run}", f"/runs/{run}"),
+    ]:
+        open_page(browser, server.url + link)
+        wait(browser).until(lambda b: urllib.parse.urlparse(b.current_url).path == path)
+    assert browser.find_element(By.CSS_SELECTOR, "h1").text == "run-003"
+
+
+@pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run"])
+def test_script_payloads_stay_inert(browser, server, page):
+    path = {
+        "experiments": "/",
+        "experiment": f"/experiments/{server.xss_experiment_id}?col=params.p&col=tags.note",
+        "runs": f"/experiments/{server.xss_experiment_id}",
+        "run": f"/runs/{server.xss_run}",
+    }[page]
+    console_errors(browser)
+    open_page(browser, server.url + path)
+    if page == "run":
+        drawn(browser, "m")
+    assert browser.execute_script("return window.__xss === undefined")
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    assert XSS in browser.find_element(By.TAG_NAME, "body").text, "the payload is shown as text"
+    assert console_errors(browser) == []
