@@ -45,6 +45,7 @@ class Seeded:
         self.xss_run = None
         self.xss_experiment_id = None
         self.run_ids = []
+        self.parent_run = None
 
 
 def _seed(url):
@@ -65,6 +66,12 @@ def _seed(url):
                          tags=[RunTag("team", "vision" if i % 2 else "nlp")])
         client.set_terminated(run.info.run_id)
         seeded.run_ids.append(run.info.run_id)
+    # A search with nested trials, logged as users do (mlflow.start_run(nested=True)).
+    with mlflow.start_run(experiment_id=seeded.experiment_id, run_name="search") as parent:
+        for i in range(4):
+            with mlflow.start_run(run_name=f"trial-{i}", nested=True):
+                mlflow.log_metric("acc", 0.5 + i / 100)
+    seeded.parent_run = parent.info.run_id
     # A long history with one spike: a chart that loses it is wrong.
     run = client.create_run(seeded.experiment_id, run_name="long")
     for at in range(0, 20_000, 1000):

@@ -58,11 +58,11 @@ def test_experiments_page_lists_and_searches(browser, server):
 def test_runs_table_filters_sorts_and_pages(browser, server):
     console_errors(browser)
     open_page(browser, f"{server.url}/experiments/{server.experiment_id}")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
-    assert len(rows) == 50, "the first page holds 50 of the 121 runs"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr:not(.child)")
+    assert len(rows) == 50, "the first page holds 50 of the 122 top-level runs"
     browser.find_element(By.ID, "next-page").click()
     wait(browser).until(EC.url_contains("page="))
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 50
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr:not(.child)")) == 50
     # MLflow's filter language, typed into the page's own form.
     box = browser.find_element(By.CSS_SELECTOR, "form.search input[name=filter]")
     box.clear()
@@ -82,6 +82,22 @@ def test_runs_table_filters_sorts_and_pages(browser, server):
     wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "p.error")))
     assert "filter" in browser.find_element(By.CSS_SELECTOR, "p.error").text.lower()
     assert [e for e in console_errors(browser) if "400 (Bad Request)" not in e["message"]] == []
+
+
+def test_nested_runs_open_under_their_parent(browser, server):
+    console_errors(browser)
+    open_page(browser, f"{server.url}/experiments/{server.experiment_id}")
+    toggle = browser.find_element(By.CSS_SELECTOR, f'a.children-toggle[data-parent="{server.parent_run}"]')
+    assert toggle.text == "▸ 4 children"
+    children = browser.find_elements(By.CSS_SELECTOR, f'tr.child[data-parent="{server.parent_run}"]')
+    assert len(children) == 4 and not any(r.is_displayed() for r in children)
+    toggle.click()
+    assert all(r.is_displayed() for r in children)
+    assert [r.find_element(By.CSS_SELECTOR, "td.name a").text for r in children] == [f"trial-{i}" for i in range(4)]
+    assert toggle.get_attribute("aria-expanded") == "true" and toggle.text.startswith("▾")
+    toggle.click()
+    assert not any(r.is_displayed() for r in children)
+    assert console_errors(browser) == []
 
 
 def test_a_chart_draws_a_long_history_with_its_spike_and_zooms(browser, server):

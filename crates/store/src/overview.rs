@@ -4,10 +4,12 @@
 //! smallest and largest value each run logged of a metric (the best epoch, not only the last).
 
 use shipyard_core::Result;
+use shipyard_core::entities::Run;
 
 use crate::db::Database;
+use crate::search::PARENT_RUN_TAG;
 use crate::sql::Sql;
-use crate::tracking::parse_experiment_id;
+use crate::tracking::{RUN_COLUMNS, attach_run_data, parse_experiment_id, run_row};
 
 /// An experiment's active runs and its last activity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,65 @@ pub struct MetricRange {
     pub max: f64,
 }
 
+/// The children of some runs, as a runs table shows them under their parents.
+#[derive(Debug, Clone, Default)]
+pub struct ChildRuns {
+    /// Per parent id, its active children (in start order), at most the number asked for.
+    pub shown: std::collections::HashMap<String, Vec<Run>>,
+    /// Per parent id, how many active children it has in all.
+    pub counts: std::collections::HashMap<String, i64>,
+}
+
 impl Database {
+    /// The active child runs (tagged `mlflow.parentRunId`) of `parents`: each parent's first
+    /// `per_parent` children by start time, and how many it has in all.
+    pub async fn child_runs(&self, parents: &[String], per_parent: i64) -> Result<ChildRuns> {
+        if parents.is_empty() {
+            return Ok(ChildRuns::default());
+        }
+        let dialect = self.dialect();
+        let mut counts_sql = Sql::new(
+            dialect,
+            "SELECT t.value AS parent, COUNT(*) AS n FROM tags t JOIN runs r ON r.run_key = t.run_key \
+             WHERE r.lifecycle_stage = 'active' AND t.key = ",
+        );
+        let tag = counts_sql.arg(PARENT_RUN_TAG);
+        counts_sql.push(&tag).push(" AND t.value IN (");
+        let list = counts_sql.args(parents.iter().map(String::as_str));
+        counts_sql.push(&list).push(") GROUP BY t.value");
+        let mut rows_sql = Sql::new(
+            dialect,
+            format!(
+                "SELECT * FROM (SELECT {RUN_COLUMNS}, t.value AS parent, \
+                 ROW_NUMBER() OVER (PARTITION BY t.value ORDER BY runs.start_time, runs.run_uuid) AS nth \
+                 FROM runs JOIN tags t ON t.run_key = runs.run_key \
+                 WHERE runs.lifecycle_stage = 'active' AND t.key = "
+            ),
+        );
+        let tag = rows_sql.arg(PARENT_RUN_TAG);
+        rows_sql.push(&tag).push(" AND t.value IN (");
+        let list = rows_sql.args(parents.iter().map(String::as_str));
+        rows_sql.push(&list).push(")) children WHERE nth <= ");
+        let cap = rows_sql.arg(per_parent.max(0));
+        rows_sql.push(&cap).push(" ORDER BY parent, nth");
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut found = ChildRuns::default();
+                for row in c.fetch_all(counts_sql).await? {
+                    found.counts.insert(row.get("parent")?, row.get("n")?);
+                }
+                let rows = c.fetch_all(rows_sql).await?;
+                let parents_of: Vec<String> = rows.iter().map(|r| r.get("parent")).collect::<Result<_>>()?;
+                let runs = attach_run_data(c, rows.iter().map(run_row).collect::<Result<Vec<_>>>()?).await?;
+                for (parent, run) in parents_of.into_iter().zip(runs) {
+                    found.shown.entry(parent).or_default().push(run);
+                }
+                Ok(found)
+            })
+        })
+        .await
+    }
+
     /// Per run and metric key: the range of the values logged, over every step. Runs or keys
     /// without a (non-NaN) value are absent.
     pub async fn metric_ranges(

@@ -172,6 +172,23 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
     })
 }
 
+/// A search of runs with every option: what `search_runs` takes, and whether to leave out child
+/// runs (those tagged `mlflow.parentRunId`), so a table can page over the top-level runs and show
+/// each one's children under it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSearch<'a> {
+    pub experiment_ids: &'a [String],
+    pub filter: Option<&'a str>,
+    pub view: ViewType,
+    pub max_results: Option<i64>,
+    pub order_by: &'a [String],
+    pub page_token: Option<&'a str>,
+    pub top_level_only: bool,
+}
+
+/// The tag MLflow gives a child run: its parent's id.
+pub const PARENT_RUN_TAG: &str = "mlflow.parentRunId";
+
 impl Database {
     /// Searches the runs of some experiments.
     pub async fn search_runs(
@@ -183,6 +200,22 @@ impl Database {
         order_by: &[String],
         page_token: Option<&str>,
     ) -> Result<Page<Run>> {
+        self.search_runs_with(RunSearch {
+            experiment_ids,
+            filter: filter_text,
+            view,
+            max_results,
+            order_by,
+            page_token,
+            top_level_only: false,
+        })
+        .await
+    }
+
+    /// Searches runs as `search` says (the REST API's search, plus the top-level scope).
+    pub async fn search_runs_with(&self, search: RunSearch<'_>) -> Result<Page<Run>> {
+        let RunSearch { experiment_ids, filter: filter_text, view, max_results, order_by, page_token, top_level_only } =
+            search;
         let limit = max_results.unwrap_or(SEARCH_RUNS_DEFAULT_MAX_RESULTS);
         validation::validate_max_results(limit, validation::SEARCH_MAX_RESULTS_THRESHOLD)?;
         let comparisons = filter::run_filter(filter_text.unwrap_or(""))?;
@@ -237,6 +270,12 @@ impl Database {
         for c in &comparisons {
             let cond = run_condition(&mut sql, dialect, c)?;
             sql.push(" AND ").push(&cond);
+        }
+        if top_level_only {
+            let tag = sql.arg(PARENT_RUN_TAG);
+            sql.push(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM tags parent WHERE parent.run_key = runs.run_key AND parent.key = {tag})"
+            ));
         }
         if !orders.iter().any(|o| o.entity == Entity::Attribute && o.key == "start_time") {
             order_terms.push("runs.start_time DESC".into());

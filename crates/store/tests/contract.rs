@@ -89,6 +89,7 @@ both_backends!(
     prediction_log_feedback_and_alerts,
     overview_counts_runs_and_lists_keys,
     metric_series_keep_every_bucket_extreme,
+    child_runs_group_under_their_parents,
 );
 
 async fn overview_counts_runs_and_lists_keys(db: Database) {
@@ -205,6 +206,61 @@ fn metric(key: &str, value: f64, timestamp: i64, step: i64) -> Metric {
         model_id: None,
         run_id: None,
     }
+}
+
+async fn child_runs_group_under_their_parents(db: Database) {
+    use shipyard_store::search::{PARENT_RUN_TAG, RunSearch};
+    let exp = db.create_experiment("nested", None, &[]).await.unwrap();
+    let parent = new_run(&db, &exp, "search").await;
+    let lone = new_run(&db, &exp, "lone").await;
+    let mut trials = Vec::new();
+    for i in 0..3 {
+        let trial = db
+            .create_run(NewRun {
+                experiment_id: exp.clone(),
+                user_id: "tester".into(),
+                run_name: Some(format!("trial-{i}")),
+                start_time: Some(1_000 + i),
+                tags: vec![KeyValue::new(PARENT_RUN_TAG, parent.as_str())],
+            })
+            .await
+            .unwrap();
+        trials.push(trial.info.run_id);
+    }
+    let gone = db
+        .create_run(NewRun {
+            experiment_id: exp.clone(),
+            user_id: "tester".into(),
+            run_name: Some("deleted-trial".into()),
+            start_time: Some(999),
+            tags: vec![KeyValue::new(PARENT_RUN_TAG, parent.as_str())],
+        })
+        .await
+        .unwrap();
+    db.delete_run(&gone.info.run_id).await.unwrap();
+    let experiments = [exp.clone()];
+    let search = |top_level_only| RunSearch {
+        experiment_ids: &experiments,
+        filter: None,
+        view: ViewType::ActiveOnly,
+        max_results: None,
+        order_by: &[],
+        page_token: None,
+        top_level_only,
+    };
+    let mut top: Vec<String> =
+        db.search_runs_with(search(true)).await.unwrap().items.into_iter().map(|r| r.info.run_id).collect();
+    top.sort();
+    let mut expected = vec![parent.clone(), lone.clone()];
+    expected.sort();
+    assert_eq!(top, expected, "children are left out of the top level");
+    assert_eq!(db.search_runs_with(search(false)).await.unwrap().items.len(), 5);
+    let children = db.child_runs(&[parent.clone(), lone.clone()], 2).await.unwrap();
+    assert_eq!(children.counts.get(&parent), Some(&3), "the deleted child is not counted");
+    assert_eq!(children.counts.get(&lone), None);
+    let shown: Vec<&str> = children.shown[&parent].iter().map(|r| r.info.run_id.as_str()).collect();
+    assert_eq!(shown, [trials[0].as_str(), trials[1].as_str()], "the first two by start time");
+    assert_eq!(children.shown[&parent][0].data.tags.iter().find(|t| t.key == PARENT_RUN_TAG).unwrap().value, parent);
 }
 
 async fn new_run(db: &Database, experiment_id: &str, name: &str) -> String {

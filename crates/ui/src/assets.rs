@@ -1,5 +1,5 @@
-//! The UI's static files, compiled into the binary: a style sheet, two small hand-written
-//! scripts (MLflow's `/#/...` links forwarded; the metric charts) and uPlot, the chart library,
+//! The UI's static files, compiled into the binary: a style sheet, small hand-written
+//! scripts (MLflow's `/#/...` links forwarded; the metric charts; the runs table's expanders) and uPlot, the chart library,
 //! vendored from its npm package `uplot@1.6.32` (MIT; the licence is beside it in
 //! `assets/vendor/uplot/`, and its banner stays in the file). No build step, no CDN.
 
@@ -15,6 +15,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("shipyard.css", CSS, include_str!("../assets/shipyard.css")),
     ("links.js", JS, include_str!("../assets/links.js")),
     ("charts.js", JS, include_str!("../assets/charts.js")),
+    ("table.js", JS, include_str!("../assets/table.js")),
     ("uPlot.min.js", JS, include_str!("../assets/vendor/uplot/uPlot.iife.min.js")),
     ("uPlot.min.css", CSS, include_str!("../assets/vendor/uplot/uPlot.min.css")),
     ("favicon.svg", "image/svg+xml", include_str!("../assets/favicon.svg")),

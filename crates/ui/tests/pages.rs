@@ -359,3 +359,38 @@ async fn a_run_page_charts_each_metric_from_the_reduced_series() {
     let (status, _) = json(&db, &format!("/ui-api/series?run={}&key=loss", "f".repeat(32))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn child_runs_are_grouped_under_their_parents() {
+    let (db, _dir) = store().await;
+    let id = db.create_experiment("nested", None, &[]).await.unwrap();
+    let new = |name: &str, start: i64, parent: Option<&str>| NewRun {
+        experiment_id: id.clone(),
+        user_id: "ana".into(),
+        run_name: Some(name.into()),
+        start_time: Some(start),
+        tags: parent.map(|p| vec![KeyValue::new("mlflow.parentRunId", p)]).unwrap_or_default(),
+    };
+    let parent = db.create_run(new("search", 1, None)).await.unwrap().info.run_uuid;
+    db.create_run(new("lone", 2, None)).await.unwrap();
+    for i in 0..3 {
+        db.create_run(new(&format!("trial-{i}"), 10 + i, Some(&parent))).await.unwrap();
+    }
+    let (status, html, _) = get(&db, &format!("/experiments/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&html, "#runs tbody tr:not(.child) td.name a:first-child"), ["lone", "search"]);
+    assert_eq!(texts(&html, "#runs tbody tr.child[hidden] td.name a"), ["trial-0", "trial-1", "trial-2"]);
+    let rows = Selector::parse("#runs tbody tr.child").unwrap();
+    assert!(html.select(&rows).all(|r| r.value().attr("data-parent") == Some(parent.as_str())));
+    assert_eq!(texts(&html, "a.children-toggle"), ["▸ 3 children"]);
+    let link = attr(&html, "a.children-toggle", "href").unwrap();
+    assert!(link.contains("parentRunId") && link.contains(&parent), "{link}");
+    assert!(attr(&html, "script[src^='/static/table.js']", "src").is_some());
+    // The toggle's link without JavaScript: the children as a filtered table.
+    let (_, filtered, _) = get(&db, &link).await;
+    assert_eq!(texts(&filtered, "#runs tbody tr td.name a").len(), 3);
+    // Flat: every run its own row.
+    let (_, flat, _) = get(&db, &format!("/experiments/{id}?nest=0")).await;
+    assert_eq!(texts(&flat, "#runs tbody tr:not(.child)").len(), 5);
+    assert!(texts(&flat, "a.children-toggle").is_empty());
+}

@@ -18,15 +18,16 @@ use crate::assets;
 
 /// A whole page: the shell around `body`, titled `title`.
 pub fn layout(title: &str, body: Markup) -> Markup {
-    shell(title, body, false)
+    shell(title, body, &[], &[])
 }
 
 /// A page with metric charts: the shell plus uPlot and the charts script.
 pub fn chart_layout(title: &str, body: Markup) -> Markup {
-    shell(title, body, true)
+    shell(title, body, &["uPlot.min.css"], &["uPlot.min.js", "charts.js"])
 }
 
-fn shell(title: &str, body: Markup, charts: bool) -> Markup {
+/// A page with extra static files: style sheets `styles`, scripts `scripts` (deferred).
+pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -36,12 +37,9 @@ fn shell(title: &str, body: Markup, charts: bool) -> Markup {
                 title { (title) " · Shipyard" }
                 link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
                 link rel="stylesheet" href=(assets::url("shipyard.css"));
+                @for file in styles { link rel="stylesheet" href=(assets::url(file)); }
                 script src=(assets::url("links.js")) {}
-                @if charts {
-                    link rel="stylesheet" href=(assets::url("uPlot.min.css"));
-                    script src=(assets::url("uPlot.min.js")) defer {}
-                    script src=(assets::url("charts.js")) defer {}
-                }
+                @for file in scripts { script src=(assets::url(file)) defer {} }
             }
             body {
                 header.top {

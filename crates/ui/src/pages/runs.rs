@@ -5,7 +5,12 @@
 //! `params.lr`, `attributes.start_time`; a column's header sorts by it), `col` (repeated: the
 //! columns shown, `metrics.KEY`, `params.KEY`, `tags.KEY`; by default the experiment's first
 //! metrics and params, found over all its runs, not one page), `size` and `page` (the store's
-//! page token).
+//! page token), `nest=0` (every run its own row).
+//!
+//! Without a filter, pages hold top-level runs and each parent's child runs (pipeline steps,
+//! search trials: runs tagged `mlflow.parentRunId`) sit under it, hidden until its "▸ N
+//! children" link opens them (`table.js`; without JavaScript the link lists them as a filtered
+//! table). With a filter, every matching run is its own row.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -13,9 +18,10 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use shipyard_core::Error;
 use shipyard_core::entities::{Run, ViewType};
-use shipyard_store::overview::ExperimentKeys;
+use shipyard_store::overview::{ChildRuns, ExperimentKeys};
+use shipyard_store::search::{PARENT_RUN_TAG, RunSearch};
 
-use super::{duration, error_page, layout, number, path_segment, query_value, time};
+use super::{duration, error_page, number, path_segment, query_value, shell, time};
 use crate::UiState;
 
 /// Runs per page unless `size` says otherwise, and the most `size` may ask.
@@ -24,6 +30,8 @@ const MAX_PAGE_SIZE: i64 = 1_000;
 /// Columns shown by default: this many metrics and params.
 const DEFAULT_METRICS: usize = 8;
 const DEFAULT_PARAMS: usize = 6;
+/// Child runs listed under a parent; the rest are one click away (a filter on the parent).
+const CHILDREN_SHOWN: i64 = 100;
 
 /// The view the URL asks for.
 #[derive(Debug, Default, Clone)]
@@ -33,6 +41,8 @@ pub struct View {
     pub columns: Vec<Column>,
     pub size: i64,
     pub page: Option<String>,
+    /// `nest=0`: every run as its own row, children included, rather than under its parent.
+    pub flat: bool,
 }
 
 /// Which value of a metric a column shows.
@@ -132,6 +142,7 @@ impl View {
                 "col" => view.columns.extend(Column::parse(value.trim().trim_matches('`'))),
                 "size" => view.size = value.parse().unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE),
                 "page" if !value.is_empty() => view.page = Some(value.into_owned()),
+                "nest" => view.flat = value == "0",
                 _ => {}
             }
         }
@@ -156,7 +167,16 @@ impl View {
         if let Some(page) = &self.page {
             parts.push(format!("page={}", query_value(page)));
         }
+        if self.flat {
+            parts.push("nest=0".into());
+        }
         parts.join("&")
+    }
+
+    /// Whether child runs show under their parents: unless asked flat, and without a filter
+    /// (a filter's matches are shown as they are, children among them).
+    fn grouped(&self) -> bool {
+        !self.flat && self.filter.is_empty()
     }
 
     /// This view's address for the experiment, with `change` applied.
@@ -203,14 +223,24 @@ pub async fn page(
     if !explicit_columns {
         view.columns = default_columns(&keys);
     }
-    let searched = search(&state, &experiment_id, &view, view.page.clone()).await;
+    let searched = search(&state, &experiment_id, &view, view.page.clone(), view.grouped()).await;
     let (runs, next, problem) = match searched {
         Ok(page) => (page.items, page.next_page_token, None),
         // The filter, the order or the page token is wrong: said above the table.
         Err(Error::InvalidParameter(message)) => (Vec::new(), None, Some(message)),
         Err(e) => return error_page(&e),
     };
-    let ranges = match metric_ranges(&state, &view, &runs).await {
+    let children = if view.grouped() {
+        let parents: Vec<String> = runs.iter().map(|r| r.info.run_uuid.clone()).collect();
+        match state.db.child_runs(&parents, CHILDREN_SHOWN).await {
+            Ok(c) => c,
+            Err(e) => return error_page(&e),
+        }
+    } else {
+        ChildRuns::default()
+    };
+    let shown: Vec<Run> = runs.iter().chain(children.shown.values().flatten()).cloned().collect();
+    let ranges = match metric_ranges(&state, &view, &shown).await {
         Ok(r) => r,
         Err(e) => return error_page(&e),
     };
@@ -229,7 +259,15 @@ pub async fn page(
         }
         @if let Some(message) = &problem { p.error #filter-error { (message) } }
         (columns_picker(&experiment_id, &view, &keys))
-        (table(&experiment_id, &view, &runs, &ranges))
+        p.muted #grouping {
+            @if view.grouped() {
+                "Child runs (pipeline steps, search trials) are under their parents. "
+                a href=(view.href(&experiment_id, |v| { v.flat = true; v.page = None; })) { "Show every run as its own row" }
+            } @else if view.flat {
+                a href=(view.href(&experiment_id, |v| { v.flat = false; v.page = None; })) { "Group child runs under their parents" }
+            }
+        }
+        (table(&experiment_id, &view, &runs, &children, &ranges))
         div.pager {
             @if view.page.is_some() { a #first-page href=(view.href(&experiment_id, |v| v.page = None)) { "First page" } }
             @if let Some(token) = &next {
@@ -239,7 +277,7 @@ pub async fn page(
             a #csv href=(view.csv_href(&experiment_id)) { "Download every matching run (CSV)" }
         }
     };
-    (status, layout(&experiment.name, body)).into_response()
+    (status, shell(&experiment.name, body, &[], &["table.js"])).into_response()
 }
 
 /// The ranges the view's min and max columns need, for `runs`.
@@ -319,7 +357,7 @@ fn column_choice(view: &View, name: &str, label: &str) -> Markup {
 }
 
 /// The runs, with a header per column that sorts by it (descending first, then ascending).
-fn table(experiment_id: &str, view: &View, runs: &[Run], ranges: &Ranges) -> Markup {
+fn table(experiment_id: &str, view: &View, runs: &[Run], children: &ChildRuns, ranges: &Ranges) -> Markup {
     let sort = |key: String| {
         let descending = format!("{key} DESC");
         let next = if view.order == descending { format!("{key} ASC") } else { descending };
@@ -349,19 +387,60 @@ fn table(experiment_id: &str, view: &View, runs: &[Run], ranges: &Ranges) -> Mar
                 }
                 tbody {
                     @for run in runs {
-                        tr {
-                            td.name { a href={ "/runs/" (path_segment(&run.info.run_uuid)) } { (run.info.run_name) } }
-                            td class={ "status-" (run.info.status.as_str()) } { (run.info.status.as_str()) }
-                            td { (time(run.info.start_time)) }
-                            td { (duration(run.info.start_time, run.info.end_time)) }
-                            td { (run.info.user_id) }
-                            @for c in &view.columns {
-                                @let (value, numeric) = c.value(run, ranges);
-                                td class=[numeric.then_some("num")] { (value) }
+                        @let id = &run.info.run_uuid;
+                        @let count = children.counts.get(id).copied().unwrap_or(0);
+                        (row(view, run, ranges, None, (count > 0).then(|| children_link(experiment_id, view, id, count))))
+                        @if let Some(kids) = children.shown.get(id) {
+                            @for child in kids { (row(view, child, ranges, Some(id), None)) }
+                            @if count > kids.len() as i64 {
+                                tr.child.more data-parent=(id) hidden {
+                                    td colspan=(5 + view.columns.len()) {
+                                        a href=(children_href(experiment_id, view, id)) { "All " (count) " child runs" }
+                                    }
+                                }
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A filter that lists the children of `parent`.
+fn children_href(experiment_id: &str, view: &View, parent: &str) -> String {
+    view.href(experiment_id, |v| {
+        v.filter = format!("tags.`{PARENT_RUN_TAG}` = '{parent}'");
+        v.page = None;
+    })
+}
+
+/// The toggle of a parent's children: a link to them that `table.js` turns into an expander.
+fn children_link(experiment_id: &str, view: &View, parent: &str, count: i64) -> Markup {
+    html! {
+        " "
+        a.children-toggle href=(children_href(experiment_id, view, parent)) data-parent=(parent) aria-expanded="false" {
+            "▸ " (count) @if count == 1 { " child" } @else { " children" }
+        }
+    }
+}
+
+/// One run's row; a child's row is hidden under its parent until expanded.
+fn row(view: &View, run: &Run, ranges: &Ranges, parent: Option<&String>, toggle: Option<Markup>) -> Markup {
+    html! {
+        tr.child[parent.is_some()] data-parent=[parent] hidden[parent.is_some()] {
+            td.name {
+                @if parent.is_some() { span.indent { "↳ " } }
+                a href={ "/runs/" (path_segment(&run.info.run_uuid)) } { (run.info.run_name) }
+                @if let Some(toggle) = toggle { (toggle) }
+            }
+            td class={ "status-" (run.info.status.as_str()) } { (run.info.status.as_str()) }
+            td { (time(run.info.start_time)) }
+            td { (duration(run.info.start_time, run.info.end_time)) }
+            td { (run.info.user_id) }
+            @for c in &view.columns {
+                @let (value, numeric) = c.value(run, ranges);
+                td class=[numeric.then_some("num")] { (value) }
             }
         }
     }
@@ -392,7 +471,7 @@ pub async fn csv_export(
             Err(e) => return error_page(&e),
         }
     }
-    let first = match search(&state, &experiment_id, &view, None).await {
+    let first = match search(&state, &experiment_id, &view, None, false).await {
         Ok(page) => page,
         Err(Error::InvalidParameter(message)) => return (StatusCode::BAD_REQUEST, message).into_response(),
         Err(e) => return error_page(&e),
@@ -413,7 +492,7 @@ pub async fn csv_export(
             let chunk = csv_rows(header, &page.items, view, &ranges);
             let following = match page.next_page_token {
                 None => None,
-                Some(token) => match search(state, experiment_id, view, Some(token)).await {
+                Some(token) => match search(state, experiment_id, view, Some(token), false).await {
                     Ok(page) => Some((page, None)),
                     Err(e) => {
                         tracing::error!("the CSV export of experiment {experiment_id} stopped: {e}");
@@ -441,18 +520,20 @@ async fn search(
     experiment_id: &str,
     view: &View,
     page: Option<String>,
+    top_level_only: bool,
 ) -> Result<shipyard_store::tracking::Page<Run>, Error> {
     let order: Vec<String> = if view.order.is_empty() { Vec::new() } else { vec![view.order.clone()] };
     state
         .db
-        .search_runs(
-            &[experiment_id.to_owned()],
-            Some(view.filter.as_str()).filter(|f| !f.is_empty()),
-            ViewType::ActiveOnly,
-            Some(view.size),
-            &order,
-            page.as_deref(),
-        )
+        .search_runs_with(RunSearch {
+            experiment_ids: &[experiment_id.to_owned()],
+            filter: Some(view.filter.as_str()).filter(|f| !f.is_empty()),
+            view: ViewType::ActiveOnly,
+            max_results: Some(view.size),
+            order_by: &order,
+            page_token: page.as_deref(),
+            top_level_only,
+        })
         .await
 }
 
