@@ -86,6 +86,13 @@ def _seed(url):
     run = client.create_run(seeded.xss_experiment_id, run_name=XSS, tags={"note": XSS})
     client.log_batch(run.info.run_id, metrics=[Metric("m", 1.0, now, 0)], params=[Param("p", XSS)])
     seeded.xss_run = run.info.run_id
+    # Artifacts logged through the client's own calls: JSON, CSV, text and an SVG carrying a script.
+    client.log_dict(run.info.run_id, {"accuracy": 0.91, "note": XSS}, "metrics.json")
+    client.log_text(run.info.run_id, "id,name\n" + "".join(f"{i},{XSS if i == 3 else i}\n" for i in range(50)),
+                    "data/rows.csv")
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg" width="120" height="80"><rect width="120" height="80" '
+           'fill="#0b6bcb"/><script>window.__xss=3;alert(3)</script></svg>')
+    client.log_text(run.info.run_id, svg, "plots/roc.svg")
     return seeded
 
 

@@ -131,6 +131,32 @@ def test_a_chart_draws_a_long_history_with_its_spike_and_zooms(browser, server):
     assert console_errors(browser) == []
 
 
+def test_artifacts_preview_and_nothing_in_them_runs(browser, server):
+    console_errors(browser)
+    open_page(browser, f"{server.url}/runs/{server.xss_run}")
+    browser.find_element(By.ID, "browse-artifacts").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "artifact-list")))
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#artifact-list tbody td a")]
+    assert names == ["data/", "metrics.json", "plots/"]
+    browser.find_element(By.LINK_TEXT, "metrics.json").click()
+    pre = wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "pre.artifact-text")))
+    assert '"accuracy": 0.91' in pre.text and XSS.replace('"', '\\"') in pre.text
+    browser.find_element(By.LINK_TEXT, "data/").click()
+    browser.find_element(By.LINK_TEXT, "rows.csv").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#artifact-table tbody tr")
+    assert len(rows) == 50 and rows[3].find_elements(By.TAG_NAME, "td")[1].text == XSS
+    open_page(browser, f"{server.url}/runs/{server.xss_run}/artifacts?path=plots/roc.svg")
+    image = browser.find_element(By.CSS_SELECTOR, "img.artifact-image")
+    wait(browser).until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+    assert browser.execute_script("return window.__xss === undefined")
+    assert console_errors(browser) == []
+    # Opened directly, the SVG is sandboxed: its script does not run.
+    browser.get(image.get_attribute("src"))
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    assert browser.execute_script("return window.__xss === undefined")
+
+
 def test_mlflow_links_land_on_the_matching_pages(browser, server):
     run = server.run_ids[3]
     for link, path in [

@@ -393,7 +393,10 @@ pub(crate) async fn start_server(
     let store_display = database_uri.display();
     let mut app = shipyard_server::router(state);
     if !args.no_ui {
-        app = app.merge(shipyard_ui::router(shipyard_ui::UiState { db: db.clone() }));
+        app = app.merge(shipyard_ui::router(shipyard_ui::UiState {
+            db: db.clone(),
+            artifacts: Some(artifacts_for_serving.clone()),
+        }));
     }
     let mut log_writer = None;
     let mut serving_state = None;

@@ -23,19 +23,22 @@ pub mod series;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
-use shipyard_store::Database;
+use shipyard_store::{ArtifactStore, Database};
 
 /// What the pages read.
 #[derive(Clone)]
 pub struct UiState {
     pub db: Database,
+    /// The server's artifact store (runs' `mlflow-artifacts:` folders); `None`: no artifacts shown.
+    pub artifacts: Option<ArtifactStore>,
 }
 
 /// The Content Security Policy of every page: this server's files only, nothing inline.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}`,
+/// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}` (and its
+/// `artifacts`, `artifacts/raw`),
 /// `/ui-api/series`, `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
@@ -43,6 +46,8 @@ pub fn router(state: UiState) -> Router {
         .route("/experiments/{experiment_id}", get(pages::runs::page))
         .route("/experiments/{experiment_id}/runs.csv", get(pages::runs::csv_export))
         .route("/runs/{run_id}", get(pages::run::page))
+        .route("/runs/{run_id}/artifacts", get(pages::artifacts::page))
+        .route("/runs/{run_id}/artifacts/raw", get(pages::artifacts::raw))
         .route("/ui-api/series", get(series::series))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(secure))
@@ -52,7 +57,8 @@ pub fn router(state: UiState) -> Router {
 /// The security headers of every UI answer.
 async fn secure(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    // A stricter policy set by the handler (raw artifacts are sandboxed) is kept.
+    headers.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -14,7 +14,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use shipyard_core::Error;
 use shipyard_store::series::{MetricSeries, SeriesAxis, SeriesQuery};
 
 use crate::UiState;
@@ -137,11 +136,9 @@ pub async fn series(State(state): State<UiState>, RawQuery(query): RawQuery) -> 
         };
         match state.db.metric_series(query).await {
             Ok(s) => runs.push(RunSeries::new(run_id, s)),
-            Err(Error::NotFound(m)) => return refuse(StatusCode::NOT_FOUND, m),
-            Err(Error::InvalidParameter(m)) => return refuse(StatusCode::BAD_REQUEST, m),
-            Err(other) => {
-                tracing::error!("the chart series failed: {other}");
-                return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the server failed to read the store".into());
+            Err(e) => {
+                let (status, message) = crate::pages::status_and_message(&e);
+                return refuse(status, message);
             }
         }
     }

@@ -25,8 +25,10 @@ async fn store() -> (Database, tempfile::TempDir) {
 }
 
 async fn get(db: &Database, uri: &str) -> (StatusCode, Html, axum::http::HeaderMap) {
-    let response =
-        router(UiState { db: db.clone() }).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let response = router(UiState { db: db.clone(), artifacts: None })
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -202,7 +204,7 @@ async fn values_holding_markup_stay_text_on_every_page() {
 #[tokio::test]
 async fn static_files_are_served_and_forward_mlflow_links() {
     let (db, _dir) = store().await;
-    let response = router(UiState { db: db.clone() })
+    let response = router(UiState { db: db.clone(), artifacts: None })
         .oneshot(Request::get("/static/links.js").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -248,7 +250,7 @@ async fn metric_columns_show_the_last_the_smallest_and_the_largest_value() {
 async fn the_csv_export_holds_every_matching_run_across_store_pages() {
     let (db, _dir) = store().await;
     let id = seeded(&db, "big", 1_203).await;
-    let response = router(UiState { db: db.clone() })
+    let response = router(UiState { db: db.clone(), artifacts: None })
         .oneshot(
             Request::get(format!(
                 "/experiments/{id}/runs.csv?filter={}&order=attributes.start_time%20ASC&col=metrics.accuracy&col=params.lr",
@@ -291,8 +293,10 @@ fn metric(key: &str, value: f64, step: i64) -> Metric {
 }
 
 async fn json(db: &Database, uri: &str) -> (StatusCode, serde_json::Value) {
-    let response =
-        router(UiState { db: db.clone() }).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let response = router(UiState { db: db.clone(), artifacts: None })
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())
@@ -393,4 +397,97 @@ async fn child_runs_are_grouped_under_their_parents() {
     let (_, flat, _) = get(&db, &format!("/experiments/{id}?nest=0")).await;
     assert_eq!(texts(&flat, "#runs tbody tr:not(.child)").len(), 5);
     assert!(texts(&flat, "a.children-toggle").is_empty());
+}
+
+async fn router_with_artifacts(db: &Database, store: &shipyard_store::ArtifactStore) -> axum::Router {
+    router(UiState { db: db.clone(), artifacts: Some(store.clone()) })
+}
+
+async fn fetch(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn artifacts_are_listed_and_previewed_from_their_head() {
+    use shipyard_core::artifact_path::ArtifactPath;
+    let (db, dir) = store().await;
+    let artifacts = shipyard_store::ArtifactStore::open(dir.path().join("artifacts").to_str().unwrap()).await.unwrap();
+    let id = db.create_experiment("files", None, &[]).await.unwrap();
+    let run = db
+        .create_run(NewRun {
+            experiment_id: id,
+            user_id: "ana".into(),
+            run_name: Some("r".into()),
+            start_time: None,
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    let root = ArtifactPath::from_proxied_uri(&run.info.artifact_uri).unwrap();
+    let put = |name: &str, body: Vec<u8>| {
+        let (artifacts, path) = (artifacts.clone(), root.join(&ArtifactPath::parse(name).unwrap()));
+        async move {
+            let chunk = futures::stream::once(async move { Ok::<_, shipyard_core::Error>(bytes::Bytes::from(body)) });
+            artifacts.put(&path, chunk).await.unwrap();
+        }
+    };
+    put("metrics.json", br#"{"accuracy":0.91,"note":"<script>alert(1)</script>"}"#.to_vec()).await;
+    let mut csv = String::from("id,name\n");
+    for i in 0..1_000 {
+        csv.push_str(&format!("{i},row-{i}\n"));
+    }
+    put("data/train.csv", csv.into_bytes()).await;
+    put("big.log", vec![b'x'; 600 * 1024]).await;
+    put("plot.svg", br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec()).await;
+    put("model.pkl", vec![0u8; 64]).await;
+    let app = router_with_artifacts(&db, &artifacts).await;
+    let page = |path: &str| format!("/runs/{}/artifacts?path={path}", run.info.run_uuid);
+    let html_of = |bytes: Vec<u8>| Html::parse_document(std::str::from_utf8(&bytes).unwrap());
+
+    let (status, _, body) = fetch(&app, &page("")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listing = html_of(body);
+    assert_eq!(
+        texts(&listing, "#artifact-list tbody td a"),
+        ["big.log", "data/", "metrics.json", "model.pkl", "plot.svg"]
+    );
+
+    let (_, _, body) = fetch(&app, &page("metrics.json")).await;
+    let json = html_of(body);
+    let text = texts(&json, "pre.artifact-text").remove(0);
+    assert!(text.contains("\"accuracy\": 0.91") && text.contains("<script>"), "pretty-printed, markup as text: {text}");
+    assert!(json.select(&Selector::parse("#preview script").unwrap()).next().is_none());
+
+    let (_, _, body) = fetch(&app, &page("data/train.csv")).await;
+    let table = html_of(body);
+    assert_eq!(texts(&table, "#artifact-table thead th"), ["id", "name"]);
+    assert_eq!(texts(&table, "#artifact-table tbody tr").len(), 500);
+    assert_eq!(texts(&table, "#artifact-list tbody td a")[0], "..", "the folder's listing is beside the preview");
+
+    let (_, _, body) = fetch(&app, &page("big.log")).await;
+    let big = html_of(body);
+    assert_eq!(texts(&big, "p.cut"), ["Showing the first 256.0 KB of 600.0 KB."]);
+    assert_eq!(texts(&big, "pre.artifact-text")[0].len(), 256 * 1024);
+
+    let (_, _, body) = fetch(&app, &page("plot.svg")).await;
+    let svg = html_of(body);
+    let src = attr(&svg, "img.artifact-image", "src").unwrap();
+    let (status, headers, _) = fetch(&app, &src).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "image/svg+xml");
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("sandbox"), "a script in an SVG cannot run");
+
+    let download = attr(&svg, "a.download", "href").unwrap();
+    let (_, headers, _) = fetch(&app, &download).await;
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert!(headers["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    let (_, _, body) = fetch(&app, &page("model.pkl")).await;
+    assert!(texts(&html_of(body), ".preview p.muted")[0].contains("No preview"));
+
+    let (status, _, _) = fetch(&app, &page("../../etc/passwd")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = fetch(&app, &format!("/runs/{}/artifacts/raw?path=nope.txt", run.info.run_uuid)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -3,8 +3,10 @@
 //! - [`experiments`]: `/`, every experiment with its run count and last activity, searchable.
 //! - [`runs`]: `/experiments/{id}`, the runs table: MLflow's filter language, sort, chosen
 //!   columns and server-side pages, all in the URL.
-//! - [`run`]: `/runs/{id}`, one run: overview, dataset inputs, params, metrics, tags.
+//! - [`run`]: `/runs/{id}`, one run: overview, dataset inputs, params, metrics, charts, tags.
+//! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
+pub mod artifacts;
 pub mod experiments;
 pub mod run;
 pub mod runs;
@@ -52,20 +54,23 @@ pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Ma
     }
 }
 
-/// A store error as a page: a missing entity is 404, a bad request 400, the rest 500 (logged).
-pub fn error_page(error: &Error) -> Response {
-    let status = match error {
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+/// The UI's one mapping from an error to what the user is told: a missing entity is 404, a
+/// bad request 400 (both with their message), the rest 500 with a generic message (the error
+/// itself goes to the log).
+pub fn status_and_message(error: &Error) -> (StatusCode, String) {
+    match error {
+        Error::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
+        Error::InvalidParameter(m) => (StatusCode::BAD_REQUEST, m.clone()),
         other => {
-            tracing::error!("a UI page failed: {other}");
-            StatusCode::INTERNAL_SERVER_ERROR
+            tracing::error!("a UI request failed: {other}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the server failed to read the store; the error is in its log".into())
         }
-    };
-    let message = match error {
-        Error::NotFound(m) | Error::InvalidParameter(m) => m.clone(),
-        _ => "the server failed to read the store; the error is in its log".to_owned(),
-    };
+    }
+}
+
+/// A store error as a page (see [`status_and_message`]).
+pub fn error_page(error: &Error) -> Response {
+    let (status, message) = status_and_message(error);
     (status, layout("Error", html! { h1 { "Not shown" } p.error { (message) } })).into_response()
 }
 

@@ -49,7 +49,10 @@ pub async fn page(State(state): State<UiState>, Path(run_id): Path<String>) -> R
             @if let Some(parent) = tag(PARENT) {
                 dt { "Parent run" } dd { a href={ "/runs/" (path_segment(&parent)) } { code { (parent) } } }
             }
-            dt { "Artifacts" } dd { code { (info.artifact_uri) } }
+            dt { "Artifacts" } dd {
+                a #browse-artifacts href={ "/runs/" (path_segment(&info.run_uuid)) "/artifacts" } { "Browse" }
+                " " code { (info.artifact_uri) }
+            }
         }
         @if !run.inputs.dataset_inputs.is_empty() {
             h2 { "Datasets" }
