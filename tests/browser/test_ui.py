@@ -100,6 +100,27 @@ def test_nested_runs_open_under_their_parent(browser, server):
     assert console_errors(browser) == []
 
 
+def test_compare_selected_runs(browser, server):
+    console_errors(browser)
+    open_page(browser, f"{server.url}/experiments/{server.experiment_id}?filter=params.depth%20%3D%20%272%27")
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#runs tbody td.pick input")
+    assert len(boxes) >= 3
+    for box in boxes[:3]:
+        box.click()
+    browser.find_element(By.ID, "compare-button").click()
+    wait(browser).until(EC.url_contains("/compare?"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-runs tbody tr")) == 3
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#params tr.differs td:first-child")] == ["lr"]
+    scatter = browser.find_element(By.ID, "scatter")
+    wait(browser).until(lambda b: scatter.get_attribute("data-state") == "drawn")
+    assert scatter.get_attribute("data-points") == "3"
+    Select(browser.find_element(By.CSS_SELECTOR, "select[name=scatter-x]")).select_by_value("metrics.loss")
+    assert scatter.get_attribute("data-points") == "3"
+    overlay = drawn(browser, "acc")
+    assert len(overlay.find_elements(By.CSS_SELECTOR, ".u-legend .u-series")) == 4, "x and the three runs"
+    assert console_errors(browser) == []
+
+
 def test_a_chart_draws_a_long_history_with_its_spike_and_zooms(browser, server):
     console_errors(browser)
     open_page(browser, f"{server.url}/runs/{server.long_run}")

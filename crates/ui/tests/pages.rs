@@ -105,27 +105,27 @@ async fn the_runs_table_filters_sorts_chooses_columns_and_pages() {
     let (status, html, _) = get(&db, &format!("/experiments/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     // Default columns: the experiment's metrics then params, found over all its runs.
-    assert_eq!(texts(&html, "#runs thead th")[5..], ["accuracy", "lr"]);
-    assert_eq!(texts(&html, "#runs tbody td:first-child").len(), 5);
+    assert_eq!(texts(&html, "#runs thead th")[6..], ["accuracy", "lr"]);
+    assert_eq!(texts(&html, "#runs tbody td.name").len(), 5);
 
     let filter = "metrics.accuracy >= 0.4";
     let (_, html, _) =
         get(&db, &format!("/experiments/{id}?filter={}&order=metrics.accuracy%20ASC", enc(filter))).await;
-    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-02", "run-03", "run-04"]);
+    assert_eq!(texts(&html, "#runs tbody td.name"), ["run-02", "run-03", "run-04"]);
     assert_eq!(texts(&html, "#runs tbody td.num"), ["0.4", "0.6", "0.8"]);
     assert_eq!(attr(&html, "input[name=filter]", "value").as_deref(), Some(filter));
 
     let (_, html, _) = get(&db, &format!("/experiments/{id}?col=tags.team&col=params.lr")).await;
-    assert_eq!(texts(&html, "#runs thead th")[5..], ["team", "lr"]);
+    assert_eq!(texts(&html, "#runs thead th")[6..], ["team", "lr"]);
     assert!(texts(&html, "#runs tbody td").contains(&"vision".to_owned()));
 
     // Two runs a page: the next page's link carries the store's token and the view.
     let (_, html, _) = get(&db, &format!("/experiments/{id}?size=2&order=attributes.start_time%20ASC")).await;
-    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-00", "run-01"]);
+    assert_eq!(texts(&html, "#runs tbody td.name"), ["run-00", "run-01"]);
     let next = attr(&html, "#next-page", "href").unwrap();
     assert!(next.contains("size=2") && next.contains("order="), "{next}");
     let (_, html, _) = get(&db, &next).await;
-    assert_eq!(texts(&html, "#runs tbody td:first-child"), ["run-02", "run-03"]);
+    assert_eq!(texts(&html, "#runs tbody td.name"), ["run-02", "run-03"]);
     assert!(attr(&html, "#first-page", "href").is_some());
 }
 
@@ -238,7 +238,7 @@ async fn metric_columns_show_the_last_the_smallest_and_the_largest_value() {
     db.log_batch(&run.info.run_uuid, vec![at(0.5, 0), at(0.2, 1), at(0.3, 2)], vec![], vec![]).await.unwrap();
     let (_, html, _) =
         get(&db, &format!("/experiments/{id}?col=metrics.loss&col=metrics.loss%40min&col=metrics.loss%40max")).await;
-    assert_eq!(texts(&html, "#runs thead th")[5..], ["loss", "loss (min)", "loss (max)"]);
+    assert_eq!(texts(&html, "#runs thead th")[6..], ["loss", "loss (min)", "loss (max)"]);
     assert_eq!(texts(&html, "#runs tbody td.num"), ["0.3", "0.2", "0.5"]);
     // The picker offers each metric's last, min and max.
     let picked = Selector::parse("details.columns input[checked]").unwrap();
@@ -489,5 +489,40 @@ async fn artifacts_are_listed_and_previewed_from_their_head() {
     let (status, _, _) = fetch(&app, &page("../../etc/passwd")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = fetch(&app, &format!("/runs/{}/artifacts/raw?path=nope.txt", run.info.run_uuid)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn compare_marks_differences_and_charts_the_runs_together() {
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "cmp", 3).await;
+    let runs = db
+        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
+        .await
+        .unwrap()
+        .items;
+    for run in &runs {
+        db.log_batch(&run.info.run_uuid, vec![], vec![KeyValue::new("model", "rf")], vec![]).await.unwrap();
+    }
+    let query: Vec<String> = runs.iter().map(|r| format!("run={}", r.info.run_uuid)).collect();
+    let (status, html, _) = get(&db, &format!("/compare?{}", query.join("&"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&html, "#compare-runs tbody tr").len(), 3);
+    assert_eq!(texts(&html, "#params tbody tr td:first-child"), ["lr", "model"]);
+    assert_eq!(texts(&html, "#params tbody tr.differs td:first-child"), ["lr"], "only lr differs");
+    assert!(attr(&html, "#metrics tr[data-key='metrics.accuracy'] td:nth-child(2)", "data-value").is_some());
+    let ids: Vec<String> = runs.iter().map(|r| r.info.run_uuid.clone()).collect();
+    assert_eq!(attr(&html, "figure.chart[data-key=accuracy]", "data-runs"), Some(ids.join(" ")));
+    let (_, only_diff, _) = get(&db, &format!("/compare?{}&diff=1", query.join("&"))).await;
+    assert_eq!(texts(&only_diff, "#params tbody tr td:first-child"), ["lr"]);
+    // The runs table offers the selection.
+    let (_, table, _) = get(&db, &format!("/experiments/{id}")).await;
+    assert_eq!(texts(&table, "#runs tbody td.pick").len(), 3);
+    assert_eq!(attr(&table, "#runs tbody td.pick input", "form"), Some("compare-form".into()));
+    // One run, or an unknown one, is refused with a reason.
+    let (status, html, _) = get(&db, &format!("/compare?{}", query[0])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(texts(&html, "p.error")[0].contains("between 2 and"));
+    let (status, _, _) = get(&db, &format!("/compare?{}&run={}", query[0], "e".repeat(32))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -4,9 +4,12 @@
 //! - [`runs`]: `/experiments/{id}`, the runs table: MLflow's filter language, sort, chosen
 //!   columns and server-side pages, all in the URL.
 //! - [`run`]: `/runs/{id}`, one run: overview, dataset inputs, params, metrics, charts, tags.
+//! - [`compare`]: `/compare?run=..`, runs side by side: differing params, metrics and tags
+//!   marked, metric charts overlaid, a scatter of any param or metric against a metric.
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
 pub mod artifacts;
+pub mod compare;
 pub mod experiments;
 pub mod run;
 pub mod runs;

@@ -267,6 +267,9 @@ pub async fn page(
                 a href=(view.href(&experiment_id, |v| { v.flat = false; v.page = None; })) { "Group child runs under their parents" }
             }
         }
+        form #compare-form method="get" action="/compare" {
+            button type="submit" #compare-button { "Compare selected runs" }
+        }
         (table(&experiment_id, &view, &runs, &children, &ranges))
         div.pager {
             @if view.page.is_some() { a #first-page href=(view.href(&experiment_id, |v| v.page = None)) { "First page" } }
@@ -371,6 +374,7 @@ fn table(experiment_id: &str, view: &View, runs: &[Run], children: &ChildRuns, r
             table #runs {
                 thead {
                     tr {
+                        th.pick { span.visually-hidden { "Compare" } }
                         th { a href=(sort("attributes.run_name".into())) { "Run" } }
                         th { a href=(sort("attributes.status".into())) { "Status" } }
                         th { a href=(sort("attributes.start_time".into())) { "Started (UTC)" } }
@@ -394,7 +398,7 @@ fn table(experiment_id: &str, view: &View, runs: &[Run], children: &ChildRuns, r
                             @for child in kids { (row(view, child, ranges, Some(id), None)) }
                             @if count > kids.len() as i64 {
                                 tr.child.more data-parent=(id) hidden {
-                                    td colspan=(5 + view.columns.len()) {
+                                    td colspan=(6 + view.columns.len()) {
                                         a href=(children_href(experiment_id, view, id)) { "All " (count) " child runs" }
                                     }
                                 }
@@ -429,6 +433,10 @@ fn children_link(experiment_id: &str, view: &View, parent: &str, count: i64) -> 
 fn row(view: &View, run: &Run, ranges: &Ranges, parent: Option<&String>, toggle: Option<Markup>) -> Markup {
     html! {
         tr.child[parent.is_some()] data-parent=[parent] hidden[parent.is_some()] {
+            td.pick {
+                input type="checkbox" name="run" value=(run.info.run_uuid) form="compare-form"
+                    aria-label={ "Compare " (run.info.run_name) };
+            }
             td.name {
                 @if parent.is_some() { span.indent { "↳ " } }
                 a href={ "/runs/" (path_segment(&run.info.run_uuid)) } { (run.info.run_name) }
