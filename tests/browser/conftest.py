@@ -72,6 +72,11 @@ def _seed(url):
             with mlflow.start_run(run_name=f"trial-{i}", nested=True):
                 mlflow.log_metric("acc", 0.5 + i / 100)
     seeded.parent_run = parent.info.run_id
+    # A registered model with two versions and an alias, through the client's registry calls.
+    client.create_registered_model("churn", description=XSS)
+    for _ in range(2):
+        client.create_model_version("churn", f"runs:/{seeded.run_ids[0]}/model", run_id=seeded.run_ids[0])
+    client.set_registered_model_alias("churn", "champion", "2")
     # A long history with one spike: a chart that loses it is wrong.
     run = client.create_run(seeded.experiment_id, run_name="long")
     for at in range(0, 20_000, 1000):

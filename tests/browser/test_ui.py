@@ -182,6 +182,8 @@ def test_mlflow_links_land_on_the_matching_pages(browser, server):
     run = server.run_ids[3]
     for link, path in [
         (f"/#/experiments/{server.experiment_id}", f"/experiments/{server.experiment_id}"),
+        (f"/#/models/churn", "/models/churn"),
+        (f"/#/models/churn/versions/2", "/models/churn/versions/2"),
         (f"/#/experiments/{server.experiment_id}/runs/{run}", f"/runs/{run}"),
     ]:
         open_page(browser, server.url + link)
@@ -189,13 +191,28 @@ def test_mlflow_links_land_on_the_matching_pages(browser, server):
     assert browser.find_element(By.CSS_SELECTOR, "h1").text == "run-003"
 
 
-@pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run"])
+def test_model_pages_show_versions_and_aliases(browser, server):
+    console_errors(browser)
+    open_page(browser, server.url + "/models")
+    browser.find_element(By.LINK_TEXT, "churn").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "versions")))
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#versions tbody td:first-child")] == ["v2", "v1"]
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#alias-history tbody td:nth-child(3)")] == ["set"]
+    browser.find_element(By.LINK_TEXT, "v2").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "lineage")))
+    assert "champion" in browser.find_element(By.ID, "lineage").text
+    assert browser.execute_script("return window.__xss === undefined")
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run", "model"])
 def test_script_payloads_stay_inert(browser, server, page):
     path = {
         "experiments": "/",
         "experiment": f"/experiments/{server.xss_experiment_id}?col=params.p&col=tags.note",
         "runs": f"/experiments/{server.xss_experiment_id}",
         "run": f"/runs/{server.xss_run}",
+        "model": "/models/churn",
     }[page]
     console_errors(browser)
     open_page(browser, server.url + path)

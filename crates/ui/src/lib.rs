@@ -39,7 +39,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}` (and its
 /// `artifacts`, `artifacts/raw`),
-/// `/compare`, `/ui-api/series`, `/static/{file}`.
+/// `/compare`, `/models` (a model, a version), `/ui-api/series`, `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(pages::experiments::page))
@@ -49,6 +49,9 @@ pub fn router(state: UiState) -> Router {
         .route("/runs/{run_id}/artifacts", get(pages::artifacts::page))
         .route("/runs/{run_id}/artifacts/raw", get(pages::artifacts::raw))
         .route("/compare", get(pages::compare::page))
+        .route("/models", get(pages::models::list))
+        .route("/models/{name}", get(pages::models::model))
+        .route("/models/{name}/versions/{version}", get(pages::models::version))
         .route("/ui-api/series", get(series::series))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(secure))

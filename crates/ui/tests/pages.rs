@@ -526,3 +526,83 @@ async fn compare_marks_differences_and_charts_the_runs_together() {
     let (status, _, _) = get(&db, &format!("/compare?{}&run={}", query[0], "e".repeat(32))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn model_pages_show_versions_alias_history_gates_and_lineage() {
+    use shipyard_core::deployment::{Arm, DeploymentSpec, ModelRef};
+    use shipyard_store::promotion::{AliasMoveRequest, MoveKind};
+    use shipyard_store::registry::NewModelVersion;
+    let (db, _dir) = store().await;
+    let id = seeded(&db, "train", 1).await;
+    let run = db
+        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    db.create_registered_model("churn", &[], Some(XSS), None).await.unwrap();
+    for _ in 0..2 {
+        let new = NewModelVersion {
+            name: "churn".into(),
+            source: format!("{}/model", run.info.artifact_uri),
+            run_id: Some(run.info.run_uuid.clone()),
+            ..Default::default()
+        };
+        db.create_model_version(new).await.unwrap();
+    }
+    db.set_model_version_tag("churn", "2", &KeyValue::new("shipyard.engine", "onnx")).await.unwrap();
+    db.set_model_version_tag("churn", "2", &KeyValue::new("note", XSS)).await.unwrap();
+    let report = serde_json::json!({
+        "model": "churn", "version": "2", "passed": true,
+        "champion": {"alias": "production", "version": "1"},
+        "checks": [
+            {"gate": "metric", "name": "accuracy", "observed": 0.91, "bound": ">= 0.8", "passed": true, "detail": ""},
+            {"gate": "latency", "name": "p99_ms", "observed": 1.5, "bound": "<= 50", "passed": true, "detail": "onnx"}
+        ]
+    });
+    for (to, kind, report) in [("1", MoveKind::Set, None), ("2", MoveKind::Promote, Some(report.to_string()))] {
+        db.move_alias(AliasMoveRequest {
+            model: "churn".into(),
+            alias: "production".into(),
+            to_version: to.into(),
+            kind,
+            expected_from: None,
+            actor: "ana".into(),
+            reason: Some("better".into()),
+            gate_report: report,
+        })
+        .await
+        .unwrap();
+    }
+    let spec = DeploymentSpec {
+        arms: vec![Arm { target: ModelRef::alias("churn", "production"), weight: 100 }],
+        shadow: None,
+        sticky: None,
+    };
+    db.put_deployment("web", &spec).await.unwrap();
+
+    let (status, list, _) = get(&db, "/models?q=chu").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&list, "#models tbody td:first-child"), ["churn"]);
+    assert_eq!(texts(&list, "#models a.alias"), ["production → v2"]);
+    let (_, model, _) = get(&db, "/models/churn").await;
+    assert_eq!(texts(&model, "#versions tbody td:first-child"), ["v2", "v1"]);
+    assert_eq!(texts(&model, "#alias-history tbody td:nth-child(3)"), ["promote", "set"], "newest first");
+    assert_eq!(texts(&model, "#alias-history tbody td:nth-child(8)"), ["passed", "—"]);
+    assert_eq!(texts(&model, "#deployments"), ["web (@production at 100%)"]);
+    assert!(model.root_element().text().any(|t| t.contains("<script>")), "the description is text");
+    let (status, version, _) = get(&db, "/models/churn/versions/2").await;
+    assert_eq!(status, StatusCode::OK);
+    let lineage = texts(&version, "#lineage li");
+    assert!(lineage[1].contains("run-00") && lineage[2].contains("v2"), "{lineage:?}");
+    assert!(lineage[3].contains("production") && lineage[4].contains("web"), "{lineage:?}");
+    assert_eq!(texts(&version, "#gate-checks tbody td:nth-child(2)"), ["accuracy", "p99_ms"]);
+    assert_eq!(texts(&version, "#gate-checks tbody td:nth-child(3)"), ["0.91", "1.5"]);
+    assert!(texts(&version, "#gate-verdict")[0].starts_with("Every check passed · champion production v1"));
+    assert!(texts(&version, "#engine")[0].starts_with("onnx"));
+    assert!(version.select(&Selector::parse("script:not([src])").unwrap()).next().is_none());
+    let (status, _, _) = get(&db, "/models/churn/versions/9").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = get(&db, "/models/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

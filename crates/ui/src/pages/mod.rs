@@ -6,11 +6,14 @@
 //! - [`run`]: `/runs/{id}`, one run: overview, dataset inputs, params, metrics, charts, tags.
 //! - [`compare`]: `/compare?run=..`, runs side by side: differing params, metrics and tags
 //!   marked, metric charts overlaid, a scatter of any param or metric against a metric.
+//! - [`models`]: `/models`, a model (versions, aliases, alias history, deployments), a version
+//!   (lineage, gate report, signature, engine).
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
 pub mod artifacts;
 pub mod compare;
 pub mod experiments;
+pub mod models;
 pub mod run;
 pub mod runs;
 
@@ -49,7 +52,7 @@ pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Ma
             body {
                 header.top {
                     a.brand href="/" { "Shipyard" }
-                    nav { a href="/" { "Experiments" } }
+                    nav { a href="/" { "Experiments" } a href="/models" { "Models" } }
                 }
                 main { (body) }
             }
