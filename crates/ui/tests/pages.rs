@@ -81,6 +81,12 @@ async fn seeded(db: &Database, name: &str, n: usize) -> String {
     id
 }
 
+/// The experiment's active runs, newest first.
+async fn runs_of(db: &Database, experiment_id: &str) -> Vec<shipyard_core::entities::Run> {
+    let ids = [experiment_id.to_owned()];
+    db.search_runs(&ids, None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None).await.unwrap().items
+}
+
 #[tokio::test]
 async fn the_experiments_page_lists_runs_counts_and_searches_by_name() {
     let (db, _dir) = store().await;
@@ -147,12 +153,7 @@ async fn a_bad_filter_is_shown_above_the_table() {
 async fn a_run_page_shows_its_overview_params_metrics_and_tags() {
     let (db, _dir) = store().await;
     let id = seeded(&db, "churn", 1).await;
-    let run = db
-        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
-        .await
-        .unwrap()
-        .items
-        .remove(0);
+    let run = runs_of(&db, &id).await.remove(0);
     let (status, html, _) = get(&db, &format!("/runs/{}", run.info.run_uuid)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(texts(&html, "h1"), ["run-00"]);
@@ -496,11 +497,7 @@ async fn artifacts_are_listed_and_previewed_from_their_head() {
 async fn compare_marks_differences_and_charts_the_runs_together() {
     let (db, _dir) = store().await;
     let id = seeded(&db, "cmp", 3).await;
-    let runs = db
-        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
-        .await
-        .unwrap()
-        .items;
+    let runs = runs_of(&db, &id).await;
     for run in &runs {
         db.log_batch(&run.info.run_uuid, vec![], vec![KeyValue::new("model", "rf")], vec![]).await.unwrap();
     }
@@ -534,12 +531,7 @@ async fn model_pages_show_versions_alias_history_gates_and_lineage() {
     use shipyard_store::registry::NewModelVersion;
     let (db, _dir) = store().await;
     let id = seeded(&db, "train", 1).await;
-    let run = db
-        .search_runs(std::slice::from_ref(&id), None, shipyard_core::entities::ViewType::ActiveOnly, None, &[], None)
-        .await
-        .unwrap()
-        .items
-        .remove(0);
+    let run = runs_of(&db, &id).await.remove(0);
     db.create_registered_model("churn", &[], Some(XSS), None).await.unwrap();
     for _ in 0..2 {
         let new = NewModelVersion {
