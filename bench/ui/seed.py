@@ -4,8 +4,8 @@ and MLflow receive exactly the same runs (same names, params, metrics, values).
 - `--runs` runs in experiment `ui-bench`, each with `--metrics` metrics (a few steps each) and
   5 params;
 - one run `long-history` in the same experiment with a metric `loss` of `--steps` steps: a slow
-  wave with a spike to +50 at each step in SPIKES and a dip to -25 at each step in DIPS (a chart
-  that loses them is wrong), plus `lr` with 100 steps.
+  wave with a spike to +50 at 3 single steps and a dip to -25 at 2 (SPIKES and DIPS, as fractions
+  of the history; a chart that loses them is wrong), plus `lr` with 100 steps.
 
 Prints one JSON line: {"experiment_id", "long_run_id", "first_run_id", "seconds"}.
 
@@ -22,19 +22,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-SPIKES = [123_457, 500_001, 877_777]
-DIPS = [250_000, 654_321]
+# Where the spikes and dips are, as fractions of the history (step 123,457 of 1,000,000, ...).
+SPIKES = [0.123457, 0.500001, 0.877777]
+DIPS = [0.25, 0.654321]
 
 
-def value_at(step, steps):
-    if step in SPIKES_SET:
+def outliers(steps):
+    """The steps of the spikes (+50) and of the dips (-25) in a history of `steps` steps."""
+    return {int(f * steps) for f in SPIKES}, {int(f * steps) for f in DIPS}
+
+
+def value_at(step, steps, spikes, dips):
+    if step in spikes:
         return 50.0
-    if step in DIPS_SET:
+    if step in dips:
         return -25.0
     return 1.0 + 0.5 * math.sin(step / max(steps / 20, 1)) + 0.01 * ((step * 7919) % 101) / 101
-
-
-SPIKES_SET, DIPS_SET = set(SPIKES), set(DIPS)
 
 
 class Client:
@@ -92,8 +95,10 @@ def main():
     start = 1_780_000_000_000
     long_run = client.run(experiment_id, "long-history", start)
 
+    spikes, dips = outliers(args.steps)
+
     def history(at):
-        batch = [{"key": "loss", "value": value_at(s, args.steps), "timestamp": start + s, "step": s}
+        batch = [{"key": "loss", "value": value_at(s, args.steps, spikes, dips), "timestamp": start + s, "step": s}
                  for s in range(at, min(at + 1000, args.steps))]
         client.post("runs/log-batch", {"run_id": long_run, "metrics": batch})
 
