@@ -124,7 +124,14 @@ def server():
             raise RuntimeError("shipyard server did not start:\n" + log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.05)
     try:
-        yield _seed(url)
+        seeded = _seed(url)
+        # A deployment of the registered model (a canary at 20%), made with the CLI on the
+        # server's store; its versions have no files, so it serves nothing: its page still shows.
+        subprocess.run([binary, "deploy", "web", "--model", "models:/churn@champion", "--canary", "models:/churn/1",
+                        "--weight", "20", "--no-wait", "--tracking-uri", f"sqlite:///{workdir}/shipyard.db",
+                        "--artifacts-destination", str(workdir / "artifacts")],
+                       check=True, capture_output=True, timeout=60)
+        yield seeded
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -205,6 +205,18 @@ def test_model_pages_show_versions_and_aliases(browser, server):
     assert console_errors(browser) == []
 
 
+def test_deployment_page_reads_live_traffic_without_errors(browser, server):
+    console_errors(browser)
+    open_page(browser, server.url + "/deployments")
+    browser.find_element(By.LINK_TEXT, "web").click()
+    arms = wait(browser).until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, "#arms tbody tr")))
+    assert [a.find_elements(By.TAG_NAME, "td")[0].text for a in arms] == ["primary", "canary"]
+    assert "@champion → v2" in arms[0].text and "20%" in arms[1].text
+    live = browser.find_element(By.ID, "live")
+    wait(browser).until(lambda b: live.get_attribute("data-state") == "live")
+    assert console_errors(browser) == []
+
+
 @pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run", "model"])
 def test_script_payloads_stay_inert(browser, server, page):
     path = {

@@ -44,6 +44,10 @@ struct Shadow {
     model: Arc<ServedModel>,
     sent: Counter,
     dropped: Counter,
+    /// The shadow's answers: the same as the answer returned, different, or failed.
+    agreed: Counter,
+    disagreed: Counter,
+    failed: Counter,
 }
 
 /// A deployment, as served. Replaced whole when its policy or one of its versions changes.
@@ -101,6 +105,9 @@ impl Deployment {
         let shadow = shadow.map(|model| Shadow {
             sent: metrics.routed(&name, &model.labels, "shadow"),
             dropped: metrics.routed(&name, &model.labels, "shadow_dropped"),
+            agreed: metrics.routed(&name, &model.labels, "shadow_agreed"),
+            disagreed: metrics.routed(&name, &model.labels, "shadow_disagreed"),
+            failed: metrics.routed(&name, &model.labels, "shadow_failed"),
             model,
         });
         Some(Deployment {
@@ -181,7 +188,7 @@ impl Deployment {
     /// Sends a copy of `batch` to the shadow, if there is one and a slot is free; its answer is
     /// logged beside the one returned.
     pub fn shadow(&self, batch: RecordBatch, answered: &Prediction, request_id: &str) {
-        let Some(Shadow { model: shadow, sent, dropped }) = &self.shadow else { return };
+        let Some(Shadow { model: shadow, sent, dropped, agreed, disagreed, failed }) = &self.shadow else { return };
         let Ok(permit) = self.shadow_slots.clone().try_acquire_owned() else {
             dropped.inc();
             return;
@@ -191,15 +198,22 @@ impl Deployment {
         let primary = answered.output.clone();
         let primary_version = answered.answered_by.version.clone().unwrap_or_default();
         let (deployment, request_id) = (self.name.clone(), request_id.to_owned());
+        let (agreed, disagreed, failed) = (agreed.clone(), disagreed.clone(), failed.clone());
         tokio::spawn(async move {
             let outcome = shadow.predict(batch).await;
             drop(permit);
             let shadow_version = shadow.version.clone().unwrap_or_default();
+            let agree = outcome.as_ref().ok().map(|p| same_predictions(&p.output, &primary));
+            match agree {
+                Some(true) => agreed.inc(),
+                Some(false) => disagreed.inc(),
+                None => failed.inc(),
+            };
             match outcome {
                 Ok(p) => tracing::info!(
                     target: "shipyard::shadow",
                     %deployment, %request_id, %primary_version, %shadow_version,
-                    agree = same_predictions(&p.output, &primary),
+                    agree = agree.unwrap_or(false),
                     primary = %crate::protocol::summary(&primary),
                     shadow = %crate::protocol::summary(&p.output),
                     "shadow prediction"

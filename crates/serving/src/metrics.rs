@@ -220,7 +220,8 @@ impl Metrics {
         registry.register("model_loaded", "1 for each model version being served", loaded.clone());
         registry.register(
             "deployment_routed_requests",
-            "Requests of a deployment by the version they went to, as an arm, a shadow copy, or a dropped shadow copy",
+            "Requests of a deployment by the version they went to, as an arm, a shadow copy, or a dropped shadow copy; \
+             and the shadow's answers: agreed, disagreed or failed",
             routed.clone(),
         );
         registry.register(
@@ -338,7 +339,8 @@ impl Metrics {
     }
 
     /// The counter of a deployment's requests sent to `model` as `role` (`arm`, `shadow`,
-    /// `shadow_dropped`); deployments keep it, so requests count without building labels.
+    /// `shadow_dropped`, and the shadow's answers `shadow_agreed`, `shadow_disagreed`,
+    /// `shadow_failed`); deployments keep it, so requests count without building labels.
     pub fn routed(&self, deployment: &str, model: &ModelLabels, role: &str) -> Counter {
         self.routed
             .get_or_create(&RouteLabels {

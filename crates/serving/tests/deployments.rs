@@ -126,21 +126,26 @@ async fn a_shadow_gets_a_copy_and_the_primary_answers() {
         assert_eq!(version_of(&router, &[], &body).await, "1", "the shadow never answers");
     }
     // The copies run after the answers; wait for them.
-    let shadow_count = || {
+    let count = |role: &str| {
         let text = state.metrics.render();
+        let label = format!("role=\"{role}\"");
         text.lines()
-            .find(|l| l.starts_with("shipyard_deployment_routed_requests_total") && l.contains("role=\"shadow\""))
+            .find(|l| l.starts_with("shipyard_deployment_routed_requests_total") && l.contains(&label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // Every copy's answer is judged against the answer returned (the UI shows the agreement).
+    let judged = || count("shadow_agreed") + count("shadow_disagreed") + count("shadow_failed");
     for _ in 0..100 {
-        if shadow_count() >= 20.0 {
+        if count("shadow") >= 20.0 && judged() >= 20.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(shadow_count(), 20.0, "every request was copied to the shadow");
+    assert_eq!(count("shadow"), 20.0, "every request was copied to the shadow");
+    assert_eq!(judged(), 20.0, "every shadow answer was compared");
+    assert_eq!(count("shadow_failed"), 0.0);
     let text = state.metrics.render();
     assert!(
         text.contains(r#"shipyard_inference_requests_total{model="churn",version="1",protocol="seed",code="200"} 20"#),

@@ -17,6 +17,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("charts.js", JS, include_str!("../assets/charts.js")),
     ("table.js", JS, include_str!("../assets/table.js")),
     ("compare.js", JS, include_str!("../assets/compare.js")),
+    ("live.js", JS, include_str!("../assets/live.js")),
+    ("monitor.js", JS, include_str!("../assets/monitor.js")),
     ("uPlot.min.js", JS, include_str!("../assets/vendor/uplot/uPlot.iife.min.js")),
     ("uPlot.min.css", CSS, include_str!("../assets/vendor/uplot/uPlot.min.css")),
     ("favicon.svg", "image/svg+xml", include_str!("../assets/favicon.svg")),

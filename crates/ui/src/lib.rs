@@ -39,7 +39,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}` (and its
 /// `artifacts`, `artifacts/raw`),
-/// `/compare`, `/models` (a model, a version), `/ui-api/series`, `/static/{file}`.
+/// `/compare`, `/models` (a model, a version), `/deployments` (one), `/alerts`,
+/// `/ui-api/series`, `/ui-api/monitor`, `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(pages::experiments::page))
@@ -52,7 +53,11 @@ pub fn router(state: UiState) -> Router {
         .route("/models", get(pages::models::list))
         .route("/models/{name}", get(pages::models::model))
         .route("/models/{name}/versions/{version}", get(pages::models::version))
+        .route("/deployments", get(pages::deployments::list))
+        .route("/deployments/{name}", get(pages::deployments::page))
+        .route("/alerts", get(pages::deployments::all_alerts))
         .route("/ui-api/series", get(series::series))
+        .route("/ui-api/monitor", get(pages::deployments::monitor_series))
         .route("/static/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(secure))
         .with_state(state)

@@ -598,3 +598,95 @@ async fn model_pages_show_versions_alias_history_gates_and_lineage() {
     let (status, _, _) = get(&db, "/models/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
+    use shipyard_core::deployment::{Arm, DeploymentSpec, ModelRef};
+    use shipyard_core::monitoring::{Alert, MonitorEvaluation};
+    use shipyard_store::registry::NewModelVersion;
+    let (db, _dir) = store().await;
+    db.create_registered_model("churn", &[], None, None).await.unwrap();
+    for _ in 0..3 {
+        let new = NewModelVersion { name: "churn".into(), source: "mlflow-artifacts:/x".into(), ..Default::default() };
+        db.create_model_version(new).await.unwrap();
+    }
+    db.set_registered_model_alias("churn", "champion", "1").await.unwrap();
+    let spec = DeploymentSpec {
+        arms: vec![
+            Arm { target: ModelRef::alias("churn", "champion"), weight: 80 },
+            Arm { target: ModelRef::version("churn", "2"), weight: 20 },
+        ],
+        shadow: Some(ModelRef::version("churn", "3")),
+        sticky: None,
+    };
+    db.put_deployment("web", &spec).await.unwrap();
+    // 10 evaluations: `age` drifts from the 6th on, `fare` never.
+    for i in 0..10i64 {
+        let values = [
+            ("drifted.age", if i >= 5 { 1.0 } else { 0.0 }),
+            ("drift_score.age", if i >= 5 { 0.001 } else { 0.5 }),
+            ("drifted.fare", 0.0),
+            ("drift_score.fare", 0.7),
+            ("accuracy", 0.9 - i as f64 / 100.0),
+            ("latency_p99_ms", 1.5),
+        ];
+        let evaluation = MonitorEvaluation {
+            deployment: "web".into(),
+            time: 1_700_000_000_000 + i * 60_000,
+            values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        db.record_evaluation(&evaluation).await.unwrap();
+    }
+    let alert = db
+        .record_alert(Alert {
+            id: 0,
+            deployment: "web".into(),
+            rule: "accuracy".into(),
+            metric: "accuracy".into(),
+            value: 0.81,
+            comparator: "<".into(),
+            threshold: 0.85,
+            severity: "high".into(),
+            fired_time: 1_700_000_600_000,
+            message: XSS.into(),
+            action: Some("rollback".into()),
+            action_status: None,
+            action_detail: None,
+        })
+        .await
+        .unwrap();
+    db.record_alert_action(alert.id, "succeeded", "champion moved from v2 to v1").await.unwrap();
+
+    let (status, list, _) = get(&db, "/deployments").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&list, "#deployments tbody td:first-child"), ["web"]);
+    let (status, page, _) = get(&db, "/deployments/web").await;
+    assert_eq!(status, StatusCode::OK);
+    let arms = texts(&page, "#arms tbody tr");
+    assert_eq!(arms.len(), 3);
+    assert!(arms[0].contains("@champion → v1") && arms[0].contains("80%"), "{arms:?}");
+    assert!(arms[1].contains("v2") && arms[1].contains("20%") && arms[2].starts_with("shadow"), "{arms:?}");
+    assert_eq!(attr(&page, "#live", "data-models"), Some("churn".into()));
+    let rows = Selector::parse("#drift-heatmap tbody tr").unwrap();
+    let cells: Vec<(String, usize, usize)> = page
+        .select(&rows)
+        .map(|r| {
+            let all = r.select(&Selector::parse("td.cell").unwrap()).count();
+            let drifted = r.select(&Selector::parse("td.cell.drifted").unwrap()).count();
+            (r.value().attr("data-feature").unwrap_or("").to_owned(), all, drifted)
+        })
+        .collect();
+    assert_eq!(cells, [("age".to_owned(), 10, 5), ("fare".to_owned(), 10, 0)]);
+    assert_eq!(texts(&page, "#alerts tbody td.action"), ["rollback succeededchampion moved from v2 to v1"]);
+    assert!(page.root_element().text().any(|t| t.contains("<script>")), "the alert message is text");
+    let (_, alerts, _) = get(&db, "/alerts").await;
+    assert_eq!(texts(&alerts, "#alerts tbody td:nth-child(2)"), ["web"]);
+    let (status, series) = json(&db, "/ui-api/monitor?deployment=web").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(series["time"].as_array().unwrap().len(), 10);
+    assert_eq!(series["values"]["accuracy"][9].as_f64(), Some(0.81));
+    let (status, _, _) = get(&db, "/deployments/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = json(&db, "/ui-api/monitor?deployment=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -8,10 +8,13 @@
 //!   marked, metric charts overlaid, a scatter of any param or metric against a metric.
 //! - [`models`]: `/models`, a model (versions, aliases, alias history, deployments), a version
 //!   (lineage, gate report, signature, engine).
+//! - [`deployments`]: `/deployments`, a deployment (arms, rollout, live traffic, monitor values,
+//!   drift heat-map, alerts), `/alerts`.
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
 pub mod artifacts;
 pub mod compare;
+pub mod deployments;
 pub mod experiments;
 pub mod models;
 pub mod run;
@@ -52,7 +55,7 @@ pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Ma
             body {
                 header.top {
                     a.brand href="/" { "Shipyard" }
-                    nav { a href="/" { "Experiments" } a href="/models" { "Models" } }
+                    nav { a href="/" { "Experiments" } a href="/models" { "Models" } a href="/deployments" { "Deployments" } a href="/alerts" { "Alerts" } }
                 }
                 main { (body) }
             }

@@ -1,0 +1,332 @@
+//! Deployments, their monitoring and alerts.
+//!
+//! - `/deployments`: every deployment, its arms and weights, the versions they resolve to now.
+//! - `/deployments/{name}`: its arms (and shadow) with weights and resolved versions; the rollout
+//!   of its current revision on every serving process; live traffic per version (request rate,
+//!   error rate, latency percentiles, shadow agreement) computed in the browser from this
+//!   server's own `/metrics`, refreshed every 2 s (`live.js`); the monitor's values over time
+//!   (`monitor.js`, from `/ui-api/monitor`); data drift per feature over time as a heat-map
+//!   (plain HTML: one row per feature, one cell per evaluation window, marked when drifted); and
+//!   the alert timeline with each action and what it changed.
+//! - `/alerts`: every alert of every deployment, newest first.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
+use shipyard_core::deployment::{Deployment, ModelRef};
+use shipyard_core::monitoring::{Alert, MonitorEvaluation};
+use shipyard_store::rollout::RolloutTarget;
+
+use super::models::{model_href, version_href};
+use super::{error_page, layout, number, path_segment, shell, status_and_message, time};
+use crate::UiState;
+
+/// Evaluations the page reads (the newest), and the heat-map's most columns.
+const EVALUATIONS: i64 = 2_000;
+const HEATMAP_COLUMNS: usize = 48;
+/// Alerts listed.
+const ALERTS: i64 = 200;
+
+fn deployment_href(name: &str) -> String {
+    format!("/deployments/{}", path_segment(name))
+}
+
+/// `v3` or `@champion`.
+fn reference(r: &ModelRef) -> String {
+    match (&r.version, &r.alias) {
+        (Some(v), _) => format!("v{v}"),
+        (None, Some(a)) => format!("@{a}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// A model reference with what it resolves to now, linked.
+async fn target(state: &UiState, r: &ModelRef) -> Markup {
+    let resolved = state.db.resolve_model_ref(r).await.ok().flatten();
+    html! {
+        a href=(model_href(&r.model)) { (r.model) } " " (reference(r))
+        @if r.version.is_none() {
+            @match &resolved {
+                Some(v) => { " → " a.version href=(version_href(&r.model, v)) { "v" (v) } }
+                None => { " → " span.bad { "unset" } }
+            }
+        }
+    }
+}
+
+/// `/deployments`.
+pub async fn list(State(state): State<UiState>) -> Response {
+    let deployments = match state.db.list_deployments().await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e),
+    };
+    let mut rows = Vec::new();
+    for d in &deployments {
+        let mut arms = Vec::new();
+        for arm in &d.spec.arms {
+            arms.push((target(&state, &arm.target).await, arm.weight));
+        }
+        let shadow = match &d.spec.shadow {
+            Some(s) => Some(target(&state, s).await),
+            None => None,
+        };
+        rows.push((d, arms, shadow));
+    }
+    let body = html! {
+        h1 { "Deployments" }
+        @if rows.is_empty() { p.muted #no-deployments { "No deployments: `shipyard deploy` creates one." } } @else {
+            table #deployments {
+                thead { tr { th { "Name" } th { "Arms" } th { "Shadow" } th.num { "Revision" } th { "Changed (UTC)" } } }
+                tbody {
+                    @for (d, arms, shadow) in &rows {
+                        tr {
+                            td { a href=(deployment_href(&d.name)) { (d.name) } }
+                            td { @for (t, w) in arms { span.arm { (t) " " strong { (w) "%" } } } }
+                            td { @if let Some(s) = shadow { (s) } }
+                            td.num { (d.revision) }
+                            td { (time(Some(d.last_updated_timestamp))) }
+                        }
+                    }
+                }
+            }
+        }
+        p { a href="/alerts" { "Every alert" } }
+    };
+    layout("Deployments", body).into_response()
+}
+
+/// `/deployments/{name}`.
+pub async fn page(State(state): State<UiState>, Path(name): Path<String>) -> Response {
+    let deployment = match state.db.get_deployment(&name).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e),
+    };
+    let rollout = state.db.rollout_status(&RolloutTarget::Deployment(name.clone())).await.ok();
+    let evaluations = match state.db.evaluations(&name, 0, EVALUATIONS).await {
+        Ok(e) => e,
+        Err(e) => return error_page(&e),
+    };
+    let alerts = match state.db.alerts(Some(&name), ALERTS).await {
+        Ok(a) => a,
+        Err(e) => return error_page(&e),
+    };
+    let monitored = matches!(state.db.get_monitor(&name).await, Ok(Some(_)));
+    let arms = arms_table(&state, &deployment).await;
+    let models: BTreeSet<&str> = deployment
+        .spec
+        .arms
+        .iter()
+        .map(|a| a.target.model.as_str())
+        .chain(deployment.spec.shadow.iter().map(|s| s.model.as_str()))
+        .collect();
+    let keys: Vec<String> = evaluations.last().map(|e| e.values.keys().cloned().collect()).unwrap_or_default();
+    let body = html! {
+        div.crumbs { a href="/deployments" { "Deployments" } " / " }
+        h1 { (name) }
+        p.muted { "Revision " (deployment.revision) ", changed " (time(Some(deployment.last_updated_timestamp))) " UTC" }
+        h2 { "Arms" }
+        (arms)
+        h2 { "Rollout" }
+        @match &rollout {
+            Some(status) => {
+                p #rollout-summary {
+                    @if status.complete { span.good { "Applied" } } @else { span.bad { "In progress" } }
+                    " on " (status.applied) " of " (status.live) " live serving processes"
+                }
+                @if !status.processes.is_empty() {
+                    table #rollout {
+                        thead { tr { th { "Process" } th { "State" } th { "Detail" } th.num { "Last heard" } } }
+                        tbody {
+                            @for p in &status.processes {
+                                tr {
+                                    td { (p.process) }
+                                    td { (format!("{:?}", p.verdict).to_lowercase()) }
+                                    td { (p.detail) }
+                                    td.num { (format!("{:.1} s ago", p.heartbeat_age_ms as f64 / 1e3)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            None => { p.muted { "No rollout information." } }
+        }
+        h2 { "Live traffic" }
+        div #live data-deployment=(name) data-models=(models.into_iter().collect::<Vec<_>>().join(" ")) {
+            p.muted.live-note { "From this server's /metrics, every 2 s: rates over the last interval, latency percentiles from its histogram." }
+            table #live-table {
+                thead { tr { th { "Model" } th { "Version" } th.num { "Requests/s" } th.num { "Errors" } th.num { "p50 ms" } th.num { "p95 ms" } th.num { "p99 ms" } th.num { "Shadow agreement" } } }
+                tbody {}
+            }
+            noscript { p.muted { "Live traffic needs JavaScript; /metrics has the counters." } }
+        }
+        h2 { "Monitoring" }
+        @if !monitored && evaluations.is_empty() {
+            p.muted #no-monitor { "No monitor: `shipyard monitor configure` sets one up." }
+        } @else {
+            p.muted { (evaluations.len()) " evaluations" @if let Some(last) = evaluations.last() { ", the last at " (time(Some(last.time))) " UTC" } "." }
+            (heatmap(&evaluations))
+            div #monitor-charts data-deployment=(name) data-keys=(keys.join(" ")) {}
+        }
+        h2 { "Alerts" }
+        (alerts_table(&alerts, false))
+    };
+    shell(&name, body, &["uPlot.min.css"], &["uPlot.min.js", "live.js", "monitor.js"]).into_response()
+}
+
+async fn arms_table(state: &UiState, d: &Deployment) -> Markup {
+    let mut rows = Vec::new();
+    for (i, arm) in d.spec.arms.iter().enumerate() {
+        let role = if i == 0 { "primary" } else { "canary" };
+        rows.push((role, target(state, &arm.target).await, Some(arm.weight)));
+    }
+    if let Some(s) = &d.spec.shadow {
+        rows.push(("shadow", target(state, s).await, None));
+    }
+    html! {
+        table #arms {
+            thead { tr { th { "Role" } th { "Model" } th { "Traffic" } } }
+            tbody {
+                @for (role, t, weight) in &rows {
+                    tr {
+                        td { (role) }
+                        td { (t) }
+                        td {
+                            @match weight {
+                                Some(w) => { progress.weight value=(w) max="100" { (w) "%" } " " (w) "%" }
+                                None => { span.muted { "a copy of every request (answers not returned)" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drift per feature over time: rows are features, columns are evaluation windows (the newest
+/// [`HEATMAP_COLUMNS`] groups of evaluations); a cell is marked when the feature drifted in any
+/// evaluation of its group, and its title gives the smallest drift score seen.
+fn heatmap(evaluations: &[MonitorEvaluation]) -> Markup {
+    let features: BTreeSet<&str> =
+        evaluations.iter().flat_map(|e| e.values.keys()).filter_map(|k| k.strip_prefix("drifted.")).collect();
+    if features.is_empty() || evaluations.is_empty() {
+        return html! { p.muted #no-drift { "No data drift results yet." } };
+    }
+    let per_column = evaluations.len().div_ceil(HEATMAP_COLUMNS);
+    let columns: Vec<&[MonitorEvaluation]> = evaluations.chunks(per_column).collect();
+    html! {
+        div.scroll {
+            table.heatmap #drift-heatmap {
+                thead {
+                    tr {
+                        th { "Feature" }
+                        @for c in &columns { th.tick title={ (time(c.first().map(|e| e.time))) " to " (time(c.last().map(|e| e.time))) } {} }
+                    }
+                }
+                tbody {
+                    @for f in &features {
+                        tr data-feature=(f) {
+                            td { (f) }
+                            @for c in &columns {
+                                @let drifted = c.iter().any(|e| e.values.get(&format!("drifted.{f}")).is_some_and(|v| *v > 0.0));
+                                @let score = c.iter().filter_map(|e| e.values.get(&format!("drift_score.{f}"))).copied().fold(f64::INFINITY, f64::min);
+                                td.cell.drifted[drifted] title={ (f) ": " @if drifted { "drifted" } @else { "no drift" } @if score.is_finite() { ", score " (number(score)) } " (" (time(c.first().map(|e| e.time))) ")" } {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p.muted { "Each column is a window of " (per_column) " evaluation(s), oldest on the left; a dark cell is a drifted feature." }
+    }
+}
+
+/// Alerts with what their actions did; `with_deployment` adds a column naming the deployment.
+fn alerts_table(alerts: &[Alert], with_deployment: bool) -> Markup {
+    html! {
+        @if alerts.is_empty() { p.muted #no-alerts { "No alert has fired." } } @else {
+            table #alerts {
+                thead {
+                    tr {
+                        th { "Fired (UTC)" }
+                        @if with_deployment { th { "Deployment" } }
+                        th { "Rule" } th { "Severity" } th { "Value" } th { "Action" } th { "Message" }
+                    }
+                }
+                tbody {
+                    @for a in alerts {
+                        tr class={ "severity-" (a.severity) } {
+                            td { (time(Some(a.fired_time))) }
+                            @if with_deployment { td { a href=(deployment_href(&a.deployment)) { (a.deployment) } } }
+                            td { (a.rule) }
+                            td { (a.severity) }
+                            td { (a.metric) " = " (number(a.value)) " " (a.comparator) " " (number(a.threshold)) }
+                            td.action {
+                                @if let Some(action) = &a.action {
+                                    (action) " "
+                                    @match a.action_status.as_deref() {
+                                        Some("succeeded") => span.good { "succeeded" },
+                                        Some(other) => span.bad { (other) },
+                                        None => span.muted { "pending" },
+                                    }
+                                    @if let Some(detail) = &a.action_detail { br; span.muted { (detail) } }
+                                }
+                            }
+                            td { (a.message) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `/alerts`.
+pub async fn all_alerts(State(state): State<UiState>) -> Response {
+    let alerts = match state.db.alerts(None, ALERTS).await {
+        Ok(a) => a,
+        Err(e) => return error_page(&e),
+    };
+    let body = html! {
+        h1 { "Alerts" }
+        (alerts_table(&alerts, true))
+    };
+    layout("Alerts", body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MonitorQuery {
+    deployment: String,
+}
+
+#[derive(Debug, Serialize)]
+struct MonitorSeries {
+    time: Vec<i64>,
+    values: std::collections::BTreeMap<String, Vec<Option<f64>>>,
+}
+
+/// `GET /ui-api/monitor?deployment=NAME`: the monitor's values over time, columnar.
+pub async fn monitor_series(State(state): State<UiState>, Query(q): Query<MonitorQuery>) -> Response {
+    if let Err(e) = state.db.get_deployment(&q.deployment).await {
+        let (status, message) = status_and_message(&e);
+        return (status, Json(serde_json::json!({ "error": message }))).into_response();
+    }
+    let evaluations = match state.db.evaluations(&q.deployment, 0, EVALUATIONS).await {
+        Ok(e) => e,
+        Err(e) => {
+            let (status, message) = status_and_message(&e);
+            return (status, Json(serde_json::json!({ "error": message }))).into_response();
+        }
+    };
+    let keys: BTreeSet<&String> = evaluations.iter().flat_map(|e| e.values.keys()).collect();
+    let values = keys
+        .into_iter()
+        .map(|k| (k.clone(), evaluations.iter().map(|e| e.values.get(k).copied().filter(|v| v.is_finite())).collect()))
+        .collect();
+    Json(MonitorSeries { time: evaluations.iter().map(|e| e.time).collect(), values }).into_response()
+}
