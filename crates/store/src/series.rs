@@ -89,52 +89,86 @@ impl Database {
         {
             return Err(Error::invalid(format!("Invalid range: 'from' ({from}) is after 'to' ({to})")));
         }
-        self.read(move |c| {
-            Box::pin(async move {
-                let run = run_by_id(c, &query.run_id, false).await?;
-                let x = query.axis.column();
-                let key = query.key.as_str();
-                // Two statements, so each is an index probe on the step axis (a statement with
-                // both MIN and MAX scans the series).
-                let mut ends = [None, None];
-                for (end, aggregate) in ends.iter_mut().zip(["MIN", "MAX"]) {
-                    let sql = c.stmt(
-                        &format!(
-                            "SELECT {aggregate}({x}) AS x FROM metrics WHERE run_key = $1 AND key = $2 AND is_nan = 0"
-                        ),
-                        [run.key.into(), key.into()],
-                    );
-                    *end = match c.fetch_all(sql).await?.first() {
-                        Some(row) => row.get::<Option<i64>>("x")?,
-                        None => None,
-                    };
-                }
-                let [Some(lo), Some(hi)] = ends else {
-                    return Ok(MetricSeries { extent: None, points: 0, exact: true, buckets: Vec::new() });
-                };
-                let extent = Some((lo, hi));
-                let from = query.from.unwrap_or(lo).max(lo);
-                let to = query.to.unwrap_or(hi).min(hi);
-                if from > to {
-                    return Ok(MetricSeries { extent, points: 0, exact: true, buckets: Vec::new() });
-                }
-                // One pass over the range, each value folded into its bucket as it arrives
-                // (no sort, nothing held but the buckets and, while they fit, the values).
-                let mut reducer = Reducer::new(from, to, query.buckets);
-                let sql = c.stmt(
-                    &format!(
-                        "SELECT {x}, value FROM metrics \
-                         WHERE run_key = $1 AND key = $2 AND is_nan = 0 AND {x} >= $3 AND {x} <= $4"
-                    ),
-                    [run.key.into(), key.into(), from.into(), to.into()],
-                );
-                c.for_each_pair(sql, |x, value| reducer.add(x, value)).await?;
-                Ok(reducer.finish(extent))
+        let x = query.axis.column();
+        let (run_key, extent) = {
+            let (run_id, key) = (query.run_id.clone(), query.key.clone());
+            self.read(move |c| {
+                Box::pin(async move {
+                    let run = run_by_id(c, &run_id, false).await?;
+                    // Two statements, so each is an index probe on the step axis (a statement
+                    // with both MIN and MAX scans the series).
+                    let mut ends = [None, None];
+                    for (end, aggregate) in ends.iter_mut().zip(["MIN", "MAX"]) {
+                        let sql = c.stmt(
+                            &format!(
+                                "SELECT {aggregate}({x}) AS x FROM metrics WHERE run_key = $1 AND key = $2 AND is_nan = 0"
+                            ),
+                            [run.key.into(), key.as_str().into()],
+                        );
+                        *end = match c.fetch_all(sql).await?.first() {
+                            Some(row) => row.get::<Option<i64>>("x")?,
+                            None => None,
+                        };
+                    }
+                    Ok((run.key, match ends {
+                        [Some(lo), Some(hi)] => Some((lo, hi)),
+                        _ => None,
+                    }))
+                })
             })
-        })
-        .await
+            .await?
+        };
+        let Some((lo, hi)) = extent else {
+            return Ok(MetricSeries { extent: None, points: 0, exact: true, buckets: Vec::new() });
+        };
+        let from = query.from.unwrap_or(lo).max(lo);
+        let to = query.to.unwrap_or(hi).min(hi);
+        if from > to {
+            return Ok(MetricSeries { extent, points: 0, exact: true, buckets: Vec::new() });
+        }
+        // One pass over the range, each value folded into its bucket as it arrives (no sort,
+        // nothing held but the buckets and, while they fit, the values). A long range is cut at
+        // a bucket boundary into parts read at once on separate connections, which share the
+        // bucket grid and are merged.
+        let grid = Reducer::new(from, to, query.buckets);
+        let parts = if grid.buckets.len() >= 2 && (to - from) as u128 >= PARALLEL_SPAN { PARTS } else { 1 };
+        let per_part = grid.buckets.len().div_ceil(parts);
+        let scans: Vec<_> = (0..parts)
+            .map(|i| {
+                let lo_bucket = (i * per_part) as i64;
+                let part_from = from.saturating_add(lo_bucket.saturating_mul(grid.width));
+                let part_to = if i + 1 == parts {
+                    to
+                } else {
+                    from.saturating_add((lo_bucket + per_part as i64).saturating_mul(grid.width)) - 1
+                };
+                let (mut reducer, key) = (grid.empty_like(), query.key.clone());
+                self.read(move |c| {
+                    Box::pin(async move {
+                        let sql = c.stmt(
+                            &format!(
+                                "SELECT {x}, value FROM metrics \
+                             WHERE run_key = $1 AND key = $2 AND is_nan = 0 AND {x} >= $3 AND {x} <= $4"
+                            ),
+                            [run_key.into(), key.as_str().into(), part_from.into(), part_to.min(to).into()],
+                        );
+                        c.for_each_pair(sql, |x, value| reducer.add(x, value)).await?;
+                        Ok(reducer)
+                    })
+                })
+            })
+            .collect();
+        let mut merged = grid;
+        for part in futures::future::try_join_all(scans).await? {
+            merged.merge(part);
+        }
+        Ok(merged.finish(extent))
     }
 }
+
+/// Ranges at least this wide are read in [`PARTS`] parts at once.
+const PARALLEL_SPAN: u128 = 100_000;
+const PARTS: usize = 2;
 
 /// Equal-width buckets over `[from, to]`, filled one value at a time.
 struct Reducer {
@@ -152,6 +186,41 @@ impl Reducer {
         let width = i64::try_from(span.div_ceil(u128::from(buckets))).unwrap_or(i64::MAX);
         let count = usize::try_from(span.div_ceil(width.max(1) as u128)).unwrap_or(1).min(buckets as usize);
         Reducer { from, width: width.max(1), buckets: vec![None; count], exact: Vec::new(), points: 0 }
+    }
+
+    /// A reducer over the same grid, with nothing in it.
+    fn empty_like(&self) -> Reducer {
+        Reducer {
+            from: self.from,
+            width: self.width,
+            buckets: vec![None; self.buckets.len()],
+            exact: Vec::new(),
+            points: 0,
+        }
+    }
+
+    /// Adds what `other` (same grid) holds.
+    fn merge(&mut self, other: Reducer) {
+        self.points += other.points;
+        if self.exact.len() + other.exact.len() <= self.buckets.len() + 1 {
+            self.exact.extend(other.exact);
+        } else {
+            self.exact.truncate(self.buckets.len() + 1);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            match (mine.as_mut(), theirs) {
+                (_, None) => {}
+                (None, Some(b)) => *mine = Some(b),
+                (Some(a), Some(b)) => {
+                    a.x_first = a.x_first.min(b.x_first);
+                    a.x_last = a.x_last.max(b.x_last);
+                    a.min = a.min.min(b.min);
+                    a.max = a.max.max(b.max);
+                    a.mean += b.mean;
+                    a.count += b.count;
+                }
+            }
+        }
     }
 
     fn add(&mut self, x: i64, value: f64) {

@@ -191,6 +191,26 @@ async fn metric_series_keep_every_bucket_extreme(db: Database) {
     for bad in [query(SeriesAxis::Step, None, None, 0), query(SeriesAxis::Step, Some(5), Some(4), 10)] {
         assert!(matches!(db.metric_series(bad).await, Err(Error::InvalidParameter(_))));
     }
+    // A wide range (steps 0 to 399,950, every 50th) is read in parts at once; the merged
+    // buckets equal the reference too.
+    let sparse: Vec<i64> = (0..8_000).map(|i| i * 50).collect();
+    for chunk in sparse.chunks(1_000) {
+        let batch = chunk.iter().map(|s| metric("sparse", value(*s / 50), 1_000 + s, *s)).collect();
+        db.log_batch(&run, batch, vec![], vec![]).await.unwrap();
+    }
+    let wide = db
+        .metric_series(SeriesQuery { key: "sparse".into(), ..query(SeriesAxis::Step, None, None, 100) })
+        .await
+        .unwrap();
+    assert_eq!((wide.points, wide.buckets.len()), (8_000, 100));
+    let width = 399_951u64.div_ceil(100) as i64;
+    for b in &wide.buckets {
+        let index = b.x_first / width;
+        let values: Vec<f64> = sparse.iter().filter(|s| **s / width == index).map(|s| value(*s / 50)).collect();
+        assert_eq!(b.count, values.len() as i64, "bucket {index}");
+        assert_eq!(b.max, values.iter().copied().fold(f64::NEG_INFINITY, f64::max), "bucket {index}");
+        assert_eq!(b.min, values.iter().copied().fold(f64::INFINITY, f64::min), "bucket {index}");
+    }
     let missing = SeriesQuery { run_id: "0".repeat(32), ..query(SeriesAxis::Step, None, None, 10) };
     assert!(matches!(db.metric_series(missing).await, Err(Error::NotFound(_))));
 }
