@@ -38,6 +38,8 @@ pub mod tags {
     /// On a step's run: the step's name and kind.
     pub const STEP: &str = "shipyard.pipeline.step";
     pub const KIND: &str = "shipyard.pipeline.kind";
+    /// On a step's run: the steps it waits for, comma-separated (the pipeline's graph).
+    pub const NEEDS: &str = "shipyard.pipeline.needs";
     /// On a step's run: the SHA-256 of its resolved inputs.
     pub const INPUT_HASH: &str = "shipyard.pipeline.input_hash";
     /// On a step's run: its outputs (JSON object).
@@ -114,6 +116,9 @@ pub struct StepSummary {
     pub outputs: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The steps it waited for (empty for runs recorded before this was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
 }
 
 /// The seed's `pipeline_results`, with the steps.
@@ -286,6 +291,7 @@ impl PipelineRun {
                 KeyValue::new(tags::STEP, step.name.clone()),
                 KeyValue::new(tags::POSITION, position.to_string()),
                 KeyValue::new(tags::KIND, step.action.kind()),
+                KeyValue::new(tags::NEEDS, step.depends_on.iter().cloned().collect::<Vec<_>>().join(",")),
                 KeyValue::new("mlflow.source.name", "shipyard pipeline"),
             ],
         }
@@ -542,6 +548,9 @@ pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
             duration_s: seconds(child),
             outputs: tag(child, tags::OUTPUTS).and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default(),
             error,
+            needs: tag(child, tags::NEEDS)
+                .map(|n| n.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
             name,
         });
     }

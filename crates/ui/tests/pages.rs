@@ -690,3 +690,71 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
     let (status, _) = json(&db, "/ui-api/monitor?deployment=nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_pipeline_run_shows_its_steps_as_a_graph_and_a_table() {
+    let (db, _dir) = store().await;
+    let id = db.create_experiment("pipeline-p", None, &[]).await.unwrap();
+    let tags = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect::<Vec<_>>();
+    let parent = db
+        .create_run(NewRun {
+            experiment_id: id.clone(),
+            user_id: "ana".into(),
+            run_name: Some("pipeline-p".into()),
+            start_time: Some(1_000),
+            tags: tags(&[("shipyard.pipeline", "p"), ("shipyard.pipeline.role", "pipeline")]),
+        })
+        .await
+        .unwrap()
+        .info
+        .run_uuid;
+    for (i, (step, kind, needs)) in
+        [("data", "validate", ""), ("train", "train", "data"), ("gate", "promote", "train")].into_iter().enumerate()
+    {
+        let run = db
+            .create_run(NewRun {
+                experiment_id: id.clone(),
+                user_id: "ana".into(),
+                run_name: Some(format!("p.{step}")),
+                start_time: Some(1_000 + i as i64),
+                tags: tags(&[
+                    ("mlflow.parentRunId", &parent),
+                    ("shipyard.pipeline", "p"),
+                    ("shipyard.pipeline.role", "step"),
+                    ("shipyard.pipeline.step", step),
+                    ("shipyard.pipeline.position", &i.to_string()),
+                    ("shipyard.pipeline.kind", kind),
+                    ("shipyard.pipeline.needs", needs),
+                ]),
+            })
+            .await
+            .unwrap();
+        let status = if step == "gate" {
+            shipyard_core::entities::RunStatus::Failed
+        } else {
+            shipyard_core::entities::RunStatus::Finished
+        };
+        if step == "gate" {
+            db.set_tag(&run.info.run_uuid, KeyValue::new("shipyard.error", XSS)).await.unwrap();
+        }
+        db.update_run(&run.info.run_uuid, Some(status), Some(2_000), None).await.unwrap();
+    }
+    let (status, html, _) = get(&db, &format!("/pipelines/{parent}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&html, "#steps tbody td:first-child"), ["data", "train", "gate"]);
+    assert_eq!(texts(&html, "#steps tbody td:nth-child(3)"), ["finished", "finished", "failed"]);
+    let steps = Selector::parse("#pipeline-graph g.step").unwrap();
+    let classes: Vec<_> = html.select(&steps).filter_map(|g| g.value().attr("class")).collect();
+    assert_eq!(classes, ["step step-finished", "step step-finished", "step step-failed"]);
+    let edges = Selector::parse("#pipeline-graph path.edge").unwrap();
+    let edges: Vec<_> = html
+        .select(&edges)
+        .map(|e| format!("{}->{}", e.value().attr("data-from").unwrap_or(""), e.value().attr("data-to").unwrap_or("")))
+        .collect();
+    assert_eq!(edges, ["data->train", "train->gate"]);
+    assert!(html.root_element().text().any(|t| t.contains("<script>")), "the error is text");
+    let (_, run_page, _) = get(&db, &format!("/runs/{parent}")).await;
+    assert_eq!(attr(&run_page, "#pipeline-view", "href"), Some(format!("/pipelines/{parent}")));
+    let (status, _, _) = get(&db, &format!("/pipelines/{}", "a".repeat(32))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -10,6 +10,7 @@
 //!   (lineage, gate report, signature, engine).
 //! - [`deployments`]: `/deployments`, a deployment (arms, rollout, live traffic, monitor values,
 //!   drift heat-map, alerts), `/alerts`.
+//! - [`pipelines`]: `/pipelines/{run}`, a pipeline run's steps as a graph and a table.
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
 pub mod artifacts;
@@ -17,6 +18,7 @@ pub mod compare;
 pub mod deployments;
 pub mod experiments;
 pub mod models;
+pub mod pipelines;
 pub mod run;
 pub mod runs;
 

@@ -13,6 +13,7 @@ use crate::UiState;
 const SOURCE: &str = "mlflow.source.name";
 const COMMIT: &str = "mlflow.source.git.commit";
 const PARENT: &str = "mlflow.parentRunId";
+const PIPELINE_ROLE: &str = shipyard_pipeline::runner::tags::ROLE;
 
 pub async fn page(State(state): State<UiState>, Path(run_id): Path<String>) -> Response {
     let run = match state.db.get_run(&run_id).await {
@@ -46,6 +47,9 @@ pub async fn page(State(state): State<UiState>, Path(run_id): Path<String>) -> R
             dt { "User" } dd { (info.user_id) }
             @if let Some(source) = tag(SOURCE) { dt { "Source" } dd { (source) } }
             @if let Some(commit) = tag(COMMIT) { dt { "Git commit" } dd { code { (commit) } } }
+            @if tag(PIPELINE_ROLE).as_deref() == Some("pipeline") {
+                dt { "Pipeline" } dd { a #pipeline-view href={ "/pipelines/" (path_segment(&info.run_uuid)) } { "Steps as a graph" } }
+            }
             @if let Some(parent) = tag(PARENT) {
                 dt { "Parent run" } dd { a href={ "/runs/" (path_segment(&parent)) } { code { (parent) } } }
             }
