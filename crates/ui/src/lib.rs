@@ -40,6 +40,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// The UI's routes: `/`, `/experiments/{id}` (and its `runs.csv`), `/runs/{id}` (and its
 /// `artifacts`, `artifacts/raw`),
 /// `/compare`, `/models` (a model, a version), `/deployments` (one), `/alerts`, `/pipelines/{run}`,
+/// `/datasets` (one),
 /// `/ui-api/series`, `/ui-api/monitor`, `/static/{file}`.
 pub fn router(state: UiState) -> Router {
     Router::new()
@@ -57,6 +58,8 @@ pub fn router(state: UiState) -> Router {
         .route("/deployments/{name}", get(pages::deployments::page))
         .route("/alerts", get(pages::deployments::all_alerts))
         .route("/pipelines/{run_id}", get(pages::pipelines::page))
+        .route("/datasets", get(pages::datasets::list))
+        .route("/datasets/{name}", get(pages::datasets::page))
         .route("/ui-api/series", get(series::series))
         .route("/ui-api/monitor", get(pages::deployments::monitor_series))
         .route("/static/{file}", get(assets::serve))

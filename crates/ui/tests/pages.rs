@@ -758,3 +758,46 @@ async fn a_pipeline_run_shows_its_steps_as_a_graph_and_a_table() {
     let (status, _, _) = get(&db, &format!("/pipelines/{}", "a".repeat(32))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn datasets_list_their_versions_and_profile() {
+    use shipyard_store::datasets::NewDatasetVersion;
+    let (db, _dir) = store().await;
+    let profile = serde_json::json!({"profile_format": 1, "rows": 4, "columns": [
+        {"name": "age", "data_type": "Float64", "kind": "numeric", "count": 4, "missing": 1, "missing_fraction": 0.25,
+         "distinct": 3, "numeric": {"min": 1.0, "max": 9.0, "mean": 4.0, "std": 2.0,
+         "histogram": {"edges": [1.0, 5.0, 9.0], "counts": [2, 1]}}},
+        {"name": "sex", "data_type": "Utf8", "kind": "text", "count": 4, "missing": 0, "missing_fraction": 0.0,
+         "distinct": 2, "top_values": {"values": [{"value": XSS, "count": 3}, {"value": "f", "count": 1}]}}
+    ]});
+    for digest in ["a1", "b2"] {
+        let new = NewDatasetVersion {
+            name: "titanic".into(),
+            digest: digest.into(),
+            format: "csv".into(),
+            rows: 4,
+            size_bytes: 10,
+            schema: "[]".into(),
+            profile: profile.to_string(),
+            source: "file:///data.csv".into(),
+            artifact_root: "datasets".into(),
+            artifact_path: format!("titanic/{digest}"),
+            description: None,
+        };
+        db.create_dataset_version(new).await.unwrap();
+    }
+    let (status, list, _) = get(&db, "/datasets").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&list, "#datasets tbody td")[..5], ["titanic", "2", "v2", "4", "csv"]);
+    let (status, page, _) = get(&db, "/datasets/titanic?version=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&page, "h1"), ["titanic v1"]);
+    assert_eq!(texts(&page, "#dataset-versions tbody td:first-child"), ["v2", "v1"]);
+    assert_eq!(texts(&page, "#profile tbody td:first-child"), ["age", "sex"]);
+    assert_eq!(texts(&page, "#profile tr[data-column=age] td:nth-child(3)"), ["25.0%"]);
+    let bars = Selector::parse("#profile tr[data-column=age] svg.histogram rect").unwrap();
+    assert_eq!(page.select(&bars).count(), 2);
+    assert!(page.root_element().text().any(|t| t.contains("<script>")), "a top value is text");
+    let (status, _, _) = get(&db, "/datasets/titanic?version=7").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -10,11 +10,13 @@
 //!   (lineage, gate report, signature, engine).
 //! - [`deployments`]: `/deployments`, a deployment (arms, rollout, live traffic, monitor values,
 //!   drift heat-map, alerts), `/alerts`.
+//! - [`datasets`]: `/datasets`, a dataset's versions and a version's profile.
 //! - [`pipelines`]: `/pipelines/{run}`, a pipeline run's steps as a graph and a table.
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
 
 pub mod artifacts;
 pub mod compare;
+pub mod datasets;
 pub mod deployments;
 pub mod experiments;
 pub mod models;
@@ -57,7 +59,7 @@ pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Ma
             body {
                 header.top {
                     a.brand href="/" { "Shipyard" }
-                    nav { a href="/" { "Experiments" } a href="/models" { "Models" } a href="/deployments" { "Deployments" } a href="/alerts" { "Alerts" } }
+                    nav { a href="/" { "Experiments" } a href="/models" { "Models" } a href="/datasets" { "Datasets" } a href="/deployments" { "Deployments" } a href="/alerts" { "Alerts" } }
                 }
                 main { (body) }
             }

@@ -15,7 +15,7 @@ use super::{error_page, layout, path_segment};
 use crate::UiState;
 
 /// A step box's size and the gaps between boxes, in SVG units.
-const BOX_W: usize = 170;
+const BOX_W: usize = 210;
 const BOX_H: usize = 46;
 const GAP_X: usize = 60;
 const GAP_Y: usize = 18;
@@ -29,8 +29,13 @@ fn status_name(s: StepStatus) -> &'static str {
     }
 }
 
-/// Each step's column (the longest chain of steps it waits for) and row within the column.
+/// Each step's column (the longest chain of steps it waits for) and row within the column. A
+/// run recorded before steps kept what they wait for has no edges: its steps are laid out in
+/// one row, in their order.
 fn layout_steps(steps: &[StepSummary]) -> Vec<(usize, usize)> {
+    if !edges_recorded(steps) {
+        return (0..steps.len()).map(|i| (i, 0)).collect();
+    }
     let mut column: BTreeMap<&str, usize> = BTreeMap::new();
     // Steps are in dependency order, so a step's needs are placed before it.
     for s in steps {
@@ -49,6 +54,13 @@ fn layout_steps(steps: &[StepSummary]) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Whether the run recorded what its steps wait for (the first step never waits, so a run
+/// whose steps all wait for nothing either has independent steps or did not record them: the
+/// tag is then absent, which `needs` cannot tell apart; one step with needs settles it).
+fn edges_recorded(steps: &[StepSummary]) -> bool {
+    steps.len() < 2 || steps.iter().any(|s| !s.needs.is_empty())
+}
+
 fn graph(steps: &[StepSummary]) -> Markup {
     let places = layout_steps(steps);
     let at: BTreeMap<&str, (usize, usize)> = steps.iter().zip(&places).map(|(s, p)| (s.name.as_str(), *p)).collect();
@@ -58,6 +70,9 @@ fn graph(steps: &[StepSummary]) -> Markup {
     let x = |c: usize| 1 + c * (BOX_W + GAP_X);
     let y = |r: usize| 1 + r * (BOX_H + GAP_Y);
     html! {
+        @if !edges_recorded(steps) {
+            p.muted { "This run did not record what its steps wait for (runs before Shipyard kept it): steps in order." }
+        }
         div.scroll {
             svg.pipeline-graph #pipeline-graph xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
                 viewBox={ "0 0 " (width) " " (height) } role="img" aria-label="The pipeline's steps and what each waited for" {
@@ -160,5 +175,7 @@ mod tests {
     fn steps_are_placed_after_everything_they_wait_for() {
         let steps = [step("data", &[]), step("a", &["data"]), step("b", &["data"]), step("pick", &["a", "b"])];
         assert_eq!(layout_steps(&steps), [(0, 0), (1, 0), (1, 1), (2, 0)]);
+        let unrecorded = [step("a", &[]), step("b", &[]), step("c", &[])];
+        assert_eq!(layout_steps(&unrecorded), [(0, 0), (1, 0), (2, 0)]);
     }
 }

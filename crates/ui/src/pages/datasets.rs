@@ -1,0 +1,161 @@
+//! Datasets (`shipyard data add`): `/datasets` lists every dataset with its latest version;
+//! `/datasets/{name}` shows its versions and one version's profile (`?version=N`, the latest by
+//! default): per column its type, missing share, distinct values, the numeric summary with a
+//! histogram (server-drawn SVG) or the most frequent values.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+use shipyard_store::datasets::DatasetVersion;
+
+use super::{error_page, layout, number, path_segment, time};
+use crate::UiState;
+
+/// The histogram's size, in SVG units.
+const HIST_W: f64 = 160.0;
+const HIST_H: f64 = 36.0;
+
+#[derive(Debug, Deserialize)]
+pub struct Wanted {
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+fn dataset_href(name: &str) -> String {
+    format!("/datasets/{}", path_segment(name))
+}
+
+/// `/datasets`.
+pub async fn list(State(state): State<UiState>) -> Response {
+    let versions = match state.db.list_dataset_versions(None).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    // Per name: how many versions, and the latest.
+    let mut by_name: BTreeMap<&str, (usize, &DatasetVersion)> = BTreeMap::new();
+    for v in &versions {
+        let entry = by_name.entry(&v.name).or_insert((0, v));
+        entry.0 += 1;
+        if v.version > entry.1.version {
+            entry.1 = v;
+        }
+    }
+    let body = html! {
+        h1 { "Datasets" }
+        @if by_name.is_empty() { p.muted #no-datasets { "No datasets: `shipyard data add` records one." } } @else {
+            table #datasets {
+                thead { tr { th { "Name" } th.num { "Versions" } th.num { "Latest" } th.num { "Rows" } th { "Format" } th { "Added (UTC)" } } }
+                tbody {
+                    @for (name, (count, latest)) in &by_name {
+                        tr {
+                            td { a href=(dataset_href(name)) { (name) } }
+                            td.num { (count) }
+                            td.num { "v" (latest.version) }
+                            td.num { (latest.rows) }
+                            td { (latest.format) }
+                            td { (time(Some(latest.created_time))) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout("Datasets", body).into_response()
+}
+
+/// `/datasets/{name}`.
+pub async fn page(State(state): State<UiState>, Path(name): Path<String>, Query(wanted): Query<Wanted>) -> Response {
+    let mut versions = match state.db.list_dataset_versions(Some(&name)).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    versions.sort_by_key(|v| std::cmp::Reverse(v.version));
+    let shown = match state.db.get_dataset_version(&name, wanted.version).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    let columns = shown.profile["columns"].as_array().cloned().unwrap_or_default();
+    let body = html! {
+        div.crumbs { a href="/datasets" { "Datasets" } " / " }
+        h1 { (name) " v" (shown.version) }
+        dl.facts #dataset-overview {
+            dt { "Rows" } dd { (shown.rows) }
+            dt { "Digest" } dd { code { (shown.digest) } }
+            dt { "Source" } dd { code { (shown.source) } }
+            dt { "Format" } dd { (shown.format) ", " (shown.size_bytes) " bytes" }
+            @if let Some(d) = &shown.description { dt { "Description" } dd { (d) } }
+        }
+        h2 { "Versions" }
+        table #dataset-versions {
+            thead { tr { th { "Version" } th.num { "Rows" } th { "Digest" } th { "Added (UTC)" } } }
+            tbody {
+                @for v in &versions {
+                    tr.selected[v.version == shown.version] {
+                        td { a href={ (dataset_href(&name)) "?version=" (v.version) } { "v" (v.version) } }
+                        td.num { (v.rows) }
+                        td { code { (v.digest.get(..12).unwrap_or(&v.digest)) } }
+                        td { (time(Some(v.created_time))) }
+                    }
+                }
+            }
+        }
+        h2 { "Profile of v" (shown.version) }
+        @if columns.is_empty() { p.muted { "No profile was recorded." } } @else {
+            div.scroll {
+                table #profile {
+                    thead { tr { th { "Column" } th { "Type" } th.num { "Missing" } th.num { "Distinct" } th { "Summary" } th { "Distribution" } } }
+                    tbody { @for c in &columns { (profile_row(c)) } }
+                }
+            }
+        }
+    };
+    layout(&format!("{name} v{}", shown.version), body).into_response()
+}
+
+fn profile_row(c: &Value) -> Markup {
+    let num = |v: &Value| v.as_f64().map(number).unwrap_or_default();
+    let n = &c["numeric"];
+    html! {
+        tr data-column=(c["name"].as_str().unwrap_or("")) {
+            td { (c["name"].as_str().unwrap_or("")) }
+            td { (c["data_type"].as_str().unwrap_or("")) }
+            td.num { (format!("{:.1}%", c["missing_fraction"].as_f64().unwrap_or(0.0) * 100.0)) }
+            td.num { (c["distinct"].as_u64().map(|d| d.to_string()).unwrap_or_default()) }
+            td {
+                @if n.is_object() {
+                    "min " (num(&n["min"])) ", mean " (num(&n["mean"])) ", max " (num(&n["max"])) ", std " (num(&n["std"]))
+                } @else if let Some(top) = c["top_values"]["values"].as_array() {
+                    @for t in top.iter().take(5) {
+                        span.output { (t["value"].as_str().map(str::to_owned).unwrap_or_else(|| t["value"].to_string())) " (" (t["count"]) ")" }
+                    }
+                }
+            }
+            td { @if n.is_object() { (histogram(&n["histogram"])) } }
+        }
+    }
+}
+
+/// A histogram's counts as bars.
+fn histogram(h: &Value) -> Markup {
+    let counts: Vec<f64> =
+        h["counts"].as_array().map(|c| c.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+    let top = counts.iter().copied().fold(0.0, f64::max);
+    if counts.is_empty() || top <= 0.0 {
+        return html! {};
+    }
+    let bar = HIST_W / counts.len() as f64;
+    html! {
+        svg.histogram xmlns="http://www.w3.org/2000/svg" width=(HIST_W) height=(HIST_H) viewBox={ "0 0 " (HIST_W) " " (HIST_H) } role="img" aria-label="histogram" {
+            @for (i, c) in counts.iter().enumerate() {
+                @let h = (c / top * (HIST_H - 1.0)).max(if *c > 0.0 { 1.0 } else { 0.0 });
+                rect x=(format!("{:.1}", i as f64 * bar)) y=(format!("{:.1}", HIST_H - h)) width=(format!("{:.1}", (bar - 1.0).max(1.0))) height=(format!("{h:.1}")) {
+                    title { (c) }
+                }
+            }
+        }
+    }
+}
