@@ -7,6 +7,7 @@ skip (scripts/test.sh installs both).
 
 Environment: SHIPYARD_BIN (default target/release/shipyard), CHROMIUM_BIN, CHROMEDRIVER_BIN.
 """
+import csv
 import os
 import shutil
 import signal
@@ -130,6 +131,15 @@ def server():
         subprocess.run([binary, "deploy", "web", "--model", "models:/churn@champion", "--canary", "models:/churn/1",
                         "--weight", "20", "--no-wait", "--tracking-uri", f"sqlite:///{workdir}/shipyard.db",
                         "--artifacts-destination", str(workdir / "artifacts")],
+                       check=True, capture_output=True, timeout=60)
+        # A dataset version, recorded and profiled by `shipyard data add`.
+        table = workdir / "people.csv"
+        with open(table, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["age", "city"])
+            writer.writerows([20 + i % 50, XSS if i % 4 == 0 else f"c{i % 4}"] for i in range(200))
+        subprocess.run([binary, "data", "add", str(table), "--name", "people", "--tracking-uri",
+                        f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
                        check=True, capture_output=True, timeout=60)
         yield seeded
     finally:

@@ -217,7 +217,18 @@ def test_deployment_page_reads_live_traffic_without_errors(browser, server):
     assert console_errors(browser) == []
 
 
-@pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run", "model"])
+def test_dataset_page_shows_the_profile(browser, server):
+    console_errors(browser)
+    open_page(browser, server.url + "/datasets")
+    browser.find_element(By.LINK_TEXT, "people").click()
+    rows = wait(browser).until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, "#profile tbody tr")))
+    assert [r.get_attribute("data-column") for r in rows] == ["age", "city"]
+    assert rows[0].find_elements(By.CSS_SELECTOR, "svg.histogram rect"), "the numeric column has a histogram"
+    assert browser.execute_script("return window.__xss === undefined")
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("page", ["experiments", "experiment", "runs", "run", "model", "dataset"])
 def test_script_payloads_stay_inert(browser, server, page):
     path = {
         "experiments": "/",
@@ -225,6 +236,7 @@ def test_script_payloads_stay_inert(browser, server, page):
         "runs": f"/experiments/{server.xss_experiment_id}",
         "run": f"/runs/{server.xss_run}",
         "model": "/models/churn",
+        "dataset": "/datasets/people",
     }[page]
     console_errors(browser)
     open_page(browser, server.url + path)
