@@ -6,7 +6,6 @@
 //! The runs table's checkboxes and its "Compare" button send here; so can any link.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use shipyard_core::Error;
@@ -153,9 +152,7 @@ pub async fn page(State(state): State<UiState>, RawQuery(query): RawQuery) -> Re
             (charts(&metric_keys, &named))
         }
     };
-    let status = StatusCode::OK;
-    (status, shell("Compare runs", body, &["uPlot.min.css"], &["uPlot.min.js", "charts.js", "compare.js"]))
-        .into_response()
+    shell("Compare runs", body, &["uPlot.min.css"], &["uPlot.min.js", "charts.js", "compare.js"]).into_response()
 }
 
 /// A table of `rows` with a column per run; rows that differ are marked, and with `only_diff`

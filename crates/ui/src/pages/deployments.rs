@@ -21,7 +21,7 @@ use shipyard_core::deployment::{Deployment, ModelRef};
 use shipyard_core::monitoring::{Alert, MonitorEvaluation};
 use shipyard_store::rollout::RolloutTarget;
 
-use super::models::{model_href, version_href};
+use super::models::{model_href, reference, version_href};
 use super::{error_page, layout, number, path_segment, shell, status_and_message, time};
 use crate::UiState;
 
@@ -33,15 +33,6 @@ const ALERTS: i64 = 200;
 
 fn deployment_href(name: &str) -> String {
     format!("/deployments/{}", path_segment(name))
-}
-
-/// `v3` or `@champion`.
-fn reference(r: &ModelRef) -> String {
-    match (&r.version, &r.alias) {
-        (Some(v), _) => format!("v{v}"),
-        (None, Some(a)) => format!("@{a}"),
-        (None, None) => String::new(),
-    }
 }
 
 /// A model reference with what it resolves to now, linked.

@@ -95,20 +95,50 @@ fn aliases(name: &str, m: &RegisteredModel) -> Markup {
     }
 }
 
+/// `v3` or `@champion`: how a deployment names the version it serves.
+pub fn reference(r: &ModelRef) -> String {
+    match (&r.version, &r.alias) {
+        (Some(v), _) => format!("v{v}"),
+        (None, Some(a)) => format!("@{a}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// One place a deployment serves a model: an arm (with its weight) or the shadow.
+struct Serving {
+    deployment: String,
+    target: ModelRef,
+    /// `None` for the shadow.
+    weight: Option<u32>,
+}
+
+impl Serving {
+    fn describe(&self) -> String {
+        match self.weight {
+            Some(w) => format!("{} at {w}%", reference(&self.target)),
+            None => format!("{} as shadow", reference(&self.target)),
+        }
+    }
+
+    /// Whether it serves `version`, named by number or by one of `aliases`.
+    fn serves(&self, version: &str, aliases: &[String]) -> bool {
+        match (&self.target.version, &self.target.alias) {
+            (Some(v), _) => v == version,
+            (None, Some(a)) => aliases.contains(a),
+            (None, None) => false,
+        }
+    }
+}
+
 /// The deployments whose arms or shadow serve `name` (by version, or by an alias).
-fn serving(deployments: &[Deployment], name: &str) -> Vec<(String, String)> {
+fn serving(deployments: &[Deployment], name: &str) -> Vec<Serving> {
     let mut out = Vec::new();
     for d in deployments {
-        let describe = |r: &ModelRef| match (&r.version, &r.alias) {
-            (Some(v), _) => format!("v{v}"),
-            (None, Some(a)) => format!("@{a}"),
-            (None, None) => String::new(),
-        };
         for arm in d.spec.arms.iter().filter(|a| a.target.model == name) {
-            out.push((d.name.clone(), format!("{} at {}%", describe(&arm.target), arm.weight)));
+            out.push(Serving { deployment: d.name.clone(), target: arm.target.clone(), weight: Some(arm.weight) });
         }
         if let Some(shadow) = d.spec.shadow.as_ref().filter(|s| s.model == name) {
-            out.push((d.name.clone(), format!("{} as shadow", describe(shadow))));
+            out.push(Serving { deployment: d.name.clone(), target: shadow.clone(), weight: None });
         }
     }
     out
@@ -143,7 +173,7 @@ pub async fn model(State(state): State<UiState>, Path(name): Path<String>) -> Re
             dt { "Aliases" } dd #aliases { @if model.aliases.is_empty() { span.muted { "none" } } (aliases(&name, &model)) }
             dt { "Deployments" } dd #deployments {
                 @if served_by.is_empty() { span.muted { "none" } }
-                @for (deployment, what) in &served_by { (deployment) " (" (what) ") " }
+                @for s in &served_by { (s.deployment) " (" (s.describe()) ") " }
             }
             dt { "Created (UTC)" } dd { (time(Some(model.creation_timestamp))) }
         }
@@ -229,13 +259,8 @@ pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(S
             m.to_version.as_deref() == Some(number.as_str()) || m.from_version.as_deref() == Some(number.as_str())
         })
         .collect();
-    let served_by: Vec<(String, String)> = serving(&deployments, &name)
-        .into_iter()
-        .filter(|(_, what)| {
-            what.starts_with(&format!("v{number} "))
-                || version.aliases.iter().any(|a| what.starts_with(&format!("@{a} ")))
-        })
-        .collect();
+    let served_by: Vec<Serving> =
+        serving(&deployments, &name).into_iter().filter(|s| s.serves(&number, &version.aliases)).collect();
     let report = gate_report(&state, &version, &moves).await;
     let mlmodel = match state.db.get_model_version_download_uri(&name, &number).await {
         Ok(uri) => read_mlmodel(&state, &uri).await,
@@ -268,7 +293,7 @@ pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(S
             li {
                 span.muted { "Deployments" }
                 @if served_by.is_empty() { span.muted { "none" } }
-                @for (deployment, what) in &served_by { span { (deployment) " (" (what) ")" } }
+                @for s in &served_by { span { (s.deployment) " (" (s.describe()) ")" } }
             }
         }
         dl.facts #overview {
@@ -434,7 +459,7 @@ mod tests {
         let d = Deployment { name: "web".into(), spec, revision: 1, creation_timestamp: 0, last_updated_timestamp: 0 };
         let found = serving(&[d], "churn");
         assert_eq!(
-            found.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>(),
+            found.iter().map(Serving::describe).collect::<Vec<_>>(),
             ["@champion at 90%", "v4 at 10%", "v5 as shadow"]
         );
         assert!(serving(&[], "churn").is_empty());
