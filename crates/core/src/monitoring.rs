@@ -340,6 +340,12 @@ pub struct Alert {
     pub action_status: Option<String>,
     /// What the action did, or why it failed.
     pub action_detail: Option<String>,
+    /// Who acknowledged the alert (someone is on it), when someone has.
+    #[serde(default)]
+    pub acknowledged_by: Option<String>,
+    /// When it was acknowledged, in milliseconds since the epoch.
+    #[serde(default)]
+    pub acknowledged_time: Option<i64>,
 }
 
 impl Alert {

@@ -391,6 +391,8 @@ impl Monitor {
                     action: rule.action.map(|a| a.as_str().to_owned()),
                     action_status: None,
                     action_detail: None,
+                    acknowledged_by: None,
+                    acknowledged_time: None,
                 };
                 let mut alert = self.db.record_alert(alert).await?;
                 tracing::warn!(target: "shipyard::alert", deployment, rule = %alert.rule, severity = %alert.severity, "{}", alert.message);
@@ -480,18 +482,9 @@ impl Monitor {
                 ))
             }
             Action::ZeroCanary => {
-                let mut spec = record.spec.clone();
-                if spec.arms.len() < 2 {
-                    return Err(Error::invalid(format!("deployment '{deployment}' has no canary arm")));
-                }
-                for (i, arm) in spec.arms.iter_mut().enumerate() {
-                    arm.weight = if i == 0 { 100 } else { 0 };
-                }
-                let updated = self.db.put_deployment(deployment, &spec).await?;
-                Ok(format!(
-                    "every request of '{deployment}' now goes to {} (revision {})",
-                    spec.arms[0].target, updated.revision
-                ))
+                let updated = self.db.set_canary_weight(deployment, 0).await?;
+                let primary = updated.spec.arms.first().map(|a| a.target.to_string()).unwrap_or_default();
+                Ok(format!("every request of '{deployment}' now goes to {primary} (revision {})", updated.revision))
             }
             Action::Retrain => {
                 let pipeline = rule.pipeline.as_deref().ok_or_else(|| Error::invalid("the rule names no pipeline"))?;

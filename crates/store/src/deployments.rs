@@ -64,6 +64,78 @@ impl Database {
         .await
     }
 
+    /// Sets the canary's share of a deployment's requests, in percent; the primary arm keeps
+    /// the rest (revision + 1). A deployment of two arms; `0` on one of more arms sends every
+    /// request to the primary (what a monitor's `zero_canary` action does to an A/B test too).
+    pub async fn set_canary_weight(&self, name: &str, weight: u32) -> Result<Deployment> {
+        if weight > 100 {
+            return Err(Error::invalid(format!("weight is a percent: 0 to 100, got {weight}")));
+        }
+        self.change_spec(name, move |name, spec| {
+            match spec.arms.len() {
+                0 | 1 => return Err(Error::invalid(format!("deployment '{name}' has no canary arm"))),
+                2 => {}
+                n if weight != 0 => {
+                    return Err(Error::invalid(format!(
+                        "deployment '{name}' has {n} arms, not a primary and a canary: give every arm's weight \
+                         (shipyard deploy {name} --ab URI=PERCENT ...)"
+                    )));
+                }
+                _ => {}
+            }
+            for (i, arm) in spec.arms.iter_mut().enumerate() {
+                arm.weight = if i == 0 { 100 - weight } else { weight };
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends a canary (or an A/B test): the deployment keeps only its primary arm, which gets
+    /// every request (revision + 1). The shadow and the sticky key stay.
+    pub async fn end_canary(&self, name: &str) -> Result<Deployment> {
+        self.change_spec(name, |name, spec| {
+            if spec.arms.len() < 2 {
+                return Err(Error::invalid(format!("deployment '{name}' has no canary arm")));
+            }
+            spec.arms.truncate(1);
+            spec.arms[0].weight = 100;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes a deployment's policy in one transaction: read, `change`, checked, written only
+    /// if no other change landed in between (else `Conflict`).
+    async fn change_spec(
+        &self,
+        name: &str,
+        change: impl FnOnce(&str, &mut DeploymentSpec) -> Result<()> + Send + 'static,
+    ) -> Result<Deployment> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let read = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
+                let before = from_row(&c.fetch_optional(read).await?.ok_or_else(|| not_found(&name))?)?;
+                let mut spec = before.spec;
+                change(&name, &mut spec)?;
+                spec.validate()?;
+                let text = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+                let update = c.stmt(
+                    "UPDATE deployments SET spec = $1, revision = revision + 1, updated_time = $2 \
+                     WHERE name = $3 AND revision = $4",
+                    [text.into(), now_millis().into(), name.as_str().into(), before.revision.into()],
+                );
+                if c.execute(update).await? == 0 {
+                    return Err(Error::Conflict(format!("deployment '{name}' changed meanwhile: try again")));
+                }
+                let read = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
+                from_row(&c.fetch_one(read).await?)
+            })
+        })
+        .await
+    }
+
     pub async fn get_deployment(&self, name: &str) -> Result<Deployment> {
         let name = name.to_owned();
         self.read(move |c| {

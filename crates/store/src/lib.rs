@@ -14,6 +14,7 @@
 //! - [`rollout`]: serving processes' reports of what they applied; rollout status and waits.
 //! - [`monitoring`]: the prediction log, ground truth, monitor configurations and evaluations,
 //!   alerts.
+//! - [`secrets`]: secrets a server's replicas share, made once.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
 //!   path safety.
 //!
@@ -32,6 +33,7 @@ pub mod promotion;
 pub mod registry;
 pub mod rollout;
 pub mod search;
+pub mod secrets;
 pub mod series;
 mod sql;
 pub mod tracking;

@@ -349,6 +349,20 @@ const MIGRATIONS: &[Migration] = &[
             report TEXT NOT NULL
         )"],
     },
+    Migration {
+        version: 7,
+        description: "acknowledged alerts; secrets shared by a server's replicas",
+        statements: &[
+            "ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT",
+            "ALTER TABLE alerts ADD COLUMN acknowledged_time BIGINT",
+            // Keys every replica must agree on (the web UI's form tokens), made once.
+            "CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            created_time BIGINT NOT NULL
+        )",
+        ],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

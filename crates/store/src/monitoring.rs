@@ -62,6 +62,8 @@ fn alert_from_row(r: &Row) -> Result<Alert> {
         action: r.get("action")?,
         action_status: r.get("action_status")?,
         action_detail: r.get("action_detail")?,
+        acknowledged_by: r.get("acknowledged_by")?,
+        acknowledged_time: r.get("acknowledged_time")?,
     })
 }
 
@@ -422,6 +424,29 @@ impl Database {
                 );
                 c.execute(sql).await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Acknowledges an alert: `actor` is on it. The first acknowledgement stays (a second one
+    /// changes nothing); returns the alert as stored.
+    pub async fn acknowledge_alert(&self, id: i64, actor: &str) -> Result<Alert> {
+        let actor = actor.trim().to_owned();
+        if actor.is_empty() {
+            return Err(Error::invalid("say who acknowledges the alert (actor)"));
+        }
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "UPDATE alerts SET acknowledged_by = $1, acknowledged_time = $2 \
+                     WHERE id = $3 AND acknowledged_by IS NULL",
+                    [actor.into(), now_millis().into(), id.into()],
+                );
+                c.execute(sql).await?;
+                let read = c.stmt("SELECT * FROM alerts WHERE id = $1", [id.into()]);
+                let row = c.fetch_optional(read).await?.ok_or_else(|| Error::not_found(format!("no alert {id}")))?;
+                alert_from_row(&row)
             })
         })
         .await

@@ -813,6 +813,36 @@ async fn deployments_are_versioned_policies(db: Database) {
     bad.arms[1].weight = 20;
     assert!(matches!(db.put_deployment("x", &bad).await, Err(Error::InvalidParameter(m)) if m.contains("sum to 110")));
     assert!(matches!(db.put_deployment("a/b", &spec).await, Err(Error::InvalidParameter(_))));
+    // The canary's weight, set and ended in place: the rest of the policy stays.
+    assert!(
+        matches!(db.set_canary_weight("churn-api", 30).await, Err(Error::InvalidParameter(m)) if m.contains("no canary"))
+    );
+    db.put_deployment("churn-api", &spec).await.unwrap();
+    let weighted = db.set_canary_weight("churn-api", 30).await.unwrap();
+    assert_eq!(weighted.revision, 4);
+    assert_eq!(weighted.spec.arms.iter().map(|a| a.weight).collect::<Vec<_>>(), [70, 30]);
+    assert_eq!((&weighted.spec.shadow, &weighted.spec.sticky), (&spec.shadow, &spec.sticky));
+    assert!(
+        matches!(db.set_canary_weight("churn-api", 101).await, Err(Error::InvalidParameter(m)) if m.contains("0 to 100"))
+    );
+    assert!(matches!(db.set_canary_weight("nope", 5).await, Err(Error::NotFound(_))));
+    let mut three = spec.clone();
+    three.shadow = None;
+    three.arms = vec![
+        Arm { target: ModelRef::alias("churn", "production"), weight: 50 },
+        Arm { target: ModelRef::version("churn", "5"), weight: 25 },
+        Arm { target: ModelRef::version("churn", "6"), weight: 25 },
+    ];
+    db.put_deployment("ab", &three).await.unwrap();
+    assert!(matches!(db.set_canary_weight("ab", 10).await, Err(Error::InvalidParameter(m)) if m.contains("3 arms")));
+    let zeroed = db.set_canary_weight("ab", 0).await.unwrap();
+    assert_eq!(zeroed.spec.arms.iter().map(|a| a.weight).collect::<Vec<_>>(), [100, 0, 0]);
+    db.delete_deployment("ab").await.unwrap();
+    let ended = db.end_canary("churn-api").await.unwrap();
+    assert_eq!(ended.revision, 5);
+    assert_eq!(ended.spec.arms, vec![Arm { target: ModelRef::alias("churn", "production"), weight: 100 }]);
+    assert_eq!(ended.spec.shadow, spec.shadow);
+    assert!(matches!(db.end_canary("churn-api").await, Err(Error::InvalidParameter(m)) if m.contains("no canary")));
     db.put_monitor("churn-api", "monitors: 1\n").await.unwrap();
     db.delete_deployment("churn-api").await.unwrap();
     // Its monitors go with it: the schedule would otherwise evaluate a deployment that is gone.
@@ -928,6 +958,8 @@ async fn prediction_log_feedback_and_alerts(db: Database) {
         action: Some("rollback".into()),
         action_status: None,
         action_detail: None,
+        acknowledged_by: None,
+        acknowledged_time: None,
     };
     let stored = db.record_alert(alert.clone()).await.unwrap();
     assert!(stored.id > 0);
@@ -935,6 +967,22 @@ async fn prediction_log_feedback_and_alerts(db: Database) {
     let listed = db.alerts(Some("api"), 10).await.unwrap();
     assert_eq!(listed[0].action_status.as_deref(), Some("succeeded"));
     assert_eq!(listed[0].action_detail.as_deref(), Some("rolled back"));
+    assert_eq!(listed[0].acknowledged_by, None);
+    // Acknowledged once: the first one stays.
+    let acked = db.acknowledge_alert(stored.id, "ana").await.unwrap();
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("ana"));
+    let first = acked.acknowledged_time.unwrap();
+    assert!(first > 0);
+    let again = db.acknowledge_alert(stored.id, "bob").await.unwrap();
+    assert_eq!((again.acknowledged_by.as_deref(), again.acknowledged_time), (Some("ana"), Some(first)));
+    assert_eq!(db.alerts(Some("api"), 10).await.unwrap()[0].acknowledged_by.as_deref(), Some("ana"));
+    assert!(matches!(db.acknowledge_alert(stored.id + 1000, "ana").await, Err(Error::NotFound(_))));
+    assert!(matches!(db.acknowledge_alert(stored.id, " ").await, Err(Error::InvalidParameter(_))));
+    // A shared secret is made once and read back the same by every caller.
+    let secret = db.shared_secret("ui.csrf").await.unwrap();
+    assert_eq!(secret.len(), 64);
+    assert_eq!(db.shared_secret("ui.csrf").await.unwrap(), secret);
+    assert_ne!(db.shared_secret("other").await.unwrap(), secret);
     assert!(db.alerts(Some("other"), 10).await.unwrap().is_empty());
     db.delete_monitor("api").await.unwrap();
     assert!(db.delete_monitor("api").await.unwrap_err().to_string().contains("no monitors"));
