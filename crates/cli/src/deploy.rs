@@ -55,6 +55,30 @@ enum DeployAction {
         #[command(flatten)]
         store: DatasetStoreArgs,
     },
+    /// Set the canary's share of requests (the primary keeps the rest); 0 sends every request
+    /// to the primary (what a monitor's zero_canary action does).
+    SetWeight {
+        name: String,
+        /// The canary's share, in percent.
+        #[arg(long)]
+        weight: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// End a canary: keep only the primary arm, with every request.
+    EndCanary {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
     /// Stop serving a deployment.
     Delete {
         name: String,
@@ -157,24 +181,36 @@ pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
             outln!("deleted deployment '{name}'");
             Ok(crate::Outcome::Success)
         }
+        Some(DeployAction::SetWeight { name, weight, format, wait, store }) => {
+            let changed = with_database(&store, async |db| Ok(db.set_canary_weight(&name, weight).await?))?;
+            show_change(&changed, format, &wait, &store)
+        }
+        Some(DeployAction::EndCanary { name, format, wait, store }) => {
+            let changed = with_database(&store, async |db| Ok(db.end_canary(&name).await?))?;
+            show_change(&changed, format, &wait, &store)
+        }
         None => create(cmd.create),
     }
 }
 
-fn create(args: CreateArgs) -> Result<crate::Outcome> {
-    let name = args.name.clone().ok_or_else(|| anyhow!("give the deployment's name"))?;
-    let spec = spec_of(&args)?;
-    let (deployment, versions) = with_database(&args.store, async |db| {
+/// Prints a changed deployment with the versions it resolves to, then waits for its rollout.
+fn show_change(
+    deployment: &Deployment,
+    format: Format,
+    wait: &WaitArgs,
+    store: &DatasetStoreArgs,
+) -> Result<crate::Outcome> {
+    let versions = with_database(store, async |db| {
         let mut versions = Vec::new();
-        for r in spec.refs() {
-            versions.push(resolve(db, r).await?);
+        for r in deployment.spec.refs() {
+            versions.push(resolve(db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
         }
-        Ok((db.put_deployment(&name, &spec).await?, versions))
+        Ok(versions)
     })?;
-    let target = RolloutTarget::Deployment(name);
-    if args.format == Format::Json {
-        let (outcome, rollout) = args.wait.wait(&args.store, &target, args.format)?;
-        let mut value = serde_json::to_value(&deployment)?;
+    let target = RolloutTarget::Deployment(deployment.name.clone());
+    if format == Format::Json {
+        let (outcome, rollout) = wait.wait(store, &target, format)?;
+        let mut value = serde_json::to_value(deployment)?;
         if let Some(o) = value.as_object_mut() {
             o.insert("resolved_versions".into(), json!(versions));
             o.insert("rollout".into(), rollout);
@@ -182,8 +218,21 @@ fn create(args: CreateArgs) -> Result<crate::Outcome> {
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(outcome);
     }
-    print_deployment(&deployment, &versions, args.format)?;
-    Ok(args.wait.wait(&args.store, &target, args.format)?.0)
+    print_deployment(deployment, &versions, format)?;
+    Ok(wait.wait(store, &target, format)?.0)
+}
+
+fn create(args: CreateArgs) -> Result<crate::Outcome> {
+    let name = args.name.clone().ok_or_else(|| anyhow!("give the deployment's name"))?;
+    let spec = spec_of(&args)?;
+    let deployment = with_database(&args.store, async |db| {
+        // Every model it names must exist (an alias must be set) before it is stored.
+        for r in spec.refs() {
+            resolve(db, r).await?;
+        }
+        Ok(db.put_deployment(&name, &spec).await?)
+    })?;
+    show_change(&deployment, args.format, &args.wait, &args.store)
 }
 
 fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Result<()> {

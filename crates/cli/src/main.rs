@@ -393,10 +393,21 @@ pub(crate) async fn start_server(
     let store_display = database_uri.display();
     let mut app = shipyard_server::router(state);
     if !args.no_ui {
-        app = app.merge(shipyard_ui::router(shipyard_ui::UiState {
+        // The UI's promote form runs gates in this process, loading models as serving does.
+        let releaser = shipyard_release::Releaser {
             db: db.clone(),
-            artifacts: Some(artifacts_for_serving.clone()),
-        }));
+            artifacts: artifacts_for_serving.clone(),
+            cache: args.home.home.join("cache").join("datasets"),
+            loader: args
+                .serving
+                .python
+                .loader(shipyard_runtime::EngineChoice::Auto, shipyard_release::PYTHON_GATE_TIMEOUT),
+        };
+        app = app.merge(shipyard_ui::router(shipyard_ui::UiState::new(
+            db.clone(),
+            Some(artifacts_for_serving.clone()),
+            Some(releaser),
+        )));
     }
     let mut log_writer = None;
     let mut serving_state = None;

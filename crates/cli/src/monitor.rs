@@ -80,6 +80,16 @@ pub enum MonitorCommand {
         #[command(flatten)]
         store: DatasetStoreArgs,
     },
+    /// Acknowledge an alert (someone is on it): recorded with who did it, shown with the alert.
+    Ack {
+        /// The alert's id (`shipyard monitor alerts`).
+        id: i64,
+        /// Who acknowledges it (default: $USER).
+        #[arg(long)]
+        actor: Option<String>,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
     /// A report of one window: drift per feature with histograms, performance over time, the
     /// fairness table, the alert timeline. Self-contained HTML, or JSON.
     Report {
@@ -232,12 +242,33 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
                                 a.severity.clone(),
                                 a.message.clone(),
                                 a.action_summary(),
+                                a.acknowledged_by.clone().unwrap_or_default(),
                             ]
                         })
                         .collect();
-                    print_table(&["ID", "FIRED (UTC)", "DEPLOYMENT", "RULE", "SEVERITY", "MESSAGE", "ACTION"], &rows);
+                    print_table(
+                        &[
+                            "ID",
+                            "FIRED (UTC)",
+                            "DEPLOYMENT",
+                            "RULE",
+                            "SEVERITY",
+                            "MESSAGE",
+                            "ACTION",
+                            "ACKNOWLEDGED BY",
+                        ],
+                        &rows,
+                    );
                 }
             }
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::Ack { id, actor, store } => {
+            let actor = crate::promote::actor(actor);
+            let alert = with_database(&store, async |db| Ok(db.acknowledge_alert(id, &actor).await?))?;
+            let by = alert.acknowledged_by.as_deref().unwrap_or("");
+            let when = alert.acknowledged_time.map(utc_seconds).unwrap_or_default();
+            outln!("alert {id} ({} on '{}') acknowledged by {by} at {when} UTC", alert.rule, alert.deployment);
             Ok(crate::Outcome::Success)
         }
         MonitorCommand::Report { deployment, window, output, format, store } => {

@@ -17,8 +17,8 @@ use crate::Engine;
 use crate::conversion::{self, SklearnEngine};
 use crate::python::PythonModel;
 
-/// How a server loads models.
-#[derive(Clone, Debug)]
+/// How a server loads models (by default: the native engines, Python models refused).
+#[derive(Clone, Debug, Default)]
 pub struct Loader {
     /// Which engine runs ONNX models.
     pub engine: EngineChoice,
