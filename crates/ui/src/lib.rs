@@ -12,25 +12,43 @@
 //! - [`series`]: the JSON the charts draw, metric histories reduced on the server with each
 //!   bucket's min and max kept.
 //! - [`assets`]: the embedded CSS and JavaScript (uPlot vendored), with their cache headers.
+//! - [`actions`]: the forms that change something (promote, roll back, canary weight, end a
+//!   canary, acknowledge an alert), each calling the library function its CLI command calls.
+//! - [`csrf`]: the check every such form passes first (a signed token, no cross-site requests).
 //!
 //! The pages call the store's own functions (the same searches the REST API runs, with the same
 //! filter parser), so what the UI shows is what the API answers.
 
+pub mod actions;
 pub mod assets;
+pub mod csrf;
 pub mod pages;
 pub mod series;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::http::{HeaderValue, header};
-use axum::routing::get;
+use axum::routing::{get, post};
+use shipyard_release::Releaser;
 use shipyard_store::{ArtifactStore, Database};
 
-/// What the pages read.
+/// What the pages read, and what the actions use.
 #[derive(Clone)]
 pub struct UiState {
     pub db: Database,
     /// The server's artifact store (runs' `mlflow-artifacts:` folders); `None`: no artifacts shown.
     pub artifacts: Option<ArtifactStore>,
+    /// What runs a promotion's gates; `None`: the promote form is not offered.
+    pub releaser: Option<Releaser>,
+    /// One gate run at a time (each loads two models and scores the evaluation rows).
+    gate_runs: Arc<tokio::sync::Semaphore>,
+}
+
+impl UiState {
+    pub fn new(db: Database, artifacts: Option<ArtifactStore>, releaser: Option<Releaser>) -> UiState {
+        UiState { db, artifacts, releaser, gate_runs: Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
 }
 
 /// The Content Security Policy of every page: this server's files only, nothing inline.
@@ -41,9 +59,15 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// `artifacts`, `artifacts/raw`),
 /// `/compare`, `/models` (a model, a version), `/deployments` (one), `/alerts`, `/pipelines/{run}`,
 /// `/datasets` (one),
-/// `/ui-api/series`, `/ui-api/monitor`, `/static/{file}`.
+/// `/ui-api/series`, `/ui-api/monitor`, `/static/{file}`; and the actions' POST routes.
 pub fn router(state: UiState) -> Router {
+    let keys = csrf::Keys::new(state.db.clone());
     Router::new()
+        .route("/models/{name}/versions/{version}/promote", post(actions::promote))
+        .route("/models/{name}/rollback", post(actions::rollback))
+        .route("/deployments/{name}/weight", post(actions::set_weight))
+        .route("/deployments/{name}/end-canary", post(actions::end_canary))
+        .route("/alerts/{id}/acknowledge", post(actions::acknowledge))
         .route("/", get(pages::experiments::page))
         .route("/experiments/{experiment_id}", get(pages::runs::page))
         .route("/experiments/{experiment_id}/runs.csv", get(pages::runs::csv_export))
@@ -63,6 +87,7 @@ pub fn router(state: UiState) -> Router {
         .route("/ui-api/series", get(series::series))
         .route("/ui-api/monitor", get(pages::deployments::monitor_series))
         .route("/static/{file}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(keys, csrf::protect))
         .layer(axum::middleware::map_response(secure))
         .with_state(state)
 }

@@ -25,7 +25,7 @@ async fn store() -> (Database, tempfile::TempDir) {
 }
 
 async fn get(db: &Database, uri: &str) -> (StatusCode, Html, axum::http::HeaderMap) {
-    let response = router(UiState { db: db.clone(), artifacts: None })
+    let response = router(UiState::new(db.clone(), None, None))
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -205,7 +205,7 @@ async fn values_holding_markup_stay_text_on_every_page() {
 #[tokio::test]
 async fn static_files_are_served_and_forward_mlflow_links() {
     let (db, _dir) = store().await;
-    let response = router(UiState { db: db.clone(), artifacts: None })
+    let response = router(UiState::new(db.clone(), None, None))
         .oneshot(Request::get("/static/links.js").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -251,7 +251,7 @@ async fn metric_columns_show_the_last_the_smallest_and_the_largest_value() {
 async fn the_csv_export_holds_every_matching_run_across_store_pages() {
     let (db, _dir) = store().await;
     let id = seeded(&db, "big", 1_203).await;
-    let response = router(UiState { db: db.clone(), artifacts: None })
+    let response = router(UiState::new(db.clone(), None, None))
         .oneshot(
             Request::get(format!(
                 "/experiments/{id}/runs.csv?filter={}&order=attributes.start_time%20ASC&col=metrics.accuracy&col=params.lr",
@@ -294,7 +294,7 @@ fn metric(key: &str, value: f64, step: i64) -> Metric {
 }
 
 async fn json(db: &Database, uri: &str) -> (StatusCode, serde_json::Value) {
-    let response = router(UiState { db: db.clone(), artifacts: None })
+    let response = router(UiState::new(db.clone(), None, None))
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -401,7 +401,7 @@ async fn child_runs_are_grouped_under_their_parents() {
 }
 
 async fn router_with_artifacts(db: &Database, store: &shipyard_store::ArtifactStore) -> axum::Router {
-    router(UiState { db: db.clone(), artifacts: Some(store.clone()) })
+    router(UiState::new(db.clone(), Some(store.clone()), None))
 }
 
 async fn fetch(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -652,6 +652,8 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
             action: Some("rollback".into()),
             action_status: None,
             action_detail: None,
+            acknowledged_by: None,
+            acknowledged_time: None,
         })
         .await
         .unwrap();

@@ -7,8 +7,9 @@
 //!   server's own `/metrics`, refreshed every 2 s (`live.js`); the monitor's values over time
 //!   (`monitor.js`, from `/ui-api/monitor`); data drift per feature over time as a heat-map
 //!   (plain HTML: one row per feature, one cell per evaluation window, marked when drifted); and
-//!   the alert timeline with each action and what it changed.
-//! - `/alerts`: every alert of every deployment, newest first.
+//!   the alert timeline with each action and what it changed; forms to set the canary's weight
+//!   or end the canary, and to acknowledge an alert.
+//! - `/alerts`: every alert of every deployment, newest first, each acknowledgeable.
 
 use std::collections::BTreeSet;
 
@@ -22,8 +23,9 @@ use shipyard_core::monitoring::{Alert, MonitorEvaluation};
 use shipyard_store::rollout::RolloutTarget;
 
 use super::models::{model_href, reference, version_href};
-use super::{error_page, layout, number, path_segment, shell, status_and_message, time};
+use super::{Notice, error_page, layout, number, path_segment, shell, status_and_message, time};
 use crate::UiState;
+use crate::csrf::{FormToken, hidden_field};
 
 /// Evaluations the page reads (the newest), and the heat-map's most columns.
 const EVALUATIONS: i64 = 2_000;
@@ -31,7 +33,7 @@ const HEATMAP_COLUMNS: usize = 48;
 /// Alerts listed.
 const ALERTS: i64 = 200;
 
-fn deployment_href(name: &str) -> String {
+pub fn deployment_href(name: &str) -> String {
     format!("/deployments/{}", path_segment(name))
 }
 
@@ -91,7 +93,12 @@ pub async fn list(State(state): State<UiState>) -> Response {
 }
 
 /// `/deployments/{name}`.
-pub async fn page(State(state): State<UiState>, Path(name): Path<String>) -> Response {
+pub async fn page(
+    State(state): State<UiState>,
+    Path(name): Path<String>,
+    Query(notice): Query<Notice>,
+    token: FormToken,
+) -> Response {
     let deployment = match state.db.get_deployment(&name).await {
         Ok(d) => d,
         Err(e) => return error_page(&e),
@@ -115,12 +122,29 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>) -> Res
         .chain(deployment.spec.shadow.iter().map(|s| s.model.as_str()))
         .collect();
     let keys: Vec<String> = evaluations.last().map(|e| e.values.keys().cloned().collect()).unwrap_or_default();
+    let href = deployment_href(&name);
+    let arms_count = deployment.spec.arms.len();
+    let canary_weight = deployment.spec.arms.get(1).map_or(0, |a| a.weight);
     let body = html! {
         div.crumbs { a href="/deployments" { "Deployments" } " / " }
+        (notice.show())
         h1 { (name) }
         p.muted { "Revision " (deployment.revision) ", changed " (time(Some(deployment.last_updated_timestamp))) " UTC" }
         h2 { "Arms" }
         (arms)
+        @if arms_count == 2 {
+            form.action #weight-form method="post" action={ (href) "/weight" } {
+                (hidden_field(&token))
+                label { "Canary share (%) " input type="number" name="weight" min="0" max="100" step="1" value=(canary_weight) required; }
+                button type="submit" { "Set the canary's weight" }
+            }
+        }
+        @if arms_count >= 2 {
+            form.action #end-canary-form method="post" action={ (href) "/end-canary" } {
+                (hidden_field(&token))
+                button type="submit" { "End the canary: every request to the primary" }
+            }
+        }
         h2 { "Rollout" }
         @match &rollout {
             Some(status) => {
@@ -164,7 +188,7 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>) -> Res
             div #monitor-charts data-deployment=(name) data-keys=(keys.join(" ")) {}
         }
         h2 { "Alerts" }
-        (alerts_table(&alerts, false))
+        (alerts_table(&alerts, false, &token, &href))
     };
     shell(&name, body, &["uPlot.min.css"], &["uPlot.min.js", "live.js", "monitor.js"]).into_response()
 }
@@ -238,7 +262,8 @@ fn heatmap(evaluations: &[MonitorEvaluation]) -> Markup {
 }
 
 /// Alerts with what their actions did; `with_deployment` adds a column naming the deployment.
-fn alerts_table(alerts: &[Alert], with_deployment: bool) -> Markup {
+/// Each row's acknowledgement: who and when, or the button (which comes back to `back`).
+fn alerts_table(alerts: &[Alert], with_deployment: bool, token: &FormToken, back: &str) -> Markup {
     html! {
         @if alerts.is_empty() { p.muted #no-alerts { "No alert has fired." } } @else {
             table #alerts {
@@ -246,7 +271,7 @@ fn alerts_table(alerts: &[Alert], with_deployment: bool) -> Markup {
                     tr {
                         th { "Fired (UTC)" }
                         @if with_deployment { th { "Deployment" } }
-                        th { "Rule" } th { "Severity" } th { "Value" } th { "Action" } th { "Message" }
+                        th { "Rule" } th { "Severity" } th { "Value" } th { "Action" } th { "Message" } th { "Acknowledged" }
                     }
                 }
                 tbody {
@@ -269,6 +294,17 @@ fn alerts_table(alerts: &[Alert], with_deployment: bool) -> Markup {
                                 }
                             }
                             td { (a.message) }
+                            td.ack {
+                                @if let Some(by) = &a.acknowledged_by {
+                                    (by) br; span.muted { (time(a.acknowledged_time)) }
+                                } @else {
+                                    form.inline method="post" action={ "/alerts/" (a.id) "/acknowledge" } {
+                                        (hidden_field(token))
+                                        input type="hidden" name="back" value=(back);
+                                        button type="submit" { "Acknowledge" }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -278,14 +314,15 @@ fn alerts_table(alerts: &[Alert], with_deployment: bool) -> Markup {
 }
 
 /// `/alerts`.
-pub async fn all_alerts(State(state): State<UiState>) -> Response {
+pub async fn all_alerts(State(state): State<UiState>, Query(notice): Query<Notice>, token: FormToken) -> Response {
     let alerts = match state.db.alerts(None, ALERTS).await {
         Ok(a) => a,
         Err(e) => return error_page(&e),
     };
     let body = html! {
+        (notice.show())
         h1 { "Alerts" }
-        (alerts_table(&alerts, true))
+        (alerts_table(&alerts, true, &token, "/alerts"))
     };
     layout("Alerts", body).into_response()
 }

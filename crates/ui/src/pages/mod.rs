@@ -81,6 +81,19 @@ pub fn status_and_message(error: &Error) -> (StatusCode, String) {
     }
 }
 
+/// What an action left to say on the page it sent the browser back to (`?done=...`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Notice {
+    pub done: Option<String>,
+    pub alias: Option<String>,
+}
+
+impl Notice {
+    pub fn show(&self) -> Markup {
+        crate::actions::notice(self.done.as_deref(), self.alias.as_deref())
+    }
+}
+
 /// A store error as a page (see [`status_and_message`]).
 pub fn error_page(error: &Error) -> Response {
     let (status, message) = status_and_message(error);

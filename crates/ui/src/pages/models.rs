@@ -7,7 +7,10 @@
 //!   verdict) and the deployments that serve it.
 //! - `/models/{name}/versions/{n}`: one version: its lineage (datasets -> run -> version ->
 //!   aliases -> deployments), the last gate report (each check: observed, bound, verdict), the
-//!   signature from its `MLmodel`, the engine that serves it and why, its tags.
+//!   signature from its `MLmodel`, the engine that serves it and why, its tags; and the form
+//!   that promotes it through the model's gates.
+//!
+//! The model's page has the form that rolls an alias back.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -15,15 +18,16 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use shipyard_core::artifact_path::ArtifactPath;
 use shipyard_core::deployment::{Deployment, ModelRef};
-use shipyard_core::entities::{ModelVersion, RegisteredModel};
+use shipyard_core::entities::{ModelVersion, ModelVersionStatus, RegisteredModel};
 use shipyard_store::promotion::AliasMove;
 
-use super::{error_page, layout, path_segment, time};
+use super::{Notice, error_page, layout, path_segment, time};
 use crate::UiState;
+use crate::csrf::{FormToken, hidden_field};
 
 /// The version tags Shipyard's gates and loader write.
 const GATES_PASSED: &str = "shipyard.gates.passed";
-const GATES_REPORT: &str = "shipyard.gates.report";
+const GATES_REPORT: &str = shipyard_release::REPORT_TAG;
 const ENGINE: &str = "shipyard.engine";
 const ENGINE_REASON: &str = "shipyard.engine.reason";
 /// Versions listed on a model's page.
@@ -145,7 +149,12 @@ fn serving(deployments: &[Deployment], name: &str) -> Vec<Serving> {
 }
 
 /// `/models/{name}`.
-pub async fn model(State(state): State<UiState>, Path(name): Path<String>) -> Response {
+pub async fn model(
+    State(state): State<UiState>,
+    Path(name): Path<String>,
+    Query(notice): Query<Notice>,
+    token: FormToken,
+) -> Response {
     let model = match state.db.get_registered_model(&name).await {
         Ok(m) => m,
         Err(e) => return error_page(&e),
@@ -165,8 +174,10 @@ pub async fn model(State(state): State<UiState>, Path(name): Path<String>) -> Re
         Err(e) => return error_page(&e),
     };
     let served_by = serving(&deployments, &name);
+    let moved: std::collections::BTreeSet<&str> = history.iter().map(|m| m.alias.as_str()).collect();
     let body = html! {
         div.crumbs { a href="/models" { "Models" } " / " }
+        (notice.show())
         h1 { (model.name) }
         @if let Some(d) = model.description.as_deref().filter(|d| !d.is_empty()) { p.description { (d) } }
         dl.facts {
@@ -196,6 +207,15 @@ pub async fn model(State(state): State<UiState>, Path(name): Path<String>) -> Re
         }
         h2 { "Alias history" }
         (history_table(&history))
+        @if !moved.is_empty() {
+            h2 { "Roll back" }
+            form.action #rollback-form method="post" action={ (model_href(&name)) "/rollback" } {
+                (hidden_field(&token))
+                label { "Alias " select name="alias" { @for a in &moved { option value=(a) { (a) } } } }
+                label { "Reason " input type="text" name="reason" maxlength="500" placeholder="recorded in the alias history"; }
+                button type="submit" { "Roll back to the previous version" }
+            }
+        }
     };
     layout(&model.name, body).into_response()
 }
@@ -242,7 +262,12 @@ fn report_verdict(report: Option<&str>) -> Markup {
 }
 
 /// `/models/{name}/versions/{version}`.
-pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(String, String)>) -> Response {
+pub async fn version(
+    State(state): State<UiState>,
+    Path((name, number)): Path<(String, String)>,
+    Query(notice): Query<Notice>,
+    token: FormToken,
+) -> Response {
     let version = match state.db.get_model_version(&name, &number).await {
         Ok(v) => v,
         Err(e) => return error_page(&e),
@@ -267,8 +292,14 @@ pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(S
         Err(_) => None,
     };
     let engine = tag(&version, ENGINE);
+    let has_policy = state
+        .db
+        .get_registered_model(&name)
+        .await
+        .is_ok_and(|m| m.tags.iter().any(|t| t.key == shipyard_release::POLICY_TAG));
     let body = html! {
         div.crumbs { a href="/models" { "Models" } " / " a href=(model_href(&name)) { (name) } " / " }
+        (notice.show())
         h1 { (name) " v" (version.version) }
         h2 { "Lineage" }
         ol.lineage #lineage {
@@ -308,6 +339,9 @@ pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(S
         }
         h2 { "Gates" }
         (report_section(report.as_ref()))
+        @if state.releaser.is_some() && version.status == ModelVersionStatus::Ready {
+            (promote_form(&name, &version.version, has_policy, &token))
+        }
         h2 { "Signature" }
         (signature_section(mlmodel.as_ref()))
         h2 { "Alias moves to and from this version" }
@@ -321,6 +355,23 @@ pub async fn version(State(state): State<UiState>, Path((name, number)): Path<(S
         }
     };
     layout(&format!("{name} v{number}"), body).into_response()
+}
+
+/// The form that promotes a version through the model's stored gate policy.
+fn promote_form(name: &str, version: &str, has_policy: bool, token: &FormToken) -> Markup {
+    html! {
+        form.action #promote-form method="post" action={ (version_href(name, version)) "/promote" } {
+            (hidden_field(token))
+            label { "Alias " input type="text" name="alias" value=(shipyard_release::DEFAULT_ALIAS) required maxlength="255"; }
+            label { "Reason " input type="text" name="reason" maxlength="500" placeholder="recorded in the alias history"; }
+            label { input type="checkbox" name="force"; " force past failing gates (needs a reason)" }
+            button type="submit" { "Run the gates and promote" }
+        }
+        p.muted #policy-note {
+            @if has_policy { "The gates run the policy stored on " (name) " (shipyard models set-policy), on the engine that would serve each version; the report is stored with the version." }
+            @else { (name) " has no gate policy: only a forced promotion with a reason moves an alias. Store one with shipyard models set-policy." }
+        }
+    }
 }
 
 /// The version's latest gate report: the artifact its `shipyard.gates.report` tag names (the
