@@ -102,6 +102,59 @@ def _seed(url):
     return seeded
 
 
+def _churn_table(path, n, seed):
+    """Rows of age, income, group and a label that depends on them (as the CLI tests' table)."""
+    import random
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["age", "income", "group", "y"])
+        for _ in range(n):
+            group = "a" if rng.random() < 0.5 else "b"
+            age, income = 20 + 40 * rng.random(), 20 + 60 * rng.random()
+            score = 0.05 * (age - 40) + 0.04 * (income - 50) + (0.4 if group == "a" else 0) + rng.random() - 0.5
+            writer.writerow([f"{age:.2f}", f"{income:.2f}", group, int(score > 0)])
+
+
+def _seed_releases(binary, workdir, url):
+    """What the action forms work on, made with the CLI: `gated` v1 (logistic) and v2 (a
+    one-split tree) with a stored gate policy (accuracy >= 0.6, no worse than the champion);
+    a deployment `scored` of v1 with v2 as a 30% canary, serving real answers; a monitor whose
+    rule fired on that traffic."""
+    store = ["--tracking-uri", f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")]
+
+    def cli(*args, fired_ok=False):
+        done = subprocess.run([binary, *args, *store], capture_output=True, text=True, timeout=120)
+        # `monitor evaluate` exits 1 when a rule fired: that is what it is run for here.
+        assert done.returncode == 0 or (fired_ok and done.returncode == 1), f"{args}: {done.stderr}"
+        return done.stdout
+
+    _churn_table(workdir / "train.csv", 1500, 1)
+    _churn_table(workdir / "eval.csv", 500, 2)
+    for model in (["--model", "logistic_regression"], ["--model", "decision_tree", "--param", "max_depth=1"]):
+        cli("train", "--data", str(workdir / "train.csv"), "--target", "y", "--register", "gated", *model)
+    policy = workdir / "policy.yaml"
+    policy.write_text(f"gates: 1\nevaluation: {{data: '{workdir / 'eval.csv'}', target: y}}\n"
+                      "metrics: {accuracy: {min: 0.6}}\nchampion: {tolerance: 0.0}\n")
+    cli("models", "set-policy", "gated", "--policy", str(policy))
+    cli("deploy", "scored", "--model", "models:/gated/1", "--canary", "models:/gated/2", "--weight", "30")
+    monitor = workdir / "monitor.yaml"
+    monitor.write_text("monitors: 1\nwindow: {last: 100}\ninterval_seconds: 3600\nrules:\n"
+                       "  - {name: traffic-seen, metric: rows, op: '>=', threshold: 1, min_rows: 1}\n")
+    cli("monitor", "configure", "--deployment", "scored", "--config", str(monitor))
+    body = b'{"records": [{"age": 30, "income": 40, "group": "a"}]}'
+    for _ in range(20):
+        request = urllib.request.Request(url + "/predict/scored", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            assert r.status == 200
+    deadline = time.time() + 30
+    while '"traffic-seen"' not in cli("monitor", "alerts", "--deployment", "scored", "--format", "json"):
+        assert time.time() < deadline, "the monitor's rule never fired"
+        time.sleep(0.3)
+        cli("monitor", "evaluate", "--deployment", "scored", fired_ok=True)
+
+
 @pytest.fixture(scope="session")
 def server():
     workdir = Path(tempfile.mkdtemp(prefix="shipyard-browser-"))
@@ -141,6 +194,7 @@ def server():
         subprocess.run([binary, "data", "add", str(table), "--name", "people", "--tracking-uri",
                         f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
                        check=True, capture_output=True, timeout=60)
+        _seed_releases(binary, workdir, url)
         yield seeded
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

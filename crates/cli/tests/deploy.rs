@@ -23,6 +23,12 @@ fn home() -> (tempfile::TempDir, PathBuf) {
     common::churn_home(&["1"])
 }
 
+/// The command's standard output, once it succeeded.
+fn ok_out(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn ok(out: std::process::Output) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -160,6 +166,16 @@ fn a_replica_follows_its_deployment() {
         assert!(began.elapsed() < Duration::from_secs(2), "the canary never answered");
         seen.insert(version(&addr, "/predict/churn-api"));
     }
+    // The canary's weight alone changes (the UI's form calls the same store function).
+    let out = ok_out(shipyard(&home, &["deploy", "set-weight", "churn-api", "--weight", "100"]));
+    assert!(out.contains("  0%  models:/churn/1") && out.contains("100%  models:/churn/2"), "{out}");
+    until_version(&addr, "/predict/churn-api", "2", Duration::from_secs(1));
+    ok(shipyard(&home, &["deploy", "end-canary", "churn-api"]));
+    until_version(&addr, "/predict/churn-api", "1", Duration::from_secs(1));
+    let out = shipyard(&home, &["deploy", "end-canary", "churn-api"]);
+    assert!(stderr(&out).contains("has no canary arm"), "{}", stderr(&out));
+    let out = shipyard(&home, &["deploy", "set-weight", "churn-api", "--weight", "101"]);
+    assert!(stderr(&out).contains("0 to 100"), "{}", stderr(&out));
     // The whole deployment moves to version 2; MLflow's /invocations follows it too.
     ok(shipyard(&home, &["deploy", "churn-api", "--model", "models:/churn/2"]));
     until_version(&addr, "/predict/churn-api", "2", Duration::from_secs(1));

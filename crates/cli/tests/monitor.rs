@@ -185,6 +185,16 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     let fired = alerts(&home);
     assert_eq!(fired.len(), 1);
     assert!(fired[0]["message"].as_str().unwrap().contains("drift_share"), "{}", fired[0]);
+    assert_eq!(fired[0]["acknowledged_by"], Value::Null);
+    // Someone is on it: acknowledged once, the first one kept.
+    let id = fired[0]["id"].to_string();
+    let said = ok(shipyard(&home, &["monitor", "ack", &id, "--actor", "ana"]));
+    assert!(said.contains(&format!("alert {id} (feature-drift on 'churn-api') acknowledged by ana")), "{said}");
+    ok(shipyard(&home, &["monitor", "ack", &id, "--actor", "bob"]));
+    assert_eq!(alerts(&home)[0]["acknowledged_by"], "ana");
+    let out = shipyard(&home, &["monitor", "ack", "999999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no alert 999999"), "{}", stderr(&out));
 
     // Ground truth disagreeing with 60% of the shifted answers: half through the API, half
     // through `monitor feedback --file`.
