@@ -41,7 +41,10 @@ pub async fn page(State(state): State<UiState>, Query(params): Query<Params>) ->
     let last = |e: &shipyard_core::entities::Experiment, a: &shipyard_store::overview::ExperimentActivity| {
         a.last_run_time.unwrap_or(e.last_update_time).max(e.last_update_time)
     };
-    rows.sort_by_key(|(e, a)| std::cmp::Reverse(last(e, a)));
+    // Ties (experiments changed in the same millisecond) go newest experiment first, so the
+    // order never depends on the store's.
+    let id = |e: &shipyard_core::entities::Experiment| e.experiment_id.parse::<i64>().unwrap_or(i64::MIN);
+    rows.sort_by_key(|(e, a)| std::cmp::Reverse((last(e, a), id(e))));
     let body = html! {
         h1 { "Experiments" }
         form.search method="get" action="/" {
