@@ -187,13 +187,15 @@ def server():
                        check=True, capture_output=True, timeout=60)
         # A dataset version, recorded and profiled by `shipyard data add`.
         table = workdir / "people.csv"
-        with open(table, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["age", "city"])
-            writer.writerows([20 + i % 50, XSS if i % 4 == 0 else f"c{i % 4}"] for i in range(200))
-        subprocess.run([binary, "data", "add", str(table), "--name", "people", "--tracking-uri",
-                        f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
-                       check=True, capture_output=True, timeout=60)
+        # Two versions of it, the second older by 30 years: the drift between them.
+        for shift in (0, 30):
+            with open(table, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["age", "city"])
+                writer.writerows([20 + shift + i % 50, XSS if i % 4 == 0 else f"c{i % 4}"] for i in range(200))
+            subprocess.run([binary, "data", "add", str(table), "--name", "people", "--tracking-uri",
+                            f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
+                           check=True, capture_output=True, timeout=60)
         _seed_releases(binary, workdir, url)
         yield seeded
     finally:

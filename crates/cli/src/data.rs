@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shipyard_core::display::number;
-use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method, TableSample};
+use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method};
 use shipyard_data::profile::Profile;
 use shipyard_data::suite::{Suite, ValidationReport};
 use shipyard_data::table::{CsvOptions, Table};
@@ -360,18 +360,7 @@ fn drift_command(args: DriftArgs) -> Result<Outcome> {
     let csv = args.read.options()?;
     let (reference_file, current_file) =
         (resolve_input(&args.reference, &args.store)?, resolve_input(&args.current, &args.store)?);
-    let (reference, current) = std::thread::scope(|s| {
-        let r = s.spawn(|| {
-            if reference_file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-                read_profile(&reference_file)
-            } else {
-                read_sample(&reference_file, &csv)
-            }
-        });
-        let c = read_sample(&current_file, &csv);
-        (r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the reference failed"))), c)
-    });
-    let report = drift::compare(&reference?, &current?, &options)?;
+    let report = drift::compare_files(&reference_file, &current_file, &csv, &options)?;
     match args.format {
         ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Table => print_drift(&report),
@@ -386,20 +375,6 @@ fn drift_command(args: DriftArgs) -> Result<Outcome> {
         eprintln!("note: not in the reference, not tested: {}", report.unmatched_columns.join(", "));
     }
     Ok(if args.fail_on_drift && report.dataset_drift { Outcome::ChecksFailed } else { Outcome::Success })
-}
-
-/// A profile JSON as the reference side.
-fn read_profile(path: &std::path::Path) -> Result<TableSample> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let profile: Profile = serde_json::from_str(&text).with_context(|| {
-        format!("{}: not a profile written by `shipyard data profile --format json`", path.display())
-    })?;
-    Ok(TableSample::from_profile(&profile)?)
-}
-
-fn read_sample(path: &std::path::Path, csv: &CsvOptions) -> Result<TableSample> {
-    let mut table = Table::open(path, csv)?;
-    Ok(TableSample::read(&mut table)?)
 }
 
 fn print_drift(report: &DriftReport) {

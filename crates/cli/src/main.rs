@@ -403,11 +403,19 @@ pub(crate) async fn start_server(
                 .python
                 .loader(shipyard_runtime::EngineChoice::Auto, shipyard_release::PYTHON_GATE_TIMEOUT),
         };
-        app = app.merge(shipyard_ui::router(shipyard_ui::UiState::new(
+        // A past monitor window (the drift heat-map's click-through) is computed by a monitor
+        // of its own: it only reads, so it needs neither the schedule nor the gauges.
+        let windows = shipyard_monitor::Monitor::new(
             db.clone(),
-            Some(artifacts_for_serving.clone()),
-            Some(releaser),
-        )));
+            artifacts_for_serving.clone(),
+            args.home.home.join("cache").join("datasets"),
+            Arc::new(shipyard_monitor::Quiet),
+        )?;
+        app = app.merge(shipyard_ui::router(
+            shipyard_ui::UiState::new(db.clone(), Some(artifacts_for_serving.clone()), Some(releaser))
+                .with_monitor(Arc::new(windows))
+                .with_cache(args.home.home.join("cache").join("datasets")),
+        ));
     }
     let mut log_writer = None;
     let mut serving_state = None;

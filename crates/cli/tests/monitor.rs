@@ -151,6 +151,7 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(gauge(&addr, "drift_share"), Some(0.0));
     assert!(alerts(&home).is_empty(), "{}", log.lock().unwrap());
+    let calm_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
     assert!(received.lock().unwrap().is_empty());
 
     // The log holds every row with its inputs and answer.
@@ -195,6 +196,22 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     let out = shipyard(&home, &["monitor", "ack", "999999"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no alert 999999"), "{}", stderr(&out));
+    // The web UI's heat-map click-through: the window as it stood at a time, computed again
+    // from the log by the monitor's code: now the shifted rows, before them the calm ones.
+    let row = |page: &str, column: &str| {
+        let after = page.split(&format!("data-column=\"{column}\"")).nth(1).unwrap_or_else(|| panic!("{page}"));
+        after.split("</tr>").next().unwrap().to_owned()
+    };
+    let (status, _, now) = http(&addr, "GET", "/deployments/churn-api/window", &[], "");
+    assert_eq!(status, 200, "{now}");
+    assert!(row(&now, "age").contains(">drifted<") && row(&now, "income").contains(">drifted<"), "{now}");
+    assert!(row(&now, "age").contains("<svg"), "the histograms are drawn");
+    let (status, _, then) = http(&addr, "GET", &format!("/deployments/churn-api/window?at={calm_time}"), &[], "");
+    assert_eq!(status, 200, "{then}");
+    assert!(then.contains("200 in 200 requests"), "{then}");
+    assert!(row(&then, "age").contains(">no drift<") && row(&then, "income").contains(">no drift<"), "{then}");
+    let (status, _, _) = http(&addr, "GET", "/deployments/nope/window", &[], "");
+    assert_eq!(status, 404);
 
     // Ground truth disagreeing with 60% of the shifted answers: half through the API, half
     // through `monitor feedback --file`.

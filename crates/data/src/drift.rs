@@ -362,6 +362,40 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Compares two tables on disk (`shipyard data drift`, and the web UI's drift between two
+/// dataset versions): each read on its own thread. A reference ending in `.json` is a profile
+/// written by `shipyard data profile --format json` (or `data add`), used as
+/// [`TableSample::from_profile`] does.
+pub fn compare_files(
+    reference: &std::path::Path,
+    current: &std::path::Path,
+    csv: &crate::table::CsvOptions,
+    options: &DriftOptions,
+) -> Result<DriftReport> {
+    let read = |path: &std::path::Path| Table::open(path, csv).and_then(|mut t| TableSample::read(&mut t));
+    let (reference, current) = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            if reference.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+                read_profile(reference)
+            } else {
+                read(reference)
+            }
+        });
+        let c = read(current);
+        (r.join().unwrap_or_else(|_| Err(DataError::invalid("reading the reference failed"))), c)
+    });
+    compare(&reference?, &current?, options)
+}
+
+/// A profile JSON file as a sample.
+fn read_profile(path: &std::path::Path) -> Result<TableSample> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::input(path, e.to_string()))?;
+    let profile: crate::profile::Profile = serde_json::from_str(&text).map_err(|e| {
+        DataError::input(path, format!("not a profile written by `shipyard data profile --format json`: {e}"))
+    })?;
+    TableSample::from_profile(&profile)
+}
+
 /// Compares every column of `reference` with the same column of `current`.
 pub fn compare(reference: &TableSample, current: &TableSample, options: &DriftOptions) -> Result<DriftReport> {
     let current_by_name: HashMap<&str, &ColumnSample> = current.columns.iter().map(|(n, c)| (n.as_str(), c)).collect();

@@ -241,7 +241,16 @@ impl Monitor {
         Ok(alerts.iter().find(|a| a.action_status.as_deref() == Some("succeeded")).map(|a| a.fired_time))
     }
 
-    /// Computes one window of `deployment`'s log.
+    /// The deployment's configuration, or the defaults when it has none (reports and past
+    /// windows work on any deployment).
+    async fn config_or_default(&self, deployment: &str) -> Result<MonitorConfig> {
+        Ok(match self.db.get_monitor(deployment).await? {
+            Some(text) => parse_config(&text, deployment)?,
+            None => MonitorConfig::default(),
+        })
+    }
+
+    /// Computes one window of `deployment`'s log, ending now.
     pub async fn window(
         &self,
         deployment: &str,
@@ -250,12 +259,35 @@ impl Monitor {
         reference: Arc<Reference>,
         not_before: Option<i64>,
     ) -> Result<WindowReport> {
+        self.window_ending(deployment, window, config, reference, not_before, None).await
+    }
+
+    /// The configured window of `deployment` as it stood at `time` (ms since the epoch): the
+    /// rows logged up to then, against the reference, with every drift histogram; what a past
+    /// evaluation saw, while the log still holds its rows. Judges no rule, records nothing.
+    pub async fn window_at(&self, deployment: &str, time: i64) -> Result<WindowReport> {
+        let config = self.config_or_default(deployment).await?;
+        let reference = self.reference(deployment, &config).await?;
+        self.window_ending(deployment, config.window, &config, reference, None, Some(time)).await
+    }
+
+    /// One window of the log ending at `end` (now when `None`).
+    async fn window_ending(
+        &self,
+        deployment: &str,
+        window: Window,
+        config: &MonitorConfig,
+        reference: Arc<Reference>,
+        not_before: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<WindowReport> {
         let fairness = FairnessSettings {
             sensitive_column: config.sensitive_column.clone(),
             positive_label: config.positive_label.clone(),
         };
+        let end_time = end.unwrap_or_else(now_millis);
         let since = match window {
-            Window::Minutes(m) => Some(now_millis() - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)),
+            Window::Minutes(m) => Some(end_time - i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX)),
             Window::Last(_) => None,
         };
         let since = match (since, not_before) {
@@ -267,7 +299,11 @@ impl Monitor {
         let mut idle = Some(WindowAccumulator::new(window, reference, fairness));
         let mut folding: Option<tokio::task::JoinHandle<WindowAccumulator>> = None;
         let mut taken: u64 = 0;
-        let mut before = None;
+        let mut before = match end {
+            // Nothing logged by then: an empty window.
+            Some(time) => Some(self.db.prediction_id_after(deployment, time).await?.unwrap_or(i64::MIN)),
+            None => None,
+        };
         loop {
             let limit = match window {
                 Window::Last(n) => PAGE_ROWS.min(i64::try_from(n.saturating_sub(taken)).unwrap_or(i64::MAX)),
@@ -434,10 +470,7 @@ impl Monitor {
     /// A report of one window (the configured one unless `window` is given), with the
     /// evaluation history and the alerts. Judges no rule.
     pub async fn report(&self, deployment: &str, window: Option<Window>) -> Result<crate::report::Report> {
-        let config = match self.db.get_monitor(deployment).await? {
-            Some(text) => parse_config(&text, deployment)?,
-            None => MonitorConfig::default(),
-        };
+        let config = self.config_or_default(deployment).await?;
         let reference = self.reference(deployment, &config).await?;
         let window = window.unwrap_or(config.window);
         let report = self.window(deployment, window, &config, reference, None).await?;

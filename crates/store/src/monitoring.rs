@@ -138,6 +138,25 @@ impl Database {
         .await
     }
 
+    /// The id just past the newest row of `deployment`'s log logged at or before `time`: the
+    /// `before_id` of the first page of a window that ends then. `None` when no row is that old.
+    /// Walks the log newest first by id (rows are appended in time order, near enough), so it
+    /// reads as many index entries as rows were logged after `time`.
+    pub async fn prediction_id_after(&self, deployment: &str, time: i64) -> Result<Option<i64>> {
+        let deployment = deployment.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "SELECT id FROM predictions WHERE deployment = $1 AND time <= $2 ORDER BY id DESC LIMIT 1",
+                    [deployment.into(), time.into()],
+                );
+                let row = c.fetch_optional(sql).await?;
+                row.map(|r| r.get::<i64>("id").map(|id| id + 1)).transpose()
+            })
+        })
+        .await
+    }
+
     /// One page of a deployment's log, newest first, with ground truth joined.
     pub async fn prediction_page(&self, page: PredictionPage) -> Result<Vec<LoggedPrediction>> {
         self.read(move |c| {

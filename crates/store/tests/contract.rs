@@ -901,6 +901,14 @@ async fn prediction_log_feedback_and_alerts(db: Database) {
     assert_eq!(first[1].record, logged("api", "multi", 2, 90_000, 200));
     let next = db.prediction_page(page(first.last().map(|p| p.id), 10)).await.unwrap();
     assert!(next[0].id < first[9].id);
+    // A window ending at a time starts just past the newest row logged by then.
+    let end = db.prediction_id_after("api", 1_000 + 24_999).await.unwrap();
+    let at = db.prediction_page(page(end, 2)).await.unwrap();
+    assert_eq!((at[0].record.request_id.as_str(), at[1].record.request_id.as_str()), ("r24999", "r24998"));
+    let end = db.prediction_id_after("api", 1_000 + 9).await.unwrap();
+    assert_eq!(db.prediction_page(page(end, 1)).await.unwrap()[0].record.request_id, "r9");
+    assert_eq!(db.prediction_id_after("api", 999).await.unwrap(), None, "no row that old");
+    assert_eq!(db.prediction_id_after("nobody", 1_000_000).await.unwrap(), None);
 
     // Ground truth: one row, a list for a multi-row request, corrections replace.
     let actual = |id: &str, row: Option<i64>, v: serde_json::Value| Actual { request_id: id.into(), row, actual: v };

@@ -138,7 +138,11 @@
     this.origins = {};
   }
 
-  Chart.prototype.buckets = function () {
+  // A zoom asks for its width's worth of buckets; the whole history for the page's fixed
+  // number, which the page preloaded for its first charts.
+  Chart.prototype.buckets = function (whole) {
+    var fixed = parseInt(this.panel.getAttribute("data-buckets") || "", 10);
+    if (whole && fixed > 0) return fixed;
     return Math.max(50, Math.min(4000, Math.round((this.el.clientWidth || 600) * 1.5)));
   };
 
@@ -156,7 +160,7 @@
       });
     } else {
       var range = chartRange ? [toServer(c.axis, chartRange[0], 0, Math.floor), toServer(c.axis, chartRange[1], 0, Math.ceil)] : null;
-      requests = [fetchSeries(this.runs, this.key, c.axis, range, this.buckets())];
+      requests = [fetchSeries(this.runs, this.key, c.axis, range, this.buckets(!range))];
     }
     return Promise.all(requests).then(function (parts) {
       var runs = [].concat.apply([], parts);

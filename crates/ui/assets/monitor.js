@@ -15,7 +15,8 @@
 
   function start(panel) {
     var deployment = panel.getAttribute("data-deployment");
-    fetch("/ui-api/monitor?deployment=" + encodeURIComponent(deployment)).then(function (r) { return r.json(); }).then(function (data) {
+    var since = panel.getAttribute("data-since") || "0";
+    fetch("/ui-api/monitor?deployment=" + encodeURIComponent(deployment) + "&since=" + encodeURIComponent(since)).then(function (r) { return r.json(); }).then(function (data) {
       var style = getComputedStyle(panel);
       var xs = data.time.map(function (t) { return t / 1000; });
       var drawn = 0;

@@ -53,11 +53,7 @@ pub async fn promote(
     let Some(releaser) = &state.releaser else {
         return error_page(&Error::invalid("this server does not run gates: promote with `shipyard models promote`"));
     };
-    let Ok(_running) = state.gate_runs.try_acquire() else {
-        let body =
-            html! { h1 { "Busy" } p.error { "Another promotion's gates are running: try again when it is done." } };
-        return (StatusCode::SERVICE_UNAVAILABLE, layout("Busy", body)).into_response();
-    };
+    let Some(_running) = state.heavy_permit() else { return busy() };
     let alias = given(form.alias).unwrap_or_else(|| DEFAULT_ALIAS.to_owned());
     let request = PromoteRequest {
         gates: GateRequest::stored(&name, &version, &alias),
@@ -148,6 +144,12 @@ pub async fn acknowledge(
         Ok(_) => back(&page, "acknowledged", None),
         Err(e) => error_page(&e),
     }
+}
+
+/// 503: a heavy request (a gate run, a drift between datasets) is under way.
+pub fn busy() -> Response {
+    let body = html! { h1 { "Busy" } p.error #busy { "Another gate run or comparison is under way on this server: try again when it is done." } };
+    (StatusCode::SERVICE_UNAVAILABLE, layout("Busy", body)).into_response()
 }
 
 /// What a notice code (`?done=...`) says; unknown codes say nothing.

@@ -41,13 +41,43 @@ pub struct UiState {
     pub artifacts: Option<ArtifactStore>,
     /// What runs a promotion's gates; `None`: the promote form is not offered.
     pub releaser: Option<Releaser>,
-    /// One gate run at a time (each loads two models and scores the evaluation rows).
-    gate_runs: Arc<tokio::sync::Semaphore>,
+    /// What computes a past monitor window for the drift heat-map's click-through; `None`:
+    /// the cells link nowhere.
+    pub monitor: Option<Arc<shipyard_monitor::Monitor>>,
+    /// Where dataset versions from a remote artifact store are copied to be read.
+    pub cache: std::path::PathBuf,
+    /// One heavy request at a time (a gate run loads two models and scores the evaluation rows;
+    /// a drift between dataset versions reads both); another gets 503.
+    heavy_work: Arc<tokio::sync::Semaphore>,
 }
 
 impl UiState {
     pub fn new(db: Database, artifacts: Option<ArtifactStore>, releaser: Option<Releaser>) -> UiState {
-        UiState { db, artifacts, releaser, gate_runs: Arc::new(tokio::sync::Semaphore::new(1)) }
+        UiState {
+            db,
+            artifacts,
+            releaser,
+            monitor: None,
+            cache: std::env::temp_dir().join("shipyard-ui-datasets"),
+            heavy_work: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
+
+    /// Where remote dataset versions are copied (the server's `SHIPYARD_HOME/cache/datasets`).
+    pub fn with_cache(mut self, cache: std::path::PathBuf) -> UiState {
+        self.cache = cache;
+        self
+    }
+
+    /// A permit for one heavy request, or `None` when one is under way.
+    pub(crate) fn heavy_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.heavy_work.try_acquire().ok()
+    }
+
+    /// The monitor that computes past windows (`/deployments/{name}/window`).
+    pub fn with_monitor(mut self, monitor: Arc<shipyard_monitor::Monitor>) -> UiState {
+        self.monitor = Some(monitor);
+        self
     }
 }
 
@@ -80,10 +110,12 @@ pub fn router(state: UiState) -> Router {
         .route("/models/{name}/versions/{version}", get(pages::models::version))
         .route("/deployments", get(pages::deployments::list))
         .route("/deployments/{name}", get(pages::deployments::page))
+        .route("/deployments/{name}/window", get(pages::window::page))
         .route("/alerts", get(pages::deployments::all_alerts))
         .route("/pipelines/{run_id}", get(pages::pipelines::page))
         .route("/datasets", get(pages::datasets::list))
         .route("/datasets/{name}", get(pages::datasets::page))
+        .route("/datasets/{name}/drift", get(pages::datasets::drift))
         .route("/ui-api/series", get(series::series))
         .route("/ui-api/monitor", get(pages::deployments::monitor_series))
         .route("/static/{file}", get(assets::serve))

@@ -691,6 +691,20 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = json(&db, "/ui-api/monitor?deployment=nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A time range: the evaluations (of 2023) are older than a day; the charts ask from then on.
+    let (status, recent, _) = get(&db, "/deployments/web?range=24h").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&recent, "#no-drift").len(), 1);
+    assert_eq!(attr(&recent, "#range-form select option[selected]", "value").as_deref(), Some("24h"));
+    let since: i64 = attr(&recent, "#monitor-charts", "data-since").unwrap().parse().unwrap();
+    assert!(since > 1_700_000_600_000);
+    let (_, series) = json(&db, &format!("/ui-api/monitor?deployment=web&since={since}")).await;
+    assert!(series["time"].as_array().unwrap().is_empty());
+    let (_, series) = json(&db, "/ui-api/monitor?deployment=web&since=1700000300000").await;
+    assert_eq!(series["time"].as_array().unwrap().len(), 5);
+    let (status, bad, _) = get(&db, "/deployments/web?range=2y").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(texts(&bad, ".error")[0].starts_with("range: one of 1h, 24h"));
 }
 
 #[tokio::test]
@@ -801,5 +815,65 @@ async fn datasets_list_their_versions_and_profile() {
     assert_eq!(page.select(&bars).count(), 2);
     assert!(page.root_element().text().any(|t| t.contains("<script>")), "a top value is text");
     let (status, _, _) = get(&db, "/datasets/titanic?version=7").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn two_dataset_versions_are_compared_as_data_drift_compares_them() {
+    use shipyard_store::datasets::NewDatasetVersion;
+    let (db, dir) = store().await;
+    let table = |shift: f64| {
+        let mut text = String::from("age,city\n");
+        for i in 0..300 {
+            text += &format!("{},{}\n", 20.0 + (i % 40) as f64 + shift, ["a", "b", "c"][i % 3]);
+        }
+        text
+    };
+    for (digest, shift) in [("d1", 0.0), ("d2", 25.0)] {
+        std::fs::write(dir.path().join(format!("{digest}.csv")), table(shift)).unwrap();
+        let new = NewDatasetVersion {
+            name: "people".into(),
+            digest: digest.into(),
+            format: "csv".into(),
+            rows: 300,
+            size_bytes: 10,
+            schema: "[]".into(),
+            profile: "{}".into(),
+            source: "file:///people.csv".into(),
+            artifact_root: dir.path().display().to_string(),
+            artifact_path: format!("{digest}.csv"),
+            description: None,
+        };
+        db.create_dataset_version(new).await.unwrap();
+    }
+    let (_, page, _) = get(&db, "/datasets/people").await;
+    assert_eq!(attr(&page, "#drift-form", "action").as_deref(), Some("/datasets/people/drift"));
+    assert_eq!(attr(&page, "#drift-form select[name=reference] option[selected]", "value").as_deref(), Some("1"));
+    let (status, drift, _) = get(&db, "/datasets/people/drift?reference=1&current=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(texts(&drift, "h1"), ["people: v1 to v2"]);
+    // The same numbers `shipyard data drift` computes, by the same function.
+    let expected = shipyard_data::drift::compare_files(
+        &dir.path().join("d1.csv"),
+        &dir.path().join("d2.csv"),
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
+    for c in &expected.columns {
+        let row = format!("#dataset-drift tr[data-column={}] td", c.column);
+        let cells = texts(&drift, &row);
+        assert_eq!(cells[1], c.test.name());
+        assert_eq!(cells[2], shipyard_core::display::number(c.statistic));
+        assert_eq!(cells[5], if c.drift { "drifted" } else { "no drift" }, "{}", c.column);
+    }
+    assert_eq!(texts(&drift, "#dataset-drift tr[data-column=age] td")[5], "drifted");
+    assert_eq!(texts(&drift, "#dataset-drift tr[data-column=city] td")[5], "no drift");
+    let bars = Selector::parse("#dataset-drift tr[data-column=age] svg rect.current").unwrap();
+    assert!(drift.select(&bars).count() > 1);
+    // The previous version by default; bad versions are 404.
+    let (_, default, _) = get(&db, "/datasets/people/drift").await;
+    assert_eq!(texts(&default, "h1"), ["people: v1 to v2"]);
+    let (status, _, _) = get(&db, "/datasets/people/drift?reference=9").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -1,7 +1,9 @@
 //! Datasets (`shipyard data add`): `/datasets` lists every dataset with its latest version;
 //! `/datasets/{name}` shows its versions and one version's profile (`?version=N`, the latest by
 //! default): per column its type, missing share, distinct values, the numeric summary with a
-//! histogram (server-drawn SVG) or the most frequent values.
+//! histogram (server-drawn SVG) or the most frequent values; `/datasets/{name}/drift?reference=
+//! A&current=B`: the drift between two versions, as `shipyard data drift dataset:NAME@A
+//! dataset:NAME@B` computes it (the same function), with both distributions per column.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
+use shipyard_core::Error;
+use shipyard_data::drift::{DriftOptions, compare_files};
+use shipyard_data::table::CsvOptions;
 use shipyard_store::datasets::DatasetVersion;
 
 use super::{error_page, layout, number, path_segment, time};
@@ -103,6 +108,14 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>, Query(
                 }
             }
         }
+        @if versions.len() >= 2 {
+            @let previous = versions.iter().map(|v| v.version).filter(|v| *v < shown.version).max().unwrap_or(versions[versions.len() - 1].version);
+            form.action #drift-form method="get" action={ (dataset_href(&name)) "/drift" } {
+                label { "Drift from " select name="reference" { @for v in &versions { option value=(v.version) selected[v.version == previous] { "v" (v.version) } } } }
+                label { " to " select name="current" { @for v in &versions { option value=(v.version) selected[v.version == shown.version] { "v" (v.version) } } } }
+                button type="submit" { "Compare the versions" }
+            }
+        }
         h2 { "Profile of v" (shown.version) }
         @if columns.is_empty() { p.muted { "No profile was recorded." } } @else {
             div.scroll {
@@ -158,4 +171,49 @@ fn histogram(h: &Value) -> Markup {
             }
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DriftQuery {
+    reference: Option<i64>,
+    current: Option<i64>,
+}
+
+/// `/datasets/{name}/drift?reference=A&current=B` (B: the latest by default; A: the version
+/// before B): both versions' files read on the blocking pool (one comparison at a time per
+/// server) and compared with `shipyard data drift`'s defaults.
+pub async fn drift(State(state): State<UiState>, Path(name): Path<String>, Query(q): Query<DriftQuery>) -> Response {
+    let current = match state.db.get_dataset_version(&name, q.current).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    let Some(wanted) = q.reference.or_else(|| (current.version > 1).then(|| current.version - 1)) else {
+        return error_page(&Error::invalid(format!("'{name}' has one version: nothing to compare it with")));
+    };
+    let reference = match state.db.get_dataset_version(&name, Some(wanted)).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
+    let Some(_permit) = state.heavy_permit() else { return crate::actions::busy() };
+    let paths = match (reference.local_copy(&state.cache).await, current.local_copy(&state.cache).await) {
+        (Ok(r), Ok(c)) => (r, c),
+        (Err(e), _) | (_, Err(e)) => return error_page(&e),
+    };
+    let compared = tokio::task::spawn_blocking(move || {
+        compare_files(&paths.0, &paths.1, &CsvOptions::default(), &DriftOptions::default())
+    })
+    .await;
+    let report = match compared {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error_page(&Error::invalid(e.to_string())),
+        Err(e) => return error_page(&Error::Internal(format!("the comparison failed: {e}"))),
+    };
+    let title = format!("{name}: v{} to v{}", reference.version, current.version);
+    let body = html! {
+        div.crumbs { a href="/datasets" { "Datasets" } " / " a href=(dataset_href(&name)) { (name) } " / " }
+        h1 { (title) }
+        p.muted { "What " code { "shipyard data drift dataset:" (name) "@" (reference.version) " dataset:" (name) "@" (current.version) } " reports: v" (reference.version) " is the reference." }
+        (super::drift::report(&report, "dataset-drift"))
+    };
+    layout(&title, body).into_response()
 }

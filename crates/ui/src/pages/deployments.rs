@@ -97,14 +97,22 @@ pub async fn page(
     State(state): State<UiState>,
     Path(name): Path<String>,
     Query(notice): Query<Notice>,
+    Query(range): Query<RangeQuery>,
     token: FormToken,
 ) -> Response {
+    let Some((range, since)) = range.resolve() else {
+        return error_page(&shipyard_core::Error::invalid(format!(
+            "range: one of {}, not '{}'",
+            RANGES.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", "),
+            range.range.as_deref().unwrap_or("")
+        )));
+    };
     let deployment = match state.db.get_deployment(&name).await {
         Ok(d) => d,
         Err(e) => return error_page(&e),
     };
     let rollout = state.db.rollout_status(&RolloutTarget::Deployment(name.clone())).await.ok();
-    let evaluations = match state.db.evaluations(&name, 0, EVALUATIONS).await {
+    let evaluations = match state.db.evaluations(&name, since, EVALUATIONS).await {
         Ok(e) => e,
         Err(e) => return error_page(&e),
     };
@@ -180,12 +188,16 @@ pub async fn page(
             noscript { p.muted { "Live traffic needs JavaScript; /metrics has the counters." } }
         }
         h2 { "Monitoring" }
-        @if !monitored && evaluations.is_empty() {
+        form.search #range-form method="get" action=(href) {
+            label { "Time range " select name="range" { @for (key, label, _) in RANGES { option value=(key) selected[*key == range] { (label) } } } }
+            button type="submit" { "Show" }
+        }
+        @if !monitored && evaluations.is_empty() && range == "all" {
             p.muted #no-monitor { "No monitor: `shipyard monitor configure` sets one up." }
         } @else {
             p.muted { (evaluations.len()) " evaluations" @if let Some(last) = evaluations.last() { ", the last at " (time(Some(last.time))) " UTC" } "." }
-            (heatmap(&evaluations))
-            div #monitor-charts data-deployment=(name) data-keys=(keys.join(" ")) {}
+            (heatmap(&name, &evaluations))
+            div #monitor-charts data-deployment=(name) data-since=(since) data-keys=(keys.join(" ")) {}
         }
         h2 { "Alerts" }
         (alerts_table(&alerts, false, &token, &href))
@@ -226,7 +238,7 @@ async fn arms_table(state: &UiState, d: &Deployment) -> Markup {
 /// Drift per feature over time: rows are features, columns are evaluation windows (the newest
 /// [`HEATMAP_COLUMNS`] groups of evaluations); a cell is marked when the feature drifted in any
 /// evaluation of its group, and its title gives the smallest drift score seen.
-fn heatmap(evaluations: &[MonitorEvaluation]) -> Markup {
+fn heatmap(name: &str, evaluations: &[MonitorEvaluation]) -> Markup {
     let features: BTreeSet<&str> =
         evaluations.iter().flat_map(|e| e.values.keys()).filter_map(|k| k.strip_prefix("drifted.")).collect();
     if features.is_empty() || evaluations.is_empty() {
@@ -250,14 +262,17 @@ fn heatmap(evaluations: &[MonitorEvaluation]) -> Markup {
                             @for c in &columns {
                                 @let drifted = c.iter().any(|e| e.values.get(&format!("drifted.{f}")).is_some_and(|v| *v > 0.0));
                                 @let score = c.iter().filter_map(|e| e.values.get(&format!("drift_score.{f}"))).copied().fold(f64::INFINITY, f64::min);
-                                td.cell.drifted[drifted] title={ (f) ": " @if drifted { "drifted" } @else { "no drift" } @if score.is_finite() { ", score " (number(score)) } " (" (time(c.first().map(|e| e.time))) ")" } {}
+                                @let at = c.last().map_or(0, |e| e.time);
+                                td.cell.drifted[drifted] {
+                                    a href={ (deployment_href(name)) "/window?at=" (at) } title={ (f) ": " @if drifted { "drifted" } @else { "no drift" } @if score.is_finite() { ", score " (number(score)) } " (" (time(c.first().map(|e| e.time))) "): open the window's histograms" } {}
+                                }
                             }
                         }
                     }
                 }
             }
         }
-        p.muted { "Each column is a window of " (per_column) " evaluation(s), oldest on the left; a dark cell is a drifted feature." }
+        p.muted { "Each column is a window of " (per_column) " evaluation(s), oldest on the left; a dark cell is a drifted feature. A cell opens the monitor's window as it stood at its last evaluation, with each feature's histograms." }
     }
 }
 
@@ -330,6 +345,34 @@ pub async fn all_alerts(State(state): State<UiState>, Query(notice): Query<Notic
 #[derive(Debug, Deserialize)]
 pub struct MonitorQuery {
     deployment: String,
+    /// Only evaluations from this time on (ms since the epoch).
+    #[serde(default)]
+    since: i64,
+}
+
+/// The monitoring section's time ranges: the key in the URL, its label, its length in ms (0:
+/// everything the page reads).
+const RANGES: &[(&str, &str, i64)] = &[
+    ("1h", "last hour", 3_600_000),
+    ("24h", "last 24 hours", 86_400_000),
+    ("7d", "last 7 days", 7 * 86_400_000),
+    ("30d", "last 30 days", 30 * 86_400_000),
+    ("all", "everything", 0),
+];
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeQuery {
+    range: Option<String>,
+}
+
+impl RangeQuery {
+    /// The range's key and the time it starts at (0 for everything); `None` for an unknown key.
+    fn resolve(&self) -> Option<(&'static str, i64)> {
+        let wanted = self.range.as_deref().unwrap_or("all");
+        let (key, _, length) = RANGES.iter().find(|(k, _, _)| *k == wanted)?;
+        let since = if *length == 0 { 0 } else { shipyard_core::entities::now_millis() - length };
+        Some((key, since))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -344,7 +387,7 @@ pub async fn monitor_series(State(state): State<UiState>, Query(q): Query<Monito
         let (status, message) = status_and_message(&e);
         return (status, Json(serde_json::json!({ "error": message }))).into_response();
     }
-    let evaluations = match state.db.evaluations(&q.deployment, 0, EVALUATIONS).await {
+    let evaluations = match state.db.evaluations(&q.deployment, q.since, EVALUATIONS).await {
         Ok(e) => e,
         Err(e) => {
             let (status, message) = status_and_message(&e);

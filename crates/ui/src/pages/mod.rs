@@ -10,6 +10,9 @@
 //!   (lineage, gate report, signature, engine).
 //! - [`deployments`]: `/deployments`, a deployment (arms, rollout, live traffic, monitor values,
 //!   drift heat-map, alerts), `/alerts`.
+//! - [`drift`]: how a drift comparison reads (summary, per-column verdicts, paired histograms).
+//! - [`window`]: `/deployments/{name}/window?at=T`, a past monitor window: drift per feature
+//!   with the reference's and the window's histograms (the heat-map's cells link here).
 //! - [`datasets`]: `/datasets`, a dataset's versions and a version's profile.
 //! - [`pipelines`]: `/pipelines/{run}`, a pipeline run's steps as a graph and a table.
 //! - [`artifacts`]: `/runs/{id}/artifacts`, a run's files with previews read from their head.
@@ -18,11 +21,13 @@ pub mod artifacts;
 pub mod compare;
 pub mod datasets;
 pub mod deployments;
+pub mod drift;
 pub mod experiments;
 pub mod models;
 pub mod pipelines;
 pub mod run;
 pub mod runs;
+pub mod window;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -100,12 +105,33 @@ pub fn error_page(error: &Error) -> Response {
     (status, layout("Error", html! { h1 { "Not shown" } p.error { (message) } })).into_response()
 }
 
+/// Buckets a chart asks for over a metric's whole history (a zoom asks for its width's worth):
+/// fixed, so the page can name the first charts' requests before any script runs.
+const WHOLE_HISTORY_BUCKETS: usize = 1500;
+/// Charts whose whole-history series the page preloads (those in view first).
+const PRELOADED_CHARTS: usize = 4;
+
+/// The series request `charts.js` makes for a chart's whole history on the step axis, encoded
+/// as its `URLSearchParams` encodes it (the browser reuses a preload only for the same URL).
+fn whole_history_url(runs: &[(String, String)], key: &str) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (id, _) in runs {
+        q.append_pair("run", id);
+    }
+    q.append_pair("key", key).append_pair("x", "step").append_pair("buckets", &WHOLE_HISTORY_BUCKETS.to_string());
+    format!("/ui-api/series?{}", q.finish())
+}
+
 /// The charts of `keys` for the runs `runs` (id, name): the axis, smoothing and scale controls
-/// and one chart per key, drawn by `charts.js` from the series endpoint when scrolled to.
+/// and one chart per key, drawn by `charts.js` from the series endpoint when scrolled to. The
+/// first charts' series are preloaded: their requests start while the scripts still load.
 pub fn charts(keys: &[String], runs: &[(String, String)]) -> Markup {
     let ids = runs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(" ");
     html! {
-        section.charts #charts {
+        @for key in keys.iter().take(PRELOADED_CHARTS) {
+            link rel="preload" as="fetch" crossorigin="anonymous" href=(whole_history_url(runs, key));
+        }
+        section.charts #charts data-buckets=(WHOLE_HISTORY_BUCKETS) {
             div.chart-controls {
                 label { "x axis " select name="x" {
                     option value="step" selected { "step" }
