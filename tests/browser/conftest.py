@@ -196,6 +196,14 @@ def server():
             subprocess.run([binary, "data", "add", str(table), "--name", "people", "--tracking-uri",
                             f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
                            check=True, capture_output=True, timeout=60)
+        # A suite run on the latest version, recorded with it; the payload is among the values
+        # it reports as unexpected.
+        suite = workdir / "people-suite.yaml"
+        suite.write_text("suite: 1\ncolumns:\n  age: {not_null: true, max: 200}\n  city: {allowed_values: [c1, c2, c3]}\n")
+        done = subprocess.run([binary, "data", "validate", "dataset:people", "--suite", str(suite), "--tracking-uri",
+                               f"sqlite:///{workdir}/shipyard.db", "--artifacts-destination", str(workdir / "artifacts")],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and "recorded with dataset:people@2" in done.stdout, done.stdout + done.stderr
         _seed_releases(binary, workdir, url)
         yield seeded
     finally:

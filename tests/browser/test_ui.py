@@ -224,6 +224,11 @@ def test_dataset_page_shows_the_profile(browser, server):
     rows = wait(browser).until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, "#profile tbody tr")))
     assert [r.get_attribute("data-column") for r in rows] == ["age", "city"]
     assert rows[0].find_elements(By.CSS_SELECTOR, "svg.histogram rect"), "the numeric column has a histogram"
+    # The recorded validation: the city values outside the allowed set (the payload among them).
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#validations tbody td:nth-child(3)")] == ["failed"]
+    results = {r.find_elements(By.TAG_NAME, "td")[1].text: r.find_elements(By.TAG_NAME, "td")[2].text
+               for r in browser.find_elements(By.CSS_SELECTOR, "#expectations tbody tr")}
+    assert results == {"not_null": "met", "max": "met", "allowed_values": "failed"}, results
     assert browser.execute_script("return window.__xss === undefined")
     assert console_errors(browser) == []
 

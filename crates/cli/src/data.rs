@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use shipyard_core::display::number;
+use shipyard_core::entities::utc_seconds;
 use shipyard_data::drift::{self, DriftOptions, DriftReport, Kind, Method};
 use shipyard_data::profile::Profile;
 use shipyard_data::suite::{Suite, ValidationReport};
@@ -280,8 +281,17 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
         }
         DataCommand::Show { reference, format, store } => {
             let v = datasets::show(&reference, &store)?;
+            let validations = datasets::with_database(&store, async |db| {
+                Ok(db.dataset_validations(&v.name, v.version, SHOWN_VALIDATIONS).await?)
+            })?;
             match format {
-                Format::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
+                Format::Json => {
+                    let mut value = serde_json::to_value(&v)?;
+                    if let Some(o) = value.as_object_mut() {
+                        o.insert("validations".into(), serde_json::to_value(&validations)?);
+                    }
+                    outln!("{}", serde_json::to_string_pretty(&value)?);
+                }
                 Format::Table => {
                     outln!("{}@{}: {} rows, {} bytes, {}", v.name, v.version, v.rows, v.size_bytes, v.format);
                     outln!("sha256 {}", v.digest);
@@ -289,6 +299,18 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
                     outln!("stored {}/{}", v.artifact_root, v.artifact_path);
                     if let Some(d) = &v.description {
                         outln!("description {d}");
+                    }
+                    for r in &validations {
+                        outln!(
+                            "validation {}: {} ({} of {} expectations met) with {} by {} at {} UTC",
+                            r.id,
+                            if r.success { "PASSED" } else { "FAILED" },
+                            r.successful,
+                            r.evaluated,
+                            r.suite,
+                            r.actor,
+                            utc_seconds(r.time)
+                        );
                     }
                     outln!();
                     let profile: Profile =
@@ -300,6 +322,9 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
         }
     }
 }
+
+/// Validations `data show` lists, newest first.
+const SHOWN_VALIDATIONS: i64 = 20;
 
 /// Splits `COLUMN=VALUE` (or a bare `VALUE`) at the last `=`, so column names may hold `=`.
 fn split_assignment(s: &str) -> (Option<&str>, &str) {
@@ -476,11 +501,22 @@ pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(
 fn validate_command(args: ValidateArgs) -> Result<Outcome> {
     let text = std::fs::read_to_string(&args.suite).with_context(|| format!("reading {}", args.suite.display()))?;
     let suite = Suite::from_yaml(&text, &args.suite.display().to_string())?;
-    let mut table = Table::open(&resolve_input(&args.file, &args.store)?, &args.read.options()?)?;
+    let (path, version) = crate::datasets::resolve_dataset(&args.file, &args.store)?;
+    let mut table = Table::open(&path, &args.read.options()?)?;
     let report = shipyard_data::suite::validate(&mut table, &suite)?;
+    // A dataset version keeps its validations: the web UI shows them on its page.
+    let recorded = match &version {
+        Some(v) => Some(crate::datasets::record_validation(v, &args.suite, &report, &args.store)?),
+        None => None,
+    };
     match args.format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Table => print_validation(&report),
+        Format::Table => {
+            print_validation(&report);
+            if let (Some(v), Some(id)) = (&version, recorded) {
+                outln!("recorded with dataset:{}@{} (validation {id})", v.name, v.version);
+            }
+        }
     }
     Ok(if report.success { Outcome::Success } else { Outcome::ChecksFailed })
 }

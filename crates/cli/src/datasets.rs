@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use futures::StreamExt;
-use serde_json::json;
 use shipyard_core::artifact_path::ArtifactPath;
-use shipyard_core::entities::{Dataset, DatasetInput, KeyValue};
 use shipyard_data::profile::Profile;
 use shipyard_data::table::{Format, Table};
 use shipyard_store::datasets::{DatasetVersion, NewDatasetVersion};
@@ -124,25 +122,31 @@ pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf,
     })
 }
 
+/// Records a suite's results with the dataset version they ran on; returns the record's id.
+pub(crate) fn record_validation(
+    version: &DatasetVersion,
+    suite: &Path,
+    report: &shipyard_data::suite::ValidationReport,
+    store: &DatasetStoreArgs,
+) -> Result<i64> {
+    let new = shipyard_store::datasets::NewValidation {
+        name: version.name.clone(),
+        version: version.version,
+        suite: suite.file_name().map_or_else(|| suite.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        success: report.success,
+        evaluated: report.evaluated_expectations as i64,
+        successful: report.successful_expectations as i64,
+        quality_score: report.quality_score,
+        report: serde_json::to_string(report)?,
+        actor: crate::promote::actor(None),
+    };
+    with_database(store, async |db| Ok(db.record_validation(new).await?.id))
+}
+
 /// A file argument: a path, or `dataset:NAME[@VERSION]` resolved to the version's file (fetched
 /// into `SHIPYARD_HOME/cache` when its artifact store is remote).
 pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
     Ok(resolve_dataset(arg, store)?.0)
-}
-
-/// MLflow's column types for a dataset's `mlflow_colspec` schema.
-fn mlflow_type(arrow: &arrow_schema::DataType) -> &'static str {
-    use arrow_schema::DataType as T;
-    match arrow {
-        T::Int8 | T::Int16 | T::Int32 | T::UInt8 | T::UInt16 => "integer",
-        T::Int64 | T::UInt32 | T::UInt64 => "long",
-        T::Float16 | T::Float32 => "float",
-        T::Float64 | T::Decimal32(..) | T::Decimal64(..) | T::Decimal128(..) | T::Decimal256(..) => "double",
-        T::Boolean => "boolean",
-        T::Date32 | T::Date64 | T::Timestamp(..) => "datetime",
-        T::Binary | T::LargeBinary | T::BinaryView | T::FixedSizeBinary(_) => "binary",
-        _ => "string",
-    }
 }
 
 /// What `data add` does: hash, profile, store the bytes once, record the version.
@@ -171,7 +175,9 @@ pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(Dataset
         Format::Csv => "csv",
         Format::Parquet => "parquet",
     };
-    let schema = colspec(table.schema(), |name| profile.columns.iter().any(|c| c.name == name && c.missing == 0));
+    let schema = shipyard_data::mlflow_schema::colspec(table.schema(), |name| {
+        profile.columns.iter().any(|c| c.name == name && c.missing == 0)
+    });
     let source = std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display().to_string();
     let artifact_path = format!("datasets/sha256/{digest}.{format}");
     block_on(async {
@@ -207,38 +213,11 @@ pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(Dataset
             })
             .await?;
         if let Some(run_id) = &request.run_id {
-            db.log_inputs(run_id, vec![mlflow_input(&version, &schema)], Vec::new()).await?;
+            db.log_inputs(run_id, vec![version.run_input(&schema)], Vec::new()).await?;
         }
         db.close().await;
         Ok((version, created))
     })
-}
-
-/// The dataset version in MLflow's dataset form, as a run input: `mlflow` clients see it in
-/// `run.inputs.dataset_inputs`. Local files use MLflow's `local` source type, so
-/// `mlflow.data.get_source(...)` resolves them.
-pub(crate) fn mlflow_input(v: &DatasetVersion, schema: &serde_json::Value) -> DatasetInput {
-    let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
-    let (source_type, source) = if root.contains("://") {
-        (
-            "shipyard",
-            json!({"uri": format!("dataset:{}@{}", v.name, v.version), "artifact_uri": format!("{root}/{}", v.artifact_path)}),
-        )
-    } else {
-        ("local", json!({"uri": Path::new(root).join(&v.artifact_path).display().to_string()}))
-    };
-    DatasetInput {
-        tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
-        dataset: Dataset {
-            name: v.name.clone(),
-            // MLflow keeps digests to 36 characters: the first 128 bits of the SHA-256.
-            digest: v.digest[..32.min(v.digest.len())].to_owned(),
-            source_type: source_type.into(),
-            source: source.to_string(),
-            schema: Some(schema.to_string()),
-            profile: Some(json!({"num_rows": v.rows, "shipyard_version": v.version}).to_string()),
-        },
-    }
 }
 
 pub fn list(name: Option<&str>, store: &DatasetStoreArgs) -> Result<Vec<DatasetVersion>> {
@@ -257,31 +236,5 @@ pub fn show(reference: &str, store: &DatasetStoreArgs) -> Result<DatasetVersion>
         let v = db.get_dataset_version(&name, version).await?;
         db.close().await;
         Ok(v)
-    })
-}
-
-/// A plain file as an MLflow dataset input (`local` source), named after the file.
-pub(crate) fn file_input(path: &Path, digest: &str, rows: u64, schema: &serde_json::Value) -> DatasetInput {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dataset").to_owned();
-    DatasetInput {
-        tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
-        dataset: Dataset {
-            name,
-            digest: digest[..32.min(digest.len())].to_owned(),
-            source_type: "local".into(),
-            source: json!({"uri": absolute.display().to_string()}).to_string(),
-            schema: Some(schema.to_string()),
-            profile: Some(json!({"num_rows": rows}).to_string()),
-        },
-    }
-}
-
-/// A table schema in MLflow's `mlflow_colspec` form.
-pub(crate) fn colspec(schema: &arrow_schema::Schema, required: impl Fn(&str) -> bool) -> serde_json::Value {
-    json!({
-        "mlflow_colspec": schema.fields().iter().map(|f| json!({
-            "name": f.name(), "type": mlflow_type(f.data_type()), "required": !f.is_nullable() || required(f.name())
-        })).collect::<Vec<_>>()
     })
 }

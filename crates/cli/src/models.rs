@@ -58,18 +58,9 @@ pub(crate) type Registered = (String, String);
 /// Registers `runs:/RUN_ID/model` as a new version of `name`, creating the registered model the
 /// first time.
 pub(crate) async fn register(db: &shipyard_store::Database, name: &str, run_id: &str) -> Result<Registered> {
-    match db.create_registered_model(name, &[], None, None).await {
-        Ok(_) | Err(shipyard_core::Error::AlreadyExists(_)) => {}
-        Err(e) => return Err(anyhow::anyhow!(e).context(format!("registering the model as '{name}'"))),
-    }
+    let user = std::env::var("USER").ok();
     let version = db
-        .create_model_version(shipyard_store::registry::NewModelVersion {
-            name: name.to_owned(),
-            source: format!("runs:/{run_id}/model"),
-            run_id: Some(run_id.to_owned()),
-            user_id: std::env::var("USER").ok(),
-            ..Default::default()
-        })
+        .register_run_model(name, run_id, user.as_deref())
         .await
         .with_context(|| format!("registering the model as '{name}'"))?;
     Ok((name.to_owned(), version.version))

@@ -361,6 +361,21 @@ fn dataset_versions_from_csv_and_parquet() {
     assert_eq!(versions, vec![(1, "csv".into()), (2, "parquet".into())]);
     let shown = stdout_json(&run(&["data", "show", "ref@1", "--home", home, "--format", "json"]));
     assert_eq!(shown["profile"]["columns"][0]["numeric"]["mean"], 14.75);
+    assert_eq!(shown["validations"], serde_json::json!([]));
+    // A suite run on a version is recorded with it.
+    let suite = dir.path().join("ref-suite.yaml");
+    let out = run(&["data", "suite", "infer", csv.to_str().unwrap(), "-o", suite.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["data", "validate", "dataset:ref@1", "--suite", suite.to_str().unwrap(), "--home", home]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recorded with dataset:ref@1 (validation 1)"));
+    let shown = stdout_json(&run(&["data", "show", "ref@1", "--home", home, "--format", "json"]));
+    let recorded = &shown["validations"][0];
+    assert_eq!((recorded["success"].as_bool(), recorded["suite"].as_str()), (Some(true), Some("ref-suite.yaml")));
+    assert_eq!(recorded["evaluated"], recorded["successful"]);
+    assert_eq!(recorded["report"]["rows"], 60);
+    let table = run(&["data", "show", "ref@1", "--home", home]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("validation 1: PASSED"));
     assert_eq!(
         shown["schema"]["mlflow_colspec"][0],
         serde_json::json!({"name": "x", "type": "double", "required": true})

@@ -7,7 +7,8 @@
 //! - [`drift`]: column and dataset drift as Evidently decides it; [`stats`]: the two-sample
 //!   statistics (Kolmogorov-Smirnov, chi-square, z, Wasserstein, Jensen-Shannon, PSI, KL) whose
 //!   numbers equal scipy's; [`columns`]: column values gathered for them.
-//! - [`report`]: self-contained HTML reports; [`digest`]: SHA-256 of files.
+//! - [`report`]: self-contained HTML reports; [`digest`]: SHA-256 of files;
+//!   [`mlflow_schema`]: a table's schema as MLflow records a dataset's.
 //!
 //! This crate knows nothing of the metadata store, the server or the CLI; dataset versions are
 //! recorded by the store and resolved by the CLI, which hand this crate plain files.
@@ -16,6 +17,7 @@ pub mod columns;
 pub mod digest;
 pub mod drift;
 pub mod error;
+pub mod mlflow_schema;
 pub mod profile;
 pub mod report;
 pub mod stats;

@@ -4,10 +4,14 @@
 //! artifact store, under `datasets/sha256/`), its row count, schema and profile (as JSON the data
 //! layer produced; this crate does not interpret them), where it came from and when. Versions of
 //! a name are numbered from 1 in the transaction that inserts them; adding bytes identical to the
-//! latest version returns that version instead of a new one.
+//! latest version returns that version instead of a new one. A version's validations (an
+//! expectation suite's results on it) are recorded beside it.
+
+use std::path::Path;
 
 use serde::Serialize;
-use shipyard_core::entities::now_millis;
+use serde_json::json;
+use shipyard_core::entities::{Dataset, DatasetInput, KeyValue, now_millis};
 use shipyard_core::{Error, Result};
 
 use crate::db::{Conn, Database};
@@ -54,6 +58,56 @@ pub struct DatasetVersion {
     pub created_time: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// A suite's results on a dataset version, as `shipyard data validate dataset:NAME@V` records
+/// them (the report is the data layer's JSON; this crate does not interpret it).
+#[derive(Debug, Clone)]
+pub struct NewValidation {
+    pub name: String,
+    pub version: i64,
+    /// Which suite: its file name as given.
+    pub suite: String,
+    pub success: bool,
+    pub evaluated: i64,
+    pub successful: i64,
+    pub quality_score: f64,
+    /// JSON.
+    pub report: String,
+    pub actor: String,
+}
+
+/// A recorded validation.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetValidation {
+    pub id: i64,
+    pub name: String,
+    pub version: i64,
+    pub suite: String,
+    pub success: bool,
+    pub evaluated: i64,
+    pub successful: i64,
+    pub quality_score: f64,
+    pub report: serde_json::Value,
+    pub actor: String,
+    pub time: i64,
+}
+
+fn validation_from_row(row: &Row) -> Result<DatasetValidation> {
+    let text: String = row.get("report")?;
+    Ok(DatasetValidation {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        version: row.get("version")?,
+        suite: row.get("suite")?,
+        success: row.get::<i64>("success")? != 0,
+        evaluated: row.get("evaluated")?,
+        successful: row.get("successful")?,
+        quality_score: row.get("quality_score")?,
+        report: serde_json::from_str(&text).map_err(|e| Error::Internal(format!("stored report is not JSON: {e}")))?,
+        actor: row.get("actor")?,
+        time: row.get("time")?,
+    })
 }
 
 /// Dataset names: letters, digits, `.`, `_` and `-`, up to 256 characters, so that
@@ -186,6 +240,59 @@ impl Database {
         .await
     }
 
+    /// Records a suite's results on a version (which must exist); returns them with their id.
+    pub async fn record_validation(&self, new: NewValidation) -> Result<DatasetValidation> {
+        serde_json::from_str::<serde_json::Value>(&new.report)
+            .map_err(|e| Error::invalid(format!("report: not JSON: {e}")))?;
+        self.write(move |c| {
+            Box::pin(async move {
+                let exists = c.stmt(
+                    "SELECT version FROM dataset_versions WHERE name = $1 AND version = $2",
+                    [new.name.as_str().into(), new.version.into()],
+                );
+                if c.fetch_optional(exists).await?.is_none() {
+                    return Err(not_found(&new.name, Some(new.version)));
+                }
+                let insert = c.stmt(
+                    "INSERT INTO dataset_validations (name, version, suite, success, evaluated, successful, \
+                        quality_score, report, actor, time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                    [
+                        new.name.as_str().into(),
+                        new.version.into(),
+                        new.suite.as_str().into(),
+                        i64::from(new.success).into(),
+                        new.evaluated.into(),
+                        new.successful.into(),
+                        new.quality_score.into(),
+                        new.report.as_str().into(),
+                        new.actor.as_str().into(),
+                        now_millis().into(),
+                    ],
+                );
+                let id: i64 = c.fetch_one(insert).await?.get("id")?;
+                let read = c.stmt("SELECT * FROM dataset_validations WHERE id = $1", [id.into()]);
+                validation_from_row(&c.fetch_one(read).await?)
+            })
+        })
+        .await
+    }
+
+    /// The validations of a version, newest first, at most `limit`.
+    pub async fn dataset_validations(&self, name: &str, version: i64, limit: i64) -> Result<Vec<DatasetValidation>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "SELECT * FROM dataset_validations WHERE name = $1 AND version = $2 ORDER BY id DESC LIMIT $3",
+                    [name.into(), version.into(), limit.max(1).into()],
+                );
+                c.fetch_all(sql).await?.iter().map(validation_from_row).collect()
+            })
+        })
+        .await
+    }
+
     /// Every version of every dataset (or of one), by name then version, without profiles.
     pub async fn list_dataset_versions(&self, name: Option<&str>) -> Result<Vec<DatasetVersion>> {
         let name = name.map(str::to_owned);
@@ -220,6 +327,34 @@ pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
 }
 
 impl DatasetVersion {
+    /// The dataset version in MLflow's dataset form, as a run input: `mlflow` clients see it in
+    /// `run.inputs.dataset_inputs`. Local files use MLflow's `local` source type, so
+    /// `mlflow.data.get_source(...)` resolves them.
+    pub fn run_input(&self, schema: &serde_json::Value) -> DatasetInput {
+        let v = self;
+        let root = v.artifact_root.strip_prefix("file://").unwrap_or(&v.artifact_root);
+        let (source_type, source) = if root.contains("://") {
+            (
+                "shipyard",
+                json!({"uri": format!("dataset:{}@{}", v.name, v.version), "artifact_uri": format!("{root}/{}", v.artifact_path)}),
+            )
+        } else {
+            ("local", json!({"uri": Path::new(root).join(&v.artifact_path).display().to_string()}))
+        };
+        DatasetInput {
+            tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
+            dataset: Dataset {
+                name: v.name.clone(),
+                // MLflow keeps digests to 36 characters: the first 128 bits of the SHA-256.
+                digest: v.digest[..32.min(v.digest.len())].to_owned(),
+                source_type: source_type.into(),
+                source: source.to_string(),
+                schema: Some(schema.to_string()),
+                profile: Some(json!({"num_rows": v.rows, "shipyard_version": v.version}).to_string()),
+            },
+        }
+    }
+
     /// A local path holding the version's bytes: the file itself in a local artifact store,
     /// else a copy fetched once into `cache` (named by digest, written whole or not at all).
     pub async fn local_copy(&self, cache: &std::path::Path) -> Result<std::path::PathBuf> {
@@ -259,5 +394,22 @@ impl DatasetVersion {
         tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| io("writing a dataset copy", e))?;
         tmp.persist(&target).map_err(|e| io(&format!("writing {}", target.display()), e.error))?;
         Ok(target)
+    }
+}
+
+/// A plain file as an MLflow dataset input (`local` source), named after the file.
+pub fn file_run_input(path: &Path, digest: &str, rows: u64, schema: &serde_json::Value) -> DatasetInput {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dataset").to_owned();
+    DatasetInput {
+        tags: vec![KeyValue { key: "mlflow.data.context".into(), value: "training".into() }],
+        dataset: Dataset {
+            name,
+            digest: digest[..32.min(digest.len())].to_owned(),
+            source_type: "local".into(),
+            source: json!({"uri": absolute.display().to_string()}).to_string(),
+            schema: Some(schema.to_string()),
+            profile: Some(json!({"num_rows": rows}).to_string()),
+        },
     }
 }

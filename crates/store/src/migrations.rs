@@ -363,6 +363,26 @@ const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 8,
+        description: "validation results of dataset versions",
+        statements: &[
+            "CREATE TABLE dataset_validations (
+            id {id},
+            name TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            suite TEXT NOT NULL,
+            success BIGINT NOT NULL,
+            evaluated BIGINT NOT NULL,
+            successful BIGINT NOT NULL,
+            quality_score DOUBLE PRECISION NOT NULL,
+            report TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            time BIGINT NOT NULL
+        )",
+            "CREATE INDEX dataset_validations_by_version ON dataset_validations (name, version, id)",
+        ],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

@@ -515,6 +515,24 @@ impl Database {
         Ok(model.latest_versions.into_iter().filter(|v| wanted.contains(&v.current_stage.as_str())).collect())
     }
 
+    /// Registers a run's model (`runs:/RUN_ID/model`) as a new version of `name`, creating the
+    /// registered model when missing, as MLflow's `registered_model_name` does; returns the
+    /// version.
+    pub async fn register_run_model(&self, name: &str, run_id: &str, user: Option<&str>) -> Result<ModelVersion> {
+        match self.create_registered_model(name, &[], None, None).await {
+            Ok(_) | Err(Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.create_model_version(NewModelVersion {
+            name: name.to_owned(),
+            source: format!("runs:/{run_id}/model"),
+            run_id: Some(run_id.to_owned()),
+            user_id: user.map(str::to_owned),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Registers a new version of a model.
     pub async fn create_model_version(&self, new: NewModelVersion) -> Result<ModelVersion> {
         validate_source(&new.source)?;

@@ -722,6 +722,31 @@ async fn dataset_versions_number_and_deduplicate(db: Database) {
     let mut bad = new("cc");
     bad.name = "../x".into();
     assert!(matches!(db.create_dataset_version(bad).await, Err(Error::InvalidParameter(_))));
+    // A suite's results recorded beside a version, newest first.
+    use shipyard_store::datasets::NewValidation;
+    let validation = |success: bool, report: &str| NewValidation {
+        name: "train".into(),
+        version: 2,
+        suite: "suite.yaml".into(),
+        success,
+        evaluated: 4,
+        successful: if success { 4 } else { 3 },
+        quality_score: if success { 1.0 } else { 0.75 },
+        report: report.into(),
+        actor: "ana".into(),
+    };
+    let first = db.record_validation(validation(false, r#"{"success": false}"#)).await.unwrap();
+    let second = db.record_validation(validation(true, r#"{"success": true}"#)).await.unwrap();
+    assert!(second.id > first.id && second.time >= first.time);
+    let listed = db.dataset_validations("train", 2, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|v| (v.success, v.successful)).collect::<Vec<_>>(), [(true, 4), (false, 3)]);
+    assert_eq!((listed[1].quality_score, listed[1].report["success"].as_bool()), (0.75, Some(false)));
+    assert_eq!(db.dataset_validations("train", 2, 1).await.unwrap().len(), 1);
+    assert!(db.dataset_validations("train", 1, 10).await.unwrap().is_empty());
+    let mut missing = validation(true, "{}");
+    missing.version = 9;
+    assert!(matches!(db.record_validation(missing).await, Err(Error::NotFound(_))));
+    assert!(matches!(db.record_validation(validation(true, "not json")).await, Err(Error::InvalidParameter(_))));
 }
 
 fn promotion(to: &str, expected_from: Option<Option<&str>>) -> AliasMoveRequest {

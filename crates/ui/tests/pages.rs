@@ -816,6 +816,33 @@ async fn datasets_list_their_versions_and_profile() {
     assert!(page.root_element().text().any(|t| t.contains("<script>")), "a top value is text");
     let (status, _, _) = get(&db, "/datasets/titanic?version=7").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Recorded validations: every run listed, the latest expectation by expectation.
+    assert_eq!(texts(&page, "#no-validations").len(), 1);
+    for (success, observed) in [(false, serde_json::json!(3)), (true, serde_json::json!(XSS))] {
+        let report = serde_json::json!({"success": success, "quality_score": 0.5, "rows": 4, "evaluated_expectations": 2,
+            "successful_expectations": 1, "results": [
+                {"expectation": "not_null", "column": "age", "success": false, "observed": observed, "expected": 0, "unexpected_count": 1},
+                {"expectation": "row_count", "success": true, "observed": 4, "expected": {"min": 1}}]});
+        let new = shipyard_store::datasets::NewValidation {
+            name: "titanic".into(),
+            version: 1,
+            suite: "suite.yaml".into(),
+            success,
+            evaluated: 2,
+            successful: 1,
+            quality_score: 0.5,
+            report: report.to_string(),
+            actor: "ana".into(),
+        };
+        db.record_validation(new).await.unwrap();
+    }
+    let (_, page, _) = get(&db, "/datasets/titanic?version=1").await;
+    assert_eq!(texts(&page, "#validations tbody td:nth-child(3)"), ["passed", "failed"]);
+    assert_eq!(texts(&page, "#validations tbody td:nth-child(4)"), ["1 of 2", "1 of 2"]);
+    assert_eq!(texts(&page, "#expectations tbody td:first-child"), ["age", "(table)"]);
+    assert_eq!(texts(&page, "#expectations tbody td:nth-child(3)"), ["failed", "met"]);
+    assert_eq!(texts(&page, "#expectations tbody td:nth-child(4)")[0], XSS, "an observed value is text");
+    assert_eq!(texts(&page, "#expectations tbody td:nth-child(5)")[1], r#"{"min":1}"#);
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Datasets (`shipyard data add`): `/datasets` lists every dataset with its latest version;
 //! `/datasets/{name}` shows its versions and one version's profile (`?version=N`, the latest by
 //! default): per column its type, missing share, distinct values, the numeric summary with a
-//! histogram (server-drawn SVG) or the most frequent values; `/datasets/{name}/drift?reference=
+//! histogram (server-drawn SVG) or the most frequent values, and its recorded validations (each
+//! suite run on it; the latest expectation by expectation); `/datasets/{name}/drift?reference=
 //! A&current=B`: the drift between two versions, as `shipyard data drift dataset:NAME@A
 //! dataset:NAME@B` computes it (the same function), with both distributions per column.
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use shipyard_core::Error;
 use shipyard_data::drift::{DriftOptions, compare_files};
 use shipyard_data::table::CsvOptions;
-use shipyard_store::datasets::DatasetVersion;
+use shipyard_store::datasets::{DatasetValidation, DatasetVersion};
 
 use super::{error_page, layout, number, path_segment, time};
 use crate::UiState;
@@ -84,6 +85,10 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>, Query(
         Err(e) => return error_page(&e),
     };
     let columns = shown.profile["columns"].as_array().cloned().unwrap_or_default();
+    let validations = match state.db.dataset_validations(&name, shown.version, VALIDATIONS_SHOWN).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e),
+    };
     let body = html! {
         div.crumbs { a href="/datasets" { "Datasets" } " / " }
         h1 { (name) " v" (shown.version) }
@@ -116,6 +121,8 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>, Query(
                 button type="submit" { "Compare the versions" }
             }
         }
+        h2 { "Validations of v" (shown.version) }
+        (validations_section(&name, shown.version, &validations))
         h2 { "Profile of v" (shown.version) }
         @if columns.is_empty() { p.muted { "No profile was recorded." } } @else {
             div.scroll {
@@ -127,6 +134,55 @@ pub async fn page(State(state): State<UiState>, Path(name): Path<String>, Query(
         }
     };
     layout(&format!("{name} v{}", shown.version), body).into_response()
+}
+
+/// Validations listed on a version's page.
+const VALIDATIONS_SHOWN: i64 = 20;
+
+/// Every recorded validation of the version, and the latest one expectation by expectation.
+fn validations_section(name: &str, version: i64, validations: &[DatasetValidation]) -> Markup {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    html! {
+        @if let Some(latest) = validations.first() {
+            table #validations {
+                thead { tr { th { "When (UTC)" } th { "Suite" } th { "Result" } th.num { "Expectations met" } th.num { "Quality score" } th { "By" } } }
+                tbody {
+                    @for v in validations {
+                        tr {
+                            td { (time(Some(v.time))) }
+                            td { (v.suite) }
+                            td { @if v.success { span.good { "passed" } } @else { span.bad { "failed" } } }
+                            td.num { (v.successful) " of " (v.evaluated) }
+                            td.num { (number(v.quality_score)) }
+                            td { (v.actor) }
+                        }
+                    }
+                }
+            }
+            h3 { "The latest, expectation by expectation" }
+            div.scroll {
+                table #expectations {
+                    thead { tr { th { "Column" } th { "Expectation" } th { "Result" } th { "Observed" } th { "Expected" } th.num { "Unexpected rows" } } }
+                    tbody {
+                        @for r in latest.report["results"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                            tr {
+                                td { (r["column"].as_str().unwrap_or("(table)")) }
+                                td { (text(&r["expectation"])) }
+                                td { @if r["success"].as_bool() == Some(true) { span.good { "met" } } @else { span.bad { "failed" } } }
+                                td { code { (text(&r["observed"])) } }
+                                td { code { (text(&r["expected"])) } }
+                                td.num { (r["unexpected_count"].as_u64().map(|c| c.to_string()).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
+        } @else {
+            p.muted #no-validations {
+                "None recorded: " code { "shipyard data validate dataset:" (name) "@" (version) " --suite FILE" } " records one, as a pipeline's validate step does."
+            }
+        }
+    }
 }
 
 fn profile_row(c: &Value) -> Markup {
