@@ -160,8 +160,8 @@ def page_time(driver, url, condition, timeout=120):
                 sizes = driver.execute_script("""
                     var total = 0;
                     performance.getEntriesByType('resource').forEach(function (r) {
-                      if (r.initiatorType === 'script' || r.initiatorType === 'link' || r.initiatorType === 'css'
-                          || /\\.(js|css)(\\?|$)/.test(r.name)) total += r.decodedBodySize || 0;
+                      // By name: a preloaded series is a `link` resource too, and is data.
+                      if (/\\.(js|css)(\\?|$)/.test(r.name)) total += r.decodedBodySize || 0;
                     });
                     return total;""")
                 return at, sizes

@@ -657,7 +657,9 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
         })
         .await
         .unwrap();
-    db.record_alert_action(alert.id, "succeeded", "champion moved from v2 to v1").await.unwrap();
+    db.record_alert_action(alert.id, "succeeded", "models:/churn@champion rolled back from version 2 to version 1")
+        .await
+        .unwrap();
 
     let (status, list, _) = get(&db, "/deployments").await;
     assert_eq!(status, StatusCode::OK);
@@ -679,7 +681,11 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
         })
         .collect();
     assert_eq!(cells, [("age".to_owned(), 10, 5), ("fare".to_owned(), 10, 0)]);
-    assert_eq!(texts(&page, "#alerts tbody td.action"), ["rollback succeededchampion moved from v2 to v1"]);
+    assert_eq!(
+        texts(&page, "#alerts tbody td.action"),
+        ["rollback succeededmodels:/churn@champion rolled back from version 2 to version 1→ the alias history"]
+    );
+    assert_eq!(attr(&page, "#alerts td.action a.changed", "href").as_deref(), Some("/models/churn#alias-history"));
     assert!(page.root_element().text().any(|t| t.contains("<script>")), "the alert message is text");
     let (_, alerts, _) = get(&db, "/alerts").await;
     assert_eq!(texts(&alerts, "#alerts tbody td:nth-child(2)"), ["web"]);

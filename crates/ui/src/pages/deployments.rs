@@ -306,6 +306,7 @@ fn alerts_table(alerts: &[Alert], with_deployment: bool, token: &FormToken, back
                                         None => span.muted { "pending" },
                                     }
                                     @if let Some(detail) = &a.action_detail { br; span.muted { (detail) } }
+                                    @if let Some((href, label)) = changed(a) { br; a.changed href=(href) { "→ " (label) } }
                                 }
                             }
                             td { (a.message) }
@@ -325,6 +326,28 @@ fn alerts_table(alerts: &[Alert], with_deployment: bool, token: &FormToken, back
                 }
             }
         }
+    }
+}
+
+/// Where what an alert's action changed is shown: the alias history a rollback moved, the
+/// deployment a zeroed canary changed, the pipeline run a retraining started.
+fn changed(a: &Alert) -> Option<(String, &'static str)> {
+    if a.action_status.as_deref() != Some("succeeded") {
+        return None;
+    }
+    let detail = a.action_detail.as_deref().unwrap_or("");
+    match a.action.as_deref()? {
+        "rollback" => {
+            // "models:/NAME@ALIAS rolled back from version A to version B"
+            let model = detail.strip_prefix("models:/")?.split_once(" rolled back")?.0.rsplit_once('@')?.0;
+            Some((format!("{}#alias-history", model_href(model)), "the alias history"))
+        }
+        "zero_canary" => Some((deployment_href(&a.deployment), "the deployment")),
+        "retrain" => {
+            let run = detail.split("pipeline run ").nth(1)?.split_whitespace().next()?;
+            run.bytes().all(|b| b.is_ascii_hexdigit()).then(|| (format!("/pipelines/{run}"), "the pipeline run"))
+        }
+        _ => None,
     }
 }
 
