@@ -2,7 +2,9 @@
 pages, charts draw their series (a one-step spike in 20,000 steps included) and zoom, MLflow's
 `/#/` links land on the matching pages, and script payloads stored in names, tags and params
 never run."""
+import json
 import urllib.parse
+import urllib.request
 
 import pytest
 from selenium.common.exceptions import NoAlertPresentException
@@ -281,4 +283,21 @@ def test_two_dataset_versions_are_compared(browser, server):
     assert verdicts == {"age": "drifted", "city": "no drift"}, verdicts
     # The payload is a category: a bin label in the SVG's titles, never markup.
     assert browser.execute_script("return window.__xss === undefined")
+    assert console_errors(browser) == []
+
+
+def test_every_monitor_value_is_charted(browser, server):
+    """Each value the monitor records (its API's keys, per-feature drift aside: that is the
+    heat-map) is drawn in one of the monitoring charts."""
+    console_errors(browser)
+    open_page(browser, f"{server.url}/deployments/scored")
+    panel = browser.find_element(By.ID, "monitor-charts")
+    wait(browser).until(lambda b: panel.get_attribute("data-state") in ("drawn", "error"))
+    assert panel.get_attribute("data-state") == "drawn"
+    drawn = set(browser.execute_script(
+        "return Array.from(document.querySelectorAll('#monitor-charts .u-legend .u-series .u-label'))"
+        ".map(function (e) { return e.textContent; })"))
+    with urllib.request.urlopen(f"{server.url}/ui-api/monitor?deployment=scored", timeout=10) as r:
+        keys = {k for k in json.load(r)["values"] if not k.startswith(("drifted.", "drift_score."))}
+    assert keys and keys <= drawn, sorted(keys - drawn)
     assert console_errors(browser) == []

@@ -4,12 +4,12 @@
 (function () {
   "use strict";
   var GROUPS = [
-    ["Performance", /^(accuracy|precision|recall|f1|roc_auc|log_loss|rmse|mae|r2|error_rate)$/],
+    ["Performance", /^(accuracy|precision_macro|recall_macro|f1_macro|f1_weighted|rmse|mae|r2|error_rate)$/],
     ["Latency (ms)", /^latency_p\d+_ms$/],
     ["Traffic", /^(requests|rows|labeled_rows|throughput_rps)$/],
     ["Prediction drift", /^prediction_(drift|drift_score|mean|std|min|max)$/],
     ["Drifted features", /^(drift_share|drifted_features|undecided_features)$/],
-    ["Fairness", /^(fairness|demographic|equal)/],
+    ["Fairness", /^(demographic_parity_difference|equal_opportunity_difference|disparate_impact_ratio)$/],
   ];
   var COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d"];
 
