@@ -22,10 +22,12 @@ def production(server):
 
 
 def submit(browser, form_id):
+    """Submits the form and returns the notice of the page it leads to (waiting for this page
+    to go first: it may hold a notice of its own from the last action)."""
     form = browser.find_element(By.ID, form_id)
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait(browser, 60).until(EC.presence_of_element_located((By.ID, "notice")))
-    return browser.find_element(By.ID, "notice").text
+    wait(browser, 60).until(EC.staleness_of(form))
+    return wait(browser, 60).until(EC.presence_of_element_located((By.ID, "notice"))).text
 
 
 def test_a_version_is_promoted_through_its_gates_then_blocked_then_forced_and_rolled_back(browser, server):
@@ -90,7 +92,9 @@ def test_an_alert_is_acknowledged_from_the_alerts_page(browser, server):
     console_errors(browser)
     open_page(browser, f"{server.url}/alerts")
     row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr") if "traffic-seen" in r.text)
-    row.find_element(By.CSS_SELECTOR, "td.ack button").click()
+    button = row.find_element(By.CSS_SELECTOR, "td.ack button")
+    button.click()
+    wait(browser).until(EC.staleness_of(button))
     wait(browser).until(EC.presence_of_element_located((By.ID, "notice")))
     assert browser.find_element(By.ID, "notice").text == "Alert acknowledged."
     row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr") if "traffic-seen" in r.text)
