@@ -327,7 +327,10 @@ impl Story {
         let began = Instant::now();
         while began.elapsed() < ALERT_WAIT {
             let alerts = self.db.alerts(Some(DEPLOYMENT), 50).await?;
-            if let Some(a) = alerts.into_iter().find(|a| a.rule == rule && a.fired_time >= since) {
+            // An alert is recorded before its action runs: wait for the action's outcome too.
+            if let Some(a) = alerts.into_iter().find(|a| a.rule == rule && a.fired_time >= since)
+                && (a.action.is_none() || a.action_status.is_some())
+            {
                 return Ok(Some(a));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
