@@ -15,8 +15,10 @@ use maud::html;
 use serde::Deserialize;
 use shipyard_core::Error;
 use shipyard_release::{DEFAULT_ALIAS, GateRequest, PromoteRequest, Promotion};
+use shipyard_store::promotion::MoveKind;
 
 use crate::UiState;
+use crate::pages::deployments::deployment_href;
 use crate::pages::models::{model_href, version_href};
 use crate::pages::{error_page, layout, query_value};
 
@@ -32,6 +34,14 @@ fn given(field: Option<String>) -> Option<String> {
 fn back(page: &str, done: &str, alias: Option<&str>) -> Response {
     let alias = alias.map(|a| format!("&alias={}", query_value(a))).unwrap_or_default();
     Redirect::to(&format!("{page}?done={done}{alias}")).into_response()
+}
+
+/// An action's answer: back to `page` with its notice when it was done, else the error's page.
+fn answer<T>(result: shipyard_core::Result<T>, page: &str, done: &str, alias: Option<&str>) -> Response {
+    match result {
+        Ok(_) => back(page, done, alias),
+        Err(e) => error_page(&e),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,9 +75,10 @@ pub async fn promote(
     match releaser.promote(request).await {
         Ok(Promotion::Unchanged) => back(&page, "unchanged", Some(&alias)),
         Ok(Promotion::Blocked { .. }) => back(&page, "blocked", Some(&alias)),
-        Ok(Promotion::Moved { validation: None, .. }) => back(&page, "forced", Some(&alias)),
-        Ok(Promotion::Moved { validation: Some(v), .. }) if !v.report.passed => back(&page, "forced", Some(&alias)),
-        Ok(Promotion::Moved { .. }) => back(&page, "promoted", Some(&alias)),
+        Ok(Promotion::Moved { alias_move, .. }) => {
+            let done = if alias_move.kind == MoveKind::Force { "forced" } else { "promoted" };
+            back(&page, done, Some(&alias))
+        }
         Err(e) => error_page(&e),
     }
 }
@@ -87,10 +98,8 @@ pub async fn rollback(
 ) -> Response {
     let alias = given(form.alias).unwrap_or_else(|| DEFAULT_ALIAS.to_owned());
     let reason = given(form.reason);
-    match state.db.rollback_alias(&name, &alias, UI_ACTOR, reason.as_deref()).await {
-        Ok(_) => back(&model_href(&name), "rolled-back", Some(&alias)),
-        Err(e) => error_page(&e),
-    }
+    let moved = state.db.rollback_alias(&name, &alias, UI_ACTOR, reason.as_deref()).await;
+    answer(moved, &model_href(&name), "rolled-back", Some(&alias))
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,18 +117,12 @@ pub async fn set_weight(
     let Ok(weight) = text.parse::<u32>() else {
         return error_page(&Error::invalid(format!("weight: a whole percent from 0 to 100, not '{text}'")));
     };
-    match state.db.set_canary_weight(&name, weight).await {
-        Ok(_) => back(&crate::pages::deployments::deployment_href(&name), "weight", None),
-        Err(e) => error_page(&e),
-    }
+    answer(state.db.set_canary_weight(&name, weight).await, &deployment_href(&name), "weight", None)
 }
 
 /// `POST /deployments/{name}/end-canary`: only the primary arm stays, with every request.
 pub async fn end_canary(State(state): State<UiState>, Path(name): Path<String>) -> Response {
-    match state.db.end_canary(&name).await {
-        Ok(_) => back(&crate::pages::deployments::deployment_href(&name), "ended", None),
-        Err(e) => error_page(&e),
-    }
+    answer(state.db.end_canary(&name).await, &deployment_href(&name), "ended", None)
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,10 +143,7 @@ pub async fn acknowledge(
             p == "/alerts" || p.strip_prefix("/deployments/").is_some_and(|rest| !rest.contains(['/', '\\', '?', '#']))
         })
         .unwrap_or_else(|| "/alerts".to_owned());
-    match state.db.acknowledge_alert(id, UI_ACTOR).await {
-        Ok(_) => back(&page, "acknowledged", None),
-        Err(e) => error_page(&e),
-    }
+    answer(state.db.acknowledge_alert(id, UI_ACTOR).await, &page, "acknowledged", None)
 }
 
 /// 503: a heavy request (a gate run, a drift between datasets) is under way.
