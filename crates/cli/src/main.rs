@@ -30,6 +30,7 @@ mod data;
 mod datasets;
 mod deploy;
 mod lineage;
+mod listen;
 mod models;
 mod monitor;
 mod pipeline;
@@ -67,7 +68,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the tracking and registry server (MLflow's REST API, proxied artifacts).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// List and create experiments.
     #[command(subcommand)]
     Experiments(ExperimentsCommand),
@@ -217,6 +218,10 @@ struct ServerArgs {
     #[command(flatten)]
     serving: serve::ServingArgs,
     #[command(flatten)]
+    listener: listen::ListenerArgs,
+    #[command(flatten)]
+    webhooks: monitor::WebhookArgs,
+    #[command(flatten)]
     home: HomeArgs,
 }
 
@@ -252,7 +257,7 @@ fn main() -> std::process::ExitCode {
         command => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime.block_on(async {
                 match command {
-                    Command::Server(args) => run_server(args).await,
+                    Command::Server(args) => run_server(*args).await,
                     Command::Experiments(cmd) => experiments(cmd).await,
                     Command::Runs(cmd) => runs(cmd).await,
                     Command::Data(_)
@@ -372,6 +377,9 @@ pub(crate) async fn start_server(
     let artifacts =
         ArtifactStore::open(&destination).await.with_context(|| format!("opening the artifact store {destination}"))?;
     let addr = serve::resolve(&args.host, args.port)?;
+    let listener = args.listener.settings()?;
+    let scheme = listener.scheme();
+    let webhooks = args.webhooks.settings()?;
     let artifacts_for_serving = artifacts.clone();
     // New versions are prepared for serving (a scikit-learn model converted and verified) as
     // they are registered, when this server serves Python models.
@@ -450,18 +458,19 @@ pub(crate) async fn start_server(
         retraining = Some(retrainer.clone());
         let monitor = Arc::new(
             shipyard_monitor::Monitor::new(db.clone(), artifacts_for_serving, cache, observer)?
-                .with_retrainer(retrainer),
+                .with_retrainer(retrainer)
+                .with_webhooks(webhooks)?,
         );
         Some(monitor.schedule(std::time::Duration::from_millis(args.monitor_tick_ms.max(10))))
     };
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
-        let served = shipyard_serving::serve(app, addr, shutdown, |bound| {
+        let served = shipyard_listener::serve(app, addr, listener, shutdown, |bound| {
             if let Some(r) = &reporting {
                 r.set_address(bound);
             }
             tracing::info!(
-                "Shipyard server listening on http://{bound} (metadata: {store_display}, artifacts: {destination})"
+                "Shipyard server listening on {scheme}://{bound} (metadata: {store_display}, artifacts: {destination})"
             );
             let _ = bound_tx.send(bound);
         })

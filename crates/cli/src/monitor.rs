@@ -47,6 +47,8 @@ pub enum MonitorCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
+        webhooks: WebhookArgs,
+        #[command(flatten)]
         store: DatasetStoreArgs,
     },
     /// Record ground truth from a CSV file with columns request_id, actual and optionally row.
@@ -66,6 +68,13 @@ pub enum MonitorCommand {
         limit: i64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(flatten)]
+        store: DatasetStoreArgs,
+    },
+    /// Print the key webhook deliveries are signed with when no SHIPYARD_WEBHOOK_SECRET or
+    /// --webhook-secret-file is given (the store makes it once; receivers verify
+    /// X-Shipyard-Signature with it: docs/monitoring.md).
+    WebhookSecret {
         #[command(flatten)]
         store: DatasetStoreArgs,
     },
@@ -114,14 +123,54 @@ pub enum ReportFormat {
     Json,
 }
 
+/// Where a monitor's webhooks may be delivered, and how they are signed.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WebhookArgs {
+    /// Let webhooks reach this address, network (CIDR) or host name although it is not public
+    /// (loopback, private, link-local...); repeatable, or comma-separated.
+    #[arg(long = "webhook-allow", value_name = "ADDRESS|CIDR|HOST", env = "SHIPYARD_WEBHOOK_ALLOW")]
+    pub allow: Vec<String>,
+    /// Send webhooks through this proxy (http://host:port); proxy environment variables are
+    /// otherwise ignored.
+    #[arg(long = "webhook-proxy", env = "SHIPYARD_WEBHOOK_PROXY")]
+    pub proxy: Option<String>,
+    /// A file holding the key webhooks are signed with (default: the SHIPYARD_WEBHOOK_SECRET
+    /// variable, else a key the store makes once: `shipyard monitor webhook-secret`).
+    #[arg(long = "webhook-secret-file")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> Result<shipyard_monitor::webhook::WebhookSettings> {
+        let policy = shipyard_monitor::webhook::EgressPolicy::parse(&self.allow, self.proxy.clone())
+            .map_err(anyhow::Error::msg)?;
+        let signing_key = match &self.secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the webhook secret {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("SHIPYARD_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()),
+        };
+        Ok(shipyard_monitor::webhook::WebhookSettings { policy, signing_key })
+    }
+}
+
 /// Opens both stores for a command that reads models' runs and artifacts.
-fn with_monitor<T>(store: &DatasetStoreArgs, work: impl AsyncFnOnce(&Monitor, &Database) -> Result<T>) -> Result<T> {
+fn with_monitor<T>(
+    store: &DatasetStoreArgs,
+    webhooks: &WebhookArgs,
+    work: impl AsyncFnOnce(&Monitor, &Database) -> Result<T>,
+) -> Result<T> {
+    let webhooks = webhooks.settings()?;
     block_on(async {
         let db = store.database().await?;
         let artifacts = ArtifactStore::open(&store.destination()).await?;
         let retrainer = crate::pipeline::InProcessRetrainer::new(db.clone(), artifacts.clone(), store.clone());
-        let monitor =
-            Monitor::new(db.clone(), artifacts, store.cache_dir(), Arc::new(Quiet))?.with_retrainer(retrainer.clone());
+        let monitor = Monitor::new(db.clone(), artifacts, store.cache_dir(), Arc::new(Quiet))?
+            .with_retrainer(retrainer.clone())
+            .with_webhooks(webhooks)?;
         let outcome = work(&monitor, &db).await;
         monitor.deliveries_done().await;
         // A `retrain` action's pipeline run finishes before the command exits.
@@ -176,8 +225,8 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
             }
             Ok(crate::Outcome::Success)
         }
-        MonitorCommand::Evaluate { deployment, format, store } => {
-            let evaluation = with_monitor(&store, async |m, _| Ok(m.evaluate(&deployment).await?))?;
+        MonitorCommand::Evaluate { deployment, format, webhooks, store } => {
+            let evaluation = with_monitor(&store, &webhooks, async |m, _| Ok(m.evaluate(&deployment).await?))?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&evaluation)?),
                 Format::Table => print_evaluation(&evaluation),
@@ -224,6 +273,13 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
                     );
                 }
             }
+            Ok(crate::Outcome::Success)
+        }
+        MonitorCommand::WebhookSecret { store } => {
+            let secret = with_database(&store, async |db| {
+                Ok(db.shared_secret(shipyard_monitor::webhook::SIGNING_SECRET).await?)
+            })?;
+            outln!("{secret}");
             Ok(crate::Outcome::Success)
         }
         MonitorCommand::Alerts { deployment, limit, format, store } => {
@@ -273,7 +329,8 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
         }
         MonitorCommand::Report { deployment, window, output, format, store } => {
             let window = window.as_deref().map(Window::parse).transpose().map_err(anyhow::Error::msg)?;
-            let report = with_monitor(&store, async |m, _| Ok(m.report(&deployment, window).await?))?;
+            let report =
+                with_monitor(&store, &WebhookArgs::default(), async |m, _| Ok(m.report(&deployment, window).await?))?;
             let text = match format {
                 ReportFormat::Json => serde_json::to_string_pretty(&report)?,
                 ReportFormat::Html => shipyard_monitor::report::html(&report),

@@ -114,7 +114,7 @@ async fn start(
             unreachable!("parsed a server command")
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, task) = crate::start_server(args, async move {
+        let (addr, task) = crate::start_server(*args, async move {
             let _ = stopped.await;
         })
         .await?;

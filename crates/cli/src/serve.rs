@@ -267,6 +267,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     serving: ServingArgs,
     #[command(flatten)]
+    listener: crate::listen::ListenerArgs,
+    #[command(flatten)]
     store: DatasetStoreArgs,
 }
 
@@ -304,6 +306,8 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
     };
     let name = args.name.clone().unwrap_or_else(|| default_name(&primary.version, &model_args.model));
     let addr = resolve(&args.host, args.port)?;
+    let listener = args.listener.settings()?;
+    let scheme = listener.scheme();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -338,9 +342,9 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
         served.warm_up().await;
         state.registry.insert(served);
         let router = shipyard_serving::router(state.clone(), true);
-        serve_until_signal(router, addr, |bound| {
+        serve_until_signal(router, addr, listener, |bound| {
             tracing::info!(
-                "Shipyard serving model '{name}'{} ({engine_name} engine) on http://{bound}",
+                "Shipyard serving model '{name}'{} ({engine_name} engine) on {scheme}://{bound}",
                 version.as_deref().map(|v| format!(" version {v}")).unwrap_or_default()
             );
         })
@@ -353,9 +357,10 @@ pub fn run(args: ServeArgs) -> Result<crate::Outcome> {
 async fn serve_until_signal(
     router: shipyard_serving::Router,
     addr: SocketAddr,
+    listener: shipyard_listener::Settings,
     announce: impl FnOnce(SocketAddr),
 ) -> Result<()> {
-    shipyard_serving::serve(router, addr, crate::shutdown_signal(), announce)
+    shipyard_listener::serve(router, addr, listener, crate::shutdown_signal(), announce)
         .await
         .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("Shipyard model server stopped");
@@ -366,6 +371,8 @@ async fn serve_until_signal(
 /// tracking server, and following its changes (policy, moved aliases) within the sync interval.
 fn run_deployment(args: ServeArgs, name: String) -> Result<crate::Outcome> {
     let addr = resolve(&args.host, args.port)?;
+    // TLS files are read before anything is loaded: a bad one stops the command at once.
+    args.listener.settings()?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -418,9 +425,11 @@ async fn replicate<S: Source>(
     drop(report);
     catalog.watch(state.clone(), args.serving.sync_interval());
     let router = shipyard_serving::router(state.clone(), true);
-    let served = serve_until_signal(router, addr, |bound| {
+    let listener = args.listener.settings()?;
+    let scheme = listener.scheme();
+    let served = serve_until_signal(router, addr, listener, |bound| {
         reporting.set_address(bound);
-        tracing::info!("Shipyard serving deployment '{name}' on http://{bound}");
+        tracing::info!("Shipyard serving deployment '{name}' on {scheme}://{bound}");
     })
     .await;
     reporting.stop().await;

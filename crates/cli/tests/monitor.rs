@@ -84,8 +84,12 @@ fn alerts(home: &Path) -> Vec<Value> {
     serde_json::from_str::<Value>(&out).unwrap()["alerts"].as_array().unwrap().clone()
 }
 
+/// The key the test server signs webhooks with (`--webhook-secret-file`).
+const WEBHOOK_KEY: &str = "test-webhook-key";
+
 /// An HTTP receiver of webhook POSTs: it answers the first one 500 (to exercise the retry) and
-/// the rest 200; the bodies it received, in order.
+/// the rest 200; the bodies it received, in order, each with whether its signature verified
+/// with [`WEBHOOK_KEY`].
 fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -96,22 +100,34 @@ fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
             let mut stream = stream.unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut length = 0;
+            let mut headers = std::collections::HashMap::new();
             loop {
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
                 if line.trim().is_empty() {
                     break;
                 }
-                if let Some((k, v)) = line.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    length = v.trim().parse().unwrap();
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap();
+                    }
                 }
             }
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
+            let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
+            let timestamp: u64 = header("x-shipyard-timestamp").parse().unwrap_or(0);
+            let expected = shipyard_monitor::webhook::sign(
+                WEBHOOK_KEY.as_bytes(),
+                &header("x-shipyard-delivery-id"),
+                timestamp,
+                &body,
+            );
+            let mut value: Value = serde_json::from_slice(&body).unwrap();
+            value["signature_verified"] = Value::Bool(header("x-shipyard-signature") == expected.value);
             let mut all = bodies.lock().unwrap();
-            all.push(serde_json::from_slice(&body).unwrap());
+            all.push(value);
             let status = if all.len() == 1 { "500 Internal Server Error" } else { "200 OK" };
             write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
         }
@@ -141,7 +157,22 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     .unwrap();
     ok(shipyard(&home, &["monitor", "configure", "--deployment", "churn-api", "--config", config.to_str().unwrap()]));
     let log = Arc::new(Mutex::new(String::new()));
-    let server = start(&home, &["server", "--monitor-tick-ms", "100"], log.clone());
+    // Webhooks reach only public addresses unless allowed: this receiver is on loopback.
+    let key_file = dir.path().join("webhook.key");
+    std::fs::write(&key_file, format!("{WEBHOOK_KEY}\n")).unwrap();
+    let server = start(
+        &home,
+        &[
+            "server",
+            "--monitor-tick-ms",
+            "100",
+            "--webhook-allow",
+            "127.0.0.1",
+            "--webhook-secret-file",
+            key_file.to_str().unwrap(),
+        ],
+        log.clone(),
+    );
     let addr = server.addr.clone();
 
     // In-distribution traffic: logged, evaluated, nothing raised.
@@ -178,6 +209,7 @@ fn drift_alerts_reach_a_webhook_and_degraded_accuracy_rolls_the_deployment_back(
     wait_for("the drift alert at the webhook", Duration::from_secs(20), || received.lock().unwrap().len() >= 2);
     let deliveries = received.lock().unwrap().clone();
     assert_eq!(deliveries[0], deliveries[1], "the retry carries the same alert");
+    assert_eq!(deliveries[1]["signature_verified"], true, "signed with the configured key");
     let alert = &deliveries[1]["alert"];
     assert_eq!(alert["rule"], "feature-drift");
     assert_eq!(alert["severity"], "medium");

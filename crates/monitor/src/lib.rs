@@ -10,6 +10,7 @@
 //! - [`report`]: the self-contained HTML report.
 //! - [`runner`]: evaluation against the store, alerts, webhooks and actions (rollback, canary
 //!   to zero), on demand and on a schedule.
+//! - [`webhook`]: deliveries: public addresses only unless allow-listed, no redirects, signed.
 //!
 //! The serving path writes the log (`shipyard_serving::prediction_log`); this crate reads it.
 //! Statistics come from `shipyard-data` (drift), `shipyard-train` (performance) and
@@ -21,6 +22,7 @@ pub mod intervals;
 pub mod report;
 pub mod rules;
 pub mod runner;
+pub mod webhook;
 pub mod window;
 
 pub use config::{MonitorConfig, Window};

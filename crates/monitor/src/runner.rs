@@ -100,7 +100,10 @@ pub struct Monitor {
     artifacts: ArtifactStore,
     /// Where dataset versions from remote artifact stores are copied to be read.
     cache: std::path::PathBuf,
-    http: reqwest::Client,
+    webhooks: crate::webhook::Webhooks,
+    /// The key deliveries are signed with: the configured one, else the store's shared secret
+    /// (read at the first delivery).
+    signing_key: Arc<tokio::sync::OnceCell<Arc<[u8]>>>,
     observer: Arc<dyn Observer>,
     /// Rule state by (deployment, rule).
     states: Mutex<HashMap<(String, String), RuleState>>,
@@ -124,15 +127,14 @@ impl Monitor {
         observer: Arc<dyn Observer>,
     ) -> Result<Monitor> {
         shipyard_store::artifacts::ensure_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Internal(format!("building the webhook client: {e}")))?;
+        let webhooks =
+            crate::webhook::Webhooks::new(crate::webhook::EgressPolicy::default()).map_err(Error::Internal)?;
         Ok(Monitor {
             db,
             artifacts,
             cache,
-            http,
+            webhooks,
+            signing_key: Arc::new(tokio::sync::OnceCell::new()),
             observer,
             states: Mutex::new(HashMap::new()),
             references: Mutex::new(HashMap::new()),
@@ -145,6 +147,16 @@ impl Monitor {
     pub fn with_retrainer(mut self, retrainer: Arc<dyn Retrainer>) -> Monitor {
         self.retrainer = Some(retrainer);
         self
+    }
+
+    /// Webhooks delivered under `settings` (by default: public addresses only, signed with the
+    /// store's shared secret).
+    pub fn with_webhooks(mut self, settings: crate::webhook::WebhookSettings) -> Result<Monitor> {
+        self.webhooks = crate::webhook::Webhooks::new(settings.policy).map_err(Error::InvalidParameter)?;
+        if let Some(key) = settings.signing_key {
+            self.signing_key = Arc::new(tokio::sync::OnceCell::new_with(Some(Arc::from(key.into_bytes()))));
+        }
+        Ok(self)
     }
 
     /// The stored configuration of `deployment`.
@@ -445,7 +457,11 @@ impl Monitor {
                 self.observer.fired(&alert);
                 for hook in &config.webhooks {
                     let delivery = tokio::spawn(post_webhook(
-                        self.http.clone(),
+                        Delivery {
+                            webhooks: self.webhooks.clone(),
+                            signing_key: self.signing_key.clone(),
+                            db: self.db.clone(),
+                        },
                         hook.url.clone(),
                         hook.attempts,
                         alert.clone(),
@@ -567,21 +583,55 @@ impl Monitor {
     }
 }
 
-/// POSTs `alert` as JSON to `url`, retrying with exponential backoff (250 ms, 500 ms, ...) until
-/// a 2xx answer or `attempts` tries.
-async fn post_webhook(http: reqwest::Client, url: String, attempts: u32, alert: Alert, values: BTreeMap<String, f64>) {
+/// What a delivery task needs: the client, and the signing key (or where to read it).
+struct Delivery {
+    webhooks: crate::webhook::Webhooks,
+    signing_key: Arc<tokio::sync::OnceCell<Arc<[u8]>>>,
+    db: Database,
+}
+
+impl Delivery {
+    async fn key(&self) -> Result<Arc<[u8]>> {
+        self.signing_key
+            .get_or_try_init(|| async {
+                let secret = self.db.shared_secret(crate::webhook::SIGNING_SECRET).await?;
+                Ok::<_, Error>(Arc::from(secret.into_bytes()))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// POSTs `alert` as JSON to `url`, signed, retrying with exponential backoff (250 ms, 500 ms,
+/// ...) until a 2xx answer or `attempts` tries; an address the egress policy refuses is not
+/// retried. Every attempt carries the same delivery id.
+async fn post_webhook(delivery: Delivery, url: String, attempts: u32, alert: Alert, values: BTreeMap<String, f64>) {
     let body = serde_json::json!({
         "source": "shipyard",
         "status": "firing",
         "alert": alert,
         "values": values,
     });
+    let body = body.to_string().into_bytes();
+    let key = match delivery.key().await {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::error!("webhook {url}: alert {} not delivered: no signing key ({e})", alert.id);
+            return;
+        }
+    };
+    let delivery_id = uuid::Uuid::new_v4().simple().to_string();
     let mut delay = Duration::from_millis(250);
     for attempt in 1..=attempts.max(1) {
-        match http.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) => tracing::warn!("webhook {url}: attempt {attempt} answered {}", r.status()),
-            Err(e) => tracing::warn!("webhook {url}: attempt {attempt} failed: {e}"),
+        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let signature = crate::webhook::sign(&key, &delivery_id, timestamp, &body);
+        match delivery.webhooks.deliver(&url, &body, &signature).await {
+            Ok(_) => return,
+            Err(e) if !e.retryable() => {
+                tracing::error!("webhook: alert {} not delivered: {e}", alert.id);
+                return;
+            }
+            Err(e) => tracing::warn!("webhook: attempt {attempt}: {e}"),
         }
         if attempt < attempts {
             tokio::time::sleep(delay).await;

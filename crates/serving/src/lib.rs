@@ -35,7 +35,6 @@ pub mod scorer;
 pub mod served;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -526,16 +525,4 @@ pub fn router(state: Arc<ServingState>, mlflow_health: bool) -> Router {
         routes = routes.route("/health", get(mlflow::ping)).route("/version", get(mlflow::version));
     }
     routes.layer(axum::middleware::from_fn(request_id)).with_state(state)
-}
-
-/// Binds `addr` and serves `router` until `shutdown` resolves; in-flight requests then finish.
-pub async fn serve(
-    router: Router,
-    addr: SocketAddr,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    on_bound: impl FnOnce(SocketAddr),
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    on_bound(listener.local_addr()?);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
