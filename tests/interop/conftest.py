@@ -11,6 +11,8 @@ Environment:
   MLFLOW_SERVER_BIN      the mlflow executable for the mlflow target (default: `mlflow` on PATH)
 """
 import os
+import queue
+import threading
 import shutil
 import signal
 import socket
@@ -239,3 +241,65 @@ def run_shipyard(server, *args, check=True, timeout=300):
     if check:
         assert out.returncode == 0, out.stderr
     return out
+
+
+# ----- servers a test module starts itself (TLS, authentication): not the session's server -----
+
+_LISTENING = __import__("re").compile(r"listening on (https?://[0-9.]+:\d+)")
+
+
+def _shipyard_binary():
+    return os.environ.get("SHIPYARD_BIN", str(REPO / "target" / "release" / "shipyard"))
+
+
+def own_server_env(**extra):
+    """The environment without any SHIPYARD_ setting of the caller's (stores, TLS, auth, log
+    filter), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+    env.update(extra)
+    return env
+
+
+def stop_own_server(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def launch_own_server(home, args, env, log_path):
+    """Starts `shipyard server ARGS --home HOME` (no model serving, no monitors); returns (process, URL it reports or None if it
+    exited first). Its stderr is copied to `log_path` by a thread for as long as it runs."""
+    cmd = [_shipyard_binary(), "server", *args, "--port", "0", "--home", str(home), "--no-model-serving", "--no-monitors"]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    lines = queue.Queue()
+
+    def drain():
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            log.write(line)
+            log.flush()
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.time() + 60
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.time()))
+        except queue.Empty:
+            line = ""
+        if line is None:
+            proc.wait(10)
+            return proc, None
+        m = _LISTENING.search(line or "")
+        if m:
+            return proc, m.group(1)
+        if time.time() > deadline:
+            stop_own_server(proc)
+            raise RuntimeError(f"shipyard server did not report its address:\n{open(log_path).read()[-3000:]}")

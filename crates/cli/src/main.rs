@@ -215,6 +215,9 @@ struct ServerArgs {
     /// Milliseconds between checks for monitors whose interval has passed.
     #[arg(long, default_value_t = 1000, hide = true)]
     monitor_tick_ms: u64,
+    /// Print every route this server would serve with its permission (JSON) and exit.
+    #[arg(long)]
+    routes: bool,
     #[command(flatten)]
     serving: serve::ServingArgs,
     #[command(flatten)]
@@ -222,7 +225,64 @@ struct ServerArgs {
     #[command(flatten)]
     webhooks: monitor::WebhookArgs,
     #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
     home: HomeArgs,
+}
+
+/// Logins and permissions (docs/security.md).
+#[derive(Args, Clone, Debug, Default)]
+struct AuthArgs {
+    /// Require a login: users with passwords or API tokens, MLflow 3.17's permissions. The
+    /// first start makes an admin from SHIPYARD_ADMIN_PASSWORD (and SHIPYARD_ADMIN_USERNAME,
+    /// default `admin`).
+    #[arg(long, env = "SHIPYARD_AUTH")]
+    auth: bool,
+    /// Listen on a non-loopback address without --auth (something in front authenticates).
+    #[arg(long, conflicts_with = "auth")]
+    insecure_no_auth: bool,
+    /// What users may do with what nothing grants them: READ (MLflow's default), USE, EDIT,
+    /// MANAGE or NO_PERMISSIONS.
+    #[arg(long, default_value = "READ")]
+    auth_default_permission: String,
+    /// Answer /metrics to admins only (by default it is public, for Prometheus).
+    #[arg(long)]
+    private_metrics: bool,
+}
+
+impl AuthArgs {
+    /// The authority when --auth is on (the first admin made if needed); refuses a
+    /// non-loopback address without it.
+    async fn authority(
+        &self,
+        db: &Database,
+        addr: std::net::SocketAddr,
+    ) -> Result<Option<Arc<shipyard_auth::Authority>>> {
+        if !self.auth {
+            if !addr.ip().is_loopback() && !self.insecure_no_auth {
+                anyhow::bail!(
+                    "refusing to listen on {addr} without authentication: anyone who can reach it could change \
+                     or delete everything. Pass --auth, or --insecure-no-auth if a proxy in front authenticates"
+                );
+            }
+            return Ok(None);
+        }
+        let default = shipyard_auth::Permission::parse(&self.auth_default_permission).map_err(anyhow::Error::msg)?;
+        if default == shipyard_auth::Permission::Deny {
+            anyhow::bail!("--auth-default-permission cannot be DENY: use NO_PERMISSIONS");
+        }
+        let username = std::env::var(shipyard_auth::accounts::ADMIN_USERNAME_VAR)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "admin".to_owned());
+        let password = std::env::var(shipyard_auth::accounts::ADMIN_PASSWORD_VAR).ok();
+        match shipyard_auth::accounts::bootstrap_admin(db, &username, password.as_deref()).await? {
+            shipyard_auth::accounts::Bootstrap::Created(name) => tracing::info!("made the first admin, '{name}'"),
+            shipyard_auth::accounts::Bootstrap::Existing => {}
+        }
+        let authenticator = shipyard_auth::Authenticator::new(db.clone(), shipyard_auth::AuthSettings::default());
+        Ok(Some(shipyard_auth::Authority::new(authenticator, default)))
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -355,6 +415,17 @@ fn default_database(home: &std::path::Path) -> DatabaseUri {
 }
 
 async fn run_server(args: ServerArgs) -> Result<()> {
+    if args.routes {
+        let mut policies = shipyard_server::policies();
+        if !args.no_ui {
+            policies = policies.merge(shipyard_ui::policies());
+        }
+        if !args.no_model_serving {
+            policies = policies.merge(shipyard_serving::policies(false, !args.auth.private_metrics));
+        }
+        outln!("{}", serde_json::to_string_pretty(&policies.to_json())?);
+        return Ok(());
+    }
     let (_, running) = start_server(args, shutdown_signal()).await?;
     running.await.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?
 }
@@ -380,6 +451,7 @@ pub(crate) async fn start_server(
     let listener = args.listener.settings()?;
     let scheme = listener.scheme();
     let webhooks = args.webhooks.settings()?;
+    let authority = args.auth.authority(&db, addr).await?;
     let artifacts_for_serving = artifacts.clone();
     // New versions are prepared for serving (a scikit-learn model converted and verified) as
     // they are registered, when this server serves Python models.
@@ -397,9 +469,10 @@ pub(crate) async fn start_server(
             max_artifact_bytes: args.max_artifact_bytes,
         }),
         versions_created,
+        auth: authority.clone(),
     };
     let store_display = database_uri.display();
-    let mut app = shipyard_server::router(state);
+    let (mut app, mut policies) = shipyard_server::app(state);
     if !args.no_ui {
         // The UI's promote form runs gates in this process, loading models as serving does.
         let releaser = shipyard_release::Releaser {
@@ -419,11 +492,13 @@ pub(crate) async fn start_server(
             args.home.home.join("cache").join("datasets"),
             Arc::new(shipyard_monitor::Quiet),
         )?;
-        app = app.merge(shipyard_ui::router(
+        let (ui, ui_policies) = shipyard_ui::app(
             shipyard_ui::UiState::new(db.clone(), Some(artifacts_for_serving.clone()), Some(releaser))
                 .with_monitor(Arc::new(windows))
                 .with_cache(args.home.home.join("cache").join("datasets")),
-        ));
+        );
+        app = app.merge(ui);
+        policies = policies.merge(ui_policies);
     }
     let mut log_writer = None;
     let mut serving_state = None;
@@ -439,9 +514,17 @@ pub(crate) async fn start_server(
         )
         .await?;
         log_writer = args.serving.log_settings().and_then(|settings| serving.attach_log(db.clone(), settings));
-        app = app.merge(shipyard_serving::router(serving.clone(), false));
+        let (serving_routes, serving_policies) =
+            shipyard_serving::app(serving.clone(), false, !args.auth.private_metrics);
+        app = app.merge(serving_routes);
+        policies = policies.merge(serving_policies);
         serving_state = Some(serving);
         reporting = Some(reporter);
+    }
+    // Every route passes the gate when authentication is on.
+    if let Some(authority) = authority {
+        let gate = shipyard_auth::Gate::new(authority, policies, args.max_body_bytes);
+        app = app.layer(axum::middleware::from_fn_with_state(gate, shipyard_auth::gate::enforce));
     }
     let mut retraining = None;
     let monitors = if args.no_monitors {

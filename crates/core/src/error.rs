@@ -29,6 +29,10 @@ pub enum ErrorCode {
     EndpointNotFound,
     /// The server is overloaded or a dependency is unavailable.
     TemporarilyUnavailable,
+    /// No credentials, or wrong ones (HTTP 401).
+    Unauthenticated,
+    /// The caller may not do this (HTTP 403).
+    PermissionDenied,
     /// A bug or an unexpected failure of a dependency.
     InternalError,
 }
@@ -46,6 +50,8 @@ impl ErrorCode {
             ErrorCode::RequestLimitExceeded => "REQUEST_LIMIT_EXCEEDED",
             ErrorCode::EndpointNotFound => "ENDPOINT_NOT_FOUND",
             ErrorCode::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -56,6 +62,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidParameterValue | ErrorCode::BadRequest | ErrorCode::ResourceAlreadyExists => 400,
             ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => 404,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::ResourceConflict => 409,
             ErrorCode::RequestLimitExceeded => 413,
             ErrorCode::TemporarilyUnavailable => 503,
@@ -97,6 +105,12 @@ pub enum Error {
     /// Something failed that is not the client's fault.
     #[error("{0}")]
     Internal(String),
+    /// The caller is not who they claim, or did not say (HTTP 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (HTTP 403).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {
@@ -111,6 +125,8 @@ impl Error {
             Error::TooLarge(_) => ErrorCode::RequestLimitExceeded,
             Error::Unavailable(_) => ErrorCode::TemporarilyUnavailable,
             Error::Internal(_) => ErrorCode::InternalError,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
         }
     }
 

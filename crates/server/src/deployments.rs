@@ -30,8 +30,10 @@ pub(crate) async fn get_deployment(
 }
 
 /// `GET /api/shipyard/deployments/list` → `{"deployments": [...]}`.
-pub(crate) async fn list_deployments(State(s): State<AppState>) -> JsonResult {
-    Ok(Json(json!({ "deployments": s.db.list_deployments().await? })))
+pub(crate) async fn list_deployments(State(s): State<AppState>, caller: crate::caller::Caller) -> JsonResult {
+    let all = s.db.list_deployments().await?;
+    let shown = crate::caller::readable(&caller, shipyard_auth::ResourceType::Deployment, all, |d| d.name.as_str());
+    Ok(Json(json!({ "deployments": shown })))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,6 @@ use shipyard_core::monitoring::Actual;
 
 use crate::AppState;
 use crate::tracking::JsonResult;
-use crate::wire::MlflowRequest;
 
 /// Reads the items of a feedback body, naming the first bad one.
 pub fn parse_feedback(body: Value) -> Result<Vec<Actual>, Error> {
@@ -39,13 +38,22 @@ pub fn parse_feedback(body: Value) -> Result<Vec<Actual>, Error> {
         .collect()
 }
 
-/// `POST /api/shipyard/feedback` → `{"recorded": ROWS}`.
-pub(crate) async fn record_feedback(
-    State(s): State<AppState>,
-    MlflowRequest(body): MlflowRequest<Value>,
-) -> JsonResult {
+/// `POST /api/shipyard/feedback[?deployment=NAME]` → `{"recorded": ROWS}`. `deployment` is
+/// required when authentication is on (sending ground truth needs the deployment's USE), and
+/// then only that deployment's predictions are labelled.
+pub(crate) async fn record_feedback(State(s): State<AppState>, request: axum::extract::Request) -> JsonResult {
+    let deployment = request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "deployment").map(|(_, v)| v.into_owned())
+    });
+    let limit =
+        request.extensions().get::<crate::wire::BodyLimit>().map_or(crate::wire::DEFAULT_MAX_BODY_BYTES, |l| l.0);
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| Error::TooLarge(format!("Request body exceeds the limit of {limit} bytes")))?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("Malformed JSON request body: {e}")))?;
     let actuals = parse_feedback(body)?;
-    let recorded = s.db.record_actuals(None, actuals).await?;
+    let recorded = s.db.record_actuals(deployment.as_deref(), actuals).await?;
     Ok(Json(json!({ "recorded": recorded })))
 }
 

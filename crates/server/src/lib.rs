@@ -12,7 +12,9 @@
 //! The server holds no state besides its store handles: replicas on one PostgreSQL database and one
 //! bucket serve the same data.
 
+mod accounts;
 pub mod artifacts;
+mod caller;
 mod deployments;
 pub mod error;
 pub mod feedback;
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use shipyard_auth::{Policy, PolicyTable, Routes};
 use shipyard_core::ErrorCode;
 use shipyard_store::{ArtifactStore, Database};
 
@@ -60,77 +62,114 @@ pub struct AppState {
     /// Told of each model version created, `(model, version)` (the binary prepares them for
     /// serving); a full queue drops the notice (the version is prepared at its first load).
     pub versions_created: Option<tokio::sync::mpsc::Sender<(String, String)>>,
+    /// Who may do what, when authentication is on (account routes change users and grants
+    /// through it).
+    pub auth: Option<Arc<shipyard_auth::Authority>>,
 }
 
-/// The MLflow REST routes, relative to `/api/2.0/mlflow`.
-fn mlflow_routes() -> Router<AppState> {
+impl AppState {
+    /// After a change of permissions: this process reads them again at once (other replicas
+    /// within `shipyard_auth::gate::GRANTS_TTL`).
+    pub(crate) fn forget_grants(&self) {
+        if let Some(auth) = &self.auth {
+            auth.forget_grants();
+        }
+    }
+}
+
+/// The MLflow REST routes, relative to `/api/2.0/mlflow`, each with its permission.
+fn mlflow_routes() -> Routes<AppState> {
     use models as m;
+    use shipyard_auth::Capability::{Delete, Read, Update};
+    use shipyard_auth::Locator::{Body, BodyList, BodyOr, ExperimentName, LoggedModelPath, Query, QueryOrBody, Run};
+    use shipyard_auth::ResourceType::{Experiment, RegisteredModel};
     use tracking as t;
-    Router::new()
-        .route("/experiments/create", post(t::create_experiment))
-        .route("/experiments/get", get(t::get_experiment))
-        .route("/experiments/get-by-name", get(t::get_experiment_by_name))
-        .route("/experiments/search", post(t::search_experiments).get(t::search_experiments))
-        .route("/experiments/update", post(t::update_experiment))
-        .route("/experiments/delete", post(t::delete_experiment))
-        .route("/experiments/restore", post(t::restore_experiment))
-        .route("/experiments/set-experiment-tag", post(t::set_experiment_tag))
-        .route("/experiments/delete-experiment-tag", post(t::delete_experiment_tag))
-        .route("/runs/create", post(t::create_run))
-        .route("/runs/get", get(t::get_run))
-        .route("/runs/update", post(t::update_run))
-        .route("/runs/delete", post(t::delete_run))
-        .route("/runs/restore", post(t::restore_run))
-        .route("/runs/log-metric", post(t::log_metric))
-        .route("/runs/log-parameter", post(t::log_param))
-        .route("/runs/set-tag", post(t::set_tag))
-        .route("/runs/delete-tag", post(t::delete_tag))
-        .route("/runs/log-batch", post(t::log_batch))
-        .route("/runs/log-inputs", post(t::log_inputs))
-        .route("/runs/outputs", post(t::log_outputs))
-        .route("/runs/search", post(t::search_runs))
-        .route("/metrics/get-history", get(t::get_metric_history))
-        .route("/artifacts/list", get(artifacts::list_run_artifacts))
-        .route("/logged-models", post(m::create_logged_model))
-        .route("/logged-models/search", post(m::search_logged_models))
-        .route(
-            "/logged-models/{model_id}",
-            get(m::get_logged_model).patch(m::finalize_logged_model).delete(m::delete_logged_model),
+    let on = Policy::on;
+    let experiment = |need, at| on(Experiment, need, at);
+    let run = |need| on(Experiment, need, Run("run_id"));
+    let model = |need| on(RegisteredModel, need, QueryOrBody("name"));
+    let logged = |need| on(Experiment, need, LoggedModelPath("model_id"));
+    // Searches and lists show only what the caller may read (the handler filters).
+    let listing = Policy::Authenticated(Read);
+    Routes::new()
+        .post(
+            "/experiments/create",
+            t::create_experiment,
+            Policy::Create { kind: Experiment, id_field: "experiment_id" },
         )
-        .route("/logged-models/{model_id}/tags", axum::routing::patch(m::set_logged_model_tags))
-        .route("/logged-models/{model_id}/tags/{tag_key}", axum::routing::delete(m::delete_logged_model_tag))
-        .route("/logged-models/{model_id}/params", post(m::log_logged_model_params))
-        .route("/registered-models/create", post(m::create_registered_model))
-        .route("/registered-models/get", get(m::get_registered_model))
-        .route("/registered-models/rename", post(m::rename_registered_model))
-        .route("/registered-models/update", axum::routing::patch(m::update_registered_model))
-        .route("/registered-models/delete", axum::routing::delete(m::delete_registered_model))
-        .route("/registered-models/search", get(m::search_registered_models))
-        .route("/registered-models/get-latest-versions", post(m::get_latest_versions).get(m::get_latest_versions))
-        .route("/registered-models/set-tag", post(m::set_registered_model_tag))
-        .route("/registered-models/delete-tag", axum::routing::delete(m::delete_registered_model_tag))
-        .route(
-            "/registered-models/alias",
-            post(m::set_registered_model_alias)
-                .delete(m::delete_registered_model_alias)
-                .get(m::get_model_version_by_alias),
+        .get("/experiments/get", t::get_experiment, experiment(Read, Query("experiment_id")))
+        .get("/experiments/get-by-name", t::get_experiment_by_name, experiment(Read, ExperimentName("experiment_name")))
+        .post("/experiments/search", t::search_experiments, listing)
+        .get("/experiments/search", t::search_experiments, listing)
+        .post("/experiments/update", t::update_experiment, experiment(Update, Body("experiment_id")))
+        .post("/experiments/delete", t::delete_experiment, experiment(Delete, Body("experiment_id")))
+        .post("/experiments/restore", t::restore_experiment, experiment(Delete, Body("experiment_id")))
+        .post("/experiments/set-experiment-tag", t::set_experiment_tag, experiment(Update, Body("experiment_id")))
+        .post("/experiments/delete-experiment-tag", t::delete_experiment_tag, experiment(Update, Body("experiment_id")))
+        // MLflow's client creates a run in the Default experiment ("0") when it names none.
+        .post("/runs/create", t::create_run, experiment(Update, BodyOr("experiment_id", "0")))
+        .get("/runs/get", t::get_run, run(Read))
+        .post("/runs/update", t::update_run, run(Update))
+        .post("/runs/delete", t::delete_run, run(Delete))
+        .post("/runs/restore", t::restore_run, run(Delete))
+        .post("/runs/log-metric", t::log_metric, run(Update))
+        .post("/runs/log-parameter", t::log_param, run(Update))
+        .post("/runs/set-tag", t::set_tag, run(Update))
+        .post("/runs/delete-tag", t::delete_tag, run(Update))
+        .post("/runs/log-batch", t::log_batch, run(Update))
+        .post("/runs/log-inputs", t::log_inputs, run(Update))
+        .post("/runs/outputs", t::log_outputs, run(Update))
+        .post("/runs/search", t::search_runs, experiment(Read, BodyList("experiment_ids")))
+        .get("/metrics/get-history", t::get_metric_history, run(Read))
+        .get("/artifacts/list", artifacts::list_run_artifacts, run(Read))
+        .post("/logged-models", m::create_logged_model, experiment(Update, Body("experiment_id")))
+        .post("/logged-models/search", m::search_logged_models, experiment(Read, BodyList("experiment_ids")))
+        .get("/logged-models/{model_id}", m::get_logged_model, logged(Read))
+        .patch("/logged-models/{model_id}", m::finalize_logged_model, logged(Update))
+        .delete("/logged-models/{model_id}", m::delete_logged_model, logged(Delete))
+        .patch("/logged-models/{model_id}/tags", m::set_logged_model_tags, logged(Update))
+        .delete("/logged-models/{model_id}/tags/{tag_key}", m::delete_logged_model_tag, logged(Update))
+        .post("/logged-models/{model_id}/params", m::log_logged_model_params, logged(Update))
+        .post(
+            "/registered-models/create",
+            m::create_registered_model,
+            Policy::Create { kind: RegisteredModel, id_field: "registered_model.name" },
         )
-        .route("/model-versions/create", post(m::create_model_version))
-        .route("/model-versions/get", get(m::get_model_version))
-        .route("/model-versions/update", axum::routing::patch(m::update_model_version))
-        .route("/model-versions/delete", axum::routing::delete(m::delete_model_version))
-        .route("/model-versions/search", get(m::search_model_versions))
-        .route("/model-versions/transition-stage", post(m::transition_model_version_stage))
-        .route("/model-versions/get-download-uri", get(m::get_model_version_download_uri))
-        .route("/model-versions/set-tag", post(m::set_model_version_tag))
-        .route("/model-versions/delete-tag", axum::routing::delete(m::delete_model_version_tag))
+        .get("/registered-models/get", m::get_registered_model, model(Read))
+        .post("/registered-models/rename", m::rename_registered_model, model(Update))
+        .patch("/registered-models/update", m::update_registered_model, model(Update))
+        .delete("/registered-models/delete", m::delete_registered_model, model(Delete))
+        .get("/registered-models/search", m::search_registered_models, listing)
+        .post("/registered-models/get-latest-versions", m::get_latest_versions, model(Read))
+        .get("/registered-models/get-latest-versions", m::get_latest_versions, model(Read))
+        .post("/registered-models/set-tag", m::set_registered_model_tag, model(Update))
+        .delete("/registered-models/delete-tag", m::delete_registered_model_tag, model(Update))
+        .post("/registered-models/alias", m::set_registered_model_alias, model(Update))
+        .delete("/registered-models/alias", m::delete_registered_model_alias, model(Update))
+        .get("/registered-models/alias", m::get_model_version_by_alias, model(Read))
+        .post("/model-versions/create", m::create_model_version, model(Update))
+        .get("/model-versions/get", m::get_model_version, model(Read))
+        .patch("/model-versions/update", m::update_model_version, model(Update))
+        .delete("/model-versions/delete", m::delete_model_version, model(Delete))
+        .get("/model-versions/search", m::search_model_versions, listing)
+        .post("/model-versions/transition-stage", m::transition_model_version_stage, model(Update))
+        .get("/model-versions/get-download-uri", m::get_model_version_download_uri, model(Read))
+        .post("/model-versions/set-tag", m::set_model_version_tag, model(Update))
+        .delete("/model-versions/delete-tag", m::delete_model_version_tag, model(Update))
 }
 
-/// The proxied artifact routes, relative to `/api/2.0/mlflow-artifacts`.
-fn artifact_routes() -> Router<AppState> {
-    Router::new()
-        .route("/artifacts", get(artifacts::list))
-        .route("/artifacts/{*path}", get(artifacts::download).put(artifacts::upload).delete(artifacts::delete))
+/// The proxied artifact routes, relative to `/api/2.0/mlflow-artifacts`: a path's first
+/// segment is its experiment (or `datasets/`, the datasets holding the file).
+fn artifact_routes() -> Routes<AppState> {
+    use shipyard_auth::Capability::{Delete, Read, Update};
+    use shipyard_auth::Locator::ArtifactPath;
+    use shipyard_auth::ResourceType::Experiment;
+    let at = |need| Policy::on(Experiment, need, ArtifactPath);
+    Routes::new()
+        .get("/artifacts", artifacts::list, at(Read))
+        .get("/artifacts/{*path}", artifacts::download, at(Read))
+        .put("/artifacts/{*path}", artifacts::upload, at(Update))
+        .delete("/artifacts/{*path}", artifacts::delete, at(Delete))
 }
 
 async fn health() -> impl IntoResponse {
@@ -174,29 +213,61 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// The whole application.
-pub fn router(state: AppState) -> Router {
+/// Shipyard's own routes under `/api/shipyard/` and the public ones.
+fn shipyard_routes() -> Routes<AppState> {
+    use shipyard_auth::Capability::{Read, Use};
+    use shipyard_auth::Locator::Query;
+    use shipyard_auth::ResourceType::Deployment;
+    Routes::new()
+        .get("/api/shipyard/deployments/get", deployments::get_deployment, Policy::on(Deployment, Read, Query("name")))
+        .get("/api/shipyard/deployments/list", deployments::list_deployments, Policy::Authenticated(Read))
+        // Rollout status names a deployment or a model's alias; it reveals serving processes'
+        // state, which operators read.
+        .get("/api/shipyard/deployments/status", deployments::rollout_status, Policy::Admin)
+        // Serving replicas report what they applied: a replica's credential is an admin's.
+        .post("/api/shipyard/serving/report", deployments::report_process, Policy::Admin)
+        .post("/api/shipyard/serving/withdraw", deployments::withdraw_process, Policy::Admin)
+        .post("/api/shipyard/feedback", feedback::record_feedback, Policy::on(Deployment, Use, Query("deployment")))
+        // Capability discovery is public, as in MLflow (no tenant data in it).
+        .get("/api/3.0/mlflow/server-info", server_info, Policy::Public)
+        .get("/ajax-api/3.0/mlflow/server-info", server_info, Policy::Public)
+        .get("/health", health, Policy::Public)
+        .get("/version", version, Policy::Public)
+}
+
+/// Every route with its permission.
+fn all_routes() -> Routes<AppState> {
     let mlflow = mlflow_routes();
-    let limit = wire::BodyLimit(state.config.max_body_bytes);
-    Router::new()
+    Routes::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
         .nest("/api/2.0/mlflow-artifacts", artifact_routes())
         .nest("/ajax-api/2.0/mlflow-artifacts", artifact_routes())
-        .route("/api/shipyard/deployments/get", get(deployments::get_deployment))
-        .route("/api/shipyard/deployments/list", get(deployments::list_deployments))
-        .route("/api/shipyard/deployments/status", get(deployments::rollout_status))
-        .route("/api/shipyard/serving/report", post(deployments::report_process))
-        .route("/api/shipyard/serving/withdraw", post(deployments::withdraw_process))
-        .route("/api/shipyard/feedback", axum::routing::post(feedback::record_feedback))
-        .route("/api/3.0/mlflow/server-info", get(server_info))
-        .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
-        .route("/health", get(health))
-        .route("/version", get(version))
+        .nest("", shipyard_routes())
+        .nest("/api", accounts::routes())
+        .nest("/ajax-api", accounts::routes())
+}
+
+/// Every route's permission (what [`app`] enforces through the binary's gate).
+pub fn policies() -> PolicyTable {
+    all_routes().build().1
+}
+
+/// The whole application and every route's permission.
+pub fn app(state: AppState) -> (Router, PolicyTable) {
+    let limit = wire::BodyLimit(state.config.max_body_bytes);
+    let (router, table) = all_routes().build();
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(limit))
         // The router reads bodies itself (streamed, with its own limits).
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    (router, table)
+}
+
+/// The whole application (its permissions enforced by the binary when authentication is on).
+pub fn router(state: AppState) -> Router {
+    app(state).0
 }

@@ -9,10 +9,12 @@ use shipyard_store::logged_models::{LoggedModelOrder, NewLoggedModel};
 use shipyard_store::registry::NewModelVersion;
 
 use crate::AppState;
+use crate::caller::{Caller, readable_page};
 use crate::error::{ApiError, ApiResult};
 use crate::tracking::{JsonResult, empty, page_response};
 use crate::wire::{MlflowRequest, opt_bool, opt_i64, opt_string, present, required, string_list};
 use axum::response::Response;
+use shipyard_auth::ResourceType;
 
 // ----- logged models -----
 
@@ -199,6 +201,9 @@ pub(crate) async fn rename_registered_model(
     let name = required(&r.name, "name")?;
     let new_name = required(&r.new_name, "new_name")?;
     let model = s.db.rename_registered_model(name, new_name).await?;
+    // Permissions are kept by name: they follow the model to its new one.
+    s.db.retarget_grants(ResourceType::RegisteredModel.as_str(), name, Some(new_name)).await?;
+    s.forget_grants();
     Ok(Json(json!({ "registered_model": model })))
 }
 
@@ -215,7 +220,11 @@ pub(crate) async fn delete_registered_model(
     State(s): State<AppState>,
     MlflowRequest(r): MlflowRequest<ModelName>,
 ) -> JsonResult {
-    s.db.delete_registered_model(required(&r.name, "name")?).await?;
+    let name = required(&r.name, "name")?;
+    s.db.delete_registered_model(name).await?;
+    // A model made later under this name must not inherit this one's permissions.
+    s.db.retarget_grants(ResourceType::RegisteredModel.as_str(), name, None).await?;
+    s.forget_grants();
     empty()
 }
 
@@ -296,19 +305,41 @@ pub(crate) struct SearchRegistry {
 
 pub(crate) async fn search_registered_models(
     State(s): State<AppState>,
+    caller: Caller,
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
 ) -> ApiResult<Response> {
-    let page =
-        s.db.search_registered_models(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
+    let page = readable_page(
+        &caller,
+        ResourceType::RegisteredModel,
+        r.max_results,
+        r.page_token.clone(),
+        |m: &shipyard_core::entities::RegisteredModel| m.name.as_str(),
+        |max, token| {
+            let (db, filter, order_by) = (s.db.clone(), r.filter.clone(), r.order_by.clone());
+            async move { db.search_registered_models(filter.as_deref(), max, &order_by, token.as_deref()).await }
+        },
+    )
+    .await?;
     page_response("registered_models", page)
 }
 
 pub(crate) async fn search_model_versions(
     State(s): State<AppState>,
+    caller: Caller,
     MlflowRequest(r): MlflowRequest<SearchRegistry>,
 ) -> ApiResult<Response> {
-    let page =
-        s.db.search_model_versions(r.filter.as_deref(), r.max_results, &r.order_by, r.page_token.as_deref()).await?;
+    let page = readable_page(
+        &caller,
+        ResourceType::RegisteredModel,
+        r.max_results,
+        r.page_token.clone(),
+        |v: &shipyard_core::entities::ModelVersion| v.name.as_str(),
+        |max, token| {
+            let (db, filter, order_by) = (s.db.clone(), r.filter.clone(), r.order_by.clone());
+            async move { db.search_model_versions(filter.as_deref(), max, &order_by, token.as_deref()).await }
+        },
+    )
+    .await?;
     page_response("model_versions", page)
 }
 

@@ -167,11 +167,22 @@ pub(crate) struct SearchExperiments {
 
 pub(crate) async fn search_experiments(
     State(s): State<AppState>,
+    caller: crate::caller::Caller,
     MlflowRequest(r): MlflowRequest<SearchExperiments>,
 ) -> ApiResult<Response> {
     let view = parse_view_type(r.view_type.as_deref())?;
-    let page =
-        s.db.search_experiments(view, r.max_results, r.filter.as_deref(), &r.order_by, r.page_token.as_deref()).await?;
+    let page = crate::caller::readable_page(
+        &caller,
+        shipyard_auth::ResourceType::Experiment,
+        r.max_results,
+        r.page_token.clone(),
+        |e: &shipyard_core::entities::Experiment| e.experiment_id.as_str(),
+        |max, token| {
+            let (db, filter, order_by) = (s.db.clone(), r.filter.clone(), r.order_by.clone());
+            async move { db.search_experiments(view, max, filter.as_deref(), &order_by, token.as_deref()).await }
+        },
+    )
+    .await?;
     page_response("experiments", page)
 }
 

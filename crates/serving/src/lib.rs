@@ -45,7 +45,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 
 pub use deployment::Deployment;
 pub use error::{ErrorKind, Protocol, ServeError};
@@ -505,24 +504,52 @@ async fn metrics_text(State(state): State<Arc<ServingState>>) -> Response {
 /// The serving routes. With `mlflow_health`, also MLflow's `/health` and `/version` (left out
 /// inside `shipyard server`, which answers those itself).
 pub fn router(state: Arc<ServingState>, mlflow_health: bool) -> Router {
+    app(state, mlflow_health, true).0
+}
+
+/// The serving routes and each one's permission: predicting needs USE on the deployment (or
+/// the registered model served by alias) named in the path, reading its metadata READ; health
+/// is public, and `/metrics` too unless `public_metrics` is false (then admins only).
+pub fn app(
+    state: Arc<ServingState>,
+    mlflow_health: bool,
+    public_metrics: bool,
+) -> (Router, shipyard_auth::PolicyTable) {
+    let (router, table) = routes(mlflow_health, public_metrics).build();
+    (router.layer(axum::middleware::from_fn(request_id)).with_state(state), table)
+}
+
+/// The serving routes' permissions (see [`app`]).
+pub fn policies(mlflow_health: bool, public_metrics: bool) -> shipyard_auth::PolicyTable {
+    routes(mlflow_health, public_metrics).build().1
+}
+
+fn routes(mlflow_health: bool, public_metrics: bool) -> shipyard_auth::Routes<Arc<ServingState>> {
     use protocol::{mlflow, oip, seed};
-    let mut routes = Router::new()
-        .route("/predict/{model}", post(seed::predict))
-        .route("/predict/{model}/{version}", post(seed::predict))
-        .route("/invocations", post(mlflow::invocations))
-        .route("/ping", get(mlflow::ping))
-        .route("/v2", get(oip::server_metadata))
-        .route("/v2/health/live", get(oip::live))
-        .route("/v2/health/ready", get(oip::ready))
-        .route("/v2/models/{model}", get(oip::model_metadata))
-        .route("/v2/models/{model}/ready", get(oip::model_ready))
-        .route("/v2/models/{model}/infer", post(oip::infer))
-        .route("/v2/models/{model}/versions/{version}", get(oip::model_metadata))
-        .route("/v2/models/{model}/versions/{version}/ready", get(oip::model_ready))
-        .route("/v2/models/{model}/versions/{version}/infer", post(oip::infer))
-        .route("/metrics", get(metrics_text));
+    use shipyard_auth::Capability::{Read, Use};
+    use shipyard_auth::Locator::{Served, Workspace};
+    use shipyard_auth::{Policy, ResourceType, Routes};
+    let served = |need| Policy::on(ResourceType::Deployment, need, Served("model"));
+    let metrics = if public_metrics { Policy::Public } else { Policy::Admin };
+    let mut routes = Routes::new()
+        .post("/predict/{model}", seed::predict, served(Use))
+        .post("/predict/{model}/{version}", seed::predict, served(Use))
+        // MLflow's scoring route names no model: it answers with the only one served, which
+        // only holders of a workspace grant (or admins) may use.
+        .post("/invocations", mlflow::invocations, Policy::on(ResourceType::Workspace, Use, Workspace))
+        .get("/ping", mlflow::ping, Policy::Public)
+        .get("/v2", oip::server_metadata, Policy::Public)
+        .get("/v2/health/live", oip::live, Policy::Public)
+        .get("/v2/health/ready", oip::ready, Policy::Public)
+        .get("/v2/models/{model}", oip::model_metadata, served(Read))
+        .get("/v2/models/{model}/ready", oip::model_ready, served(Read))
+        .post("/v2/models/{model}/infer", oip::infer, served(Use))
+        .get("/v2/models/{model}/versions/{version}", oip::model_metadata, served(Read))
+        .get("/v2/models/{model}/versions/{version}/ready", oip::model_ready, served(Read))
+        .post("/v2/models/{model}/versions/{version}/infer", oip::infer, served(Use))
+        .get("/metrics", metrics_text, metrics);
     if mlflow_health {
-        routes = routes.route("/health", get(mlflow::ping)).route("/version", get(mlflow::version));
+        routes = routes.get("/health", mlflow::ping, Policy::Public).get("/version", mlflow::version, Policy::Public);
     }
-    routes.layer(axum::middleware::from_fn(request_id)).with_state(state)
+    routes
 }

@@ -15,6 +15,7 @@
 //! - [`monitoring`]: the prediction log, ground truth, monitor configurations and evaluations,
 //!   alerts.
 //! - [`secrets`]: secrets a server's replicas share, made once.
+//! - [`identity`]: users, API tokens (digests), roles and their permissions.
 //! - [`artifacts`]: files in a local folder or a cloud bucket, with atomic writes, streaming and
 //!   path safety.
 //!
@@ -25,6 +26,7 @@ pub mod artifacts;
 pub mod datasets;
 pub mod db;
 pub mod deployments;
+pub mod identity;
 pub mod logged_models;
 mod migrations;
 pub mod monitoring;

@@ -383,6 +383,56 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX dataset_validations_by_version ON dataset_validations (name, version, id)",
         ],
     },
+    Migration {
+        version: 9,
+        description: "users, API tokens, roles and their permissions (MLflow 3.17's model)",
+        statements: &[
+            "CREATE TABLE users (
+            id {id},
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            is_admin BIGINT NOT NULL,
+            created_time BIGINT NOT NULL,
+            password_time BIGINT NOT NULL
+        )",
+            // A token's public id is its lookup key; only its SHA-256 is kept.
+            "CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_time BIGINT NOT NULL,
+            expires_time BIGINT,
+            revoked_time BIGINT,
+            last_used_time BIGINT
+        )",
+            "CREATE INDEX api_tokens_by_user ON api_tokens (user_id)",
+            // A user's own grants live in a role named __user_<id>__, as MLflow keeps them.
+            "CREATE TABLE roles (
+            id {id},
+            workspace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT,
+            UNIQUE (workspace, name)
+        )",
+            "CREATE TABLE role_permissions (
+            id {id},
+            role_id BIGINT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+            resource_type TEXT NOT NULL,
+            resource_pattern TEXT NOT NULL,
+            permission TEXT NOT NULL,
+            UNIQUE (role_id, resource_type, resource_pattern)
+        )",
+            "CREATE INDEX role_permissions_by_resource ON role_permissions (resource_type, resource_pattern)",
+            "CREATE TABLE user_roles (
+            id {id},
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            role_id BIGINT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+            UNIQUE (user_id, role_id)
+        )",
+        ],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

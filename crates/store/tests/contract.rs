@@ -90,6 +90,7 @@ both_backends!(
     overview_counts_runs_and_lists_keys,
     metric_series_keep_every_bucket_extreme,
     child_runs_group_under_their_parents,
+    users_tokens_roles_and_grants,
 );
 
 async fn overview_counts_runs_and_lists_keys(db: Database) {
@@ -1019,4 +1020,99 @@ async fn prediction_log_feedback_and_alerts(db: Database) {
     assert!(db.alerts(Some("other"), 10).await.unwrap().is_empty());
     db.delete_monitor("api").await.unwrap();
     assert!(db.delete_monitor("api").await.unwrap_err().to_string().contains("no monitors"));
+}
+
+async fn users_tokens_roles_and_grants(db: Database) {
+    assert!(!db.has_admin().await.unwrap());
+    let admin = db.create_user("admin", "$argon2id$hash-a", true).await.unwrap();
+    let ana = db.create_user("ana", "$argon2id$hash-b", false).await.unwrap();
+    assert!(db.has_admin().await.unwrap());
+    assert!(matches!(db.create_user("ana", "x", false).await, Err(Error::AlreadyExists(_))));
+    for bad in ["", "a:b", " ana", "tab\there"] {
+        assert!(matches!(db.create_user(bad, "x", false).await, Err(Error::InvalidParameter(_))), "{bad:?}");
+    }
+    let stored = db.user_credentials("ana").await.unwrap().unwrap();
+    assert_eq!((stored.user.clone(), stored.password_hash.as_str()), (ana.clone(), "$argon2id$hash-b"));
+    assert!(db.user_credentials("nobody").await.unwrap().is_none());
+    db.set_password_hash("ana", "$argon2id$hash-c").await.unwrap();
+    let changed = db.user_credentials("ana").await.unwrap().unwrap();
+    assert_eq!(changed.password_hash, "$argon2id$hash-c");
+    assert!(changed.password_time >= stored.password_time);
+    assert!(db.set_admin("ana", true).await.unwrap().is_admin);
+    db.set_admin("ana", false).await.unwrap();
+    assert_eq!(
+        db.list_users().await.unwrap().iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
+        ["admin", "ana"]
+    );
+
+    // Tokens: found by id with their owner, revoked once.
+    let token =
+        db.create_token(ana.id, "abcdef012345", "laptop", "digest", &["read".to_owned()], Some(42)).await.unwrap();
+    let found = db.token_credentials("abcdef012345").await.unwrap().unwrap();
+    assert_eq!((found.digest.as_str(), found.owner.username.as_str()), ("digest", "ana"));
+    assert_eq!(found.token, token);
+    assert!(db.token_credentials("000000000000").await.unwrap().is_none());
+    db.touch_token("abcdef012345", 7).await.unwrap();
+    assert_eq!(db.list_tokens(ana.id).await.unwrap()[0].last_used_time, Some(7));
+    assert!(matches!(db.revoke_token(admin.id, "abcdef012345").await, Err(Error::NotFound(_))), "not admin's token");
+    let revoked = db.revoke_token(ana.id, "abcdef012345").await.unwrap();
+    assert!(revoked.revoked_time.is_some());
+
+    // Personal grants and a role's both reach the user; one grant per resource, replaced.
+    db.grant_user(ana.id, "experiment", "1", "READ").await.unwrap();
+    db.grant_user(ana.id, "experiment", "1", "EDIT").await.unwrap();
+    db.grant_user(ana.id, "registered_model", "churn", "MANAGE").await.unwrap();
+    let readers = db.create_role("default", "readers", Some("read all")).await.unwrap();
+    assert!(matches!(db.create_role("default", "readers", None).await, Err(Error::AlreadyExists(_))));
+    assert!(matches!(db.create_role("default", "__user_9__", None).await, Err(Error::InvalidParameter(_))));
+    let all = db.add_role_permission(readers.id, "experiment", "*", "READ").await.unwrap();
+    db.assign_role(ana.id, readers.id).await.unwrap();
+    db.assign_role(ana.id, readers.id).await.unwrap();
+    let mut grants: Vec<(String, String, String)> = db
+        .user_grants(ana.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| (g.resource_type, g.resource_pattern, g.permission))
+        .collect();
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            ("experiment".to_owned(), "*".to_owned(), "READ".to_owned()),
+            ("experiment".to_owned(), "1".to_owned(), "EDIT".to_owned()),
+            ("registered_model".to_owned(), "churn".to_owned(), "MANAGE".to_owned()),
+        ]
+    );
+    // Personal roles stay out of role listings.
+    assert_eq!(db.list_roles(None).await.unwrap(), std::slice::from_ref(&readers));
+    assert_eq!(db.user_roles(ana.id).await.unwrap(), std::slice::from_ref(&readers));
+    assert!(db.personal_role_of(ana.id).await.unwrap().is_some());
+    assert!(db.personal_role_of(admin.id).await.unwrap().is_none());
+    assert_eq!(db.role_users(readers.id).await.unwrap().len(), 1);
+    assert_eq!(db.update_role_permission(all.id, "EDIT").await.unwrap().permission, "EDIT");
+    // A renamed model's grants follow it; a deleted one's go.
+    assert_eq!(db.retarget_grants("registered_model", "churn", Some("churn-v2")).await.unwrap(), 1);
+    assert!(db.user_grants(ana.id).await.unwrap().iter().any(|g| g.resource_pattern == "churn-v2"));
+    assert_eq!(db.retarget_grants("registered_model", "churn-v2", None).await.unwrap(), 1);
+    db.revoke_user(ana.id, "experiment", "1").await.unwrap();
+    assert!(matches!(db.revoke_user(ana.id, "experiment", "1").await, Err(Error::NotFound(_))));
+    db.unassign_role(ana.id, readers.id).await.unwrap();
+    assert!(db.user_grants(ana.id).await.unwrap().is_empty());
+    db.remove_role_permission(all.id).await.unwrap();
+    db.delete_role(readers.id).await.unwrap();
+    assert!(matches!(db.get_role(readers.id).await, Err(Error::NotFound(_))));
+
+    // What a request names: a run's experiment, a dataset file's datasets.
+    let run = new_run(&db, "0", "r").await;
+    assert_eq!(db.run_experiment(&run).await.unwrap(), Some(0));
+    assert_eq!(db.run_experiment("nope").await.unwrap(), None);
+    assert!(db.datasets_with_file("datasets/sha256/x.csv").await.unwrap().is_empty());
+
+    // Deleting a user takes their tokens and personal grants with them.
+    db.grant_user(ana.id, "dataset", "people", "READ").await.unwrap();
+    db.delete_user("ana").await.unwrap();
+    assert!(db.token_credentials("abcdef012345").await.unwrap().is_none());
+    assert!(db.user_grants(ana.id).await.unwrap().is_empty());
+    assert!(matches!(db.delete_user("ana").await, Err(Error::NotFound(_))));
 }

@@ -22,8 +22,13 @@ use crate::pages::deployments::deployment_href;
 use crate::pages::models::{model_href, version_href};
 use crate::pages::{error_page, layout, query_value};
 
-/// Who the UI's actions are recorded as (until the server knows its users).
+/// Who the UI's actions are recorded as when the server has no logins.
 pub const UI_ACTOR: &str = "web UI";
+
+/// The logged-in user an action is recorded as (`web UI` without `--auth`).
+fn actor(caller: &Option<axum::Extension<shipyard_auth::Access>>) -> String {
+    caller.as_ref().map_or_else(|| UI_ACTOR.to_owned(), |a| a.principal.user.username.clone())
+}
 
 /// A form field as given: trimmed, `None` when empty.
 fn given(field: Option<String>) -> Option<String> {
@@ -57,6 +62,7 @@ pub struct PromoteForm {
 /// the alias moves if they passed or the promotion was forced with a reason.
 pub async fn promote(
     State(state): State<UiState>,
+    caller: Option<axum::Extension<shipyard_auth::Access>>,
     Path((name, version)): Path<(String, String)>,
     Form(form): Form<PromoteForm>,
 ) -> Response {
@@ -68,7 +74,7 @@ pub async fn promote(
     let request = PromoteRequest {
         gates: GateRequest::stored(&name, &version, &alias),
         force: form.force.is_some(),
-        actor: UI_ACTOR.to_owned(),
+        actor: actor(&caller),
         reason: given(form.reason),
     };
     let page = version_href(&name, &version);
@@ -93,12 +99,13 @@ pub struct RollbackForm {
 /// move, recorded as a rollback.
 pub async fn rollback(
     State(state): State<UiState>,
+    caller: Option<axum::Extension<shipyard_auth::Access>>,
     Path(name): Path<String>,
     Form(form): Form<RollbackForm>,
 ) -> Response {
     let alias = given(form.alias).unwrap_or_else(|| DEFAULT_ALIAS.to_owned());
     let reason = given(form.reason);
-    let moved = state.db.rollback_alias(&name, &alias, UI_ACTOR, reason.as_deref()).await;
+    let moved = state.db.rollback_alias(&name, &alias, &actor(&caller), reason.as_deref()).await;
     answer(moved, &model_href(&name), "rolled-back", Some(&alias))
 }
 
@@ -134,6 +141,7 @@ pub struct AcknowledgeForm {
 /// `POST /alerts/{id}/acknowledge`.
 pub async fn acknowledge(
     State(state): State<UiState>,
+    caller: Option<axum::Extension<shipyard_auth::Access>>,
     Path(id): Path<i64>,
     Form(form): Form<AcknowledgeForm>,
 ) -> Response {
@@ -143,7 +151,7 @@ pub async fn acknowledge(
             p == "/alerts" || p.strip_prefix("/deployments/").is_some_and(|rest| !rest.contains(['/', '\\', '?', '#']))
         })
         .unwrap_or_else(|| "/alerts".to_owned());
-    answer(state.db.acknowledge_alert(id, UI_ACTOR).await, &page, "acknowledged", None)
+    answer(state.db.acknowledge_alert(id, &actor(&caller)).await, &page, "acknowledged", None)
 }
 
 /// 503: a heavy request (a gate run, a drift between datasets) is under way.

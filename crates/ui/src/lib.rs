@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
-use axum::routing::{get, post};
 use shipyard_release::Releaser;
 use shipyard_store::{ArtifactStore, Database};
 
@@ -91,37 +90,66 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// `/datasets` (one),
 /// `/ui-api/series`, `/ui-api/monitor`, `/static/{file}`; and the actions' POST routes.
 pub fn router(state: UiState) -> Router {
+    app(state).0
+}
+
+/// The UI's router and each route's permission. A page of one resource needs READ on it (a
+/// run's page: its experiment's), an action the permission its CLI command needs; the lists
+/// of every experiment, model, deployment, dataset and alert are for admins until they show
+/// only what the caller may read.
+pub fn app(state: UiState) -> (Router, shipyard_auth::PolicyTable) {
     let keys = csrf::Keys::new(state.db.clone());
-    Router::new()
-        .route("/models/{name}/versions/{version}/promote", post(actions::promote))
-        .route("/models/{name}/rollback", post(actions::rollback))
-        .route("/deployments/{name}/weight", post(actions::set_weight))
-        .route("/deployments/{name}/end-canary", post(actions::end_canary))
-        .route("/alerts/{id}/acknowledge", post(actions::acknowledge))
-        .route("/", get(pages::experiments::page))
-        .route("/experiments/{experiment_id}", get(pages::runs::page))
-        .route("/experiments/{experiment_id}/runs.csv", get(pages::runs::csv_export))
-        .route("/runs/{run_id}", get(pages::run::page))
-        .route("/runs/{run_id}/artifacts", get(pages::artifacts::page))
-        .route("/runs/{run_id}/artifacts/raw", get(pages::artifacts::raw))
-        .route("/compare", get(pages::compare::page))
-        .route("/models", get(pages::models::list))
-        .route("/models/{name}", get(pages::models::model))
-        .route("/models/{name}/versions/{version}", get(pages::models::version))
-        .route("/deployments", get(pages::deployments::list))
-        .route("/deployments/{name}", get(pages::deployments::page))
-        .route("/deployments/{name}/window", get(pages::window::page))
-        .route("/alerts", get(pages::deployments::all_alerts))
-        .route("/pipelines/{run_id}", get(pages::pipelines::page))
-        .route("/datasets", get(pages::datasets::list))
-        .route("/datasets/{name}", get(pages::datasets::page))
-        .route("/datasets/{name}/drift", get(pages::datasets::drift))
-        .route("/ui-api/series", get(series::series))
-        .route("/ui-api/monitor", get(pages::deployments::monitor_series))
-        .route("/static/{file}", get(assets::serve))
+    let (router, table) = routes().build();
+    let router = router
         .layer(axum::middleware::from_fn_with_state(keys, csrf::protect))
         .layer(axum::middleware::map_response(secure))
-        .with_state(state)
+        .with_state(state);
+    (router, table)
+}
+
+/// The UI's permissions (see [`app`]).
+pub fn policies() -> shipyard_auth::PolicyTable {
+    routes().build().1
+}
+
+fn routes() -> shipyard_auth::Routes<UiState> {
+    use shipyard_auth::Capability::{Read, Update};
+    use shipyard_auth::Locator::{Path, Query, RunList, RunPath};
+    use shipyard_auth::ResourceType::{Dataset, Deployment, Experiment, RegisteredModel};
+    use shipyard_auth::{Policy, Routes};
+    let on = Policy::on;
+    let experiment = on(Experiment, Read, Path("experiment_id"));
+    let run = on(Experiment, Read, RunPath("run_id"));
+    let model = |need| on(RegisteredModel, need, Path("name"));
+    let deployment = |need| on(Deployment, need, Path("name"));
+    let dataset = on(Dataset, Read, Path("name"));
+    Routes::new()
+        .post("/models/{name}/versions/{version}/promote", actions::promote, model(Update))
+        .post("/models/{name}/rollback", actions::rollback, model(Update))
+        .post("/deployments/{name}/weight", actions::set_weight, deployment(Update))
+        .post("/deployments/{name}/end-canary", actions::end_canary, deployment(Update))
+        .post("/alerts/{id}/acknowledge", actions::acknowledge, Policy::Admin)
+        .get("/", pages::experiments::page, Policy::Admin)
+        .get("/experiments/{experiment_id}", pages::runs::page, experiment)
+        .get("/experiments/{experiment_id}/runs.csv", pages::runs::csv_export, experiment)
+        .get("/runs/{run_id}", pages::run::page, run)
+        .get("/runs/{run_id}/artifacts", pages::artifacts::page, run)
+        .get("/runs/{run_id}/artifacts/raw", pages::artifacts::raw, run)
+        .get("/compare", pages::compare::page, on(Experiment, Read, RunList("run")))
+        .get("/models", pages::models::list, Policy::Admin)
+        .get("/models/{name}", pages::models::model, model(Read))
+        .get("/models/{name}/versions/{version}", pages::models::version, model(Read))
+        .get("/deployments", pages::deployments::list, Policy::Admin)
+        .get("/deployments/{name}", pages::deployments::page, deployment(Read))
+        .get("/deployments/{name}/window", pages::window::page, deployment(Read))
+        .get("/alerts", pages::deployments::all_alerts, Policy::Admin)
+        .get("/pipelines/{run_id}", pages::pipelines::page, run)
+        .get("/datasets", pages::datasets::list, Policy::Admin)
+        .get("/datasets/{name}", pages::datasets::page, dataset)
+        .get("/datasets/{name}/drift", pages::datasets::drift, dataset)
+        .get("/ui-api/series", series::series, on(Experiment, Read, RunList("run")))
+        .get("/ui-api/monitor", pages::deployments::monitor_series, on(Deployment, Read, Query("deployment")))
+        .get("/static/{file}", assets::serve, Policy::Public)
 }
 
 /// The security headers of every UI answer.

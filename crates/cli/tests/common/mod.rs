@@ -101,7 +101,13 @@ impl Server {
 pub fn start(home: &Path, args: &[&str], log: std::sync::Arc<std::sync::Mutex<String>>) -> Server {
     let mut args = args.to_vec();
     args.extend(["--port", "0"]);
-    let mut child = shipyard_cmd(home, &args).stderr(Stdio::piped()).spawn().unwrap();
+    start_command(shipyard_cmd(home, &args), log)
+}
+
+/// Starts `command` (a `shipyard server` or `serve` with `--port 0`) and waits for the line
+/// saying where it listens.
+pub fn start_command(mut command: Command, log: std::sync::Arc<std::sync::Mutex<String>>) -> Server {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("the server exited before listening").unwrap();
