@@ -158,6 +158,16 @@ impl Access {
     }
 }
 
+/// `items` without those of `kind` the caller may not read (`id` names each); all of them
+/// without authentication (no `Access`).
+pub fn readable_only<T>(access: Option<&Access>, kind: ResourceType, items: Vec<T>, id: impl Fn(&T) -> &str) -> Vec<T> {
+    let Some(access) = access else { return items };
+    match access.readable(kind) {
+        Visibility::All => items,
+        visibility => items.into_iter().filter(|item| visibility.allows(id(item))).collect(),
+    }
+}
+
 /// An error answer in MLflow's shape.
 fn refuse(code: ErrorCode, message: &str) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);

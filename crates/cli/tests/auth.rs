@@ -287,6 +287,19 @@ fn permission_matrix(home: &std::path::Path, extra: &[&str]) {
     let models = |who: (&str, &str)| call(addr, Some(who), "GET", "/api/2.0/mlflow/registered-models/search", "").1;
     assert_eq!(models(("u-read", password))["registered_models"][0]["name"], "matrix-model");
     assert_eq!(models(("u-deny", password))["registered_models"], Value::Null);
+    // The web UI's lists too: a page of every experiment or model shows only the readable ones.
+    let page = |who: (&str, &str), path: &str| {
+        let header = basic(who.0, who.1);
+        let (status, _, body) = http(addr, "GET", path, &[("Authorization", header.as_str())], "");
+        assert_eq!(status, 200, "{} {path}: {body}", who.0);
+        body
+    };
+    assert!(page(("u-read", password), "/").contains(">matrix<"));
+    assert!(!page(("u-deny", password), "/").contains(">matrix<"));
+    assert!(!page(("u-no_permissions", password), "/").contains(">matrix<"));
+    assert!(page(("u-read", password), "/models").contains("matrix-model"));
+    assert!(!page(("u-no_permissions", password), "/models").contains("matrix-model"));
+    assert!(page(ADMIN, "/").contains(">matrix<"));
     // Deleting needs MANAGE: EDIT may not delete the run.
     let delete_run = format!(r#"{{"run_id": "{run_id}"}}"#);
     assert_eq!(call(addr, Some(("u-edit", password)), "POST", "/api/2.0/mlflow/runs/delete", &delete_run).0, 403);

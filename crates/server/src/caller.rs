@@ -9,11 +9,7 @@ pub(crate) type Caller = Option<Extension<Access>>;
 
 /// `items` without those of `kind` the caller may not read (`id` names each).
 pub(crate) fn readable<T>(caller: &Caller, kind: ResourceType, items: Vec<T>, id: impl Fn(&T) -> &str) -> Vec<T> {
-    let Some(Extension(access)) = caller else { return items };
-    match access.readable(kind) {
-        Visibility::All => items,
-        visibility => items.into_iter().filter(|item| visibility.allows(id(item))).collect(),
-    }
+    shipyard_auth::gate::readable_only(caller.as_ref().map(|Extension(a)| a), kind, items, id)
 }
 
 /// Most results a filtered search looks through to fill one page (then it returns a short page

@@ -95,8 +95,7 @@ pub fn router(state: UiState) -> Router {
 
 /// The UI's router and each route's permission. A page of one resource needs READ on it (a
 /// run's page: its experiment's), an action the permission its CLI command needs; the lists
-/// of every experiment, model, deployment, dataset and alert are for admins until they show
-/// only what the caller may read.
+/// (experiments, models, deployments, datasets, alerts) show only what the caller may read.
 pub fn app(state: UiState) -> (Router, shipyard_auth::PolicyTable) {
     let keys = csrf::Keys::new(state.db.clone());
     let (router, table) = routes().build();
@@ -123,33 +122,47 @@ fn routes() -> shipyard_auth::Routes<UiState> {
     let model = |need| on(RegisteredModel, need, Path("name"));
     let deployment = |need| on(Deployment, need, Path("name"));
     let dataset = on(Dataset, Read, Path("name"));
+    let listing = Policy::Authenticated(Read);
     Routes::new()
         .post("/models/{name}/versions/{version}/promote", actions::promote, model(Update))
         .post("/models/{name}/rollback", actions::rollback, model(Update))
         .post("/deployments/{name}/weight", actions::set_weight, deployment(Update))
         .post("/deployments/{name}/end-canary", actions::end_canary, deployment(Update))
         .post("/alerts/{id}/acknowledge", actions::acknowledge, Policy::Admin)
-        .get("/", pages::experiments::page, Policy::Admin)
+        .get("/", pages::experiments::page, listing)
         .get("/experiments/{experiment_id}", pages::runs::page, experiment)
         .get("/experiments/{experiment_id}/runs.csv", pages::runs::csv_export, experiment)
         .get("/runs/{run_id}", pages::run::page, run)
         .get("/runs/{run_id}/artifacts", pages::artifacts::page, run)
         .get("/runs/{run_id}/artifacts/raw", pages::artifacts::raw, run)
         .get("/compare", pages::compare::page, on(Experiment, Read, RunList("run")))
-        .get("/models", pages::models::list, Policy::Admin)
+        .get("/models", pages::models::list, listing)
         .get("/models/{name}", pages::models::model, model(Read))
         .get("/models/{name}/versions/{version}", pages::models::version, model(Read))
-        .get("/deployments", pages::deployments::list, Policy::Admin)
+        .get("/deployments", pages::deployments::list, listing)
         .get("/deployments/{name}", pages::deployments::page, deployment(Read))
         .get("/deployments/{name}/window", pages::window::page, deployment(Read))
-        .get("/alerts", pages::deployments::all_alerts, Policy::Admin)
+        .get("/alerts", pages::deployments::all_alerts, listing)
         .get("/pipelines/{run_id}", pages::pipelines::page, run)
-        .get("/datasets", pages::datasets::list, Policy::Admin)
+        .get("/datasets", pages::datasets::list, listing)
         .get("/datasets/{name}", pages::datasets::page, dataset)
         .get("/datasets/{name}/drift", pages::datasets::drift, dataset)
         .get("/ui-api/series", series::series, on(Experiment, Read, RunList("run")))
         .get("/ui-api/monitor", pages::deployments::monitor_series, on(Deployment, Read, Query("deployment")))
         .get("/static/{file}", assets::serve, Policy::Public)
+}
+
+/// The caller, when the server has logins (`shipyard_auth::gate`).
+pub(crate) type Caller = Option<axum::Extension<shipyard_auth::Access>>;
+
+/// `items` without those of `kind` the caller may not read (lists show only what one may open).
+pub(crate) fn readable<T>(
+    caller: &Caller,
+    kind: shipyard_auth::ResourceType,
+    items: Vec<T>,
+    id: impl Fn(&T) -> &str,
+) -> Vec<T> {
+    shipyard_auth::gate::readable_only(caller.as_ref().map(|axum::Extension(a)| a), kind, items, id)
 }
 
 /// The security headers of every UI answer.

@@ -6,6 +6,7 @@
 //! A&current=B`: the drift between two versions, as `shipyard data drift dataset:NAME@A
 //! dataset:NAME@B` computes it (the same function), with both distributions per column.
 
+use shipyard_auth::ResourceType;
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
@@ -36,9 +37,9 @@ fn dataset_href(name: &str) -> String {
 }
 
 /// `/datasets`.
-pub async fn list(State(state): State<UiState>) -> Response {
+pub async fn list(State(state): State<UiState>, caller: crate::Caller) -> Response {
     let versions = match state.db.list_dataset_versions(None).await {
-        Ok(v) => v,
+        Ok(v) => crate::readable(&caller, ResourceType::Dataset, v, |v| v.name.as_str()),
         Err(e) => return error_page(&e),
     };
     // Per name: how many versions, and the latest.

@@ -11,6 +11,7 @@
 //!   or end the canary, and to acknowledge an alert.
 //! - `/alerts`: every alert of every deployment, newest first, each acknowledgeable.
 
+use shipyard_auth::ResourceType;
 use std::collections::BTreeSet;
 
 use axum::Json;
@@ -52,9 +53,9 @@ async fn target(state: &UiState, r: &ModelRef) -> Markup {
 }
 
 /// `/deployments`.
-pub async fn list(State(state): State<UiState>) -> Response {
+pub async fn list(State(state): State<UiState>, caller: crate::Caller) -> Response {
     let deployments = match state.db.list_deployments().await {
-        Ok(d) => d,
+        Ok(d) => crate::readable(&caller, ResourceType::Deployment, d, |d| d.name.as_str()),
         Err(e) => return error_page(&e),
     };
     let mut rows = Vec::new();
@@ -352,9 +353,14 @@ fn changed(a: &Alert) -> Option<(String, &'static str)> {
 }
 
 /// `/alerts`.
-pub async fn all_alerts(State(state): State<UiState>, Query(notice): Query<Notice>, token: FormToken) -> Response {
+pub async fn all_alerts(
+    State(state): State<UiState>,
+    caller: crate::Caller,
+    Query(notice): Query<Notice>,
+    token: FormToken,
+) -> Response {
     let alerts = match state.db.alerts(None, ALERTS).await {
-        Ok(a) => a,
+        Ok(a) => crate::readable(&caller, ResourceType::Deployment, a, |a| a.deployment.as_str()),
         Err(e) => return error_page(&e),
     };
     let body = html! {

@@ -5,6 +5,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
+use shipyard_auth::ResourceType;
 use shipyard_core::entities::ViewType;
 
 use super::{error_page, layout, path_segment, time};
@@ -20,11 +21,11 @@ pub struct Params {
 /// At most this many experiments are listed (MLflow's search cap).
 const MAX_EXPERIMENTS: i64 = 1_000;
 
-pub async fn page(State(state): State<UiState>, Query(params): Query<Params>) -> Response {
+pub async fn page(State(state): State<UiState>, caller: crate::Caller, Query(params): Query<Params>) -> Response {
     let q = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let found = state.db.search_experiments(ViewType::ActiveOnly, Some(MAX_EXPERIMENTS), None, &[], None).await;
     let mut experiments = match found {
-        Ok(page) => page.items,
+        Ok(page) => crate::readable(&caller, ResourceType::Experiment, page.items, |e| e.experiment_id.as_str()),
         Err(e) => return error_page(&e),
     };
     if let Some(q) = q {

@@ -16,6 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use shipyard_auth::ResourceType;
 use shipyard_core::artifact_path::ArtifactPath;
 use shipyard_core::deployment::{Deployment, ModelRef};
 use shipyard_core::entities::{ModelVersion, ModelVersionStatus, RegisteredModel};
@@ -52,13 +53,13 @@ fn tag<'a>(version: &'a ModelVersion, key: &str) -> Option<&'a str> {
 }
 
 /// `/models`.
-pub async fn list(State(state): State<UiState>, Query(search): Query<Search>) -> Response {
+pub async fn list(State(state): State<UiState>, caller: crate::Caller, Query(search): Query<Search>) -> Response {
     let q = search.q.trim();
     // A name containing the text, any case (a doubled quote is the grammar's quote; `%` and `_`
     // typed match as LIKE's wildcards).
     let filter = (!q.is_empty()).then(|| format!("name ILIKE '%{}%'", q.replace('\'', "''")));
     let models = match state.db.search_registered_models(filter.as_deref(), Some(1_000), &[], None).await {
-        Ok(page) => page.items,
+        Ok(page) => crate::readable(&caller, ResourceType::RegisteredModel, page.items, |m| m.name.as_str()),
         Err(e) => return error_page(&e),
     };
     let body = html! {
