@@ -73,8 +73,6 @@ pub enum Method {
     Password,
     /// An API token, by its public id.
     Token(String),
-    /// A web UI session.
-    Session,
 }
 
 /// An authenticated caller.

@@ -258,14 +258,6 @@ impl Gate {
         Arc::new(Gate { authority, table, max_body_bytes })
     }
 
-    pub fn table(&self) -> &PolicyTable {
-        &self.table
-    }
-
-    pub fn authority(&self) -> &Arc<Authority> {
-        &self.authority
-    }
-
     fn db(&self) -> &Database {
         self.authority.db()
     }
@@ -478,10 +470,6 @@ async fn locate(
         }
         Locator::BodyList(name) => {
             let (request, values) = body_values(gate, request, name).await?;
-            (request, values.into_iter().map(|v| vec![(kind, v)]).collect())
-        }
-        Locator::QueryList(name) => {
-            let values = query_values(&request, name, true);
             (request, values.into_iter().map(|v| vec![(kind, v)]).collect())
         }
         Locator::Path(name) => {

@@ -27,8 +27,6 @@ pub enum Locator {
     BodyOr(&'static str, &'static str),
     /// A JSON body field holding a list: every element is checked.
     BodyList(&'static str),
-    /// A comma-separated query parameter, or a repeated one: every element is checked.
-    QueryList(&'static str),
     /// A path parameter.
     Path(&'static str),
     /// A run id (query or body field): the resource is the run's experiment.

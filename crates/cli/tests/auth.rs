@@ -128,15 +128,21 @@ fn the_first_admin_comes_from_a_secret_and_an_unprotected_public_listener_is_ref
     assert_eq!(call(&server.addr, Some(ADMIN), "GET", "/api/2.0/mlflow/users/current", "").0, 200);
 }
 
-/// A fresh PostgreSQL database when the test script provides a cluster.
-fn postgres_uri() -> Option<String> {
-    let base = std::env::var("SHIPYARD_TEST_PG_URI").ok()?;
-    let port = base.rsplit_once(':')?.1.split('/').next()?.to_owned();
-    let name = format!("auth_{}", std::process::id());
+/// A fresh PostgreSQL database: in the test script's cluster, or in one started here (never
+/// skipped).
+fn postgres_uri() -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-cluster.sh");
-    let out = Command::new("bash").args([script, "createdb", &port, &name]).output().ok()?;
+    let base = std::env::var("SHIPYARD_TEST_PG_URI").unwrap_or_else(|_| {
+        let out = Command::new("bash").args([script, "start"]).output().unwrap();
+        assert!(out.status.success(), "could not start PostgreSQL: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace().find_map(|w| w.strip_prefix("SHIPYARD_TEST_PG_URI=")).unwrap().to_owned()
+    });
+    let port = base.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_owned();
+    let name = format!("auth_{}", std::process::id());
+    let out = Command::new("bash").args([script, "createdb", &port, &name]).output().unwrap();
     assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]
@@ -147,11 +153,7 @@ fn the_permission_matrix_holds_on_sqlite() {
 
 #[test]
 fn the_permission_matrix_holds_on_postgres() {
-    // The test script always provides the cluster; elsewhere this test says so and passes.
-    let Some(uri) = postgres_uri() else {
-        eprintln!("SHIPYARD_TEST_PG_URI is not set: the PostgreSQL matrix needs scripts/test.sh");
-        return;
-    };
+    let uri = postgres_uri();
     let home = tempfile::tempdir().unwrap();
     permission_matrix(home.path(), &["--backend-store-uri", &uri]);
 }
