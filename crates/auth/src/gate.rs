@@ -32,7 +32,7 @@ use shipyard_store::Database;
 
 use crate::authenticate::{AuthError, Authenticator, Credentials, Principal};
 use crate::permission::{Capability, Grant, Permission, ResourceType, resolve};
-use crate::policy::{Locator, Policy, PolicyTable};
+use crate::policy::{Locator, Policy, PolicyTable, Requirement};
 
 /// How long a user's grants are reused before they are read again (a revocation reaches
 /// every replica within this).
@@ -55,6 +55,8 @@ pub struct Gate {
     table: PolicyTable,
     /// Largest body read to find a resource in it.
     max_body_bytes: usize,
+    /// Where a browser asking for a page without credentials is sent (the UI's login page).
+    login_page: Option<&'static str>,
 }
 
 /// Who is calling and what they may do: in every request's extensions when authentication
@@ -254,8 +256,15 @@ impl Authority {
 }
 
 impl Gate {
-    pub fn new(authority: Arc<Authority>, table: PolicyTable, max_body_bytes: usize) -> Arc<Gate> {
-        Arc::new(Gate { authority, table, max_body_bytes })
+    /// The gate; `login_page` (the UI's) is where a browser asking for a page without
+    /// credentials is sent, instead of a 401 that makes it show its Basic prompt.
+    pub fn new(
+        authority: Arc<Authority>,
+        table: PolicyTable,
+        max_body_bytes: usize,
+        login_page: Option<&'static str>,
+    ) -> Arc<Gate> {
+        Arc::new(Gate { authority, table, max_body_bytes, login_page })
     }
 
     fn db(&self) -> &Database {
@@ -277,10 +286,39 @@ fn presented(request: &Request) -> Result<(Credentials, IpAddr), Response> {
     let client =
         request.extensions().get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let Some(header) = request.headers().get(header::AUTHORIZATION) else {
+        // A browser's session rides in its cookie; another site's page cannot use it to change
+        // anything (SameSite=Strict already keeps most browsers from sending it).
+        if let Some(token) = crate::session::from_cookies(request.headers()) {
+            if !request.method().is_safe() && crate::session::cross_site(request.headers()) {
+                return Err(denied("a request from another site may not use this site's session"));
+            }
+            return Ok((Credentials::Bearer(token), client));
+        }
         return Err(unauthenticated("authentication required: send a user name and password or a token"));
     };
     let header = header.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;
     Ok((Credentials::from_header(header).map_err(from_auth_error)?, client))
+}
+
+/// For a browser asking for a page (GET, `Accept: text/html`, no `Authorization`) when there
+/// is a login page: the redirect to it, coming back to the page after.
+fn browser_page(gate: &Gate, request: &Request) -> Option<Response> {
+    let login = gate.login_page?;
+    let headers = request.headers();
+    let html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if request.method() != axum::http::Method::GET || !html || headers.contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let here = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    let location = HeaderValue::from_str(&format!("{login}?next={next}")).ok()?;
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response.headers_mut().insert(header::LOCATION, location);
+    // An ended session's cookie goes.
+    if crate::session::from_cookies(headers).is_some() {
+        response.headers_mut().insert(header::SET_COOKIE, crate::session::clear_cookie());
+    }
+    Some(response)
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state(gate, enforce)`), layered over every
@@ -301,76 +339,133 @@ pub async fn enforce(State(gate): State<Arc<Gate>>, request: Request, next: Next
     if policy == Policy::Public {
         return next.run(request).await;
     }
+    let page = browser_page(&gate, &request);
     let principal = match gate.caller(presented(&request)).await {
         Ok(p) => p,
-        Err(response) => return response,
+        // A page asked for by a browser that is not logged in (or whose session ended): the
+        // login page, which comes back here after.
+        Err(response) => {
+            return match (response.status(), page) {
+                (StatusCode::UNAUTHORIZED, Some(login)) => login,
+                _ => response,
+            };
+        }
     };
     let grants = match gate.authority.grants(principal.user.id).await {
         Ok(g) => g,
         Err(e) => return store_failed(e),
     };
     let access = Access::new(principal, grants, gate.authority.default_permission);
-    let (request, created) = match decide(&gate, &access, policy, request).await {
+    let (mut request, created) = match decide(&gate, &access, policy, request).await {
         Ok(decided) => decided,
         Err(response) => return response,
     };
-    let mut request = request;
     request.extensions_mut().insert(access.clone());
+    let new = CreatorGrants::new(gate.authority.clone(), &access, created.named);
+    if let Some(new) = &new {
+        request.extensions_mut().insert(new.clone());
+    }
     let response = next.run(request).await;
-    match created {
-        Some((kind, field)) if response.status().is_success() => {
-            grant_creator(&gate, &access, kind, field, response).await
-        }
-        _ => response,
+    if !response.status().is_success() {
+        return response;
+    }
+    // What the request created exists now (a streamed answer settles before its last line).
+    if let Some(new) = new {
+        new.settle().await;
+    }
+    match created.field {
+        Some((kind, field)) => grant_creator(&gate, &access, kind, field, response).await,
+        None => response,
     }
 }
 
-type Decided = (Request, Option<(ResourceType, &'static str)>);
+/// What a request may create, found by the gate: MANAGE goes to its creator once it exists.
+#[derive(Default)]
+struct Created {
+    /// A `Create` route: the answer's field naming what was created.
+    field: Option<(ResourceType, &'static str)>,
+    /// Resources named in the request that do not exist yet.
+    named: Vec<(ResourceType, String)>,
+}
+
+type Decided = (Request, Created);
 
 async fn decide(gate: &Gate, access: &Access, policy: Policy, request: Request) -> Result<Decided, Response> {
     let who = &access.principal.user.username;
     match policy {
-        Policy::Public => Ok((request, None)),
+        Policy::Public => Ok((request, Created::default())),
         Policy::Admin => {
             if access.principal.user.is_admin && access.principal.scopes.is_all() {
-                Ok((request, None))
+                Ok((request, Created::default()))
             } else {
                 Err(denied(&format!("Permission denied: {who} is not an admin")))
             }
         }
         Policy::Authenticated(capability) => {
             if access.principal.scopes.allow_unscoped(capability) {
-                Ok((request, None))
+                Ok((request, Created::default()))
             } else {
                 Err(denied("Permission denied: this credential is limited to named resources"))
             }
         }
         Policy::Create { kind, id_field } => {
             if access.principal.scopes.allow_unscoped(Capability::Update) {
-                Ok((request, Some((kind, id_field))))
+                Ok((request, Created { field: Some((kind, id_field)), named: Vec::new() }))
             } else {
                 Err(denied(&format!("Permission denied: this credential may not create a {}", kind.as_str())))
             }
         }
         Policy::Resource { kind, need, at } => {
-            let (request, found) = locate(gate, kind, at, request).await?;
-            for alternatives in found {
-                // One of the alternatives suffices (a file shared by datasets).
-                if alternatives.iter().any(|(kind, id)| access.can(*kind, id, need)) {
-                    continue;
-                }
-                if let Some((kind, id)) = alternatives.first() {
-                    tracing::info!(target: "shipyard::auth", user = %who, resource = %format!("{}:{id}", kind.as_str()), need = ?need, "denied");
-                    return Err(denied(&format!(
-                        "Permission denied: {who} may not {} {} '{id}'",
-                        verb(need),
-                        kind.as_str().replace('_', " ")
-                    )));
-                }
+            let mut created = Created::default();
+            let request = require(gate, access, Requirement { kind, need, at }, request, &mut created).await?;
+            Ok((request, created))
+        }
+        Policy::All(requirements) => {
+            let mut created = Created::default();
+            let mut request = request;
+            for requirement in requirements {
+                request = require(gate, access, *requirement, request, &mut created).await?;
             }
-            Ok((request, None))
+            Ok((request, created))
         }
     }
+}
+
+/// Checks one requirement; a resource that the request would create is added to `created`.
+async fn require(
+    gate: &Gate,
+    access: &Access,
+    requirement: Requirement,
+    request: Request,
+    created: &mut Created,
+) -> Result<Request, Response> {
+    let who = &access.principal.user.username;
+    let Requirement { kind, need, at } = requirement;
+    let (request, located) = locate(gate, kind, at, request).await?;
+    if let Some((kind, name)) = located.new {
+        if !access.principal.scopes.allow_unscoped(Capability::Update) {
+            return Err(denied(&format!(
+                "Permission denied: this credential may not create {} '{name}'",
+                kind.as_str().replace('_', " ")
+            )));
+        }
+        created.named.push((kind, name));
+    }
+    for alternatives in located.named {
+        // One of the alternatives suffices (a file shared by datasets).
+        if alternatives.iter().any(|(kind, id)| access.can(*kind, id, need)) {
+            continue;
+        }
+        if let Some((kind, id)) = alternatives.first() {
+            tracing::info!(target: "shipyard::auth", user = %who, resource = %format!("{}:{id}", kind.as_str()), need = ?need, "denied");
+            return Err(denied(&format!(
+                "Permission denied: {who} may not {} {} '{id}'",
+                verb(need),
+                kind.as_str().replace('_', " ")
+            )));
+        }
+    }
+    Ok(request)
 }
 
 fn verb(capability: Capability) -> &'static str {
@@ -395,15 +490,20 @@ fn query_values(request: &Request, name: &str, split: bool) -> Vec<String> {
         .collect()
 }
 
-/// Reads the JSON body (within the limit) and puts it back; the values of `field` in it.
-async fn body_values(gate: &Gate, request: Request, field: &str) -> Result<(Request, Vec<String>), Response> {
-    let (parts, body) = request.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, gate.max_body_bytes).await.map_err(|_| {
+/// The whole body, within the limit.
+async fn read_body(gate: &Gate, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, gate.max_body_bytes).await.map_err(|_| {
         refuse(
             ErrorCode::RequestLimitExceeded,
             &format!("Request body exceeds the limit of {} bytes", gate.max_body_bytes),
         )
-    })?;
+    })
+}
+
+/// Reads the JSON body (within the limit) and puts it back; the values of `field` in it.
+async fn body_values(gate: &Gate, request: Request, field: &str) -> Result<(Request, Vec<String>), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(gate, body).await?;
     let values = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => match map.get(field) {
             Some(serde_json::Value::Array(items)) => items.iter().filter_map(json_text).collect(),
@@ -440,28 +540,67 @@ fn missing(field: &str) -> Response {
 /// Resources a request names: each entry is a list of alternatives, any of which suffices.
 type Named = Vec<Vec<(ResourceType, String)>>;
 
+/// What a locator found: the resources to check, and one the request would create.
+#[derive(Default)]
+struct Located {
+    named: Named,
+    new: Option<(ResourceType, String)>,
+}
+
+impl Located {
+    fn named(named: Named) -> Located {
+        Located { named, new: None }
+    }
+}
+
 /// The resources `request` names at `at`.
 async fn locate(
     gate: &Gate,
     kind: ResourceType,
     at: Locator,
+    request: Request,
+) -> Result<(Request, Located), Response> {
+    match at {
+        Locator::Optional(inner) => locate_field(gate, kind, *inner, request, true).await,
+        at => locate_field(gate, kind, at, request, false).await,
+    }
+}
+
+/// [`locate`]; when `optional`, a request without the field names nothing.
+async fn locate_field(
+    gate: &Gate,
+    kind: ResourceType,
+    at: Locator,
     mut request: Request,
-) -> Result<(Request, Named), Response> {
-    let one = |id: String| vec![vec![(kind, id)]];
-    let (request, ids) = match at {
+    optional: bool,
+) -> Result<(Request, Located), Response> {
+    let one = |id: String| Located::named(vec![vec![(kind, id)]]);
+    // The field's value, or (when it is optional and absent) an answer naming nothing.
+    macro_rules! given {
+        ($request:expr, $value:expr, $name:expr) => {
+            match $value {
+                Some(value) => value,
+                None if optional => return Ok(($request, Located::default())),
+                None => return Err(missing($name)),
+            }
+        };
+    }
+    let located = match at {
+        Locator::Optional(inner) => return Box::pin(locate_field(gate, kind, *inner, request, true)).await,
         Locator::Query(name) => {
-            let values = query_values(&request, name, false);
-            let first = values.into_iter().next().ok_or_else(|| missing(name))?;
+            let first = query_values(&request, name, false).into_iter().next();
+            let first = given!(request, first, name);
             (request, one(first))
         }
         Locator::Body(name) => {
             let (request, values) = body_values(gate, request, name).await?;
-            let first = values.into_iter().next().ok_or_else(|| missing(name))?;
+            let first = given!(request, values.into_iter().next(), name);
             (request, one(first))
         }
         Locator::QueryOrBody(name) => {
             let (request, value) = query_or_body(gate, request, name).await?;
-            (request, one(value.ok_or_else(|| missing(name))?))
+            let value = given!(request, value, name);
+            (request, one(value))
         }
         Locator::BodyOr(name, default) => {
             let (request, values) = body_values(gate, request, name).await?;
@@ -470,10 +609,11 @@ async fn locate(
         }
         Locator::BodyList(name) => {
             let (request, values) = body_values(gate, request, name).await?;
-            (request, values.into_iter().map(|v| vec![(kind, v)]).collect())
+            (request, Located::named(values.into_iter().map(|v| vec![(kind, v)]).collect()))
         }
         Locator::Path(name) => {
-            let value = path_param(&mut request, name).await.ok_or_else(|| missing(name))?;
+            let value = path_param(&mut request, name).await;
+            let value = given!(request, value, name);
             (request, one(value))
         }
         Locator::Run(name) => {
@@ -483,32 +623,34 @@ async fn locate(
                 None if name == "run_id" => query_or_body(gate, request, "run_uuid").await?,
                 run => (request, run),
             };
-            let run = run.ok_or_else(|| missing(name))?;
-            (request, run_experiments(gate, &[run]).await?)
+            let run = given!(request, run, name);
+            (request, Located::named(run_experiments(gate, &[run]).await?))
         }
         Locator::RunPath(name) => {
-            let run = path_param(&mut request, name).await.ok_or_else(|| missing(name))?;
-            (request, run_experiments(gate, &[run]).await?)
+            let run = path_param(&mut request, name).await;
+            let run = given!(request, run, name);
+            (request, Located::named(run_experiments(gate, &[run]).await?))
         }
         Locator::RunList(name) => {
             let runs = query_values(&request, name, true);
-            (request, run_experiments(gate, &runs).await?)
+            (request, Located::named(run_experiments(gate, &runs).await?))
         }
         Locator::ExperimentName(name) => {
             let (request, experiment) = query_or_body(gate, request, name).await?;
-            let experiment = experiment.ok_or_else(|| missing(name))?;
+            let experiment = given!(request, experiment, name);
             match gate.db().get_experiment_by_name(&experiment).await {
                 Ok(e) => (request, one(e.experiment_id)),
-                Err(Error::NotFound(_)) => (request, Vec::new()),
+                Err(Error::NotFound(_)) => (request, Located::default()),
                 Err(e) => return Err(store_failed(e)),
             }
         }
-        Locator::Workspace => (request, vec![vec![(ResourceType::Workspace, "*".to_owned())]]),
+        Locator::Workspace => (request, Located::named(vec![vec![(ResourceType::Workspace, "*".to_owned())]])),
         Locator::LoggedModelPath(name) => {
-            let model = path_param(&mut request, name).await.ok_or_else(|| missing(name))?;
+            let model = path_param(&mut request, name).await;
+            let model = given!(request, model, name);
             match gate.db().get_logged_model(&model).await {
-                Ok(m) => (request, vec![vec![(ResourceType::Experiment, m.info.experiment_id)]]),
-                Err(Error::NotFound(_) | Error::InvalidParameter(_)) => (request, Vec::new()),
+                Ok(m) => (request, Located::named(vec![vec![(ResourceType::Experiment, m.info.experiment_id)]])),
+                Err(Error::NotFound(_) | Error::InvalidParameter(_)) => (request, Located::default()),
                 Err(e) => return Err(store_failed(e)),
             }
         }
@@ -517,18 +659,152 @@ async fn locate(
                 Some(p) => p,
                 None => query_values(&request, "path", false).into_iter().next().unwrap_or_default(),
             };
-            (request, artifact_owner(gate, &path).await?)
+            (request, Located::named(artifact_owner(gate, &path).await?))
         }
         Locator::Served(name) => {
-            let served = path_param(&mut request, name).await.ok_or_else(|| missing(name))?;
+            let served = path_param(&mut request, name).await;
+            let served = given!(request, served, name);
             match gate.db().get_deployment(&served).await {
-                Ok(_) => (request, vec![vec![(ResourceType::Deployment, served)]]),
-                Err(Error::NotFound(_)) => (request, vec![vec![(ResourceType::RegisteredModel, served)]]),
+                Ok(_) => (request, Located::named(vec![vec![(ResourceType::Deployment, served)]])),
+                Err(Error::NotFound(_)) => {
+                    (request, Located::named(vec![vec![(ResourceType::RegisteredModel, served)]]))
+                }
                 Err(e) => return Err(store_failed(e)),
             }
         }
+        Locator::NewOrExisting(name) => {
+            let (request, value) = query_or_body(gate, request, name).await?;
+            let value = given!(request, value, name);
+            match existing_id(gate, kind, &value).await? {
+                Some(id) => (request, one(id)),
+                None => (request, Located { named: Vec::new(), new: Some((kind, value)) }),
+            }
+        }
+        Locator::Alert(name) => {
+            let (request, id) = match path_param(&mut request, name).await {
+                Some(id) => (request, Some(id)),
+                None => query_or_body(gate, request, name).await?,
+            };
+            let id = given!(request, id, name);
+            // Not a number, or no such alert: the handler answers.
+            let found = match id.trim().parse::<i64>() {
+                Ok(n) => match gate.db().get_alert(n).await {
+                    Ok(alert) => Some(alert.deployment),
+                    Err(Error::NotFound(_)) => None,
+                    Err(e) => return Err(store_failed(e)),
+                },
+                Err(_) => None,
+            };
+            match found {
+                Some(deployment) => (request, Located::named(vec![vec![(ResourceType::Deployment, deployment)]])),
+                None => (request, Located::default()),
+            }
+        }
+        Locator::DeploymentModels => {
+            let (parts, body) = request.into_parts();
+            let bytes = read_body(gate, body).await?;
+            let spec = serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| v["spec"].clone());
+            let spec = spec.and_then(|s| serde_json::from_value::<shipyard_core::deployment::DeploymentSpec>(s).ok());
+            let request = Request::from_parts(parts, Body::from(bytes));
+            // A body without a readable spec names nothing; the handler says what is wrong.
+            let models = spec.map(|s| s.refs().map(|r| r.model.clone()).collect::<Vec<_>>()).unwrap_or_default();
+            (request, Located::named(models.into_iter().map(|m| vec![(kind, m)]).collect()))
+        }
+        Locator::DatasetReference(name) => {
+            let (request, values) = body_values(gate, request, name).await?;
+            let value = given!(request, values.into_iter().next(), name);
+            let dataset = value
+                .strip_prefix("dataset:")
+                .map(|r| r.split_once('@').map_or(r, |(name, _)| name).to_owned())
+                .filter(|n| !n.is_empty());
+            match dataset {
+                Some(dataset) => (request, one(dataset)),
+                None => (request, Located::default()),
+            }
+        }
     };
-    Ok((request, ids))
+    Ok(located)
+}
+
+/// The id of the resource of type `kind` named `name`, when it exists (an experiment's id
+/// differs from its name; the others' ids are their names).
+async fn existing_id(gate: &Gate, kind: ResourceType, name: &str) -> Result<Option<String>, Response> {
+    existing(gate.db(), kind, name).await.map_err(store_failed)
+}
+
+async fn existing(db: &Database, kind: ResourceType, name: &str) -> Result<Option<String>, Error> {
+    let found = match kind {
+        ResourceType::Experiment => db.get_experiment_by_name(name).await.map(|e| e.experiment_id),
+        ResourceType::RegisteredModel => db.get_registered_model(name).await.map(|m| m.name),
+        ResourceType::Deployment => db.get_deployment(name).await.map(|d| d.name),
+        ResourceType::Dataset => db.list_dataset_versions(Some(name)).await.and_then(|versions| {
+            versions.first().map(|v| v.name.clone()).ok_or_else(|| Error::not_found(format!("no dataset '{name}'")))
+        }),
+        ResourceType::Workspace => Ok("*".to_owned()),
+    };
+    match found {
+        Ok(id) => Ok(Some(id)),
+        Err(Error::NotFound(_) | Error::InvalidParameter(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resources a request creates, whose creator is granted MANAGE once they exist. The gate
+/// settles after the answer; a handler that answers in a stream (the resource made at the end
+/// of a long piece of work) settles before its last line, so the caller's next request finds
+/// the grant.
+#[derive(Clone)]
+pub struct CreatorGrants(Arc<PendingGrants>);
+
+struct PendingGrants {
+    authority: Arc<Authority>,
+    user: i64,
+    /// Held while settling: the gate and a streamed answer's handler may settle at once.
+    pending: tokio::sync::Mutex<Vec<(ResourceType, String)>>,
+}
+
+impl CreatorGrants {
+    fn new(authority: Arc<Authority>, access: &Access, named: Vec<(ResourceType, String)>) -> Option<CreatorGrants> {
+        // Admins may do anything already.
+        if named.is_empty() || access.principal.user.is_admin {
+            return None;
+        }
+        Some(CreatorGrants(Arc::new(PendingGrants {
+            authority,
+            user: access.principal.user.id,
+            pending: tokio::sync::Mutex::new(named),
+        })))
+    }
+
+    /// Grants MANAGE on each pending resource that exists now; the others stay pending.
+    pub async fn settle(&self) {
+        let mut pending = self.0.pending.lock().await;
+        let mut left = Vec::new();
+        let mut granted = false;
+        for (kind, name) in pending.drain(..) {
+            let db = self.0.authority.db();
+            let outcome = match existing(db, kind, &name).await {
+                Ok(Some(id)) => {
+                    db.grant_user(self.0.user, kind.as_str(), &id, Permission::Manage.as_str()).await.map(drop)
+                }
+                Ok(None) => {
+                    left.push((kind, name));
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => granted = true,
+                Err(e) => {
+                    tracing::error!(target: "shipyard::auth", "granting the creator of {} '{name}' MANAGE: {e}", kind.as_str())
+                }
+            }
+        }
+        *pending = left;
+        if granted {
+            self.0.authority.forget_grants();
+        }
+    }
 }
 
 async fn path_param(request: &mut Request, name: &str) -> Option<String> {

@@ -9,6 +9,7 @@
 //! - [`gate`]: the middleware: authenticate, locate the resource, decide; [`gate::Access`]
 //!   for handlers that filter what a caller sees.
 //! - [`accounts`]: making users and tokens, changing passwords, the first admin.
+//! - [`session`]: the web UI's login sessions (a short-lived token in a `__Host-` cookie).
 //!
 //! The store keeps the rows (`shipyard_store::identity`); this crate makes and judges them.
 
@@ -19,9 +20,10 @@ pub mod permission;
 pub mod policy;
 pub mod scope;
 pub mod secret;
+pub mod session;
 pub mod throttle;
 
 pub use authenticate::{AuthError, AuthSettings, Authenticator, Credentials, Principal};
-pub use gate::{Access, Authority, Gate, Visibility};
+pub use gate::{Access, Authority, CreatorGrants, Gate, Visibility};
 pub use permission::{Capability, Grant, Permission, ResourceType};
-pub use policy::{Locator, Policy, PolicyTable, Routes};
+pub use policy::{Locator, Policy, PolicyTable, Requirement, Routes};

@@ -47,6 +47,36 @@ pub enum Locator {
     Served(&'static str),
     /// Nothing in particular: the workspace (admins and holders of a workspace grant).
     Workspace,
+    /// A query parameter, else a JSON body field, naming a resource the request creates when it
+    /// does not exist yet (an experiment by name, a registered model, a deployment, a dataset):
+    /// an existing one needs the capability; a new one needs a credential that may create, and
+    /// its creator is granted MANAGE once it exists.
+    NewOrExisting(&'static str),
+    /// The registered models a deployment spec (the JSON body's `spec`) names.
+    DeploymentModels,
+    /// A JSON body field holding a table: `dataset:NAME[@VERSION]` names that dataset; any
+    /// other value names nothing (a server refuses to read its own paths for a caller).
+    DatasetReference(&'static str),
+    /// An alert's id (a path parameter, else a query or JSON body field): the alert's deployment.
+    Alert(&'static str),
+    /// The inner locator when the request has its field; nothing when it does not.
+    Optional(&'static Locator),
+}
+
+/// One resource a request names and what the caller needs on it: the parts of a
+/// [`Policy::All`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Requirement {
+    pub kind: ResourceType,
+    pub need: Capability,
+    pub at: Locator,
+}
+
+impl Requirement {
+    /// `need` on `kind` found at `at`.
+    pub const fn on(kind: ResourceType, need: Capability, at: Locator) -> Requirement {
+        Requirement { kind, need, at }
+    }
 }
 
 /// What a route requires.
@@ -63,6 +93,9 @@ pub enum Policy {
     Admin,
     /// `need` on the resource of type `kind` the request names at `at`.
     Resource { kind: ResourceType, need: Capability, at: Locator },
+    /// Every requirement: a command naming several resources (a training's experiment, the
+    /// dataset it reads and the model it registers).
+    All(&'static [Requirement]),
     /// Creating a resource of type `kind`: any authenticated caller with an unscoped
     /// credential; the creator is granted MANAGE on what the request created (named by the
     /// answer's JSON field `id_field`).

@@ -134,6 +134,13 @@ pub struct ReadArgs {
     null_markers: Vec<String>,
 }
 
+impl Default for ReadArgs {
+    /// The flags' defaults.
+    fn default() -> Self {
+        ReadArgs { delimiter: None, no_header: false, infer_rows: 10_000, null_markers: Vec::new() }
+    }
+}
+
 impl ReadArgs {
     pub fn options(&self) -> Result<CsvOptions> {
         let mut o = CsvOptions { has_header: !self.no_header, infer_rows: self.infer_rows, ..CsvOptions::default() };
@@ -145,6 +152,19 @@ impl ReadArgs {
         }
         o.null_markers.extend(self.null_markers.iter().cloned());
         Ok(o)
+    }
+
+    /// These options as a server's `datasets/add` takes them in its query.
+    pub fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = vec![("infer_rows", self.infer_rows.to_string())];
+        if let Some(d) = self.delimiter {
+            query.push(("delimiter", d.to_string()));
+        }
+        if self.no_header {
+            query.push(("no_header", "true".to_owned()));
+        }
+        query.extend(self.null_markers.iter().map(|m| ("null_marker", m.clone())));
+        query
     }
 }
 
@@ -236,7 +256,7 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
                     name: &args.name,
                     description: args.description.clone(),
                     run_id: args.run.clone(),
-                    csv: args.read.options()?,
+                    read: &args.read,
                 },
                 &args.store,
             )?;
@@ -280,10 +300,7 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         DataCommand::Show { reference, format, store } => {
-            let v = datasets::show(&reference, &store)?;
-            let validations = datasets::with_database(&store, async |db| {
-                Ok(db.dataset_validations(&v.name, v.version, SHOWN_VALIDATIONS).await?)
-            })?;
+            let (v, validations) = datasets::show_with_validations(&reference, SHOWN_VALIDATIONS, &store)?;
             match format {
                 Format::Json => {
                     let mut value = serde_json::to_value(&v)?;

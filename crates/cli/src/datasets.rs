@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use futures::StreamExt;
-use shipyard_core::artifact_path::ArtifactPath;
-use shipyard_data::profile::Profile;
-use shipyard_data::table::{Format, Table};
-use shipyard_store::datasets::{DatasetVersion, NewDatasetVersion};
+use shipyard_store::datasets::DatasetVersion;
 use shipyard_store::{ArtifactStore, Database, DatabaseUri};
 
 use crate::HomeArgs;
@@ -57,8 +53,8 @@ impl DatasetStoreArgs {
     pub(crate) async fn database(&self) -> Result<Database> {
         let uri = match self.tracking_uri.as_deref() {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => bail!(
-                "this command writes to the metadata store itself: pass --tracking-uri sqlite:///... or \
-                 postgresql://... (the server's --backend-store-uri), not a server URL"
+                "this command works on the metadata store itself, not through a server yet: pass \
+                 --tracking-uri sqlite:///... or postgresql://... (the server's --backend-store-uri)"
             ),
             Some(u) => DatabaseUri::parse(u)?,
             None => DatabaseUri::Sqlite(self.home.home.join("shipyard.db")),
@@ -69,6 +65,12 @@ impl DatasetStoreArgs {
     /// The tracking server's URL, when `--tracking-uri` is one.
     pub(crate) fn server_url(&self) -> Option<&str> {
         self.tracking_uri.as_deref().filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+    }
+
+    /// The tracking server, with the credentials of the environment, when `--tracking-uri`
+    /// is one: the command then asks the server to do its work.
+    pub(crate) fn server(&self) -> Result<Option<crate::client::Server>> {
+        self.server_url().map(crate::client::Server::connect).transpose()
     }
 
     pub(crate) fn destination(&self) -> String {
@@ -107,12 +109,21 @@ pub fn parse_reference(text: &str) -> Result<(String, Option<i64>)> {
     Ok(shipyard_store::datasets::parse_reference(text)?)
 }
 
-/// A file argument resolved to a local path, with the dataset version when it named one.
+/// A file argument resolved to a local path, with the dataset version when it named one (its
+/// file fetched into the cache from the artifact store, or from the server the tracking URI
+/// names).
 pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf, Option<DatasetVersion>)> {
     let Some(reference) = arg.to_str().and_then(|s| s.strip_prefix("dataset:")) else {
         return Ok((arg.to_owned(), None));
     };
     let (name, version) = parse_reference(reference)?;
+    if let Some(server) = store.server()? {
+        return block_on(async {
+            let v = crate::tracking::dataset_version(&server, &name, version).await?;
+            let path = download(&server, &v, &store.cache_dir()).await?;
+            Ok((path, Some(v)))
+        });
+    }
     block_on(async {
         let db = store.database().await?;
         let v = db.get_dataset_version(&name, version).await?;
@@ -120,6 +131,43 @@ pub fn resolve_dataset(arg: &Path, store: &DatasetStoreArgs) -> Result<(PathBuf,
         let path = v.local_copy(&store.cache_dir()).await?;
         Ok((path, Some(v)))
     })
+}
+
+/// A dataset version's file from the server's artifact API, kept in `cache` under its digest
+/// (fetched once; a partial download never takes the final name).
+async fn download(server: &crate::client::Server, v: &DatasetVersion, cache: &Path) -> Result<PathBuf> {
+    let target = cache.join(format!("{}.{}", v.digest, v.format));
+    if target.is_file() {
+        return Ok(target);
+    }
+    tokio::fs::create_dir_all(cache).await.with_context(|| format!("creating {}", cache.display()))?;
+    let encoded: Vec<String> = v
+        .artifact_path
+        .split('/')
+        .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+        .collect();
+    let route = format!("api/2.0/mlflow-artifacts/artifacts/{}", encoded.join("/"));
+    let response = server
+        .request(reqwest::Method::GET, &route)
+        .send()
+        .await
+        .with_context(|| format!("downloading dataset:{}@{}", v.name, v.version))?;
+    if !response.status().is_success() {
+        bail!("downloading dataset:{}@{}: HTTP {}", v.name, v.version, response.status());
+    }
+    let partial = target.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial).await.with_context(|| format!("writing {}", partial.display()))?;
+    let mut stream = response.bytes_stream();
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.with_context(|| format!("downloading dataset:{}@{}", v.name, v.version))?;
+        file.write_all(&chunk).await.with_context(|| format!("writing {}", partial.display()))?;
+    }
+    file.flush().await?;
+    drop(file);
+    tokio::fs::rename(&partial, &target).await.with_context(|| format!("writing {}", target.display()))?;
+    Ok(target)
 }
 
 /// Records a suite's results with the dataset version they ran on; returns the record's id.
@@ -140,6 +188,10 @@ pub(crate) fn record_validation(
         report: serde_json::to_string(report)?,
         actor: crate::promote::actor(None),
     };
+    if let Some(server) = store.server()? {
+        let answer = block_on(server.post("api/shipyard/datasets/validations", &serde_json::to_value(&new)?))?;
+        return answer["validation"]["id"].as_i64().context("the server answered without the validation's id");
+    }
     with_database(store, async |db| Ok(db.record_validation(new).await?.id))
 }
 
@@ -149,78 +201,91 @@ pub fn resolve_input(arg: &Path, store: &DatasetStoreArgs) -> Result<PathBuf> {
     Ok(resolve_dataset(arg, store)?.0)
 }
 
-/// What `data add` does: hash, profile, store the bytes once, record the version.
+/// What `data add` records: a file as the next version of a dataset.
 pub struct AddRequest<'a> {
     pub file: &'a Path,
     pub name: &'a str,
     pub description: Option<String>,
     pub run_id: Option<String>,
-    pub csv: shipyard_data::table::CsvOptions,
+    pub read: &'a crate::data::ReadArgs,
 }
 
+/// Records the file as a version of the dataset ([`shipyard_datasets::add`] on the stores, or
+/// on the server the tracking URI names, the file uploaded); the version, and whether it is new.
 pub fn add(request: AddRequest<'_>, store: &DatasetStoreArgs) -> Result<(DatasetVersion, bool)> {
     shipyard_store::datasets::validate_dataset_name(request.name)?;
-    let file = request.file;
-    // Hash and profile on two threads: both read the whole file.
-    let (digest, profiled) = std::thread::scope(|s| {
-        let digest = s.spawn(|| shipyard_data::digest::sha256_file(file));
-        let profiled = Table::open(file, &request.csv).and_then(|mut t| {
-            let p = Profile::of_table(&mut t)?;
-            Ok((t, p))
-        });
-        (digest.join().unwrap_or_else(|_| Err(shipyard_data::error::DataError::invalid("hashing failed"))), profiled)
-    });
-    let ((digest, size), (table, profile)) = (digest?, profiled?);
-    let format = match table.format() {
-        Format::Csv => "csv",
-        Format::Parquet => "parquet",
+    let source = std::path::absolute(request.file).unwrap_or_else(|_| request.file.to_owned()).display().to_string();
+    if let Some(server) = store.server()? {
+        return block_on(upload(&server, &request, &source));
+    }
+    let add = shipyard_datasets::AddRequest {
+        file: request.file.to_owned(),
+        source,
+        name: request.name.to_owned(),
+        description: request.description.clone(),
+        run_id: request.run_id.clone(),
+        csv: request.read.options()?,
     };
-    let schema = shipyard_data::mlflow_schema::colspec(table.schema(), |name| {
-        profile.columns.iter().any(|c| c.name == name && c.missing == 0)
-    });
-    let source = std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display().to_string();
-    let artifact_path = format!("datasets/sha256/{digest}.{format}");
     block_on(async {
         let db = store.database().await?;
         let destination = store.destination();
         let artifacts = ArtifactStore::open(&destination).await?;
-        let path = ArtifactPath::parse(&artifact_path)?;
-        // Stored once per digest: identical bytes under any name are not copied again.
-        let stored = match artifacts.get(&path).await {
-            Ok(_) => true,
-            Err(shipyard_core::Error::NotFound(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        if !stored {
-            let f = tokio::fs::File::open(file).await.with_context(|| format!("reading {}", file.display()))?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)
-                .map(|r| r.map_err(|e| shipyard_core::Error::Internal(format!("reading {}: {e}", file.display()))));
-            artifacts.put(&path, stream).await?;
-        }
-        let (version, created) = db
-            .create_dataset_version(NewDatasetVersion {
-                name: request.name.to_owned(),
-                digest: digest.clone(),
-                format: format.to_owned(),
-                rows: profile.rows as i64,
-                size_bytes: size as i64,
-                schema: schema.to_string(),
-                profile: serde_json::to_string(&profile)?,
-                source: source.clone(),
-                artifact_root: destination.clone(),
-                artifact_path: artifact_path.clone(),
-                description: request.description.clone(),
-            })
-            .await?;
-        if let Some(run_id) = &request.run_id {
-            db.log_inputs(run_id, vec![version.run_input(&schema)], Vec::new()).await?;
-        }
+        let stores = shipyard_datasets::Stores { db: &db, artifacts: &artifacts, destination: &destination };
+        let added = shipyard_datasets::add(stores, add).await;
         db.close().await;
-        Ok((version, created))
+        Ok(added?)
     })
 }
 
+/// Sends the file to the server's `datasets/add`, streamed.
+async fn upload(
+    server: &crate::client::Server,
+    request: &AddRequest<'_>,
+    source: &str,
+) -> Result<(DatasetVersion, bool)> {
+    let mut query: Vec<(&str, String)> = vec![("name", request.name.to_owned()), ("source", source.to_owned())];
+    if let Some(d) = &request.description {
+        query.push(("description", d.clone()));
+    }
+    if let Some(r) = &request.run_id {
+        query.push(("run_id", r.clone()));
+    }
+    query.extend(request.read.query());
+    let file =
+        tokio::fs::File::open(request.file).await.with_context(|| format!("reading {}", request.file.display()))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let http = server.request(reqwest::Method::POST, "api/shipyard/datasets/add").query(&query).body(body);
+    let answer = server.send(http, "datasets/add").await?;
+    let version: DatasetVersion =
+        serde_json::from_value(answer["dataset_version"].clone()).context("reading the server's dataset version")?;
+    Ok((version, answer["created"].as_bool().unwrap_or(false)))
+}
+
+/// A table argument for a server: `dataset:NAME[@VERSION]` as it is; a local file is added to
+/// the server as a version of the dataset named after it (the same bytes make no new version)
+/// and named by that version, since a server reads no file of the client's.
+pub fn remote_table(server: &crate::client::Server, path: &Path, read: &crate::data::ReadArgs) -> Result<String> {
+    if let Some(reference) = path.to_str().filter(|p| p.starts_with("dataset:")) {
+        return Ok(reference.to_owned());
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let name = if name.is_empty() { "upload".to_owned() } else { name };
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned()).display().to_string();
+    let request = AddRequest { file: path, name: &name, description: None, run_id: None, read };
+    let (version, created) = block_on(upload(server, &request, &source))?;
+    let reference = format!("dataset:{}@{}", version.name, version.version);
+    eprintln!("{} {} to the server as {reference}", if created { "added" } else { "found" }, path.display());
+    Ok(reference)
+}
+
 pub fn list(name: Option<&str>, store: &DatasetStoreArgs) -> Result<Vec<DatasetVersion>> {
+    if let Some(server) = store.server()? {
+        let query: Vec<(&str, &str)> = name.map(|n| vec![("name", n)]).unwrap_or_default();
+        let answer = block_on(server.get("api/shipyard/datasets/list", &query))?;
+        return serde_json::from_value(answer["dataset_versions"].clone()).context("reading the server's datasets");
+    }
     block_on(async {
         let db = store.database().await?;
         let versions = db.list_dataset_versions(name).await?;
@@ -229,12 +294,28 @@ pub fn list(name: Option<&str>, store: &DatasetStoreArgs) -> Result<Vec<DatasetV
     })
 }
 
-pub fn show(reference: &str, store: &DatasetStoreArgs) -> Result<DatasetVersion> {
+/// A version and its `shown` newest validations.
+pub fn show_with_validations(
+    reference: &str,
+    shown: i64,
+    store: &DatasetStoreArgs,
+) -> Result<(DatasetVersion, Vec<shipyard_store::datasets::DatasetValidation>)> {
     let (name, version) = parse_reference(reference.strip_prefix("dataset:").unwrap_or(reference))?;
-    block_on(async {
-        let db = store.database().await?;
+    if let Some(server) = store.server()? {
+        let version = version.map(|v| v.to_string());
+        let shown = shown.to_string();
+        let mut query = vec![("name", name.as_str()), ("validations", shown.as_str())];
+        if let Some(v) = &version {
+            query.push(("version", v.as_str()));
+        }
+        let answer = block_on(server.get("api/shipyard/datasets/get", &query))?;
+        let v = serde_json::from_value(answer["dataset_version"].clone()).context("reading the server's dataset")?;
+        let validations = serde_json::from_value(answer["validations"].clone()).unwrap_or_default();
+        return Ok((v, validations));
+    }
+    with_database(store, async |db| {
         let v = db.get_dataset_version(&name, version).await?;
-        db.close().await;
-        Ok(v)
+        let validations = db.dataset_validations(&v.name, v.version, shown).await?;
+        Ok((v, validations))
     })
 }

@@ -1,9 +1,10 @@
 //! `shipyard deploy NAME --model URI [--canary URI --weight W | --ab URI=W ...] [--shadow URI]`
 //! and `shipyard deploy list | show | status | delete`: deployments, stored for `shipyard server`
 //! and `shipyard serve --deployment NAME` replicas, which apply a change within their poll
-//! interval; `deploy` waits until every live one has (`--no-wait`, `--timeout`).
+//! interval; `deploy` waits until every live one has (`--no-wait`, `--timeout`). With
+//! `--tracking-uri http(s)://...` the server makes the change, with the caller's permissions.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shipyard_core::deployment::{Arm, Deployment, DeploymentSpec, ModelRef, StickyKey};
@@ -13,7 +14,8 @@ use shipyard_store::Database;
 use shipyard_store::rollout::RolloutTarget;
 
 use crate::Format;
-use crate::datasets::{DatasetStoreArgs, with_database};
+use crate::client::Server;
+use crate::datasets::{DatasetStoreArgs, block_on, with_database};
 use crate::rollout::WaitArgs;
 
 /// The canary's share when `--weight` is not given.
@@ -164,29 +166,112 @@ fn spec_of(args: &CreateArgs) -> Result<DeploymentSpec> {
     Ok(spec)
 }
 
-/// The version a reference names now, or an error naming what is missing.
-async fn resolve(db: &Database, r: &ModelRef) -> Result<String> {
-    db.resolve_model_ref(r)
-        .await?
-        .ok_or_else(|| anyhow!("{r}: '{}' has no alias '{}'", r.model, r.alias.as_deref().unwrap_or("")))
+/// A deployment as changed or read, with the version each reference names now.
+type Shown = (Deployment, Vec<String>);
+
+/// Where deployments are changed: the store (the same functions a server's routes call), or
+/// the server the tracking URI names.
+enum Deployments {
+    Store(DatasetStoreArgs),
+    Server(Server),
+}
+
+impl Deployments {
+    fn of(store: &DatasetStoreArgs) -> Result<Deployments> {
+        Ok(match store.server()? {
+            Some(server) => Deployments::Server(server),
+            None => Deployments::Store(store.clone()),
+        })
+    }
+
+    /// Runs a change on the store, or posts `body` to the server's `route`.
+    fn change(
+        &self,
+        route: &str,
+        body: serde_json::Value,
+        local: impl AsyncFnOnce(&Database) -> shipyard_core::Result<Deployment>,
+    ) -> Result<Shown> {
+        match self {
+            Deployments::Server(server) => {
+                let answer = block_on(server.post(&format!("api/shipyard/deployments/{route}"), &body))?;
+                shown(&answer)
+            }
+            Deployments::Store(store) => with_database(store, async |db| {
+                let d = local(db).await?;
+                let versions = db.deployment_versions(&d.spec).await;
+                Ok((d, versions))
+            }),
+        }
+    }
+
+    fn show(&self, name: &str) -> Result<Shown> {
+        match self {
+            Deployments::Server(server) => {
+                shown(&block_on(server.get("api/shipyard/deployments/get", &[("name", name)]))?)
+            }
+            Deployments::Store(store) => with_database(store, async |db| {
+                let d = db.get_deployment(name).await?;
+                let versions = db.deployment_versions(&d.spec).await;
+                Ok((d, versions))
+            }),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Deployment>> {
+        match self {
+            Deployments::Server(server) => {
+                let answer = block_on(server.get("api/shipyard/deployments/list", &[]))?;
+                Ok(serde_json::from_value(answer["deployments"].clone()).context("reading the server's deployments")?)
+            }
+            Deployments::Store(store) => with_database(store, async |db| Ok(db.list_deployments().await?)),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        match self {
+            Deployments::Server(server) => {
+                block_on(server.post("api/shipyard/deployments/delete", &json!({ "name": name })))?;
+                Ok(())
+            }
+            Deployments::Store(store) => with_database(store, async |db| Ok(db.delete_deployment(name).await?)),
+        }
+    }
+}
+
+/// A deployment and its versions from a server's answer.
+fn shown(answer: &serde_json::Value) -> Result<Shown> {
+    let d: Deployment =
+        serde_json::from_value(answer["deployment"].clone()).context("reading the server's deployment")?;
+    let versions = serde_json::from_value(answer["resolved_versions"].clone()).unwrap_or_default();
+    Ok((d, versions))
 }
 
 pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
     match cmd.action {
         Some(DeployAction::List { format, store }) => list(format, &store),
-        Some(DeployAction::Show { name, format, store }) => show(&name, format, &store),
+        Some(DeployAction::Show { name, format, store }) => {
+            let (deployment, versions) = Deployments::of(&store)?.show(&name)?;
+            print_deployment(&deployment, &versions, format)?;
+            Ok(crate::Outcome::Success)
+        }
         Some(DeployAction::Status { name, format, store }) => crate::rollout::show_status(&name, format, &store),
         Some(DeployAction::Delete { name, store }) => {
-            with_database(&store, async |db| Ok(db.delete_deployment(&name).await?))?;
+            Deployments::of(&store)?.delete(&name)?;
             outln!("deleted deployment '{name}'");
             Ok(crate::Outcome::Success)
         }
         Some(DeployAction::SetWeight { name, weight, format, wait, store }) => {
-            let changed = with_database(&store, async |db| Ok(db.set_canary_weight(&name, weight).await?))?;
+            let actor = crate::promote::actor(None);
+            let body = json!({"name": name, "weight": weight, "actor": actor});
+            let changed = Deployments::of(&store)?
+                .change("set-weight", body, async |db| db.set_canary_weight(&name, weight, &actor).await)?;
             show_change(&changed, format, &wait, &store)
         }
         Some(DeployAction::EndCanary { name, format, wait, store }) => {
-            let changed = with_database(&store, async |db| Ok(db.end_canary(&name).await?))?;
+            let actor = crate::promote::actor(None);
+            let body = json!({"name": name, "actor": actor});
+            let changed =
+                Deployments::of(&store)?.change("end-canary", body, async |db| db.end_canary(&name, &actor).await)?;
             show_change(&changed, format, &wait, &store)
         }
         None => create(cmd.create),
@@ -194,19 +279,8 @@ pub fn run(cmd: DeployCommand) -> Result<crate::Outcome> {
 }
 
 /// Prints a changed deployment with the versions it resolves to, then waits for its rollout.
-fn show_change(
-    deployment: &Deployment,
-    format: Format,
-    wait: &WaitArgs,
-    store: &DatasetStoreArgs,
-) -> Result<crate::Outcome> {
-    let versions = with_database(store, async |db| {
-        let mut versions = Vec::new();
-        for r in deployment.spec.refs() {
-            versions.push(resolve(db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
-        }
-        Ok(versions)
-    })?;
+fn show_change(changed: &Shown, format: Format, wait: &WaitArgs, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
+    let (deployment, versions) = changed;
     let target = RolloutTarget::Deployment(deployment.name.clone());
     if format == Format::Json {
         let (outcome, rollout) = wait.wait(store, &target, format)?;
@@ -218,21 +292,19 @@ fn show_change(
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(outcome);
     }
-    print_deployment(deployment, &versions, format)?;
+    print_deployment(deployment, versions, format)?;
     Ok(wait.wait(store, &target, format)?.0)
 }
 
 fn create(args: CreateArgs) -> Result<crate::Outcome> {
     let name = args.name.clone().ok_or_else(|| anyhow!("give the deployment's name"))?;
     let spec = spec_of(&args)?;
-    let deployment = with_database(&args.store, async |db| {
-        // Every model it names must exist (an alias must be set) before it is stored.
-        for r in spec.refs() {
-            resolve(db, r).await?;
-        }
-        Ok(db.put_deployment(&name, &spec).await?)
-    })?;
-    show_change(&deployment, args.format, &args.wait, &args.store)
+    let actor = crate::promote::actor(None);
+    let body = json!({"name": name, "spec": spec, "actor": actor});
+    // Every model it names must exist (an alias must be set) before it is stored.
+    let changed =
+        Deployments::of(&args.store)?.change("create", body, async |db| db.deploy(&name, &spec, &actor).await)?;
+    show_change(&changed, args.format, &args.wait, &args.store)
 }
 
 fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Result<()> {
@@ -244,7 +316,8 @@ fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Resu
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    outln!("deployment {} (revision {}, updated {})", d.name, d.revision, utc_seconds(d.last_updated_timestamp));
+    let by = d.updated_by.as_deref().map(|u| format!(" by {u}")).unwrap_or_default();
+    outln!("deployment {} (revision {}, updated {}{by})", d.name, d.revision, utc_seconds(d.last_updated_timestamp));
     for (i, arm) in d.spec.arms.iter().enumerate() {
         let now = versions.get(i).map(|v| format!(" -> version {v}")).unwrap_or_default();
         outln!("  {:>3}%  {}{now}", arm.weight, arm.target);
@@ -263,7 +336,7 @@ fn print_deployment(d: &Deployment, versions: &[String], format: Format) -> Resu
 }
 
 fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
-    let all = with_database(store, async |db| Ok(db.list_deployments().await?))?;
+    let all = Deployments::of(store)?.list()?;
     if format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(crate::Outcome::Success);
@@ -282,18 +355,5 @@ fn list(format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
         })
         .collect();
     crate::print_table(&["NAME", "REVISION", "ARMS", "SHADOW", "UPDATED (UTC)"], &rows);
-    Ok(crate::Outcome::Success)
-}
-
-fn show(name: &str, format: Format, store: &DatasetStoreArgs) -> Result<crate::Outcome> {
-    let (deployment, versions) = with_database(store, async |db| {
-        let d = db.get_deployment(name).await?;
-        let mut versions = Vec::new();
-        for r in d.spec.refs() {
-            versions.push(resolve(db, r).await.unwrap_or_else(|e| format!("unresolved: {e}")));
-        }
-        Ok((d, versions))
-    })?;
-    print_deployment(&deployment, &versions, format)?;
     Ok(crate::Outcome::Success)
 }

@@ -26,6 +26,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod client;
 mod data;
 mod datasets;
 mod deploy;
@@ -215,6 +216,10 @@ struct ServerArgs {
     /// Milliseconds between checks for monitors whose interval has passed.
     #[arg(long, default_value_t = 1000, hide = true)]
     monitor_tick_ms: u64,
+    /// Trainings clients may run on this server at once (`shipyard train --tracking-uri` to it);
+    /// more are refused with 503 until one ends.
+    #[arg(long, default_value_t = 2)]
+    max_trainings: usize,
     /// Print every route this server would serve with its permission (JSON) and exit.
     #[arg(long)]
     routes: bool,
@@ -461,6 +466,30 @@ pub(crate) async fn start_server(
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         (Some(sender), Some(receiver))
     };
+    // Promotion gates run in this process (the UI's promote form, remote `models promote`),
+    // loading models as serving does; with logins, callers name tables as dataset versions.
+    let releaser = shipyard_release::Releaser {
+        db: db.clone(),
+        artifacts: artifacts_for_serving.clone(),
+        cache: args.home.home.join("cache").join("datasets"),
+        loader: args.serving.python.loader(shipyard_runtime::EngineChoice::Auto, shipyard_release::PYTHON_GATE_TIMEOUT),
+        local_paths: authority.is_none(),
+    };
+    // Remote `monitor evaluate` runs a monitor of its own in this process, as the local command
+    // does (the last firing of each rule is read back from the store).
+    let evaluator_retrainer = pipeline::InProcessRetrainer::new(
+        db.clone(),
+        artifacts_for_serving.clone(),
+        datasets::DatasetStoreArgs::new(&args.home.home, args.backend_store_uri.clone(), Some(destination.clone())),
+    );
+    let evaluator = shipyard_monitor::Monitor::new(
+        db.clone(),
+        artifacts_for_serving.clone(),
+        args.home.home.join("cache").join("datasets"),
+        Arc::new(shipyard_monitor::Quiet),
+    )?
+    .with_retrainer(evaluator_retrainer.clone())
+    .with_webhooks(webhooks.clone())?;
     let state = AppState {
         db: db.clone(),
         artifacts,
@@ -470,20 +499,24 @@ pub(crate) async fn start_server(
         }),
         versions_created,
         auth: authority.clone(),
+        releaser: Some(releaser.clone()),
+        training: Some(shipyard_server::training::Training::new(
+            shipyard_training::Trainer {
+                db: db.clone(),
+                artifacts: artifacts_for_serving.clone(),
+                cache: args.home.home.join("cache").join("datasets"),
+                local_paths: authority.is_none(),
+            },
+            args.max_trainings,
+        )),
+        monitors: Some(shipyard_server::monitors::Monitors {
+            monitor: Arc::new(evaluator),
+            local_paths: authority.is_none(),
+        }),
     };
     let store_display = database_uri.display();
     let (mut app, mut policies) = shipyard_server::app(state);
     if !args.no_ui {
-        // The UI's promote form runs gates in this process, loading models as serving does.
-        let releaser = shipyard_release::Releaser {
-            db: db.clone(),
-            artifacts: artifacts_for_serving.clone(),
-            cache: args.home.home.join("cache").join("datasets"),
-            loader: args
-                .serving
-                .python
-                .loader(shipyard_runtime::EngineChoice::Auto, shipyard_release::PYTHON_GATE_TIMEOUT),
-        };
         // A past monitor window (the drift heat-map's click-through) is computed by a monitor
         // of its own: it only reads, so it needs neither the schedule nor the gauges.
         let windows = shipyard_monitor::Monitor::new(
@@ -494,6 +527,7 @@ pub(crate) async fn start_server(
         )?;
         let (ui, ui_policies) = shipyard_ui::app(
             shipyard_ui::UiState::new(db.clone(), Some(artifacts_for_serving.clone()), Some(releaser))
+                .with_auth(authority.clone())
                 .with_monitor(Arc::new(windows))
                 .with_cache(args.home.home.join("cache").join("datasets")),
         );
@@ -523,7 +557,8 @@ pub(crate) async fn start_server(
     }
     // Every route passes the gate when authentication is on.
     if let Some(authority) = authority {
-        let gate = shipyard_auth::Gate::new(authority, policies, args.max_body_bytes);
+        let login = (!args.no_ui).then_some(shipyard_ui::LOGIN_PAGE);
+        let gate = shipyard_auth::Gate::new(authority, policies, args.max_body_bytes, login);
         app = app.layer(axum::middleware::from_fn_with_state(gate, shipyard_auth::gate::enforce));
     }
     let mut retraining = None;
@@ -570,6 +605,7 @@ pub(crate) async fn start_server(
         if let Some(retrainer) = retraining {
             retrainer.stop().await;
         }
+        evaluator_retrainer.stop().await;
         // In-flight requests have finished: what they handed to the log is written before exit.
         if let Some(writer) = log_writer {
             writer.stop().await;

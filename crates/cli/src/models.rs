@@ -71,11 +71,23 @@ fn register_command(args: RegisterArgs) -> Result<crate::Outcome> {
         shipyard_runtime::fetch::ModelUri::Run { run_id, path } if path.trim_matches('/') == "model" => run_id,
         _ => bail!("--model-uri {}: give a run's model, runs:/RUN_ID/model", args.model_uri),
     };
-    let (name, version) = datasets::with_database(&args.store, async |db| {
-        db.get_run(&run_id).await?;
-        register(db, &args.name, &run_id).await
-    })?;
-    let engine = if args.python.given() { prepare(&args, &name, &version)? } else { None };
+    let remote = args.store.server()?;
+    let (name, version) = match &remote {
+        Some(server) => {
+            let body = json!({"name": args.name, "run_id": run_id});
+            let answer = datasets::block_on(server.post("api/shipyard/models/register", &body))?;
+            let version = answer["model_version"]["version"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the server answered without a version"))?;
+            (args.name.clone(), version.to_owned())
+        }
+        None => datasets::with_database(&args.store, async |db| {
+            db.get_run(&run_id).await?;
+            register(db, &args.name, &run_id).await
+        })?,
+    };
+    // A server serving Python models prepares each version as it is registered.
+    let engine = if args.python.given() && remote.is_none() { prepare(&args, &name, &version)? } else { None };
     if args.format == crate::Format::Json {
         outln!(
             "{}",

@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use shipyard_core::display::number;
 use shipyard_core::entities::utc_seconds;
 use shipyard_core::monitoring::Actual;
-use shipyard_monitor::{Monitor, MonitorConfig, Quiet, Window};
+use shipyard_monitor::{Monitor, Quiet, Window};
 use shipyard_store::monitoring::PredictionPage;
 use shipyard_store::{ArtifactStore, Database};
 
@@ -157,6 +156,9 @@ impl WebhookArgs {
     }
 }
 
+/// Ground-truth rows sent to a server per request.
+const FEEDBACK_PART: usize = 5_000;
+
 /// Opens both stores for a command that reads models' runs and artifacts.
 fn with_monitor<T>(
     store: &DatasetStoreArgs,
@@ -190,33 +192,38 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
                 ),
                 None => ("monitors: 1\n".to_owned(), "the default configuration".to_owned()),
             };
-            let parsed = MonitorConfig::from_yaml(&text, &origin)?;
-            with_database(&store, async |db| {
-                db.get_deployment(&deployment).await?;
-                match parsed.reference.as_deref() {
-                    None | Some("training") => {}
-                    Some(r) => match r.strip_prefix("dataset:") {
-                        Some(d) => {
-                            let (name, version) = shipyard_store::datasets::parse_reference(d)?;
-                            db.get_dataset_version(&name, version).await?;
-                        }
-                        None if !Path::new(r).is_file() => bail!("{origin}: reference: no file {r}"),
-                        None => {}
-                    },
+            let (rules, window, interval) = match store.server()? {
+                Some(server) => {
+                    let body = serde_json::json!({"deployment": deployment, "config": text, "source": origin});
+                    let answer = block_on(server.post("api/shipyard/monitors/configure", &body))?;
+                    (
+                        answer["rules"].as_u64().unwrap_or(0) as usize,
+                        answer["window"].as_str().unwrap_or("").to_owned(),
+                        answer["interval_seconds"].as_u64().unwrap_or(0),
+                    )
                 }
-                db.put_monitor(&deployment, &text).await?;
-                Ok(())
-            })?;
+                None => {
+                    let parsed = with_database(&store, async |db| {
+                        Ok(shipyard_monitor::configure(db, &deployment, &text, &origin, true).await?)
+                    })?;
+                    (parsed.rules.len(), parsed.window.to_string(), parsed.interval_seconds)
+                }
+            };
             outln!(
-                "Monitors of '{deployment}': {} rule(s) over the {}, evaluated every {} s by `shipyard server`",
-                parsed.rules.len(),
-                parsed.window,
-                parsed.interval_seconds
+                "Monitors of '{deployment}': {rules} rule(s) over the {window}, evaluated every {interval} s by \
+                 `shipyard server`"
             );
             Ok(crate::Outcome::Success)
         }
         MonitorCommand::Show { deployment, store } => {
-            let text = with_database(&store, async |db| Ok(db.get_monitor(&deployment).await?))?;
+            let text = match store.server()? {
+                Some(server) => {
+                    let answer =
+                        block_on(server.get("api/shipyard/monitors/get", &[("deployment", deployment.as_str())]))?;
+                    answer["config"].as_str().map(str::to_owned)
+                }
+                None => with_database(&store, async |db| Ok(db.get_monitor(&deployment).await?))?,
+            };
             match text {
                 Some(text) => out!("{text}"),
                 None => bail!(
@@ -226,20 +233,47 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
             Ok(crate::Outcome::Success)
         }
         MonitorCommand::Evaluate { deployment, format, webhooks, store } => {
-            let evaluation = with_monitor(&store, &webhooks, async |m, _| Ok(m.evaluate(&deployment).await?))?;
+            // (evaluation as JSON, its text, alerts fired)
+            let (json, text, alerts) = match store.server()? {
+                Some(server) => {
+                    let body = serde_json::json!({ "deployment": deployment });
+                    let answer = block_on(server.long_call("api/shipyard/monitors/evaluate", &body, |_| {}))?;
+                    let alerts = answer["evaluation"]["alerts"].as_array().map_or(0, Vec::len);
+                    (answer["evaluation"].clone(), answer["text"].as_str().unwrap_or("").to_owned(), alerts)
+                }
+                None => {
+                    let e = with_monitor(&store, &webhooks, async |m, _| Ok(m.evaluate(&deployment).await?))?;
+                    (serde_json::to_value(&e)?, e.text(), e.alerts.len())
+                }
+            };
             match format {
-                Format::Json => outln!("{}", serde_json::to_string_pretty(&evaluation)?),
-                Format::Table => print_evaluation(&evaluation),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&json)?),
+                Format::Table => out!("{text}"),
             }
-            Ok(if evaluation.alerts.is_empty() { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
+            Ok(if alerts == 0 { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
         }
         MonitorCommand::Feedback { deployment, file, store } => {
             let actuals = read_feedback(&file)?;
             let n = actuals.len();
-            let recorded = with_database(&store, async |db| {
-                db.get_deployment(&deployment).await?;
-                Ok(db.record_actuals(Some(&deployment), actuals).await?)
-            })?;
+            let recorded = match store.server()? {
+                Some(server) => block_on(async {
+                    let mut recorded = 0;
+                    // In parts well under a server's body limit.
+                    for part in actuals.chunks(FEEDBACK_PART) {
+                        let route = format!(
+                            "api/shipyard/feedback?deployment={}",
+                            percent_encoding::utf8_percent_encode(&deployment, percent_encoding::NON_ALPHANUMERIC)
+                        );
+                        let answer = server.post(&route, &serde_json::json!({ "feedback": part })).await?;
+                        recorded += answer["recorded"].as_u64().unwrap_or(0);
+                    }
+                    Ok(recorded)
+                })?,
+                None => with_database(&store, async |db| {
+                    db.get_deployment(&deployment).await?;
+                    Ok(db.record_actuals(Some(&deployment), actuals).await? as u64)
+                })?,
+            };
             outln!("Recorded ground truth for {recorded} row(s) of '{deployment}' ({n} line(s) of {})", file.display());
             Ok(crate::Outcome::Success)
         }
@@ -321,7 +355,14 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
         }
         MonitorCommand::Ack { id, actor, store } => {
             let actor = crate::promote::actor(actor);
-            let alert = with_database(&store, async |db| Ok(db.acknowledge_alert(id, &actor).await?))?;
+            let alert: shipyard_core::monitoring::Alert = match store.server()? {
+                Some(server) => {
+                    let body = serde_json::json!({"id": id, "actor": actor});
+                    let answer = block_on(server.post("api/shipyard/alerts/acknowledge", &body))?;
+                    serde_json::from_value(answer["alert"].clone()).context("reading the server's alert")?
+                }
+                None => with_database(&store, async |db| Ok(db.acknowledge_alert(id, &actor).await?))?,
+            };
             let by = alert.acknowledged_by.as_deref().unwrap_or("");
             let when = alert.acknowledged_time.map(utc_seconds).unwrap_or_default();
             outln!("alert {id} ({} on '{}') acknowledged by {by} at {when} UTC", alert.rule, alert.deployment);
@@ -343,58 +384,6 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
                 None => out!("{text}"),
             }
             Ok(crate::Outcome::Success)
-        }
-    }
-}
-
-fn print_evaluation(e: &shipyard_monitor::Evaluation) {
-    for w in &e.windows {
-        outln!(
-            "{} of '{}': {} rows, {} requests (reference: {})",
-            w.window,
-            e.deployment,
-            w.rows,
-            w.requests,
-            w.reference
-        );
-        let rows: Vec<Vec<String>> = w
-            .values
-            .iter()
-            .filter(|(k, _)| !k.starts_with("drift_score.") && !k.starts_with("drifted."))
-            .map(|(k, v)| vec![k.clone(), number(*v)])
-            .collect();
-        print_table(&["MONITOR", "VALUE"], &rows);
-        if let Some(d) = &w.drift {
-            let rows: Vec<Vec<String>> = d
-                .columns
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.column.clone(),
-                        c.test.name().to_owned(),
-                        number(c.p_value.unwrap_or(c.statistic)),
-                        if c.drift { "DRIFT".to_owned() } else { "ok".to_owned() },
-                    ]
-                })
-                .collect();
-            outln!();
-            print_table(&["FEATURE", "TEST", "SCORE", "VERDICT"], &rows);
-        }
-        for note in &w.notes {
-            outln!("note: {note}");
-        }
-        outln!();
-    }
-    let rows: Vec<Vec<String>> = e
-        .rules
-        .iter()
-        .map(|r| vec![r.rule.clone(), r.metric.clone(), r.value.map_or("-".to_owned(), number), r.verdict.clone()])
-        .collect();
-    print_table(&["RULE", "METRIC", "VALUE", "VERDICT"], &rows);
-    for a in &e.alerts {
-        outln!("ALERT [{}] {}", a.severity, a.message);
-        if a.action.is_some() {
-            outln!("  action {}", a.action_summary());
         }
     }
 }

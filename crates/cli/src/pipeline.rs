@@ -18,7 +18,9 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use shipyard_pipeline::runner::{PipelineRun, StepStatus, recent_runs, status_of};
 use shipyard_pipeline::spec::{StepAction, TrainStep};
-use shipyard_pipeline::{Executor, Options, Pipeline, PipelineSummary, ResolvedStep, StepFailure, StepResult};
+use shipyard_pipeline::{
+    Executor, Options, Pipeline, PipelineSummary, ResolvedStep, StepFailure, StepResult, Stores, Tracker,
+};
 use shipyard_store::{ArtifactStore, Database};
 
 use crate::Format;
@@ -81,35 +83,50 @@ fn step_store(pipeline: &Pipeline, store: &DatasetStoreArgs) -> DatasetStoreArgs
     store
 }
 
+/// Where a pipeline run is recorded: the stores, or the server the tracking URI names (its
+/// steps' commands then go through the same server).
+async fn tracker(store: &DatasetStoreArgs) -> Result<(Arc<dyn Tracker>, Option<Database>)> {
+    Ok(match store.server()? {
+        Some(server) => (Arc::new(crate::tracking::ServerTracker(server)), None),
+        None => {
+            let db = store.database().await?;
+            let artifacts = ArtifactStore::open(&store.destination()).await?;
+            (Arc::new(Stores { db: db.clone(), artifacts }), Some(db))
+        }
+    })
+}
+
 async fn run_file(args: RunArgs) -> Result<crate::Outcome> {
     let pipeline = Pipeline::from_file(&args.file)?;
     let store = step_store(&pipeline, &args.store);
-    let db = store.database().await?;
-    let artifacts = ArtifactStore::open(&store.destination()).await?;
+    let (tracker, db) = tracker(&store).await?;
     let executor = CommandExecutor::new(&store)?;
     let options = Options { force: args.force, user: crate::promote::actor(None), trigger: args.trigger };
-    let started = PipelineRun::begin(db.clone(), artifacts, pipeline, options).await?;
+    let started = PipelineRun::begin(tracker.clone(), pipeline, options).await?;
     let run_id = started.run_id().to_owned();
     eprintln!("pipeline run {run_id}");
     // Ctrl-C drops the running step: its command is killed (kill_on_drop) and the runs end KILLED.
     let summary = tokio::select! {
         summary = started.execute(&executor) => summary?,
         _ = tokio::signal::ctrl_c() => {
-            shipyard_pipeline::runner::abandon(&db, &run_id).await?;
+            shipyard_pipeline::runner::abandon(tracker.as_ref(), &run_id).await?;
             eprintln!("interrupted: pipeline run {run_id} ended KILLED");
-            status_of(&db, &run_id).await?
+            status_of(tracker.as_ref(), &run_id).await?
         }
     };
-    db.close().await;
+    if let Some(db) = db {
+        db.close().await;
+    }
     print_summary(&summary, args.format)?;
     Ok(if summary.success { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
 }
 
 async fn status(run: Option<String>, format: Format, store: DatasetStoreArgs) -> Result<crate::Outcome> {
-    let db = store.database().await?;
+    let (tracker, db) = tracker(&store).await?;
+    let reader: &dyn shipyard_pipeline::RunReader = tracker.as_ref();
     let result = match run {
-        Some(id) => status_of(&db, &id).await.map(|s| print_summary(&s, format)),
-        None => recent_runs(&db, 20).await.map(|runs| {
+        Some(id) => status_of(reader, &id).await.map(|s| print_summary(&s, format)),
+        None => recent_runs(reader, 20).await.map(|runs| {
             let rows: Vec<Vec<String>> = runs
                 .iter()
                 .map(|r| {
@@ -136,7 +153,9 @@ async fn status(run: Option<String>, format: Format, store: DatasetStoreArgs) ->
             Ok(())
         }),
     };
-    db.close().await;
+    if let Some(db) = db {
+        db.close().await;
+    }
     result??;
     Ok(crate::Outcome::Success)
 }
@@ -571,6 +590,16 @@ impl CommandExecutor {
     /// The deployment's current revision and the versions its arms resolve to now, from the
     /// store (`None` when the store does not hold it: the endpoint serves another store).
     async fn deployed_versions(&self, name: &str) -> Option<(i64, Vec<String>)> {
+        if let Some(server) = self.store.server().ok()? {
+            let answer = server.get("api/shipyard/deployments/get", &[("name", name)]).await.ok()?;
+            let arms = answer["deployment"]["spec"]["arms"].as_array()?.len();
+            let versions: Vec<String> = serde_json::from_value(answer["resolved_versions"].clone()).ok()?;
+            // An arm whose alias names no version yet: nothing to compare with.
+            if versions.iter().take(arms).any(|v| v.starts_with("unresolved")) {
+                return None;
+            }
+            return Some((answer["deployment"]["revision"].as_i64()?, versions.into_iter().take(arms).collect()));
+        }
         let db = self.store.database().await.ok()?;
         let found = async {
             let d = db.get_deployment(name).await.ok()?;
@@ -605,13 +634,24 @@ impl CommandExecutor {
             .map_err(|e| StepFailure::new(e.to_string()))?
             .map_err(|e| StepFailure::new(format!("{e:#}")))?;
         let url = format!("{endpoint}/predict/{}", t.deployment);
+        // The tracking server's own endpoint gets the caller's credentials and CA; no other does.
+        let server = match self.store.server_url() {
+            Some(tracking) if same_origin(tracking, &endpoint) => {
+                Some(crate::client::Server::connect(&endpoint).map_err(|e| StepFailure::new(format!("{e:#}")))?)
+            }
+            _ => None,
+        };
         let expected = self.deployed_versions(&t.deployment).await;
         let body = json!({"records": records});
         let deadline = Instant::now() + Duration::from_secs(t.timeout_seconds.unwrap_or(30));
         let mut last;
         loop {
             let began = Instant::now();
-            match self.http.post(&url).json(&body).send().await {
+            let request = match &server {
+                Some(server) => server.request(reqwest::Method::POST, &format!("predict/{}", t.deployment)),
+                None => self.http.post(&url),
+            };
+            match request.json(&body).send().await {
                 Ok(response) => {
                     let status = response.status();
                     let version = response
@@ -663,6 +703,14 @@ impl CommandExecutor {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
     }
 }
 
@@ -751,8 +799,7 @@ pub(crate) fn batch_records(batch: &RecordBatch, drop: &[String], n: usize) -> R
 /// created at once (its id goes into the alert's action detail) and the steps run in the
 /// background.
 pub(crate) struct InProcessRetrainer {
-    db: Database,
-    artifacts: ArtifactStore,
+    stores: Stores,
     store: DatasetStoreArgs,
     /// The runs started, by parent run id.
     runs: std::sync::Mutex<Vec<(String, tokio::task::JoinHandle<()>)>>,
@@ -760,7 +807,11 @@ pub(crate) struct InProcessRetrainer {
 
 impl InProcessRetrainer {
     pub(crate) fn new(db: Database, artifacts: ArtifactStore, store: DatasetStoreArgs) -> Arc<InProcessRetrainer> {
-        Arc::new(InProcessRetrainer { db, artifacts, store, runs: std::sync::Mutex::new(Vec::new()) })
+        Arc::new(InProcessRetrainer {
+            stores: Stores { db, artifacts },
+            store,
+            runs: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Waits for the runs started so far.
@@ -778,7 +829,7 @@ impl InProcessRetrainer {
         for (run_id, run) in pending.into_iter().filter(|(_, r)| !r.is_finished()) {
             run.abort();
             let _ = run.await;
-            match shipyard_pipeline::runner::abandon(&self.db, &run_id).await {
+            match shipyard_pipeline::runner::abandon(&self.stores, &run_id).await {
                 Ok(()) => tracing::info!("retraining pipeline run {run_id} stopped with the server (KILLED)"),
                 Err(e) => tracing::warn!("retraining pipeline run {run_id}: could not record its stop: {e}"),
             }
@@ -801,9 +852,8 @@ impl shipyard_monitor::Retrainer for InProcessRetrainer {
             }
             let executor = CommandExecutor::new(&self.store).map_err(|e| format!("{e:#}"))?;
             let options = Options { force: false, user: "shipyard-monitor".into(), trigger: Some(reason.to_owned()) };
-            let started = PipelineRun::begin(self.db.clone(), self.artifacts.clone(), spec, options)
-                .await
-                .map_err(|e| e.to_string())?;
+            let started =
+                PipelineRun::begin(Arc::new(self.stores.clone()), spec, options).await.map_err(|e| e.to_string())?;
             let run_id = started.run_id().to_owned();
             let handle = tokio::spawn(async move {
                 match started.execute(&executor).await {

@@ -12,19 +12,18 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
-use shipyard_core::entities::{KeyValue, utc_seconds, utc_timestamp};
-use shipyard_promotion::{GatePolicy, GateReport};
-use shipyard_release::{
-    DEFAULT_ALIAS, GateRequest, POLICY_TAG, PYTHON_GATE_TIMEOUT, PromoteRequest, Promotion, Releaser,
-};
+use shipyard_core::entities::{utc_seconds, utc_timestamp};
+use shipyard_promotion::GatePolicy;
+use shipyard_release::{DEFAULT_ALIAS, GateRequest, PYTHON_GATE_TIMEOUT, PromoteRequest, Promotion, Releaser};
 use shipyard_runtime::EngineChoice;
 use shipyard_runtime::fetch::ModelUri;
 use shipyard_store::ArtifactStore;
 use shipyard_store::promotion::AliasMove;
 
 use crate::Format;
+use crate::client::Server;
 use crate::data::ReadArgs;
-use crate::datasets::{DatasetStoreArgs, with_database};
+use crate::datasets::{DatasetStoreArgs, block_on, with_database};
 use crate::rollout::WaitArgs;
 use shipyard_store::rollout::RolloutTarget;
 
@@ -167,6 +166,43 @@ impl GateArgs {
     }
 }
 
+impl GateArgs {
+    /// The JSON a server's validate / promote route takes: the policy file's text (checked
+    /// there) and the evaluation rows as a dataset version (a local file is uploaded first).
+    fn remote_body(&self, server: &Server, name: &str, version: &str, alias: &str) -> Result<serde_json::Value> {
+        let policy = match &self.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                Some(policy_for_server(server, &text, &path.display().to_string(), &self.read)?)
+            }
+            None => None,
+        };
+        let data = match &self.data {
+            Some(path) => Some(crate::datasets::remote_table(server, path, &self.read)?),
+            None => None,
+        };
+        Ok(json!({"name": name, "version": version, "alias": alias, "policy": policy, "data": data}))
+    }
+}
+
+/// A policy's text for a server: the local tables it names (evaluation data, drift reference)
+/// added to the server as dataset versions and named by them, since the server cannot read
+/// the client's files.
+fn policy_for_server(server: &Server, text: &str, source: &str, read: &crate::data::ReadArgs) -> Result<String> {
+    let mut policy = GatePolicy::from_yaml(text, source)?;
+    let local = |t: &str| !t.starts_with("dataset:") && t != "training";
+    let mut changed = false;
+    if let Some(data) = policy.evaluation.as_mut().and_then(|e| e.data.as_mut()).filter(|d| local(d)) {
+        *data = crate::datasets::remote_table(server, std::path::Path::new(data.as_str()), read)?;
+        changed = true;
+    }
+    if let Some(reference) = policy.drift.as_mut().and_then(|d| d.reference.as_mut()).filter(|r| local(r)) {
+        *reference = crate::datasets::remote_table(server, std::path::Path::new(reference.as_str()), read)?;
+        changed = true;
+    }
+    Ok(if changed { policy.to_yaml()? } else { text.to_owned() })
+}
+
 /// Runs `work` with a [`Releaser`] on the store, on a runtime that lives as long as the models
 /// it loads (a Python model's workers run on it).
 fn with_releaser<T>(
@@ -185,6 +221,7 @@ fn with_releaser<T>(
             artifacts: ArtifactStore::open(&store.destination()).await?,
             cache: store.cache_dir(),
             loader: gates.python.loader(EngineChoice::Auto, PYTHON_GATE_TIMEOUT),
+            local_paths: true,
         };
         let outcome = work(&releaser).await;
         releaser.db.close().await;
@@ -192,18 +229,53 @@ fn with_releaser<T>(
     })
 }
 
-fn print_report(report: &GateReport, format: Format, location: Option<&str>) {
+/// A stored gate run as the server sends it (and as the local command builds it): the report
+/// as JSON, its table, where it is stored.
+struct Shown {
+    report: serde_json::Value,
+    table: String,
+    location: Option<String>,
+}
+
+impl Shown {
+    fn local(v: &shipyard_release::Validation) -> Shown {
+        Shown {
+            report: serde_json::to_value(&v.report).unwrap_or_default(),
+            table: v.report.table(),
+            location: v.report_uri.clone(),
+        }
+    }
+
+    fn remote(answer: &serde_json::Value) -> Option<Shown> {
+        answer.get("report").filter(|r| !r.is_null()).map(|report| Shown {
+            report: report.clone(),
+            table: answer["table"].as_str().unwrap_or_default().to_owned(),
+            location: answer["report_uri"].as_str().map(str::to_owned),
+        })
+    }
+
+    fn passed(&self) -> bool {
+        self.report["passed"].as_bool().unwrap_or(false)
+    }
+
+    /// The failed checks, `gate:name`.
+    fn failures(&self) -> Vec<String> {
+        failed_checks(&self.report)
+    }
+}
+
+fn print_report(shown: &Shown, format: Format) {
     match format {
         Format::Json => {
-            let mut value = serde_json::to_value(report).unwrap_or_default();
+            let mut value = shown.report.clone();
             if let Some(o) = value.as_object_mut() {
-                o.insert("report_uri".into(), json!(location));
+                o.insert("report_uri".into(), json!(shown.location));
             }
             outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
         }
         Format::Table => {
-            out!("{}", report.table());
-            if let Some(l) = location {
+            out!("{}", shown.table);
+            if let Some(l) = &shown.location {
                 outln!("report: {l}");
             }
         }
@@ -212,47 +284,97 @@ fn print_report(report: &GateReport, format: Format, location: Option<&str>) {
 
 pub fn validate(args: ValidateArgs) -> Result<crate::Outcome> {
     let (name, version) = parse_version_uri(&args.model)?;
-    let request = args.gates.request(&name, &version, &args.alias)?;
-    let v = with_releaser(&args.store, &args.gates, async |r| Ok(r.validate(&request).await?))?;
-    print_report(&v.report, args.format, v.report_uri.as_deref());
-    Ok(if v.report.passed { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
+    let shown = match args.store.server()? {
+        Some(server) => {
+            let body = args.gates.remote_body(&server, &name, &version, &args.alias)?;
+            let answer = block_on(server.long_call("api/shipyard/models/validate", &body, |_| {}))?;
+            Shown::remote(&answer).ok_or_else(|| anyhow::anyhow!("the server answered without a report"))?
+        }
+        None => {
+            let request = args.gates.request(&name, &version, &args.alias)?;
+            let v = with_releaser(&args.store, &args.gates, async |r| Ok(r.validate(&request).await?))?;
+            Shown::local(&v)
+        }
+    };
+    print_report(&shown, args.format);
+    Ok(if shown.passed() { crate::Outcome::Success } else { crate::Outcome::ChecksFailed })
 }
 
-pub fn promote(args: PromoteArgs) -> Result<crate::Outcome> {
+/// What a promotion did, from the releaser or a server's answer.
+enum Promoted {
+    Unchanged,
+    Blocked { shown: Shown, stays_at: Option<String> },
+    Moved { alias_move: AliasMove, shown: Option<Shown> },
+}
+
+fn promote_locally(args: &PromoteArgs) -> Result<Promoted> {
     let request = PromoteRequest {
         gates: args.gates.request(&args.name, &args.version, &args.alias)?,
         force: args.force,
         actor: actor(args.mover.actor.clone()),
         reason: args.mover.reason.clone(),
     };
-    let (name, version) = (request.gates.model.clone(), request.gates.version.clone());
+    Ok(match with_releaser(&args.mover.store, &args.gates, async |r| Ok(r.promote(request).await?))? {
+        Promotion::Unchanged => Promoted::Unchanged,
+        Promotion::Blocked { validation, stays_at } => Promoted::Blocked { shown: Shown::local(&validation), stays_at },
+        Promotion::Moved { alias_move, validation } => {
+            Promoted::Moved { alias_move, shown: validation.as_ref().map(Shown::local) }
+        }
+    })
+}
+
+fn promote_remotely(args: &PromoteArgs, server: &Server) -> Result<Promoted> {
+    let mut body = args.gates.remote_body(server, &args.name, &args.version, &args.alias)?;
+    body["force"] = json!(args.force);
+    body["reason"] = json!(args.mover.reason);
+    body["actor"] = json!(actor(args.mover.actor.clone()));
+    let answer = block_on(server.long_call("api/shipyard/models/promote", &body, |_| {}))?;
+    Ok(match answer["outcome"].as_str() {
+        Some("unchanged") => Promoted::Unchanged,
+        Some("blocked") => Promoted::Blocked {
+            shown: Shown::remote(&answer).ok_or_else(|| anyhow::anyhow!("the server answered without a report"))?,
+            stays_at: answer["stays_at"].as_str().map(str::to_owned),
+        },
+        Some("moved") => Promoted::Moved {
+            alias_move: serde_json::from_value(answer["move"].clone()).context("reading the server's alias move")?,
+            shown: Shown::remote(&answer),
+        },
+        other => bail!("the server answered an unknown promotion outcome {other:?}"),
+    })
+}
+
+pub fn promote(args: PromoteArgs) -> Result<crate::Outcome> {
+    let (name, version) = (args.name.clone(), args.version.clone());
     let format = args.mover.format;
-    let (moved, validation) =
-        match with_releaser(&args.mover.store, &args.gates, async |r| Ok(r.promote(request).await?))? {
-            Promotion::Unchanged => {
-                outln!("{name}@{} already points at version {version}: nothing to move", args.alias);
-                return Ok(crate::Outcome::Success);
-            }
-            Promotion::Blocked { validation, stays_at } => {
-                print_report(&validation.report, format, validation.report_uri.as_deref());
-                let failures = validation.report.failures();
-                eprintln!(
-                    "not promoted: {} gate check(s) failed ({}); {name}@{} stays at {}. Use --force --reason TEXT to \
+    let promoted = match args.mover.store.server()? {
+        Some(server) => promote_remotely(&args, &server)?,
+        None => promote_locally(&args)?,
+    };
+    let (moved, validation) = match promoted {
+        Promoted::Unchanged => {
+            outln!("{name}@{} already points at version {version}: nothing to move", args.alias);
+            return Ok(crate::Outcome::Success);
+        }
+        Promoted::Blocked { shown, stays_at } => {
+            print_report(&shown, format);
+            let failures = shown.failures();
+            eprintln!(
+                "not promoted: {} gate check(s) failed ({}); {name}@{} stays at {}. Use --force --reason TEXT to \
                      override.",
-                    failures.len(),
-                    failures.join(", "),
-                    args.alias,
-                    stays_at.as_deref().map_or("no version".to_owned(), |v| format!("version {v}"))
-                );
-                return Ok(crate::Outcome::ChecksFailed);
-            }
-            Promotion::Moved { alias_move, validation } => (alias_move, validation),
-        };
+                failures.len(),
+                failures.join(", "),
+                args.alias,
+                stays_at.as_deref().map_or("no version".to_owned(), |v| format!("version {v}"))
+            );
+            return Ok(crate::Outcome::ChecksFailed);
+        }
+        Promoted::Moved { alias_move, shown } => (alias_move, shown),
+    };
     let report = validation.as_ref().map(|v| &v.report);
-    let location = validation.as_ref().and_then(|v| v.report_uri.as_deref());
+    let location = validation.as_ref().and_then(|v| v.location.as_deref());
     if format == Format::Table {
-        if let Some(r) = report {
-            out!("{}", r.table());
+        if let Some(v) = &validation {
+            out!("{}", v.table);
         }
         outln!("{}", describe_move(&moved));
     }
@@ -286,9 +408,16 @@ fn describe_move(m: &AliasMove) -> String {
 
 pub fn rollback(args: RollbackArgs) -> Result<crate::Outcome> {
     let actor = actor(args.mover.actor.clone());
-    let moved = with_database(&args.mover.store, async |db| {
-        Ok(db.rollback_alias(&args.name, &args.alias, &actor, args.mover.reason.as_deref()).await?)
-    })?;
+    let moved: AliasMove = match args.mover.store.server()? {
+        Some(server) => {
+            let body = json!({"name": args.name, "alias": args.alias, "reason": args.mover.reason, "actor": actor});
+            let answer = block_on(server.post("api/shipyard/models/rollback", &body))?;
+            serde_json::from_value(answer["move"].clone()).context("reading the server's alias move")?
+        }
+        None => with_database(&args.mover.store, async |db| {
+            Ok(db.rollback_alias(&args.name, &args.alias, &actor, args.mover.reason.as_deref()).await?)
+        })?,
+    };
     let target = RolloutTarget::Alias { model: args.name.clone(), alias: args.alias.clone() };
     if args.mover.format == Format::Table {
         outln!("{}", describe_move(&moved));
@@ -304,11 +433,9 @@ pub fn rollback(args: RollbackArgs) -> Result<crate::Outcome> {
     Ok(outcome)
 }
 
-/// The gate verdict of a move, from its stored report.
-fn gate_summary(m: &AliasMove) -> String {
-    let Some(text) = &m.gate_report else { return "-".to_owned() };
-    let Ok(report) = serde_json::from_str::<serde_json::Value>(text) else { return "?".to_owned() };
-    let failed: Vec<String> = report["checks"]
+/// The failed checks of a gate report (its JSON form), `gate:name`.
+fn failed_checks(report: &serde_json::Value) -> Vec<String> {
+    report["checks"]
         .as_array()
         .map(|checks| {
             checks
@@ -317,12 +444,29 @@ fn gate_summary(m: &AliasMove) -> String {
                 .map(|c| format!("{}:{}", c["gate"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or("")))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The gate verdict of a move, from its stored report.
+fn gate_summary(m: &AliasMove) -> String {
+    let Some(text) = &m.gate_report else { return "-".to_owned() };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(text) else { return "?".to_owned() };
+    let failed = failed_checks(&report);
     if failed.is_empty() { "passed".to_owned() } else { format!("failed ({})", failed.join(", ")) }
 }
 
 pub fn history(args: HistoryArgs) -> Result<crate::Outcome> {
-    let moves = with_database(&args.store, async |db| Ok(db.alias_history(&args.name, args.alias.as_deref()).await?))?;
+    let moves: Vec<AliasMove> = match args.store.server()? {
+        Some(server) => {
+            let mut query = vec![("name", args.name.as_str())];
+            if let Some(alias) = &args.alias {
+                query.push(("alias", alias.as_str()));
+            }
+            let answer = block_on(server.get("api/shipyard/models/history", &query))?;
+            serde_json::from_value(answer["moves"].clone()).context("reading the server's alias history")?
+        }
+        None => with_database(&args.store, async |db| Ok(db.alias_history(&args.name, args.alias.as_deref()).await?))?,
+    };
     if args.format == Format::Json {
         let rows: Vec<serde_json::Value> = moves
             .iter()
@@ -365,10 +509,17 @@ pub fn history(args: HistoryArgs) -> Result<crate::Outcome> {
 
 pub fn set_policy(args: SetPolicyArgs) -> Result<crate::Outcome> {
     let text = std::fs::read_to_string(&args.policy).with_context(|| format!("reading {}", args.policy.display()))?;
-    GatePolicy::from_yaml(&text, &args.policy.display().to_string())?;
-    with_database(&args.store, async |db| {
-        Ok(db.set_registered_model_tag(&args.name, &KeyValue::new(POLICY_TAG, text)).await?)
-    })?;
+    let source = args.policy.display().to_string();
+    match args.store.server()? {
+        Some(server) => {
+            let text = policy_for_server(&server, &text, &source, &crate::data::ReadArgs::default())?;
+            let body = json!({"name": args.name, "policy": text, "source": source});
+            block_on(server.post("api/shipyard/models/set-policy", &body))?;
+        }
+        None => with_database(&args.store, async |db| {
+            Ok(shipyard_release::store_policy(db, &args.name, &text, &source).await.map(drop)?)
+        })?,
+    }
     outln!("stored the gate policy of '{}' ({})", args.name, args.policy.display());
     Ok(crate::Outcome::Success)
 }

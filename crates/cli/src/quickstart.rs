@@ -23,7 +23,7 @@ use shipyard_core::entities::{KeyValue, Metric, Run, RunStatus, now_millis};
 use shipyard_pipeline::runner::{PipelineRun, StepStatus};
 use shipyard_pipeline::{Options, Pipeline, PipelineSummary};
 use shipyard_store::tracking::NewRun;
-use shipyard_store::{ArtifactStore, Database, DatabaseUri};
+use shipyard_store::{Database, DatabaseUri};
 
 use crate::datasets::DatasetStoreArgs;
 use crate::pipeline::CommandExecutor;
@@ -230,8 +230,10 @@ struct Story {
     url: String,
     http: reqwest::Client,
     db: Database,
-    artifacts: ArtifactStore,
+    /// Runs the story's commands through its server, as a team's laptop would.
     executor: CommandExecutor,
+    /// Runs commands that read the store itself (the monitoring report).
+    local: CommandExecutor,
     records: Vec<Value>,
     labels: Vec<i64>,
     draw: Draw,
@@ -357,7 +359,8 @@ impl Story {
         let pipeline = Pipeline::from_file(file)?;
         let options =
             Options { force: false, user: crate::promote::actor(None), trigger: Some("shipyard quickstart".into()) };
-        let started = PipelineRun::begin(self.db.clone(), self.artifacts.clone(), pipeline, options).await?;
+        let server = crate::tracking::ServerTracker(crate::client::Server::connect(&self.url)?);
+        let started = PipelineRun::begin(std::sync::Arc::new(server), pipeline, options).await?;
         let summary = started.execute(&self.executor).await?;
         for step in &summary.steps {
             let status = serde_json::to_value(step.status).unwrap_or(Value::Null);
@@ -413,11 +416,16 @@ impl Story {
         Ok(())
     }
 
-    /// Runs `shipyard ARGS...` against the quickstart's store; its standard output.
+    /// Runs `shipyard ARGS...` through the quickstart's server; its standard output.
     async fn command(&self, args: &[&str]) -> Result<String> {
+        self.run_with(&self.executor, args).await
+    }
+
+    /// Runs `shipyard ARGS...` with `executor`; its standard output.
+    async fn run_with(&self, executor: &CommandExecutor, args: &[&str]) -> Result<String> {
         let mut log = String::new();
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        let ran = self.executor.shipyard(&mut log, &args).await.map_err(|f| anyhow!(f.message))?;
+        let ran = executor.shipyard(&mut log, &args).await.map_err(|f| anyhow!(f.message))?;
         if ran.code != 0 {
             bail!("shipyard {}: {}", args.join(" "), ran.error());
         }
@@ -492,8 +500,9 @@ async fn story(args: QuickstartArgs) -> Result<crate::Outcome> {
 
     let store = DatasetStoreArgs::new(&dir, None, None);
     let db = Database::connect(&DatabaseUri::Sqlite(dir.join("shipyard.db"))).await?;
-    let artifacts = ArtifactStore::open(&store.destination()).await?;
-    let executor = CommandExecutor::new(&store)?;
+    // The pipelines' steps and the story's commands go through the server.
+    let executor = CommandExecutor::new(&DatasetStoreArgs::new(&dir, Some(url.clone()), None))?;
+    let local = CommandExecutor::new(&store)?;
     let (records, labels) = passengers(&data)?;
     let experiment_id = match db.get_experiment_by_name("titanic").await {
         Ok(e) => e.experiment_id,
@@ -513,8 +522,8 @@ async fn story(args: QuickstartArgs) -> Result<crate::Outcome> {
         url: url.clone(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         db,
-        artifacts,
         executor,
+        local,
         records,
         labels,
         draw: Draw(0x5eed_2026),
@@ -732,7 +741,9 @@ async fn tell(s: &mut Story, told: &mut Told) -> Result<()> {
 
     outln!("\n6. Reports");
     let monitoring = s.dir.join("reports/monitoring.html");
-    s.command(&["monitor", "report", "--deployment", DEPLOYMENT, "-o", &monitoring.display().to_string()]).await?;
+    // The report reads the prediction log itself.
+    s.run_with(&s.local, &["monitor", "report", "--deployment", DEPLOYMENT, "-o", &monitoring.display().to_string()])
+        .await?;
     told.reports.push(("monitoring".into(), monitoring));
     let profile = s
         .command(&["data", "profile", &s.dir.join("data/titanic.csv").display().to_string(), "--format", "html"])

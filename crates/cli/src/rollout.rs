@@ -1,7 +1,8 @@
 //! Rollouts at the command line: the `--no-wait` / `--timeout` flags that `deploy`,
 //! `models promote` and `models rollback` share (wait until the change is live on every serving
 //! process, or fail naming the ones that did not apply it and why), and `deploy status`.
-//! The waiting and judging live in the store (`Database::wait_for_rollout`); this renders.
+//! The waiting and judging live in the store (`Database::wait_for_rollout`), reached directly or
+//! through a server's `/api/shipyard/deployments/wait`; this renders.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use shipyard_core::rollout::{ProcessVerdict, RolloutStatus};
 use shipyard_store::rollout::RolloutTarget;
 
-use crate::datasets::{DatasetStoreArgs, with_database};
+use crate::datasets::{DatasetStoreArgs, block_on, with_database};
 use crate::tracking::print_table;
 use crate::{Format, Outcome};
 
@@ -36,10 +37,24 @@ impl WaitArgs {
         if !self.timeout.is_finite() || self.timeout < 0.0 {
             bail!("--timeout is a number of seconds, 0 or more; got {}", self.timeout);
         }
-        let timeout = Duration::from_secs_f64(self.timeout);
-        let waited = with_database(store, async |db| Ok(db.wait_for_rollout(target, timeout).await?))?;
-        let seconds = waited.waited.as_secs_f64();
-        let status = &waited.status;
+        let (status, seconds) = match store.server()? {
+            Some(server) => block_on(async {
+                let mut body = match target {
+                    RolloutTarget::Deployment(name) => json!({"name": name}),
+                    RolloutTarget::Alias { model, alias } => json!({"model": model, "alias": alias}),
+                };
+                body["timeout_seconds"] = json!(self.timeout);
+                let answer = server.long_call("api/shipyard/deployments/wait", &body, |_| {}).await?;
+                let status: RolloutStatus = serde_json::from_value(answer["status"].clone())?;
+                Ok((status, answer["waited_seconds"].as_f64().unwrap_or(0.0)))
+            })?,
+            None => {
+                let timeout = Duration::from_secs_f64(self.timeout);
+                let waited = with_database(store, async |db| Ok(db.wait_for_rollout(target, timeout).await?))?;
+                (waited.status, waited.waited.as_secs_f64())
+            }
+        };
+        let status = &status;
         let value = json!({"waited": true, "seconds": seconds, "status": status});
         if format == Format::Json {
             if !status.complete {
@@ -84,7 +99,13 @@ fn not_live_message(target: &RolloutTarget, status: &RolloutStatus, seconds: f64
 /// `shipyard deploy status NAME`: every serving process of the deployment and what it applied.
 pub fn show_status(name: &str, format: Format, store: &DatasetStoreArgs) -> Result<Outcome> {
     let target = RolloutTarget::Deployment(name.to_owned());
-    let status = with_database(store, async |db| Ok(db.rollout_status(&target).await?))?;
+    let status: RolloutStatus = match store.server()? {
+        Some(server) => block_on(async {
+            let answer = server.get("api/shipyard/deployments/status", &[("name", name)]).await?;
+            Ok(serde_json::from_value(answer["status"].clone())?)
+        })?,
+        None => with_database(store, async |db| Ok(db.rollout_status(&target).await?))?,
+    };
     if format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(Outcome::Success);

@@ -12,31 +12,21 @@ use serde_json::{Value, json};
 use shipyard_core::entities::ViewType;
 use shipyard_store::{Database, DatabaseUri};
 
+use crate::client::Server;
+
 /// Where tracking data is read and written.
 pub enum Tracking {
     /// The metadata store, opened in this process.
     Store(Database),
-    /// A tracking server.
-    Http {
-        /// Reused HTTP client.
-        client: reqwest::Client,
-        /// `http://host:port`, without a trailing slash.
-        base: String,
-    },
+    /// A tracking server, reached with the credentials of the environment.
+    Http(Server),
 }
 
 impl Tracking {
     /// Opens `uri`, or the default SQLite store under `home`.
     pub async fn open(uri: Option<&str>, home: &Path) -> Result<Self> {
         match uri {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-                shipyard_store::artifacts::ensure_tls_provider();
-                let client = reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(60))
-                    .build()
-                    .context("building the HTTP client")?;
-                Ok(Tracking::Http { client, base: u.trim_end_matches('/').to_owned() })
-            }
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(Tracking::Http(Server::connect(u)?)),
             Some(u) => {
                 let db_uri = DatabaseUri::parse(u)?;
                 Ok(Tracking::Store(Database::connect(&db_uri).await?))
@@ -53,8 +43,7 @@ impl Tracking {
 
     /// Calls `route` (under the server's root) with `body` as the query (GET) or JSON body.
     async fn request(&self, method: reqwest::Method, route: &str, body: Value) -> Result<Value> {
-        let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
-        let url = format!("{base}/{route}");
+        let Tracking::Http(server) = self else { bail!("not an HTTP tracking URI") };
         let request = if method == reqwest::Method::GET {
             let query: Vec<(String, String)> = body
                 .as_object()
@@ -64,19 +53,11 @@ impl Tracking {
                         .collect()
                 })
                 .unwrap_or_default();
-            client.get(&url).query(&query)
+            server.request(method, route).query(&query)
         } else {
-            client.request(method, &url).json(&body)
+            server.request(method, route).json(&body)
         };
-        let response = request.send().await.with_context(|| format!("calling {url}"))?;
-        let status = response.status();
-        let payload: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let code = payload["error_code"].as_str().unwrap_or("UNKNOWN");
-            let message = payload["message"].as_str().unwrap_or("");
-            bail!("{code}: {message} (HTTP {status})");
-        }
-        Ok(payload)
+        server.send(request, route).await
     }
 
     /// Every active experiment, newest first.
@@ -95,7 +76,7 @@ impl Tracking {
                     }
                 }
             }
-            Tracking::Http { .. } => {
+            Tracking::Http(_) => {
                 let mut out = Vec::new();
                 let mut token: Option<String> = None;
                 loop {
@@ -118,7 +99,7 @@ impl Tracking {
     pub async fn create_experiment(&self, name: &str) -> Result<String> {
         match self {
             Tracking::Store(db) => Ok(db.create_experiment(name, None, &[]).await?),
-            Tracking::Http { .. } => {
+            Tracking::Http(_) => {
                 let answer = self.call(reqwest::Method::POST, "experiments/create", json!({ "name": name })).await?;
                 answer["experiment_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no experiment_id in answer"))
             }
@@ -132,7 +113,7 @@ impl Tracking {
         }
         match self {
             Tracking::Store(db) => Ok(db.get_experiment_by_name(id_or_name).await?.experiment_id),
-            Tracking::Http { .. } => {
+            Tracking::Http(_) => {
                 let answer = self
                     .call(reqwest::Method::GET, "experiments/get-by-name", json!({ "experiment_name": id_or_name }))
                     .await?;
@@ -160,7 +141,7 @@ impl Tracking {
                     .await?;
                 Ok(page.items.iter().map(|r| json!(r)).collect())
             }
-            Tracking::Http { .. } => {
+            Tracking::Http(_) => {
                 let body = json!({
                     "experiment_ids": [experiment_id],
                     "filter": filter.unwrap_or(""),
@@ -176,19 +157,7 @@ impl Tracking {
 
 /// Prints rows as aligned columns.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
-    };
-    outln!("{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
-    for row in rows {
-        outln!("{}", line(row.clone()));
-    }
+    out!("{}", shipyard_core::display::columns(headers, rows));
 }
 
 /// Fetching a model's files from a tracking server, for `--tracking-uri http://...`.
@@ -259,7 +228,7 @@ impl Tracking {
     /// server's `mlflow-artifacts` API; a location that is one file lands as `dest/<name>`.
     /// Returns the local path of the model (the folder, or the single file).
     pub async fn download_model(&self, location: &str, dest: &Path) -> Result<std::path::PathBuf> {
-        let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
+        let Tracking::Http(server) = self else { bail!("not an HTTP tracking URI") };
         let root = shipyard_core::artifact_path::ArtifactPath::from_proxied_uri(location)?;
         let encode = |p: &str| {
             p.split('/')
@@ -268,17 +237,19 @@ impl Tracking {
                 .join("/")
         };
         let list = |dir: String| async move {
-            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts");
-            let response = client.get(&url).query(&[("path", dir.as_str())]).send().await?;
-            if !response.status().is_success() {
-                bail!("listing {dir}: HTTP {}", response.status());
-            }
-            let body: Value = response.json().await?;
+            let request = server
+                .request(reqwest::Method::GET, "api/2.0/mlflow-artifacts/artifacts")
+                .query(&[("path", dir.as_str())]);
+            let body = server.send(request, &format!("listing {dir}")).await?;
             Ok::<_, anyhow::Error>(body["files"].as_array().cloned().unwrap_or_default())
         };
         let fetch = |path: String, target: std::path::PathBuf| async move {
-            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts/{}", encode(&path));
-            let response = client.get(&url).send().await.with_context(|| format!("downloading {path}"))?;
+            let route = format!("api/2.0/mlflow-artifacts/artifacts/{}", encode(&path));
+            let response = server
+                .request(reqwest::Method::GET, &route)
+                .send()
+                .await
+                .with_context(|| format!("downloading {path}"))?;
             if !response.status().is_success() {
                 bail!("downloading {path}: HTTP {}", response.status());
             }
@@ -378,7 +349,7 @@ impl Tracking {
     /// of the artifact folder `location` (a model's), through the proxied artifact API;
     /// `record` last.
     pub async fn upload_beside(&self, location: &str, sub: &str, dir: &Path, record: &str) -> Result<usize> {
-        let Tracking::Http { client, base } = self else { bail!("not an HTTP tracking URI") };
+        let Tracking::Http(server) = self else { bail!("not an HTTP tracking URI") };
         let root = shipyard_core::artifact_path::ArtifactPath::from_proxied_uri(location)?;
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -395,9 +366,14 @@ impl Tracking {
                 .split('/')
                 .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
                 .collect();
-            let url = format!("{base}/api/2.0/mlflow-artifacts/artifacts/{}", encoded.join("/"));
+            let route = format!("api/2.0/mlflow-artifacts/artifacts/{}", encoded.join("/"));
             let bytes = tokio::fs::read(file).await.with_context(|| format!("reading {}", file.display()))?;
-            let response = client.put(&url).body(bytes).send().await.with_context(|| format!("uploading {path}"))?;
+            let response = server
+                .request(reqwest::Method::PUT, &route)
+                .body(bytes)
+                .send()
+                .await
+                .with_context(|| format!("uploading {path}"))?;
             if !response.status().is_success() {
                 bail!("uploading {path}: HTTP {}", response.status());
             }
@@ -415,4 +391,171 @@ impl Tracking {
         .await?;
         Ok(())
     }
+}
+
+/// A pipeline run recorded through a tracking server's MLflow REST API (`pipeline run
+/// --tracking-uri https://...`): the runner in `shipyard-pipeline` does the work; this only
+/// carries each call to the server, with the caller's credentials and permissions.
+pub struct ServerTracker(pub Server);
+
+type Boxed<'a, T> = futures::future::BoxFuture<'a, shipyard_core::Result<T>>;
+
+impl ServerTracker {
+    async fn post(&self, route: &str, body: Value) -> shipyard_core::Result<Value> {
+        self.0.post(&format!("api/2.0/mlflow/{route}"), &body).await.map_err(crate::client::core_error)
+    }
+
+    async fn get(&self, route: &str, query: &[(&str, &str)]) -> shipyard_core::Result<Value> {
+        self.0.get(&format!("api/2.0/mlflow/{route}"), query).await.map_err(crate::client::core_error)
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> shipyard_core::Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| shipyard_core::Error::Internal(format!("the server's {what} could not be read: {e}")))
+}
+
+impl shipyard_pipeline::RunReader for ServerTracker {
+    fn run<'a>(&'a self, run_id: &'a str) -> Boxed<'a, shipyard_core::entities::Run> {
+        Box::pin(async move { read(self.get("runs/get", &[("run_id", run_id)]).await?["run"].take(), "run") })
+    }
+
+    fn search<'a>(
+        &'a self,
+        experiment_ids: &'a [String],
+        filter: &'a str,
+        max_results: i64,
+        order_by: &'a [String],
+        page_token: Option<&'a str>,
+    ) -> Boxed<'a, shipyard_store::tracking::Page<shipyard_core::entities::Run>> {
+        Box::pin(async move {
+            let mut body = json!({
+                "experiment_ids": experiment_ids,
+                "filter": filter,
+                "max_results": max_results,
+                "order_by": order_by,
+                "run_view_type": "ACTIVE_ONLY",
+            });
+            if let Some(token) = page_token {
+                body["page_token"] = json!(token);
+            }
+            let mut answer = self.post("runs/search", body).await?;
+            let items = if answer["runs"].is_null() { Vec::new() } else { read(answer["runs"].take(), "runs")? };
+            let next_page_token = answer["next_page_token"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+            Ok(shipyard_store::tracking::Page { items, next_page_token })
+        })
+    }
+
+    fn experiment_ids(&self) -> Boxed<'_, Vec<String>> {
+        Box::pin(async move {
+            let body = json!({"max_results": 1000, "view_type": "ACTIVE_ONLY"});
+            let answer = self.post("experiments/search", body).await?;
+            Ok(answer["experiments"]
+                .as_array()
+                .map(|all| all.iter().filter_map(|e| e["experiment_id"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default())
+        })
+    }
+}
+
+impl shipyard_pipeline::Tracker for ServerTracker {
+    fn experiment<'a>(&'a self, name: &'a str) -> Boxed<'a, String> {
+        Box::pin(async move {
+            let by_name = async || {
+                let answer = self.get("experiments/get-by-name", &[("experiment_name", name)]).await?;
+                Ok::<_, shipyard_core::Error>(answer["experiment"]["experiment_id"].as_str().unwrap_or("").to_owned())
+            };
+            match by_name().await {
+                Ok(id) => Ok(id),
+                Err(shipyard_core::Error::NotFound(_)) => {
+                    match self.post("experiments/create", json!({ "name": name })).await {
+                        Ok(answer) => Ok(answer["experiment_id"].as_str().unwrap_or("").to_owned()),
+                        // Another run created it meanwhile.
+                        Err(shipyard_core::Error::AlreadyExists(_)) => by_name().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn create_run(&self, new: shipyard_store::tracking::NewRun) -> Boxed<'_, shipyard_core::entities::Run> {
+        Box::pin(async move {
+            let body = json!({
+                "experiment_id": new.experiment_id,
+                "user_id": new.user_id,
+                "run_name": new.run_name,
+                "start_time": new.start_time.unwrap_or_else(shipyard_core::entities::now_millis),
+                "tags": new.tags,
+            });
+            read(self.post("runs/create", body).await?["run"].take(), "run")
+        })
+    }
+
+    fn log_batch<'a>(
+        &'a self,
+        run_id: &'a str,
+        metrics: Vec<shipyard_core::entities::Metric>,
+        params: Vec<shipyard_core::entities::KeyValue>,
+        tags: Vec<shipyard_core::entities::KeyValue>,
+    ) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            let body = json!({"run_id": run_id, "metrics": metrics, "params": params, "tags": tags});
+            self.post("runs/log-batch", body).await.map(drop)
+        })
+    }
+
+    fn set_tag<'a>(&'a self, run_id: &'a str, tag: shipyard_core::entities::KeyValue) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            let body = json!({"run_id": run_id, "key": tag.key, "value": tag.value});
+            self.post("runs/set-tag", body).await.map(drop)
+        })
+    }
+
+    fn end_run<'a>(&'a self, run_id: &'a str, status: shipyard_core::entities::RunStatus) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            let body = json!({"run_id": run_id, "status": status, "end_time": shipyard_core::entities::now_millis()});
+            self.post("runs/update", body).await.map(drop)
+        })
+    }
+
+    fn put_text<'a>(&'a self, run: &'a shipyard_core::entities::Run, path: &'a str, text: String) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            let root = shipyard_core::artifact_path::ArtifactPath::from_proxied_uri(&run.info.artifact_uri)?;
+            let full = format!("{root}/{path}");
+            let encoded: Vec<String> = full
+                .split('/')
+                .map(|s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string())
+                .collect();
+            let request = self
+                .0
+                .request(reqwest::Method::PUT, &format!("api/2.0/mlflow-artifacts/artifacts/{}", encoded.join("/")))
+                .body(text);
+            self.0.send(request, &format!("uploading {full}")).await.map(drop).map_err(crate::client::core_error)
+        })
+    }
+
+    fn dataset_digest<'a>(&'a self, name: &'a str, version: Option<i64>) -> Boxed<'a, (i64, String)> {
+        Box::pin(async move {
+            let found = dataset_version(&self.0, name, version).await.map_err(crate::client::core_error)?;
+            Ok((found.version, found.digest))
+        })
+    }
+}
+
+/// A dataset version from a server (`/api/shipyard/datasets/get`; the latest when `version` is
+/// `None`).
+pub async fn dataset_version(
+    server: &Server,
+    name: &str,
+    version: Option<i64>,
+) -> Result<shipyard_store::datasets::DatasetVersion> {
+    let version = version.map(|v| v.to_string());
+    let mut query = vec![("name", name)];
+    if let Some(v) = &version {
+        query.push(("version", v.as_str()));
+    }
+    let answer = server.get("api/shipyard/datasets/get", &query).await?;
+    serde_json::from_value(answer["dataset_version"].clone()).context("reading the server's dataset version")
 }

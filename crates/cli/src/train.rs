@@ -1,6 +1,7 @@
 //! `shipyard train`: the flags become a [`TrainRequest`]; the training and its recording as a
-//! tracked run are [`shipyard_training::Trainer`]'s (the same code a server will run for a
-//! remote `train`). This file adds what only a terminal has: the user, the host and the git
+//! tracked run are [`shipyard_training::Trainer`]'s, in this process or, with `--tracking-uri
+//! http(s)://...`, on the server (its `/api/shipyard/train` runs the same code; a local table
+//! is added to the server as a dataset version first). This file adds what only a terminal has: the user, the host and the git
 //! commit of the working folder as the run's source, a progress bar, Ctrl-C (the run ends
 //! KILLED), and the summary printed.
 
@@ -158,17 +159,33 @@ fn git_commit() -> Option<String> {
 }
 
 pub fn run(args: TrainArgs) -> Result<crate::Outcome> {
-    let request = args.request()?;
+    let mut request = args.request()?;
+    let trained = match args.store.server()? {
+        Some(server) => {
+            request.data = crate::datasets::remote_table(&server, &args.data, &args.read)?;
+            train_remotely(&server, &request)?
+        }
+        None => train_locally(&args, request)?,
+    };
+    match &trained.search {
+        None => print_summary(&args, &trained),
+        Some(_) => print_search(&args, &trained),
+    }
+    Ok(crate::Outcome::Success)
+}
+
+fn train_locally(args: &TrainArgs, request: TrainRequest) -> Result<Trained> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let trained = runtime.block_on(async {
+    runtime.block_on(async {
         let trainer = Trainer {
             db: args.store.database().await?,
             artifacts: ArtifactStore::open(&args.store.destination()).await?,
             cache: args.store.cache_dir(),
+            local_paths: true,
         };
         let bar = progress_bar();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -197,12 +214,31 @@ pub fn run(args: TrainArgs) -> Result<crate::Outcome> {
         bar.finish_and_clear();
         trainer.db.close().await;
         Ok::<_, anyhow::Error>(trained?)
-    })?;
-    match &trained.search {
-        None => print_summary(&args, &trained),
-        Some(_) => print_search(&args, &trained),
-    }
-    Ok(crate::Outcome::Success)
+    })
+}
+
+/// Trains on the server (its `/api/shipyard/train`), showing its progress; Ctrl-C closes the
+/// connection, which stops the training there (the run ends KILLED).
+fn train_remotely(server: &crate::client::Server, request: &TrainRequest) -> Result<Trained> {
+    let body = serde_json::to_value(request)?;
+    crate::datasets::block_on(async {
+        let bar = progress_bar();
+        let call = server.long_call("api/shipyard/train", &body, |p| {
+            if let (Some(done), Some(total)) = (p["done"].as_u64(), p["total"].as_u64()) {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        });
+        let answer = tokio::select! {
+            answer = call => answer,
+            _ = tokio::signal::ctrl_c() => {
+                bar.abandon_with_message("interrupted");
+                anyhow::bail!("interrupted: the server stops the training (its run ends KILLED)");
+            }
+        };
+        bar.finish_and_clear();
+        serde_json::from_value(answer?).context("reading the server's training result")
+    })
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.

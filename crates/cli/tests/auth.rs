@@ -317,3 +317,78 @@ fn permission_matrix(home: &std::path::Path, extra: &[&str]) {
     );
     assert_eq!(call(addr, Some(("u-manage", password)), "GET", &get_model.1, "").0, 403);
 }
+
+/// The value of `name` in a page's hidden form field.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name} in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The `name=value` pair a response's `Set-Cookie` headers set for `name`.
+fn set_cookie(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.split(';').next().unwrap().trim().to_owned())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+}
+
+#[test]
+fn a_browser_signs_in_with_a_form_gets_a_session_cookie_and_signs_out() {
+    let home = tempfile::tempdir().unwrap();
+    let (server, log) = start_auth(home.path(), &["--no-model-serving"]);
+    let addr = server.addr.as_str();
+    let html = [("Accept", "text/html")];
+    // A page asked for without credentials: the login page, coming back after.
+    let (status, headers, _) = http(addr, "GET", "/models?x=1", &html, "");
+    assert_eq!(status, 303);
+    assert_eq!(common::header(&headers, "location"), Some("/login?next=%2Fmodels%3Fx%3D1"));
+    // An API client still gets 401 (no redirect for scripts).
+    assert_eq!(http(addr, "GET", "/api/2.0/mlflow/experiments/search", &[], "").0, 401);
+
+    let (status, headers, page) = http(addr, "GET", "/login?next=/models", &html, "");
+    assert_eq!(status, 200, "{page}");
+    let csrf_cookie = set_cookie(&headers, "shipyard_csrf").unwrap();
+    let token = hidden(&page, "csrf");
+    let form = |user: &str, password: &str| format!("csrf={token}&username={user}&password={password}&next=%2Fmodels");
+    let post = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", csrf_cookie.as_str())];
+    let (status, _, page) = http(addr, "POST", "/login", &post, &form("admin", "wrong-password-long"));
+    assert_eq!(status, 401);
+    assert!(page.contains("Wrong user name or password."), "{page}");
+    let (status, headers, _) = http(addr, "POST", "/login", &post, &form(ADMIN.0, ADMIN.1));
+    assert_eq!(status, 303, "{}", log.lock().unwrap());
+    assert_eq!(common::header(&headers, "location"), Some("/models"));
+    let set = headers.iter().find(|(k, v)| k == "set-cookie" && v.starts_with("__Host-shipyard_session=")).unwrap();
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.1.contains(attribute), "{}", set.1);
+    }
+    let session = set_cookie(&headers, "__Host-shipyard_session").unwrap();
+    let cookies = format!("{session}; {csrf_cookie}");
+
+    // Signed in: pages show who, with a sign-out button; the API takes the session too.
+    let (status, _, page) = http(addr, "GET", "/models", &[("Accept", "text/html"), ("Cookie", &cookies)], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"signed-in\">admin<"), "{page}");
+    let (status, _, _) = http(addr, "GET", "/api/2.0/mlflow/experiments/search", &[("Cookie", &cookies)], "");
+    assert_eq!(status, 200);
+    // Another site's page cannot use the session to change anything.
+    let create = r#"{"name": "from-elsewhere"}"#;
+    let cross = [("Cookie", cookies.as_str()), ("Sec-Fetch-Site", "cross-site")];
+    let (status, _, answer) = http(addr, "POST", "/api/2.0/mlflow/experiments/create", &cross, create);
+    assert_eq!(status, 403, "{answer}");
+    let same = [("Cookie", cookies.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    assert_eq!(http(addr, "POST", "/api/2.0/mlflow/experiments/create", &same, create).0, 200);
+
+    // Signing out ends the session at once: its cookie no longer opens anything.
+    let token = hidden(&page, "csrf");
+    let out = [("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", cookies.as_str())];
+    let (status, headers, _) = http(addr, "POST", "/logout", &out, &format!("csrf={token}"));
+    assert_eq!(status, 303);
+    assert_eq!(common::header(&headers, "location"), Some("/login"));
+    assert!(headers.iter().any(|(k, v)| k == "set-cookie" && v.contains("__Host-shipyard_session=;")));
+    let (status, headers, _) = http(addr, "GET", "/models", &[("Accept", "text/html"), ("Cookie", &cookies)], "");
+    assert_eq!(status, 303);
+    assert!(common::header(&headers, "location").unwrap().starts_with("/login"));
+    assert_eq!(http(addr, "GET", "/api/2.0/mlflow/experiments/search", &[("Cookie", &cookies)], "").0, 401);
+}

@@ -87,6 +87,10 @@ pub struct Deployment {
     pub revision: i64,
     pub creation_timestamp: i64,
     pub last_updated_timestamp: i64,
+    /// Who made the last change (the logged-in user, a command's `$USER`, or a monitor's
+    /// action); `None` for deployments older than this record.
+    #[serde(default)]
+    pub updated_by: Option<String>,
 }
 
 /// Checks a deployment name: ASCII letters, digits, `_` and `-` (it is a URL path segment), up

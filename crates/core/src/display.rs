@@ -1,9 +1,29 @@
-//! How numbers are shown to people: in tables, narration, alert messages and HTML reports.
+//! How numbers and tables are shown to people: in tables, narration, alert messages and HTML
+//! reports.
 //!
 //! One rule everywhere a value prints: a whole number prints as a whole number (`500`, not
 //! `500.0000`), a very small or very large one in scientific notation, anything else with four
 //! decimals and the trailing zeros dropped (`0.8`, `0.1235`). Machine-readable output (JSON)
 //! keeps the exact value; this is only for reading.
+
+/// Rows as aligned columns under their headers, one line each (trailing spaces trimmed).
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
 
 /// `v` as a person should read it.
 pub fn number(v: f64) -> String {

@@ -216,7 +216,7 @@ pub struct Metric {
 }
 
 /// Identity and state of a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// The run id (legacy name).
     pub run_uuid: String,
@@ -229,10 +229,10 @@ pub struct RunInfo {
     /// Running, finished, ...
     pub status: RunStatus,
     /// Start, in ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<i64>,
     /// End, in ms, once ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<i64>,
     /// Root URI of the run's artifacts.
     pub artifact_uri: String,
@@ -243,16 +243,16 @@ pub struct RunInfo {
 }
 
 /// What a run logged: latest metric values, params and tags.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunData {
     /// Latest value of each metric.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<Metric>,
     /// Params.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<KeyValue>,
     /// Tags.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<KeyValue>,
 }
 
@@ -303,34 +303,36 @@ pub struct ModelOutput {
 }
 
 /// A run's inputs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInputs {
     /// Datasets.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dataset_inputs: Vec<DatasetInput>,
     /// Logged models.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_inputs: Vec<ModelInput>,
 }
 
 /// A run's outputs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunOutputs {
     /// Logged models.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_outputs: Vec<ModelOutput>,
 }
 
-/// A whole run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A whole run (its JSON form is MLflow's, both ways: a client reads a server's runs with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     /// Identity and state.
     pub info: RunInfo,
     /// Metrics, params, tags.
     pub data: RunData,
     /// Datasets and models used.
+    #[serde(default)]
     pub inputs: RunInputs,
     /// Models produced.
+    #[serde(default)]
     pub outputs: RunOutputs,
 }
 

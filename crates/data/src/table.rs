@@ -33,8 +33,10 @@ pub const PANDAS_NULL_MARKERS: &[&str] = &[
     "NULL", "NaN", "None", "n/a", "nan", "null",
 ];
 
-/// How to read a CSV file.
-#[derive(Debug, Clone)]
+/// How to read a CSV file (its JSON form travels with a request to a server; a field left out
+/// keeps its default).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CsvOptions {
     pub delimiter: u8,
     pub quote: u8,

@@ -26,4 +26,4 @@ pub mod webhook;
 pub mod window;
 
 pub use config::{MonitorConfig, Window};
-pub use runner::{Evaluation, Monitor, Observer, Quiet, Retrainer};
+pub use runner::{Evaluation, Monitor, Observer, Quiet, Retrainer, configure};

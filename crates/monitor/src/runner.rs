@@ -63,6 +63,61 @@ pub struct Evaluation {
     pub alerts: Vec<Alert>,
 }
 
+impl Evaluation {
+    /// The evaluation as a person reads it: each window's monitors and drift, then each rule's
+    /// verdict and the alerts fired (what `shipyard monitor evaluate` prints, wherever it ran).
+    pub fn text(&self) -> String {
+        use shipyard_core::display::{columns, number};
+        let mut out = String::new();
+        for w in &self.windows {
+            out.push_str(&format!(
+                "{} of '{}': {} rows, {} requests (reference: {})\n",
+                w.window, self.deployment, w.rows, w.requests, w.reference
+            ));
+            let rows: Vec<Vec<String>> = w
+                .values
+                .iter()
+                .filter(|(k, _)| !k.starts_with("drift_score.") && !k.starts_with("drifted."))
+                .map(|(k, v)| vec![k.clone(), number(*v)])
+                .collect();
+            out.push_str(&columns(&["MONITOR", "VALUE"], &rows));
+            if let Some(d) = &w.drift {
+                let rows: Vec<Vec<String>> = d
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.column.clone(),
+                            c.test.name().to_owned(),
+                            number(c.p_value.unwrap_or(c.statistic)),
+                            if c.drift { "DRIFT".to_owned() } else { "ok".to_owned() },
+                        ]
+                    })
+                    .collect();
+                out.push('\n');
+                out.push_str(&columns(&["FEATURE", "TEST", "SCORE", "VERDICT"], &rows));
+            }
+            for note in &w.notes {
+                out.push_str(&format!("note: {note}\n"));
+            }
+            out.push('\n');
+        }
+        let rows: Vec<Vec<String>> = self
+            .rules
+            .iter()
+            .map(|r| vec![r.rule.clone(), r.metric.clone(), r.value.map_or("-".to_owned(), number), r.verdict.clone()])
+            .collect();
+        out.push_str(&columns(&["RULE", "METRIC", "VALUE", "VERDICT"], &rows));
+        for a in &self.alerts {
+            out.push_str(&format!("ALERT [{}] {}\n", a.severity, a.message));
+            if a.action.is_some() {
+                out.push_str(&format!("  action {}\n", a.action_summary()));
+            }
+        }
+        out
+    }
+}
+
 /// A rule's verdict, for display.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RuleOutcome {
@@ -83,6 +138,42 @@ pub async fn training_sample(artifacts: &ArtifactStore, run_root: &str) -> Resul
     let profile: Profile = serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(format!("the training profile at {path} is unreadable: {e}")))?;
     TableSample::from_profile(&profile).map_err(|e| Error::invalid(format!("the training profile at {path}: {e}")))
+}
+
+/// What `shipyard monitor configure` does, at any edge: checks the configuration (YAML; `origin`
+/// names it in errors) and its reference (a dataset version must exist; a path must be a file,
+/// and is refused when `local_paths` is false: a server with logins reads no caller's path),
+/// then stores it as the deployment's monitors.
+pub async fn configure(
+    db: &Database,
+    deployment: &str,
+    text: &str,
+    origin: &str,
+    local_paths: bool,
+) -> Result<MonitorConfig> {
+    let parsed = MonitorConfig::from_yaml(text, origin).map_err(|e| Error::invalid(e.to_string()))?;
+    db.get_deployment(deployment).await?;
+    match parsed.reference.as_deref() {
+        None | Some("training") => {}
+        Some(r) => match r.strip_prefix("dataset:") {
+            Some(d) => {
+                let (name, version) = shipyard_store::datasets::parse_reference(d)?;
+                db.get_dataset_version(&name, version).await?;
+            }
+            None if !local_paths => {
+                return Err(Error::invalid(format!(
+                    "{origin}: reference '{r}' is a path: this server reads tables only as dataset versions \
+                     (dataset:NAME[@VERSION])"
+                )));
+            }
+            None if !std::path::Path::new(r).is_file() => {
+                return Err(Error::invalid(format!("{origin}: reference: no file {r}")));
+            }
+            None => {}
+        },
+    }
+    db.put_monitor(deployment, text).await?;
+    Ok(parsed)
 }
 
 /// A stored configuration, parsed; errors name the deployment.
@@ -531,7 +622,7 @@ impl Monitor {
                 ))
             }
             Action::ZeroCanary => {
-                let updated = self.db.set_canary_weight(deployment, 0).await?;
+                let updated = self.db.set_canary_weight(deployment, 0, ACTOR).await?;
                 let primary = updated.spec.arms.first().map(|a| a.target.to_string()).unwrap_or_default();
                 Ok(format!("every request of '{deployment}' now goes to {primary} (revision {})", updated.revision))
             }

@@ -12,16 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use shipyard_core::artifact_path::ArtifactPath;
-use shipyard_core::entities::{KeyValue, Metric, Run, RunStatus, ViewType, now_millis};
+use shipyard_core::entities::{KeyValue, Metric, Run, RunStatus, now_millis};
 use shipyard_core::{Error, Result};
 use shipyard_store::tracking::NewRun;
-use shipyard_store::{ArtifactStore, Database};
+
+use crate::tracker::{RunReader, Tracker};
 
 use crate::spec::{Pipeline, ResolvedStep, Step, StepAction, gate_policy, monitor_config, to_yaml};
 
@@ -143,34 +144,10 @@ pub struct PipelineSummary {
 
 /// A pipeline run that has its parent run and is ready to execute.
 pub struct PipelineRun {
-    db: Database,
-    artifacts: ArtifactStore,
+    tracker: Arc<dyn Tracker>,
     pipeline: Pipeline,
     options: Options,
     parent: Run,
-}
-
-/// The experiment's id, created when missing.
-async fn experiment_id(db: &Database, name: &str) -> Result<String> {
-    match db.get_experiment_by_name(name).await {
-        Ok(e) => Ok(e.experiment_id),
-        Err(Error::NotFound(_)) => match db.create_experiment(name, None, &[]).await {
-            Ok(id) => Ok(id),
-            // Another run created it meanwhile.
-            Err(Error::AlreadyExists(_)) => Ok(db.get_experiment_by_name(name).await?.experiment_id),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes one text artifact under a run.
-async fn put_text(artifacts: &ArtifactStore, run: &Run, path: &str, text: String) -> Result<()> {
-    let root = ArtifactPath::from_proxied_uri(&run.info.artifact_uri)?;
-    let full = ArtifactPath::parse(&format!("{root}/{path}"))?;
-    let body = futures::stream::once(async move { Ok::<_, Error>(bytes::Bytes::from(text)) });
-    artifacts.put(&full, Box::pin(body)).await?;
-    Ok(())
 }
 
 /// The seed configuration as flat params (`alert_thresholds.max_drift`, ...).
@@ -207,8 +184,8 @@ fn clip(text: &str, limit: usize) -> String {
 
 impl PipelineRun {
     /// Creates the pipeline's parent run (and experiment). Nothing runs yet.
-    pub async fn begin(db: Database, artifacts: ArtifactStore, pipeline: Pipeline, options: Options) -> Result<Self> {
-        let experiment_id = experiment_id(&db, &pipeline.experiment).await?;
+    pub async fn begin(tracker: Arc<dyn Tracker>, pipeline: Pipeline, options: Options) -> Result<Self> {
+        let experiment_id = tracker.experiment(&pipeline.experiment).await?;
         let mut run_tags = vec![
             KeyValue::new(tags::PIPELINE, pipeline.name.clone()),
             KeyValue::new(tags::ROLE, "pipeline"),
@@ -222,7 +199,7 @@ impl PipelineRun {
         if let Some(trigger) = &options.trigger {
             run_tags.push(KeyValue::new(tags::TRIGGER, clip(trigger, 5000)));
         }
-        let parent = db
+        let parent = tracker
             .create_run(NewRun {
                 experiment_id,
                 user_id: options.user.clone(),
@@ -233,9 +210,9 @@ impl PipelineRun {
             .await?;
         let mut params = config_params(&pipeline);
         params.push(KeyValue::new("force", options.force.to_string()));
-        db.log_batch(&parent.info.run_uuid, Vec::new(), params, Vec::new()).await?;
-        put_text(&artifacts, &parent, "pipeline.yaml", pipeline.text.clone()).await?;
-        Ok(PipelineRun { db, artifacts, pipeline, options, parent })
+        tracker.log_batch(&parent.info.run_uuid, Vec::new(), params, Vec::new()).await?;
+        tracker.put_text(&parent, "pipeline.yaml", pipeline.text.clone()).await?;
+        Ok(PipelineRun { tracker, pipeline, options, parent })
     }
 
     pub fn run_id(&self) -> &str {
@@ -265,15 +242,10 @@ impl PipelineRun {
             }
         }
         let status = if failed.is_empty() { RunStatus::Finished } else { RunStatus::Failed };
-        self.db.update_run(&parent_id, Some(status), Some(now_millis()), None).await?;
-        let summary = status_of(&self.db, &parent_id).await?;
-        put_text(
-            &self.artifacts,
-            &self.parent,
-            "summary.json",
-            serde_json::to_string_pretty(&summary).unwrap_or_default(),
-        )
-        .await?;
+        self.tracker.end_run(&parent_id, status).await?;
+        let summary = status_of(self.tracker.as_ref(), &parent_id).await?;
+        let text = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        self.tracker.put_text(&self.parent, "summary.json", text).await?;
         Ok(summary)
     }
 
@@ -298,9 +270,9 @@ impl PipelineRun {
     }
 
     async fn skip(&self, step: &Step, reason: &str) -> Result<()> {
-        let run = self.db.create_run(self.new_step_run(step)).await?;
-        self.db.set_tag(&run.info.run_uuid, KeyValue::new(tags::SKIPPED, reason)).await?;
-        self.db.update_run(&run.info.run_uuid, Some(RunStatus::Killed), Some(now_millis()), None).await?;
+        let run = self.tracker.create_run(self.new_step_run(step)).await?;
+        self.tracker.set_tag(&run.info.run_uuid, KeyValue::new(tags::SKIPPED, reason)).await?;
+        self.tracker.end_run(&run.info.run_uuid, RunStatus::Killed).await?;
         tracing::info!(target: "shipyard::pipeline", "{}: skipped ({reason})", step.name);
         Ok(())
     }
@@ -312,15 +284,15 @@ impl PipelineRun {
         outputs: &BTreeMap<String, BTreeMap<String, Value>>,
         executor: &dyn Executor,
     ) -> Result<std::result::Result<BTreeMap<String, Value>, String>> {
-        let run = self.db.create_run(self.new_step_run(step)).await?;
+        let run = self.tracker.create_run(self.new_step_run(step)).await?;
         let run_id = run.info.run_uuid.clone();
         let fail =
             async |message: String, log: String| -> Result<std::result::Result<BTreeMap<String, Value>, String>> {
                 if !log.is_empty() {
-                    put_text(&self.artifacts, &run, "step/log.txt", log).await?;
+                    self.tracker.put_text(&run, "step/log.txt", log).await?;
                 }
-                self.db.set_tag(&run_id, KeyValue::new(tags::ERROR, clip(&message, 5000))).await?;
-                self.db.update_run(&run_id, Some(RunStatus::Failed), Some(now_millis()), None).await?;
+                self.tracker.set_tag(&run_id, KeyValue::new(tags::ERROR, clip(&message, 5000))).await?;
+                self.tracker.end_run(&run_id, RunStatus::Failed).await?;
                 tracing::warn!(target: "shipyard::pipeline", "{}: failed: {message}", step.name);
                 Ok(Err(message))
             };
@@ -338,18 +310,19 @@ impl PipelineRun {
         let upstream: BTreeMap<&String, Option<&BTreeMap<String, Value>>> =
             step.depends_on.iter().map(|d| (d, outputs.get(d))).collect();
         let upstream = serde_json::to_value(upstream).unwrap_or(Value::Null);
-        let hash = input_hash(&self.db, &self.pipeline, step, &action, generated.as_deref(), upstream).await;
+        let hash =
+            input_hash(self.tracker.as_ref(), &self.pipeline, step, &action, generated.as_deref(), upstream).await;
         let inputs = serde_json::to_string_pretty(&action.inputs()).unwrap_or_default();
-        put_text(&self.artifacts, &run, "step/inputs.json", inputs).await?;
+        self.tracker.put_text(&run, "step/inputs.json", inputs).await?;
         if let Some(text) = &generated {
             let name = if matches!(action, StepAction::Gate(_)) { "step/policy.yaml" } else { "step/monitors.yaml" };
-            put_text(&self.artifacts, &run, name, text.clone()).await?;
+            self.tracker.put_text(&run, name, text.clone()).await?;
         }
         let hash = match hash {
             Ok(h) => h,
             Err(message) => return fail(message, String::new()).await,
         };
-        self.db.set_tag(&run_id, KeyValue::new(tags::INPUT_HASH, hash.clone())).await?;
+        self.tracker.set_tag(&run_id, KeyValue::new(tags::INPUT_HASH, hash.clone())).await?;
         if !self.options.force
             && action.cacheable()
             && let Some((from, reused)) = self.cached(&hash, &run_id).await?
@@ -371,7 +344,7 @@ impl PipelineRun {
         match executor.execute(&resolved).await {
             Ok(result) => {
                 if !result.log.is_empty() {
-                    put_text(&self.artifacts, &run, "step/log.txt", result.log).await?;
+                    self.tracker.put_text(&run, "step/log.txt", result.log).await?;
                 }
                 self.finish(&run_id, &result.outputs, None).await?;
                 Ok(Ok(result.outputs))
@@ -383,17 +356,8 @@ impl PipelineRun {
     /// A FINISHED run of an identical step, and its outputs.
     async fn cached(&self, hash: &str, this_run: &str) -> Result<Option<(String, BTreeMap<String, Value>)>> {
         let filter = format!("tags.`{}` = '{hash}' AND attributes.status = 'FINISHED'", tags::INPUT_HASH);
-        let page = self
-            .db
-            .search_runs(
-                std::slice::from_ref(&self.parent.info.experiment_id),
-                Some(&filter),
-                ViewType::ActiveOnly,
-                Some(5),
-                &[],
-                None,
-            )
-            .await?;
+        let page =
+            self.tracker.search(std::slice::from_ref(&self.parent.info.experiment_id), &filter, 5, &[], None).await?;
         for run in page.items.into_iter().filter(|r| r.info.run_uuid != this_run) {
             let reused = tag(&run, tags::OUTPUTS).and_then(|t| serde_json::from_str(t).ok());
             if let Some(reused) = reused {
@@ -421,8 +385,8 @@ impl PipelineRun {
                 v.as_f64().map(|value| Metric { key: k.clone(), value, timestamp, ..Metric::default() })
             })
             .collect();
-        self.db.log_batch(run_id, metrics, Vec::new(), run_tags).await?;
-        self.db.update_run(run_id, Some(RunStatus::Finished), Some(now_millis()), None).await?;
+        self.tracker.log_batch(run_id, metrics, Vec::new(), run_tags).await?;
+        self.tracker.end_run(run_id, RunStatus::Finished).await?;
         Ok(())
     }
 }
@@ -438,7 +402,7 @@ fn tag<'a>(run: &'a Run, key: &str) -> Option<&'a str> {
 /// The pipeline's name is not in it: pipelines that share an experiment share identical steps
 /// (a challenger pipeline reuses the champion's data validation).
 async fn input_hash(
-    db: &Database,
+    tracker: &dyn Tracker,
     pipeline: &Pipeline,
     step: &Step,
     action: &StepAction,
@@ -451,8 +415,9 @@ async fn input_hash(
             Some(reference) => {
                 let (name, version) =
                     shipyard_store::datasets::parse_reference(reference).map_err(|e| e.to_string())?;
-                let found = db.get_dataset_version(&name, version).await.map_err(|e| format!("{path}: {e}"))?;
-                format!("dataset {name}@{} {}", found.version, found.digest)
+                let (number, digest) =
+                    tracker.dataset_digest(&name, version).await.map_err(|e| format!("{path}: {e}"))?;
+                format!("dataset {name}@{number} {digest}")
             }
             None => {
                 let p = std::path::PathBuf::from(&path);
@@ -504,8 +469,8 @@ fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
 }
 
 /// How a pipeline run went, read from its runs.
-pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
-    let parent = db.get_run(run_id).await?;
+pub async fn status_of(db: &dyn RunReader, run_id: &str) -> Result<PipelineSummary> {
+    let parent = db.run(run_id).await?;
     let Some(pipeline) = tag(&parent, tags::PIPELINE).map(str::to_owned) else {
         return Err(Error::invalid(format!("run {run_id} is not a pipeline run")));
     };
@@ -588,20 +553,14 @@ pub async fn status_of(db: &Database, run_id: &str) -> Result<PipelineSummary> {
 
 /// Every step run of the pipeline run `parent` matching `also` (more of a search filter, from
 /// its `AND`; empty for all), by start time, read page by page.
-async fn step_runs(db: &Database, parent: &Run, also: &str) -> Result<Vec<Run>> {
+async fn step_runs(db: &dyn RunReader, parent: &Run, also: &str) -> Result<Vec<Run>> {
     let filter = format!("tags.`{}` = '{}'{also}", tags::PARENT, parent.info.run_uuid);
     let mut runs = Vec::new();
     let mut token: Option<String> = None;
+    let order = ["attributes.start_time ASC".to_owned()];
     loop {
         let page = db
-            .search_runs(
-                std::slice::from_ref(&parent.info.experiment_id),
-                Some(&filter),
-                ViewType::ActiveOnly,
-                Some(1000),
-                &["attributes.start_time ASC".to_owned()],
-                token.as_deref(),
-            )
+            .search(std::slice::from_ref(&parent.info.experiment_id), &filter, 1000, &order, token.as_deref())
             .await?;
         runs.extend(page.items);
         match page.next_page_token {
@@ -613,20 +572,19 @@ async fn step_runs(db: &Database, parent: &Run, also: &str) -> Result<Vec<Run>> 
 
 /// Ends an interrupted pipeline run: its parent and any step still running end KILLED, so no
 /// run is left RUNNING by a pipeline that stopped.
-pub async fn abandon(db: &Database, run_id: &str) -> Result<()> {
-    let parent = db.get_run(run_id).await?;
-    let running = step_runs(db, &parent, " AND attributes.status = 'RUNNING'").await?;
+pub async fn abandon(tracker: &dyn Tracker, run_id: &str) -> Result<()> {
+    let parent = tracker.run(run_id).await?;
+    let running = step_runs(tracker, &parent, " AND attributes.status = 'RUNNING'").await?;
     for run in running.iter().map(|r| r.info.run_uuid.as_str()).chain(std::iter::once(run_id)) {
-        db.set_tag(run, KeyValue::new(tags::ERROR, "interrupted")).await?;
-        db.update_run(run, Some(RunStatus::Killed), Some(now_millis()), None).await?;
+        tracker.set_tag(run, KeyValue::new(tags::ERROR, "interrupted")).await?;
+        tracker.end_run(run, RunStatus::Killed).await?;
     }
     Ok(())
 }
 
 /// The newest pipeline runs (parent runs), newest first.
-pub async fn recent_runs(db: &Database, limit: i64) -> Result<Vec<Run>> {
-    let experiments = db.search_experiments(ViewType::ActiveOnly, Some(1000), None, &[], None).await?;
-    let ids: Vec<String> = experiments.items.into_iter().map(|e| e.experiment_id).collect();
+pub async fn recent_runs(db: &dyn RunReader, limit: i64) -> Result<Vec<Run>> {
+    let ids = db.experiment_ids().await?;
     let filter = format!("tags.`{}` = 'pipeline'", tags::ROLE);
-    Ok(db.search_runs(&ids, Some(&filter), ViewType::ActiveOnly, Some(limit.max(1)), &[], None).await?.items)
+    Ok(db.search(&ids, &filter, limit.max(1), &[], None).await?.items)
 }

@@ -46,8 +46,9 @@ pub struct SpecError {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SeedConfig {
-    /// The tracking store the steps write to: `sqlite:///...` or `postgresql://...` (the server's
-    /// `--backend-store-uri`; default: SHIPYARD_HOME's store).
+    /// Where the steps record: a tracking server (`https://team-server:5000`, the steps then go
+    /// through it with the `MLFLOW_TRACKING_*` credentials), or a store (`sqlite:///...`,
+    /// `postgresql://...`); default: the command's `--tracking-uri`, else SHIPYARD_HOME's store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_uri: Option<String>,
     /// The server that serves the deployments, for `smoke_test` (e.g. `http://127.0.0.1:5000`).
@@ -497,14 +498,6 @@ impl Pipeline {
         if spec.name.trim().is_empty() || spec.name.contains(['$', '/', '\'', '"']) {
             return Err(fail(format!("name '{}': give a name without '$', '/' or quotes", spec.name)));
         }
-        if let Some(uri) = &spec.config.mlflow_uri
-            && (uri.starts_with("http://") || uri.starts_with("https://"))
-        {
-            return Err(fail(format!(
-                "config.mlflow_uri '{uri}': the steps write to the store itself; give the server's \
-                 --backend-store-uri (sqlite:///... or postgresql://...), not its URL"
-            )));
-        }
         if spec.steps.is_empty() {
             return Err(fail("steps: the pipeline has no steps".to_owned()));
         }
@@ -841,7 +834,6 @@ mod tests {
             (SEED.replace("needs: [promote]", "needs: [promot]"), "needs 'promot'"),
             (SEED.replace("- register:", "- name: train\n  register:"), "a second step named 'train'"),
             (SEED.replace("pipeline: 1", "pipeline: 2"), "unsupported format"),
-            (SEED.replace("min_accuracy: 0.8\n", "min_accuracy: 0.8\n  mlflow_uri: http://x:5000\n"), "not its URL"),
             (
                 format!(
                     "{SEED}- name: extra\n  deploy: {{deployment: e, model: 'models:/m/1'}}\n  gate: {{model: x}}\n"

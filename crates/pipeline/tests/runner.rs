@@ -107,7 +107,8 @@ async fn run(home: &Home, spec: &str, executor: &Recorder, force: bool) -> Pipel
     std::fs::write(home.root.join("pipeline.yaml"), spec).unwrap();
     let pipeline = Pipeline::from_file(&home.root.join("pipeline.yaml")).unwrap();
     let options = Options { force, user: "tester".into(), trigger: None };
-    let started = PipelineRun::begin(home.db.clone(), home.artifacts.clone(), pipeline, options).await.unwrap();
+    let stores = shipyard_pipeline::Stores { db: home.db.clone(), artifacts: home.artifacts.clone() };
+    let started = PipelineRun::begin(std::sync::Arc::new(stores), pipeline, options).await.unwrap();
     started.execute(executor).await.unwrap()
 }
 

@@ -177,6 +177,12 @@ pub struct SignatureGate {
 
 impl GatePolicy {
     /// Parses and checks a policy; `origin` (the file name) prefixes every error.
+    /// The policy as YAML text (what [`GatePolicy::from_yaml`] reads back).
+    pub fn to_yaml(&self) -> Result<String, PolicyError> {
+        serde_norway::to_string(self)
+            .map_err(|e| PolicyError { origin: "the policy".to_owned(), message: format!("cannot be written: {e}") })
+    }
+
     pub fn from_yaml(text: &str, origin: &str) -> Result<GatePolicy, PolicyError> {
         let fail = |message: String| PolicyError { origin: origin.to_owned(), message };
         let policy: GatePolicy =

@@ -50,6 +50,10 @@ pub struct Releaser {
     /// How versions are loaded: the gates run each on the engine that would serve it, so its
     /// latency is that engine's.
     pub loader: Loader,
+    /// Whether a table may be a path on this machine: true at the command line; false on a
+    /// server with logins, where callers name tables as dataset versions only (a path would
+    /// let them read the server's own files).
+    pub local_paths: bool,
 }
 
 /// What to run the gates on.
@@ -132,6 +136,14 @@ struct Gathered {
     drift_reference: Option<std::result::Result<(String, TableSample), String>>,
     /// The alias's version when the gates started (a promotion expects it unchanged).
     alias_before: Option<String>,
+}
+
+/// Checks a gate policy (YAML) and stores it on the registered model as the one its
+/// promotions run by default; `source` names the text in errors (a file name).
+pub async fn store_policy(db: &Database, model: &str, text: &str, source: &str) -> Result<GatePolicy> {
+    let policy = GatePolicy::from_yaml(text, source).map_err(|e| Error::invalid(e.to_string()))?;
+    db.set_registered_model_tag(model, &KeyValue::new(POLICY_TAG, text)).await?;
+    Ok(policy)
 }
 
 impl Releaser {
@@ -278,7 +290,15 @@ impl Releaser {
     /// A table argument as a local path: a path as it is, or `dataset:NAME[@VERSION]`'s file
     /// (copied into the cache when its artifact store is remote).
     pub async fn resolve_table(&self, source: &str) -> Result<PathBuf> {
-        let Some(reference) = source.strip_prefix("dataset:") else { return Ok(PathBuf::from(source)) };
+        let Some(reference) = source.strip_prefix("dataset:") else {
+            if !self.local_paths {
+                return Err(Error::invalid(format!(
+                    "'{source}' is a path: this server reads tables only as dataset versions (dataset:NAME[@VERSION]); \
+                     add the file with `shipyard data add`"
+                )));
+            }
+            return Ok(PathBuf::from(source));
+        };
         let (name, version) = shipyard_store::datasets::parse_reference(reference)?;
         let v = self.db.get_dataset_version(&name, version).await?;
         v.local_copy(&self.cache).await

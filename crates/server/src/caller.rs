@@ -54,3 +54,12 @@ where
     }
     Ok(shipyard_store::tracking::Page { items, next_page_token: next })
 }
+
+/// Who a change is recorded as made by: the logged-in user when authentication is on (what a
+/// request says of itself is not believed then); else the name the request gives, or "api".
+pub(crate) fn actor(caller: &Caller, given: Option<&str>) -> String {
+    match caller {
+        Some(Extension(access)) => access.principal.user.username.clone(),
+        None => given.map(str::trim).filter(|g| !g.is_empty()).unwrap_or("api").to_owned(),
+    }
+}

@@ -53,6 +53,9 @@ pub(crate) async fn record_feedback(State(s): State<AppState>, request: axum::ex
     let body: Value =
         serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("Malformed JSON request body: {e}")))?;
     let actuals = parse_feedback(body)?;
+    if let Some(d) = &deployment {
+        s.db.get_deployment(d).await?;
+    }
     let recorded = s.db.record_actuals(deployment.as_deref(), actuals).await?;
     Ok(Json(json!({ "recorded": recorded })))
 }

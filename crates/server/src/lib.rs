@@ -7,6 +7,12 @@
 //! - `deployments`: Shipyard's own routes under `/api/shipyard/`: deployments (what replicas
 //!   poll), replicas' rollout reports, rollout status.
 //! - `feedback`: `POST /api/shipyard/feedback`, ground truth for logged predictions.
+//! - `releases`: the CLI's model commands (`register`, `validate`, `promote`, `rollback`,
+//!   `history`, `set-policy`) against a server, over `shipyard-release`.
+//! - `datasets`: `data add` against a server (the file as the body).
+//! - [`monitors`]: `monitor configure|show|evaluate` against a server.
+//! - [`training`]: `train` against a server, on its CPU, recorded as the logged-in user.
+//! - [`streamed`]: progress lines, then the result, for work that takes minutes.
 //!
 //! Routes are mounted under `/api/2.0/mlflow/` and, as MLflow does for its UI, `/ajax-api/2.0/mlflow/`.
 //! The server holds no state besides its store handles: replicas on one PostgreSQL database and one
@@ -15,11 +21,16 @@
 mod accounts;
 pub mod artifacts;
 mod caller;
+mod datasets;
 mod deployments;
 pub mod error;
 pub mod feedback;
 mod models;
+pub mod monitors;
+mod releases;
+pub mod streamed;
 mod tracking;
+pub mod training;
 pub mod wire;
 
 use std::sync::Arc;
@@ -27,7 +38,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use shipyard_auth::{Policy, PolicyTable, Routes};
+use shipyard_auth::{Capability, Locator, Policy, PolicyTable, Requirement, ResourceType, Routes};
 use shipyard_core::ErrorCode;
 use shipyard_store::{ArtifactStore, Database};
 
@@ -65,9 +76,27 @@ pub struct AppState {
     /// Who may do what, when authentication is on (account routes change users and grants
     /// through it).
     pub auth: Option<Arc<shipyard_auth::Authority>>,
+    /// Runs promotion gates for remote `models validate|promote` (`None`: those routes answer
+    /// that this server does not run them).
+    pub releaser: Option<shipyard_release::Releaser>,
+    /// Trains models for remote `train` (`None`: the route answers that this server does not).
+    pub training: Option<training::Training>,
+    /// Configures and evaluates monitors for remote `monitor` commands (`None`: evaluation is
+    /// refused; configuration still works, with paths allowed).
+    pub monitors: Option<monitors::Monitors>,
 }
 
 impl AppState {
+    /// Tells the binary a version was registered (it prepares it for serving); a full queue
+    /// drops the notice (the version is prepared at its first load).
+    pub(crate) fn version_created(&self, version: &shipyard_core::entities::ModelVersion) {
+        if let Some(created) = &self.versions_created
+            && created.try_send((version.name.clone(), version.version.clone())).is_err()
+        {
+            tracing::debug!(model = %version.name, version = %version.version, "the preparation queue is full");
+        }
+    }
+
     /// After a change of permissions: this process reads them again at once (other replicas
     /// within `shipyard_auth::gate::GRANTS_TTL`).
     pub(crate) fn forget_grants(&self) {
@@ -213,21 +242,95 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
+/// A deployment change: EDIT on the deployment (creating one is open to whoever may create),
+/// READ on every model it would serve.
+const DEPLOY: &[Requirement] = &[
+    Requirement::on(ResourceType::Deployment, Capability::Update, Locator::NewOrExisting("name")),
+    Requirement::on(ResourceType::RegisteredModel, Capability::Read, Locator::DeploymentModels),
+];
+
+/// A rollout's status: READ on the deployment, or on the model whose alias it follows.
+const ROLLOUT_STATUS: &[Requirement] = &[
+    Requirement::on(ResourceType::Deployment, Capability::Read, Locator::Optional(&Locator::QueryOrBody("name"))),
+    Requirement::on(ResourceType::RegisteredModel, Capability::Read, Locator::Optional(&Locator::QueryOrBody("model"))),
+];
+
+/// Registering a run's model: EDIT on the registered model (or creating it), READ on the
+/// run's experiment.
+const REGISTER: &[Requirement] = &[
+    Requirement::on(ResourceType::RegisteredModel, Capability::Update, Locator::NewOrExisting("name")),
+    Requirement::on(ResourceType::Experiment, Capability::Read, Locator::Run("run_id")),
+];
+
+/// Adding a dataset version: EDIT on the dataset (or creating it), EDIT on the experiment of
+/// the run it is logged as an input of (a query parameter: the body is the file).
+const ADD_DATASET: &[Requirement] = &[
+    Requirement::on(ResourceType::Dataset, Capability::Update, Locator::NewOrExisting("name")),
+    Requirement::on(ResourceType::Experiment, Capability::Update, Locator::RunList("run_id")),
+];
+
+/// A training: EDIT on its experiment (or creating it), READ on the dataset it reads, EDIT on
+/// the model it registers (or creating it) and on its parent run's experiment.
+const TRAIN: &[Requirement] = &[
+    Requirement::on(ResourceType::Experiment, Capability::Update, Locator::NewOrExisting("experiment")),
+    Requirement::on(ResourceType::Dataset, Capability::Read, Locator::DatasetReference("data")),
+    Requirement::on(
+        ResourceType::RegisteredModel,
+        Capability::Update,
+        Locator::Optional(&Locator::NewOrExisting("register")),
+    ),
+    Requirement::on(ResourceType::Experiment, Capability::Update, Locator::Optional(&Locator::Run("parent_run"))),
+];
+
 /// Shipyard's own routes under `/api/shipyard/` and the public ones.
 fn shipyard_routes() -> Routes<AppState> {
-    use shipyard_auth::Capability::{Read, Use};
-    use shipyard_auth::Locator::Query;
-    use shipyard_auth::ResourceType::Deployment;
+    use shipyard_auth::Capability::{Delete, Read, Update, Use};
+    use shipyard_auth::Locator::{Body, Query, QueryOrBody};
+    use shipyard_auth::ResourceType::{Dataset, Deployment, RegisteredModel};
+    let model = |need| Policy::on(RegisteredModel, need, QueryOrBody("name"));
+    let deployment = |need| Policy::on(Deployment, need, Body("name"));
     Routes::new()
         .get("/api/shipyard/deployments/get", deployments::get_deployment, Policy::on(Deployment, Read, Query("name")))
         .get("/api/shipyard/deployments/list", deployments::list_deployments, Policy::Authenticated(Read))
-        // Rollout status names a deployment or a model's alias; it reveals serving processes'
-        // state, which operators read.
-        .get("/api/shipyard/deployments/status", deployments::rollout_status, Policy::Admin)
+        .post("/api/shipyard/deployments/create", deployments::create_deployment, Policy::All(DEPLOY))
+        .post("/api/shipyard/deployments/set-weight", deployments::set_weight, deployment(Update))
+        .post("/api/shipyard/deployments/end-canary", deployments::end_canary, deployment(Update))
+        .post("/api/shipyard/deployments/delete", deployments::delete_deployment, deployment(Delete))
+        .get("/api/shipyard/deployments/status", deployments::rollout_status, Policy::All(ROLLOUT_STATUS))
+        .post("/api/shipyard/deployments/wait", deployments::wait_for_rollout, Policy::All(ROLLOUT_STATUS))
         // Serving replicas report what they applied: a replica's credential is an admin's.
         .post("/api/shipyard/serving/report", deployments::report_process, Policy::Admin)
         .post("/api/shipyard/serving/withdraw", deployments::withdraw_process, Policy::Admin)
         .post("/api/shipyard/feedback", feedback::record_feedback, Policy::on(Deployment, Use, Query("deployment")))
+        .post("/api/shipyard/models/register", releases::register, Policy::All(REGISTER))
+        .post("/api/shipyard/models/set-policy", releases::set_policy, model(Update))
+        // Validation stores its report on the version.
+        .post("/api/shipyard/models/validate", releases::validate, model(Update))
+        .post("/api/shipyard/models/promote", releases::promote, model(Update))
+        .post("/api/shipyard/models/rollback", releases::rollback, model(Update))
+        .get("/api/shipyard/models/history", releases::history, model(Read))
+        .post("/api/shipyard/datasets/add", datasets::add, Policy::All(ADD_DATASET))
+        .get("/api/shipyard/datasets/get", datasets::get, Policy::on(Dataset, Read, Query("name")))
+        .get("/api/shipyard/datasets/list", datasets::list, Policy::Authenticated(Read))
+        .post(
+            "/api/shipyard/datasets/validations",
+            datasets::record_validation,
+            Policy::on(Dataset, Update, Body("name")),
+        )
+        .post("/api/shipyard/train", training::train, Policy::All(TRAIN))
+        .post(
+            "/api/shipyard/monitors/configure",
+            monitors::configure,
+            Policy::on(Deployment, Update, Body("deployment")),
+        )
+        .get("/api/shipyard/monitors/get", monitors::get, Policy::on(Deployment, Read, Query("deployment")))
+        // An evaluation fires alerts and their actions (a rollback, a retraining).
+        .post("/api/shipyard/monitors/evaluate", monitors::evaluate, Policy::on(Deployment, Update, Body("deployment")))
+        .post(
+            "/api/shipyard/alerts/acknowledge",
+            monitors::acknowledge,
+            Policy::on(Deployment, Update, Locator::Alert("id")),
+        )
         // Capability discovery is public, as in MLflow (no tenant data in it).
         .get("/api/3.0/mlflow/server-info", server_info, Policy::Public)
         .get("/ajax-api/3.0/mlflow/server-info", server_info, Policy::Public)

@@ -381,11 +381,7 @@ pub(crate) async fn create_model_version(
             user_id: None,
         })
         .await?;
-    if let Some(created) = &s.versions_created
-        && created.try_send((version.name.clone(), version.version.clone())).is_err()
-    {
-        tracing::debug!(model = %version.name, version = %version.version, "the preparation queue is full");
-    }
+    s.version_created(&version);
     Ok(Json(json!({ "model_version": version })))
 }
 

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shipyard_core::entities::{Dataset, DatasetInput, KeyValue, now_millis};
 use shipyard_core::{Error, Result};
@@ -40,7 +40,7 @@ pub struct NewDatasetVersion {
 }
 
 /// A recorded dataset version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetVersion {
     pub name: String,
     pub version: i64,
@@ -62,7 +62,7 @@ pub struct DatasetVersion {
 
 /// A suite's results on a dataset version, as `shipyard data validate dataset:NAME@V` records
 /// them (the report is the data layer's JSON; this crate does not interpret it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewValidation {
     pub name: String,
     pub version: i64,
@@ -74,11 +74,12 @@ pub struct NewValidation {
     pub quality_score: f64,
     /// JSON.
     pub report: String,
+    #[serde(default)]
     pub actor: String,
 }
 
 /// A recorded validation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DatasetValidation {
     pub id: i64,
     pub name: String,

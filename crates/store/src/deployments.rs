@@ -22,6 +22,7 @@ fn from_row(r: &Row) -> Result<Deployment> {
         revision: r.get("revision")?,
         creation_timestamp: r.get("created_time")?,
         last_updated_timestamp: r.get("updated_time")?,
+        updated_by: r.get::<Option<String>>("updated_by")?,
     })
 }
 
@@ -40,21 +41,54 @@ impl Database {
         }
     }
 
-    /// Creates a deployment, or replaces its policy (revision + 1). The caller has checked that
-    /// the models it names exist.
-    pub async fn put_deployment(&self, name: &str, spec: &DeploymentSpec) -> Result<Deployment> {
+    /// What `shipyard deploy` does, at any edge: checks that every version the policy names
+    /// exists (and every alias is set), then creates the deployment or replaces its policy.
+    pub async fn deploy(&self, name: &str, spec: &DeploymentSpec, actor: &str) -> Result<Deployment> {
+        deployment::validate_name(name)?;
+        spec.validate()?;
+        for r in spec.refs() {
+            if self.resolve_model_ref(r).await?.is_none() {
+                return Err(Error::invalid(format!(
+                    "{r}: '{}' has no alias '{}'",
+                    r.model,
+                    r.alias.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        self.put_deployment(name, spec, actor).await
+    }
+
+    /// The version each reference of `spec` names now (arms, then the shadow), as text:
+    /// `"unresolved: why"` for one that names none.
+    pub async fn deployment_versions(&self, spec: &DeploymentSpec) -> Vec<String> {
+        let mut versions = Vec::new();
+        for r in spec.refs() {
+            versions.push(match self.resolve_model_ref(r).await {
+                Ok(Some(v)) => v,
+                Ok(None) => format!("unresolved: '{}' has no alias '{}'", r.model, r.alias.as_deref().unwrap_or("")),
+                Err(e) => format!("unresolved: {e}"),
+            });
+        }
+        versions
+    }
+
+    /// Creates a deployment, or replaces its policy (revision + 1), recording `actor` as who
+    /// changed it. The caller has checked that the models it names exist (see
+    /// [`Database::deploy`]).
+    pub async fn put_deployment(&self, name: &str, spec: &DeploymentSpec, actor: &str) -> Result<Deployment> {
         deployment::validate_name(name)?;
         spec.validate()?;
         let text = serde_json::to_string(spec).map_err(|e| Error::Internal(e.to_string()))?;
-        let name = name.to_owned();
+        let (name, actor) = (name.to_owned(), actor.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let now = now_millis();
                 let upsert = c.stmt(
-                    "INSERT INTO deployments (name, spec, revision, created_time, updated_time) VALUES ($1, $2, 1, $3, $3) \
+                    "INSERT INTO deployments (name, spec, revision, created_time, updated_time, updated_by) \
+                     VALUES ($1, $2, 1, $3, $3, $4) \
                      ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, revision = deployments.revision + 1, \
-                     updated_time = excluded.updated_time",
-                    [name.as_str().into(), text.into(), now.into()],
+                     updated_time = excluded.updated_time, updated_by = excluded.updated_by",
+                    [name.as_str().into(), text.into(), now.into(), actor.into()],
                 );
                 c.execute(upsert).await?;
                 let read = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
@@ -67,11 +101,11 @@ impl Database {
     /// Sets the canary's share of a deployment's requests, in percent; the primary arm keeps
     /// the rest (revision + 1). A deployment of two arms; `0` on one of more arms sends every
     /// request to the primary (what a monitor's `zero_canary` action does to an A/B test too).
-    pub async fn set_canary_weight(&self, name: &str, weight: u32) -> Result<Deployment> {
+    pub async fn set_canary_weight(&self, name: &str, weight: u32, actor: &str) -> Result<Deployment> {
         if weight > 100 {
             return Err(Error::invalid(format!("weight is a percent: 0 to 100, got {weight}")));
         }
-        self.change_spec(name, move |name, spec| {
+        self.change_spec(name, actor, move |name, spec| {
             match spec.arms.len() {
                 0 | 1 => return Err(Error::invalid(format!("deployment '{name}' has no canary arm"))),
                 2 => {}
@@ -93,8 +127,8 @@ impl Database {
 
     /// Ends a canary (or an A/B test): the deployment keeps only its primary arm, which gets
     /// every request (revision + 1). The shadow and the sticky key stay.
-    pub async fn end_canary(&self, name: &str) -> Result<Deployment> {
-        self.change_spec(name, |name, spec| {
+    pub async fn end_canary(&self, name: &str, actor: &str) -> Result<Deployment> {
+        self.change_spec(name, actor, |name, spec| {
             if spec.arms.len() < 2 {
                 return Err(Error::invalid(format!("deployment '{name}' has no canary arm")));
             }
@@ -110,9 +144,10 @@ impl Database {
     async fn change_spec(
         &self,
         name: &str,
+        actor: &str,
         change: impl FnOnce(&str, &mut DeploymentSpec) -> Result<()> + Send + 'static,
     ) -> Result<Deployment> {
-        let name = name.to_owned();
+        let (name, actor) = (name.to_owned(), actor.to_owned());
         self.write(move |c| {
             Box::pin(async move {
                 let read = c.stmt("SELECT * FROM deployments WHERE name = $1", [name.as_str().into()]);
@@ -122,9 +157,9 @@ impl Database {
                 spec.validate()?;
                 let text = serde_json::to_string(&spec).map_err(|e| Error::Internal(e.to_string()))?;
                 let update = c.stmt(
-                    "UPDATE deployments SET spec = $1, revision = revision + 1, updated_time = $2 \
-                     WHERE name = $3 AND revision = $4",
-                    [text.into(), now_millis().into(), name.as_str().into(), before.revision.into()],
+                    "UPDATE deployments SET spec = $1, revision = revision + 1, updated_time = $2, updated_by = $3 \
+                     WHERE name = $4 AND revision = $5",
+                    [text.into(), now_millis().into(), actor.into(), name.as_str().into(), before.revision.into()],
                 );
                 if c.execute(update).await? == 0 {
                     return Err(Error::Conflict(format!("deployment '{name}' changed meanwhile: try again")));

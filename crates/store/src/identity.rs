@@ -385,6 +385,23 @@ impl Database {
         .await
     }
 
+    /// Deletes `user_id`'s tokens named `name` that expired before `time` (old browser
+    /// sessions); how many.
+    pub async fn delete_expired_tokens(&self, user_id: i64, name: &str, time: i64) -> Result<u64> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "DELETE FROM api_tokens WHERE user_id = $1 AND name = $2 AND expires_time IS NOT NULL \
+                     AND expires_time <= $3",
+                    [user_id.into(), name.into(), time.into()],
+                );
+                Ok(c.execute(sql).await?)
+            })
+        })
+        .await
+    }
+
     /// Records that a token was used at `time`.
     pub async fn touch_token(&self, id: &str, time: i64) -> Result<()> {
         let id = id.to_owned();

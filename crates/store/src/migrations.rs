@@ -433,6 +433,11 @@ const MIGRATIONS: &[Migration] = &[
         )",
         ],
     },
+    Migration {
+        version: 10,
+        description: "who last changed each deployment",
+        statements: &["ALTER TABLE deployments ADD COLUMN updated_by TEXT"],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.

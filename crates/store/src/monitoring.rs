@@ -471,6 +471,18 @@ impl Database {
         .await
     }
 
+    /// One alert.
+    pub async fn get_alert(&self, id: i64) -> Result<Alert> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let read = c.stmt("SELECT * FROM alerts WHERE id = $1", [id.into()]);
+                let row = c.fetch_optional(read).await?.ok_or_else(|| Error::not_found(format!("no alert {id}")))?;
+                alert_from_row(&row)
+            })
+        })
+        .await
+    }
+
     /// Alerts, newest first: of one deployment or all, at most `limit`.
     pub async fn alerts(&self, deployment: Option<&str>, limit: i64) -> Result<Vec<Alert>> {
         let deployment = deployment.map(str::to_owned);

@@ -14,7 +14,7 @@
 //! it. So promoting 1→2→3 then rolling back twice returns to 1, and a third rollback has no
 //! earlier version. Versions deleted since are skipped.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shipyard_core::entities::{ModelVersionStatus, now_millis};
 use shipyard_core::{Error, Result};
 
@@ -26,7 +26,7 @@ use crate::sql::Row;
 use crate::tracking::unique_violation;
 
 /// Why an alias moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MoveKind {
     /// `shipyard models promote`, every gate passed.
@@ -65,7 +65,7 @@ impl MoveKind {
 }
 
 /// One recorded move of an alias.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AliasMove {
     pub model: String,
     pub alias: String,

@@ -826,32 +826,34 @@ async fn deployments_are_versioned_policies(db: Database) {
         shadow: Some(ModelRef::version("churn", "6")),
         sticky: Some(StickyKey::Header("x-user".into())),
     };
-    let created = db.put_deployment("churn-api", &spec).await.unwrap();
+    let created = db.put_deployment("churn-api", &spec, "tester").await.unwrap();
     assert_eq!((created.revision, &created.spec), (1, &spec));
     let mut single = spec.clone();
     single.arms.truncate(1);
     single.arms[0].weight = 100;
-    let changed = db.put_deployment("churn-api", &single).await.unwrap();
+    let changed = db.put_deployment("churn-api", &single, "tester").await.unwrap();
     assert_eq!(changed.revision, 2);
     assert_eq!(db.get_deployment("churn-api").await.unwrap().spec, single);
     assert_eq!(db.list_deployments().await.unwrap().len(), 1);
     let mut bad = spec.clone();
     bad.arms[1].weight = 20;
-    assert!(matches!(db.put_deployment("x", &bad).await, Err(Error::InvalidParameter(m)) if m.contains("sum to 110")));
-    assert!(matches!(db.put_deployment("a/b", &spec).await, Err(Error::InvalidParameter(_))));
+    assert!(
+        matches!(db.put_deployment("x", &bad, "tester").await, Err(Error::InvalidParameter(m)) if m.contains("sum to 110"))
+    );
+    assert!(matches!(db.put_deployment("a/b", &spec, "tester").await, Err(Error::InvalidParameter(_))));
     // The canary's weight, set and ended in place: the rest of the policy stays.
     assert!(
-        matches!(db.set_canary_weight("churn-api", 30).await, Err(Error::InvalidParameter(m)) if m.contains("no canary"))
+        matches!(db.set_canary_weight("churn-api", 30, "tester").await, Err(Error::InvalidParameter(m)) if m.contains("no canary"))
     );
-    db.put_deployment("churn-api", &spec).await.unwrap();
-    let weighted = db.set_canary_weight("churn-api", 30).await.unwrap();
+    db.put_deployment("churn-api", &spec, "tester").await.unwrap();
+    let weighted = db.set_canary_weight("churn-api", 30, "tester").await.unwrap();
     assert_eq!(weighted.revision, 4);
     assert_eq!(weighted.spec.arms.iter().map(|a| a.weight).collect::<Vec<_>>(), [70, 30]);
     assert_eq!((&weighted.spec.shadow, &weighted.spec.sticky), (&spec.shadow, &spec.sticky));
     assert!(
-        matches!(db.set_canary_weight("churn-api", 101).await, Err(Error::InvalidParameter(m)) if m.contains("0 to 100"))
+        matches!(db.set_canary_weight("churn-api", 101, "tester").await, Err(Error::InvalidParameter(m)) if m.contains("0 to 100"))
     );
-    assert!(matches!(db.set_canary_weight("nope", 5).await, Err(Error::NotFound(_))));
+    assert!(matches!(db.set_canary_weight("nope", 5, "tester").await, Err(Error::NotFound(_))));
     let mut three = spec.clone();
     three.shadow = None;
     three.arms = vec![
@@ -859,16 +861,20 @@ async fn deployments_are_versioned_policies(db: Database) {
         Arm { target: ModelRef::version("churn", "5"), weight: 25 },
         Arm { target: ModelRef::version("churn", "6"), weight: 25 },
     ];
-    db.put_deployment("ab", &three).await.unwrap();
-    assert!(matches!(db.set_canary_weight("ab", 10).await, Err(Error::InvalidParameter(m)) if m.contains("3 arms")));
-    let zeroed = db.set_canary_weight("ab", 0).await.unwrap();
+    db.put_deployment("ab", &three, "tester").await.unwrap();
+    assert!(
+        matches!(db.set_canary_weight("ab", 10, "tester").await, Err(Error::InvalidParameter(m)) if m.contains("3 arms"))
+    );
+    let zeroed = db.set_canary_weight("ab", 0, "tester").await.unwrap();
     assert_eq!(zeroed.spec.arms.iter().map(|a| a.weight).collect::<Vec<_>>(), [100, 0, 0]);
     db.delete_deployment("ab").await.unwrap();
-    let ended = db.end_canary("churn-api").await.unwrap();
+    let ended = db.end_canary("churn-api", "tester").await.unwrap();
     assert_eq!(ended.revision, 5);
     assert_eq!(ended.spec.arms, vec![Arm { target: ModelRef::alias("churn", "production"), weight: 100 }]);
     assert_eq!(ended.spec.shadow, spec.shadow);
-    assert!(matches!(db.end_canary("churn-api").await, Err(Error::InvalidParameter(m)) if m.contains("no canary")));
+    assert!(
+        matches!(db.end_canary("churn-api", "tester").await, Err(Error::InvalidParameter(m)) if m.contains("no canary"))
+    );
     db.put_monitor("churn-api", "monitors: 1\n").await.unwrap();
     db.delete_deployment("churn-api").await.unwrap();
     // Its monitors go with it: the schedule would otherwise evaluate a deployment that is gone.

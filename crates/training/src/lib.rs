@@ -38,7 +38,8 @@ use shipyard_train::{Control, Model, TrainError};
 const LATENCY_ROWS: usize = 1000;
 
 /// How a search picks its trials.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SearchKind {
     /// Every combination of the parameters' value lists.
     Grid,
@@ -55,11 +56,12 @@ impl SearchKind {
     }
 }
 
-/// What to train, and how to record it.
-#[derive(Clone, Debug)]
+/// What to train, and how to record it (its JSON form is what a server's `train` route takes).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TrainRequest {
     /// The table: a CSV or Parquet path this process can read, or `dataset:NAME[@VERSION]`.
     pub data: String,
+    #[serde(default)]
     pub csv: CsvOptions,
     /// The column to predict.
     pub target: String,
@@ -67,6 +69,7 @@ pub struct TrainRequest {
     /// `gradient_boosting`.
     pub model: String,
     /// `KEY=VALUE` model parameters; a value may be a comma-separated list under a search.
+    #[serde(default)]
     pub params: Vec<String>,
     /// Share of the rows held out for evaluation.
     pub test_size: f64,
@@ -75,6 +78,7 @@ pub struct TrainRequest {
     /// Classification or regression; `None`: decided from the target's type.
     pub task: Option<Task>,
     /// Columns left out of the features.
+    #[serde(default)]
     pub exclude: Vec<String>,
     /// The experiment (created when missing).
     pub experiment: String,
@@ -91,9 +95,11 @@ pub struct TrainRequest {
     /// Record the run as a child of this run (`mlflow.parentRunId`).
     pub parent_run: Option<String>,
     /// Who trains (`mlflow.user`, the run's user).
+    #[serde(default)]
     pub user: String,
     /// Where the training comes from, as the edge knows it (`mlflow.source.*`, the host, the
     /// git commit of the working folder).
+    #[serde(default)]
     pub source_tags: Vec<KeyValue>,
 }
 
@@ -132,8 +138,9 @@ fn input(e: impl std::fmt::Display) -> TrainingError {
     TrainingError::Input(e.to_string())
 }
 
-/// A finished training: a single run, or a search's parent with its trials.
-#[derive(Clone, Debug)]
+/// A finished training: a single run, or a search's parent with its trials (its JSON form is
+/// what a server's `train` route answers).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Trained {
     /// The run (the search's parent run): its model is `runs:/RUN_ID/model`.
     pub run_id: String,
@@ -153,7 +160,7 @@ pub struct Trained {
 }
 
 /// A search's trials.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Searched {
     pub kind: SearchKind,
     /// The metric that picked the best trial; `cv_METRIC_mean` decided with cross-validation.
@@ -165,7 +172,7 @@ pub struct Searched {
 }
 
 /// One trial of a search.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Trial {
     pub run_id: String,
     /// The searched parameters' values.
@@ -181,6 +188,9 @@ pub struct Trainer {
     pub artifacts: ArtifactStore,
     /// Where dataset versions from remote artifact stores are copied to be read.
     pub cache: PathBuf,
+    /// Whether the table may be a path on this machine: true at the command line; false on a
+    /// server with logins, where callers name tables as dataset versions only.
+    pub local_paths: bool,
 }
 
 /// Everything checked and decoded before a run exists.
@@ -499,7 +509,15 @@ impl Trainer {
 
     /// The table as a local path, with the dataset version when it named one.
     async fn resolve(&self, data: &str) -> Result<(PathBuf, Option<DatasetVersion>)> {
-        let Some(reference) = data.strip_prefix("dataset:") else { return Ok((PathBuf::from(data), None)) };
+        let Some(reference) = data.strip_prefix("dataset:") else {
+            if !self.local_paths {
+                return Err(TrainingError::Input(format!(
+                    "'{data}' is a path: this server reads tables only as dataset versions (dataset:NAME[@VERSION]); \
+                     add the file with `shipyard data add`"
+                )));
+            }
+            return Ok((PathBuf::from(data), None));
+        };
         let (name, version) = shipyard_store::datasets::parse_reference(reference).map_err(input)?;
         let v = self.db.get_dataset_version(&name, version).await.map_err(input)?;
         let path = v.local_copy(&self.cache).await?;

@@ -117,6 +117,7 @@ pub struct WeightForm {
 /// `POST /deployments/{name}/weight`: the canary's share, in percent.
 pub async fn set_weight(
     State(state): State<UiState>,
+    caller: Option<axum::Extension<shipyard_auth::Access>>,
     Path(name): Path<String>,
     Form(form): Form<WeightForm>,
 ) -> Response {
@@ -124,12 +125,16 @@ pub async fn set_weight(
     let Ok(weight) = text.parse::<u32>() else {
         return error_page(&Error::invalid(format!("weight: a whole percent from 0 to 100, not '{text}'")));
     };
-    answer(state.db.set_canary_weight(&name, weight).await, &deployment_href(&name), "weight", None)
+    answer(state.db.set_canary_weight(&name, weight, &actor(&caller)).await, &deployment_href(&name), "weight", None)
 }
 
 /// `POST /deployments/{name}/end-canary`: only the primary arm stays, with every request.
-pub async fn end_canary(State(state): State<UiState>, Path(name): Path<String>) -> Response {
-    answer(state.db.end_canary(&name).await, &deployment_href(&name), "ended", None)
+pub async fn end_canary(
+    State(state): State<UiState>,
+    caller: Option<axum::Extension<shipyard_auth::Access>>,
+    Path(name): Path<String>,
+) -> Response {
+    answer(state.db.end_canary(&name, &actor(&caller)).await, &deployment_href(&name), "ended", None)
 }
 
 #[derive(Debug, Deserialize)]

@@ -48,6 +48,9 @@ pub struct UiState {
     /// One heavy request at a time (a gate run loads two models and scores the evaluation rows;
     /// a drift between dataset versions reads both); another gets 503.
     heavy_work: Arc<tokio::sync::Semaphore>,
+    /// Who may log in, when the server runs with `--auth` (the login page checks passwords
+    /// with it); `None`: every page is open and there is nothing to log into.
+    pub auth: Option<Arc<shipyard_auth::Authority>>,
 }
 
 impl UiState {
@@ -59,7 +62,14 @@ impl UiState {
             monitor: None,
             cache: std::env::temp_dir().join("shipyard-ui-datasets"),
             heavy_work: Arc::new(tokio::sync::Semaphore::new(1)),
+            auth: None,
         }
+    }
+
+    /// Logins: the login page checks passwords with `authority`.
+    pub fn with_auth(mut self, authority: Option<Arc<shipyard_auth::Authority>>) -> UiState {
+        self.auth = authority;
+        self
     }
 
     /// Where remote dataset versions are copied (the server's `SHIPYARD_HOME/cache/datasets`).
@@ -81,6 +91,9 @@ impl UiState {
 }
 
 /// The Content Security Policy of every page: this server's files only, nothing inline.
+/// The login page, where the gate sends a browser that is not logged in.
+pub const LOGIN_PAGE: &str = "/login";
+
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -100,6 +113,7 @@ pub fn app(state: UiState) -> (Router, shipyard_auth::PolicyTable) {
     let keys = csrf::Keys::new(state.db.clone());
     let (router, table) = routes().build();
     let router = router
+        .layer(axum::middleware::from_fn(pages::signed_in))
         .layer(axum::middleware::from_fn_with_state(keys, csrf::protect))
         .layer(axum::middleware::map_response(secure))
         .with_state(state);
@@ -113,7 +127,7 @@ pub fn policies() -> shipyard_auth::PolicyTable {
 
 fn routes() -> shipyard_auth::Routes<UiState> {
     use shipyard_auth::Capability::{Read, Update};
-    use shipyard_auth::Locator::{Path, Query, RunList, RunPath};
+    use shipyard_auth::Locator::{Alert, Path, Query, RunList, RunPath};
     use shipyard_auth::ResourceType::{Dataset, Deployment, Experiment, RegisteredModel};
     use shipyard_auth::{Policy, Routes};
     let on = Policy::on;
@@ -122,13 +136,17 @@ fn routes() -> shipyard_auth::Routes<UiState> {
     let model = |need| on(RegisteredModel, need, Path("name"));
     let deployment = |need| on(Deployment, need, Path("name"));
     let dataset = on(Dataset, Read, Path("name"));
+    let deployment_of_alert = on(Deployment, Update, Alert("id"));
     let listing = Policy::Authenticated(Read);
     Routes::new()
+        .get(LOGIN_PAGE, pages::login::page, Policy::Public)
+        .post(LOGIN_PAGE, pages::login::submit, Policy::Public)
+        .post("/logout", pages::login::logout, listing)
         .post("/models/{name}/versions/{version}/promote", actions::promote, model(Update))
         .post("/models/{name}/rollback", actions::rollback, model(Update))
         .post("/deployments/{name}/weight", actions::set_weight, deployment(Update))
         .post("/deployments/{name}/end-canary", actions::end_canary, deployment(Update))
-        .post("/alerts/{id}/acknowledge", actions::acknowledge, Policy::Admin)
+        .post("/alerts/{id}/acknowledge", actions::acknowledge, deployment_of_alert)
         .get("/", pages::experiments::page, listing)
         .get("/experiments/{experiment_id}", pages::runs::page, experiment)
         .get("/experiments/{experiment_id}/runs.csv", pages::runs::csv_export, experiment)

@@ -33,6 +33,7 @@ async fn ui() -> Ui {
         artifacts: artifacts.clone(),
         cache: dir.path().join("cache"),
         loader: shipyard_release::Loader::default(),
+        local_paths: true,
     };
     let app = router(UiState::new(db.clone(), Some(artifacts), Some(releaser)));
     Ui { app, db, _dir: dir }
@@ -161,7 +162,7 @@ async fn forms_without_this_sites_token_are_refused_and_change_nothing() {
 async fn an_alert_is_acknowledged_once_and_shows_who() {
     let ui = ui().await;
     let fired = alert(&ui.db, "web").await;
-    ui.db.put_deployment("web", &spec(&[100])).await.unwrap();
+    ui.db.put_deployment("web", &spec(&[100]), "tester").await.unwrap();
     let (token, cookie) = visit(&ui.app, "/deployments/web", "#alerts form").await;
     let form = format!("csrf={token}&back=%2Fdeployments%2Fweb");
     let page = post(&ui.app, &format!("/alerts/{}/acknowledge", fired.id), Some(&cookie), &form, &[]).await;
@@ -199,7 +200,7 @@ fn spec(weights: &[u32]) -> DeploymentSpec {
 #[tokio::test]
 async fn a_canary_weight_is_set_and_the_canary_ended_from_the_deployment_page() {
     let ui = ui().await;
-    ui.db.put_deployment("web", &spec(&[90, 10])).await.unwrap();
+    ui.db.put_deployment("web", &spec(&[90, 10]), "tester").await.unwrap();
     let (token, cookie) = visit(&ui.app, "/deployments/web", "#weight-form").await;
     let page = post(&ui.app, "/deployments/web/weight", Some(&cookie), &format!("csrf={token}&weight=35"), &[]).await;
     assert_eq!(page.location.as_deref(), Some("/deployments/web?done=weight"));

@@ -571,7 +571,7 @@ async fn model_pages_show_versions_alias_history_gates_and_lineage() {
         shadow: None,
         sticky: None,
     };
-    db.put_deployment("web", &spec).await.unwrap();
+    db.put_deployment("web", &spec, "tester").await.unwrap();
 
     let (status, list, _) = get(&db, "/models?q=chu").await;
     assert_eq!(status, StatusCode::OK);
@@ -619,7 +619,7 @@ async fn deployment_pages_show_arms_drift_heatmap_monitor_values_and_alerts() {
         shadow: Some(ModelRef::version("churn", "3")),
         sticky: None,
     };
-    db.put_deployment("web", &spec).await.unwrap();
+    db.put_deployment("web", &spec, "tester").await.unwrap();
     // 10 evaluations: `age` drifts from the 6th on, `fare` never.
     for i in 0..10i64 {
         let values = [

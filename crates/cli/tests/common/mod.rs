@@ -112,7 +112,7 @@ pub fn start_command(mut command: Command, log: std::sync::Arc<std::sync::Mutex<
     let addr = loop {
         let line = lines.next().expect("the server exited before listening").unwrap();
         log.lock().unwrap().push_str(&format!("{line}\n"));
-        if let Some((_, rest)) = line.split_once(" on http://") {
+        if let Some((_, rest)) = line.split_once(" on http://").or_else(|| line.split_once(" on https://")) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
@@ -134,9 +134,12 @@ pub fn http(
 ) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    // JSON unless the caller says otherwise.
+    let typed = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let content_type = if typed { "" } else { "Content-Type: application/json\r\n" };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{content_type}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -23,6 +23,7 @@ pub mod datasets;
 pub mod deployments;
 pub mod drift;
 pub mod experiments;
+pub mod login;
 pub mod models;
 pub mod pipelines;
 pub mod run;
@@ -46,8 +47,23 @@ pub fn chart_layout(title: &str, body: Markup) -> Markup {
     shell(title, body, &["uPlot.min.css"], &["uPlot.min.js", "charts.js"])
 }
 
+tokio::task_local! {
+    /// Who is signed in (their name and the page's form token, for the sign-out button), for
+    /// the page being rendered; set by [`signed_in`].
+    static SIGNED_IN: Option<(String, crate::csrf::FormToken)>;
+}
+
+/// The middleware that tells [`shell`] who is signed in (with `--auth`), so every page's header
+/// shows the user and a sign-out button without each handler passing them along.
+pub async fn signed_in(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let user = request.extensions().get::<shipyard_auth::Access>().map(|a| a.principal.user.username.clone());
+    let token = request.extensions().get::<crate::csrf::FormToken>().cloned().unwrap_or_default();
+    SIGNED_IN.scope(user.map(|u| (u, token)), next.run(request)).await
+}
+
 /// A page with extra static files: style sheets `styles`, scripts `scripts` (deferred).
 pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Markup {
+    let signed_in = SIGNED_IN.try_with(Clone::clone).ok().flatten();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -65,6 +81,13 @@ pub fn shell(title: &str, body: Markup, styles: &[&str], scripts: &[&str]) -> Ma
                 header.top {
                     a.brand href="/" { "Shipyard" }
                     nav { a href="/" { "Experiments" } a href="/models" { "Models" } a href="/datasets" { "Datasets" } a href="/deployments" { "Deployments" } a href="/alerts" { "Alerts" } }
+                    @if let Some((user, token)) = &signed_in {
+                        form.account method="post" action="/logout" {
+                            span #signed-in { (user) }
+                            (crate::csrf::hidden_field(token))
+                            button type="submit" { "Sign out" }
+                        }
+                    }
                 }
                 main { (body) }
             }

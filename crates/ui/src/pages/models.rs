@@ -508,7 +508,14 @@ mod tests {
             shadow: Some(ModelRef::version("churn", "5")),
             sticky: None,
         };
-        let d = Deployment { name: "web".into(), spec, revision: 1, creation_timestamp: 0, last_updated_timestamp: 0 };
+        let d = Deployment {
+            name: "web".into(),
+            spec,
+            revision: 1,
+            creation_timestamp: 0,
+            last_updated_timestamp: 0,
+            updated_by: None,
+        };
         let found = serving(&[d], "churn");
         assert_eq!(
             found.iter().map(Serving::describe).collect::<Vec<_>>(),
