@@ -30,8 +30,13 @@ use crate::throttle::Throttle;
 /// Credentials as a request presented them.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     Bearer(String),
+    /// A TLS client certificate the listener verified against `--tls-client-ca`: its SHA-256.
+    Certificate(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -40,6 +45,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
             Credentials::Bearer(_) => write!(f, "Bearer(***)"),
+            Credentials::Certificate(sha256) => write!(f, "Certificate({sha256})"),
         }
     }
 }
@@ -73,6 +79,8 @@ pub enum Method {
     Password,
     /// An API token, by its public id.
     Token(String),
+    /// A client certificate, by its SHA-256.
+    Certificate(String),
 }
 
 /// An authenticated caller.
@@ -164,6 +172,18 @@ impl Authenticator {
                 self.token(password, Some(username), client).await
             }
             Credentials::Basic { username, password } => self.password(username, password, client).await,
+            Credentials::Certificate(sha256) => match self.db.certificate_user(sha256).await? {
+                Some(user) => {
+                    Ok(Principal { user, method: Method::Certificate(sha256.clone()), scopes: Scopes::all() })
+                }
+                None => {
+                    tracing::warn!(target: "shipyard::auth", %client, certificate = %sha256, "certificate bound to no user");
+                    Err(AuthError::Unauthenticated(format!(
+                        "the client certificate {sha256} is bound to no user (an admin binds it with \
+                         /api/shipyard/certificates/add)"
+                    )))
+                }
+            },
         }
     }
 

@@ -294,6 +294,12 @@ fn presented(request: &Request) -> Result<(Credentials, IpAddr), Response> {
             }
             return Ok((Credentials::Bearer(token), client));
         }
+        // A client certificate the listener verified, bound to a user by an admin.
+        if let Some(certificate) =
+            request.extensions().get::<shipyard_listener::ConnectionInfo>().and_then(|c| c.client_certificate.clone())
+        {
+            return Ok((Credentials::Certificate(certificate.sha256.clone()), client));
+        }
         return Err(unauthenticated("authentication required: send a user name and password or a token"));
     };
     let header = header.to_str().map_err(|_| unauthenticated("the Authorization header is not text"))?;

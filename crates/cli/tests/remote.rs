@@ -19,12 +19,18 @@ use serde_json::Value;
 const ADMIN_PASSWORD: &str = "admin-password-long";
 const ALICE: (&str, &str) = ("alice", "alice-password-long");
 const BOB: (&str, &str) = ("bob", "bob-password-long-enough");
+const CAROL: (&str, &str) = ("carol", "carol-password-long-enough");
+const ADMIN: (&str, &str) = ("admin", ADMIN_PASSWORD);
 
-/// A test CA and the server's certificate for 127.0.0.1, as PEM files.
+/// A test CA and the server's certificate for 127.0.0.1, as PEM files, and a client
+/// certificate from the same CA (certificate and key in one file, as the `mlflow` client takes
+/// it) with its SHA-256.
 struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    client: PathBuf,
+    client_sha256: String,
 }
 
 fn pki(dir: &Path) -> Pki {
@@ -39,17 +45,41 @@ fn pki(dir: &Path) -> Pki {
     let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     server_params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
     let server = server_params.signed_by(&server_key, &issuer).unwrap();
-    let pki = Pki { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params.distinguished_name.push(DnType::CommonName, "carol");
+    let client = client_params.signed_by(&client_key, &issuer).unwrap();
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client: dir.join("carol.pem"),
+        client_sha256: shipyard_listener::ClientCertificate::from_der(client.der()).sha256,
+    };
     std::fs::write(&pki.ca, ca.pem()).unwrap();
     std::fs::write(&pki.cert, server.pem()).unwrap();
     std::fs::write(&pki.key, server_key.serialize_pem()).unwrap();
+    std::fs::write(&pki.client, format!("{}{}", client.pem(), client_key.serialize_pem())).unwrap();
     pki
 }
 
-/// `shipyard server --auth` over TLS, with users alice and bob (default permission READ).
+/// `shipyard server --auth` over TLS (asking clients for a certificate of the test CA), with
+/// users alice, bob and carol (default permission READ).
 fn team_server(home: &Path, pki: &Pki) -> (Server, Arc<Mutex<String>>) {
-    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
-    let args = ["server", "--auth", "--no-monitors", "--tls-cert", cert, "--tls-key", key, "--port", "0"];
+    let (cert, key, ca) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap(), pki.ca.to_str().unwrap());
+    let args = [
+        "server",
+        "--auth",
+        "--no-monitors",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-client-ca",
+        ca,
+        "--port",
+        "0",
+    ];
     let mut command = shipyard_cmd(home, &args);
     command.env("SHIPYARD_ADMIN_PASSWORD", ADMIN_PASSWORD);
     let log = Arc::new(Mutex::new(String::new()));
@@ -58,7 +88,7 @@ fn team_server(home: &Path, pki: &Pki) -> (Server, Arc<Mutex<String>>) {
     runtime.block_on(async {
         let uri = shipyard_store::DatabaseUri::Sqlite(home.join("shipyard.db"));
         let db = shipyard_store::Database::connect(&uri).await.unwrap();
-        for (user, password) in [ALICE, BOB] {
+        for (user, password) in [ALICE, BOB, CAROL] {
             shipyard_auth::accounts::create_user(&db, user, password, false).await.unwrap();
         }
         db.close().await;
@@ -382,4 +412,48 @@ fn a_server_certificate_from_an_unknown_ca_is_refused_with_the_variable_to_set()
     let out = laptop.run_as(Some(ALICE), &["deploy", "list"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("MLFLOW_TRACKING_SERVER_CERT_PATH"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_client_certificate_bound_to_a_user_signs_them_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (server, _log) = team_server(&dir.path().join("server"), &pki);
+    let laptop =
+        Laptop { home: dir.path().join("laptop"), url: format!("https://{}", server.addr), ca: pki.ca.clone() };
+    let with_certificate = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--tracking-uri", &laptop.url]);
+        let mut command = shipyard_cmd(&laptop.home, &args);
+        command
+            .env("MLFLOW_TRACKING_SERVER_CERT_PATH", &laptop.ca)
+            .env("MLFLOW_TRACKING_CLIENT_CERT_PATH", &pki.client)
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .env_remove("MLFLOW_TRACKING_TOKEN");
+        command.output().unwrap()
+    };
+    // Verified by the handshake but bound to nobody yet: refused, saying so.
+    let out = with_certificate(&["deploy", "list"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is bound to no user"), "{}", stderr(&out));
+    // Only an admin binds it.
+    let bind =
+        serde_json::json!({"username": "carol", "sha256": pki.client_sha256, "name": "carol's laptop"}).to_string();
+    assert_eq!(post_as(&laptop, ALICE, "api/shipyard/certificates/add", &bind).0, 403);
+    let (status, _, answer) = post_as(&laptop, ADMIN, "api/shipyard/certificates/add", &bind);
+    assert_eq!(status, 200, "{answer}");
+    // Now the certificate is carol: what she creates is hers.
+    let train = dir.path().join("train.csv");
+    std::fs::write(&train, table(200, 3, 0.0)).unwrap();
+    let out = with_certificate(&["data", "add", train.to_str().unwrap(), "--name", "carols", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = with_certificate(&["deploy", "list", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = laptop.run_as(Some(CAROL), &["data", "list", "--format", "json"]);
+    assert!(stdout(&out).contains("\"carols\""), "{}{}", stdout(&out), stderr(&out));
+    // Unbound, it signs nobody in again.
+    let unbind = serde_json::json!({ "sha256": pki.client_sha256 }).to_string();
+    assert_eq!(post_as(&laptop, ADMIN, "api/shipyard/certificates/remove", &unbind).0, 200);
+    assert!(!with_certificate(&["deploy", "list"]).status.success());
 }

@@ -54,6 +54,9 @@ pub(crate) fn routes() -> Routes<AppState> {
         .post("/shipyard/tokens/create", create_token, change)
         .get("/shipyard/tokens/list", list_tokens, own)
         .post("/shipyard/tokens/revoke", revoke_token, change)
+        .post("/shipyard/certificates/add", add_certificate, Policy::Admin)
+        .get("/shipyard/certificates/list", list_certificates, own)
+        .post("/shipyard/certificates/remove", remove_certificate, Policy::Admin)
 }
 
 /// The caller, or 400 when authentication is off.
@@ -509,4 +512,54 @@ async fn revoke_token(
     let owner = token_owner(&s, access, &r).await?;
     let revoked = s.db.revoke_token(owner.id, required(&r.id, "id")?).await?;
     Ok(Json(json!({ "record": revoked })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CertificateRequest {
+    #[serde(default, deserialize_with = "opt_string")]
+    username: Option<String>,
+    /// The certificate's SHA-256 (hex; colons allowed).
+    #[serde(default, deserialize_with = "opt_string")]
+    sha256: Option<String>,
+    #[serde(default, deserialize_with = "opt_string")]
+    name: Option<String>,
+}
+
+/// `POST /api/shipyard/certificates/add {username, sha256, name?}` (admins) →
+/// `{"certificate": {...}}`: a TLS client presenting that certificate (issued by the server's
+/// `--tls-client-ca`) is signed in as the user, with everything the user may do.
+async fn add_certificate(State(s): State<AppState>, MlflowRequest(r): MlflowRequest<CertificateRequest>) -> JsonResult {
+    let user = s.db.get_user(required(&r.username, "username")?).await?;
+    let name = r.name.as_deref().unwrap_or("client certificate");
+    let added = s.db.add_client_certificate(user.id, required(&r.sha256, "sha256")?, name).await?;
+    Ok(Json(json!({ "certificate": added })))
+}
+
+/// `GET /api/shipyard/certificates/list[?username=]` → `{"certificates": [...]}`: the caller's
+/// (an admin's: a named user's, or everyone's).
+async fn list_certificates(
+    State(s): State<AppState>,
+    c: Caller,
+    MlflowRequest(r): MlflowRequest<CertificateRequest>,
+) -> JsonResult {
+    let access = caller(&c)?;
+    let user_id = match r.username.as_deref() {
+        Some(name) => {
+            self_or_admin(access, name)?;
+            Some(s.db.get_user(name).await?.id)
+        }
+        None if access.principal.user.is_admin => None,
+        None => Some(access.principal.user.id),
+    };
+    Ok(Json(json!({ "certificates": s.db.list_client_certificates(user_id).await? })))
+}
+
+/// `POST /api/shipyard/certificates/remove {sha256}` (admins): the certificate signs nobody in
+/// from the next request on.
+async fn remove_certificate(
+    State(s): State<AppState>,
+    MlflowRequest(r): MlflowRequest<CertificateRequest>,
+) -> JsonResult {
+    s.db.remove_client_certificate(required(&r.sha256, "sha256")?).await?;
+    empty()
 }

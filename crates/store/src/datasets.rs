@@ -50,13 +50,13 @@ pub struct DatasetVersion {
     pub size_bytes: i64,
     pub schema: serde_json::Value,
     /// Left out of listings.
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub profile: serde_json::Value,
     pub source: String,
     pub artifact_root: String,
     pub artifact_path: String,
     pub created_time: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 

@@ -97,6 +97,41 @@ fn user_from_row(row: &Row) -> Result<User> {
     })
 }
 
+/// A client certificate bound to a user: a TLS client presenting it (verified against the
+/// server's `--tls-client-ca`) is that user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientCertificate {
+    /// SHA-256 of the certificate's DER bytes, lowercase hex.
+    pub sha256: String,
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub created_time: i64,
+}
+
+/// A fingerprint as stored: 64 lowercase hex digits (colons and spaces dropped, case ignored).
+pub fn normalize_fingerprint(text: &str) -> Result<String> {
+    let hex: String = text.chars().filter(|c| !matches!(c, ':' | ' ')).collect::<String>().to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(Error::invalid(format!(
+            "'{text}' is not a SHA-256 fingerprint: give the certificate's 64 hex digits (openssl x509 -noout \
+             -fingerprint -sha256)"
+        )))
+    }
+}
+
+fn certificate_from_row(row: &Row) -> Result<ClientCertificate> {
+    Ok(ClientCertificate {
+        sha256: row.get("sha256")?,
+        user_id: row.get("user_id")?,
+        username: row.get("username")?,
+        name: row.get("name")?,
+        created_time: row.get("created_time")?,
+    })
+}
+
 fn token_from_row(row: &Row) -> Result<ApiToken> {
     let scopes: String = row.get("scopes")?;
     Ok(ApiToken {
@@ -397,6 +432,77 @@ impl Database {
                     [user_id.into(), name.into(), time.into()],
                 );
                 Ok(c.execute(sql).await?)
+            })
+        })
+        .await
+    }
+
+    /// Binds a client certificate (its fingerprint) to a user.
+    pub async fn add_client_certificate(&self, user_id: i64, sha256: &str, name: &str) -> Result<ClientCertificate> {
+        let sha256 = normalize_fingerprint(sha256)?;
+        let name = name.trim().to_owned();
+        self.write(move |c| {
+            Box::pin(async move {
+                let insert = c.stmt(
+                    "INSERT INTO client_certificates (sha256, user_id, name, created_time) VALUES ($1, $2, $3, $4)",
+                    [sha256.as_str().into(), user_id.into(), name.into(), now_millis().into()],
+                );
+                if unique_violation(c.execute(insert).await)?.is_none() {
+                    return Err(Error::AlreadyExists(format!("certificate {sha256} is already bound to a user")));
+                }
+                let read = c.stmt(
+                    "SELECT k.*, u.username FROM client_certificates k JOIN users u ON u.id = k.user_id \
+                     WHERE k.sha256 = $1",
+                    [sha256.as_str().into()],
+                );
+                certificate_from_row(&c.fetch_one(read).await?)
+            })
+        })
+        .await
+    }
+
+    /// The certificates bound to a user (every one when `user_id` is `None`), oldest first.
+    pub async fn list_client_certificates(&self, user_id: Option<i64>) -> Result<Vec<ClientCertificate>> {
+        self.read(move |c| {
+            Box::pin(async move {
+                let mut sql =
+                    c.sql("SELECT k.*, u.username FROM client_certificates k JOIN users u ON u.id = k.user_id");
+                if let Some(id) = user_id {
+                    let p = sql.arg(id);
+                    sql.push(" WHERE k.user_id = ").push(&p);
+                }
+                sql.push(" ORDER BY k.created_time, k.sha256");
+                c.fetch_all(sql).await?.iter().map(certificate_from_row).collect()
+            })
+        })
+        .await
+    }
+
+    /// Unbinds a certificate: it signs nobody in any more.
+    pub async fn remove_client_certificate(&self, sha256: &str) -> Result<()> {
+        let sha256 = normalize_fingerprint(sha256)?;
+        self.write(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt("DELETE FROM client_certificates WHERE sha256 = $1", [sha256.as_str().into()]);
+                if c.execute(sql).await? == 0 {
+                    return Err(Error::not_found(format!("no client certificate {sha256}")));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The user a client certificate (its fingerprint) signs in, if it is bound to one.
+    pub async fn certificate_user(&self, sha256: &str) -> Result<Option<User>> {
+        let sha256 = sha256.to_ascii_lowercase();
+        self.read(move |c| {
+            Box::pin(async move {
+                let sql = c.stmt(
+                    "SELECT u.* FROM client_certificates k JOIN users u ON u.id = k.user_id WHERE k.sha256 = $1",
+                    [sha256.into()],
+                );
+                c.fetch_optional(sql).await?.as_ref().map(user_from_row).transpose()
             })
         })
         .await

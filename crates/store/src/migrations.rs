@@ -438,6 +438,16 @@ const MIGRATIONS: &[Migration] = &[
         description: "who last changed each deployment",
         statements: &["ALTER TABLE deployments ADD COLUMN updated_by TEXT"],
     },
+    Migration {
+        version: 11,
+        description: "client certificates that sign their user in (TLS client authentication)",
+        statements: &["CREATE TABLE client_certificates (
+            sha256 TEXT PRIMARY KEY,
+            user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            created_time BIGINT NOT NULL
+        )"],
+    },
 ];
 
 /// Creates the bookkeeping table, then applies every migration not yet recorded.
