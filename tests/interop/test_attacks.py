@@ -134,6 +134,14 @@ def rss_mib(pid):
     return 0.0
 
 
+def must(r):
+    """A setup request's answer, which must be a 200: a RuntimeError otherwise (so that an xfail
+    restricted to AssertionError never takes a broken setup for the defect it records)."""
+    if r.status_code != 200:
+        raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text[:300]}")
+    return r
+
+
 def error_code(body):
     try:
         return json.loads(body).get("error_code")
@@ -145,7 +153,8 @@ def cli(*args, home, timeout=120):
     """The shipyard CLI, with a home of its own (caches) and none of the caller's SHIPYARD_ settings."""
     out = subprocess.run([BINARY, *args, "--home", str(home)], capture_output=True, text=True,
                          env=own_server_env(), timeout=timeout)
-    assert out.returncode == 0, out.stderr[-3000:]
+    if out.returncode != 0:
+        raise RuntimeError(f"shipyard {args[0]} failed: {out.stderr[-3000:]}")
     return out
 
 
@@ -217,14 +226,15 @@ def serve_a_model(srv, workdir, name):
         "--tracking-uri", srv.url, home=Path(workdir) / "cli-home")
     r = requests.post(srv.url + API + "/registered-models/alias",
                       json={"name": name, "alias": "production", "version": "1"}, timeout=TIMEOUT)
-    assert r.status_code == 200, r.text
+    if r.status_code != 200:
+        raise RuntimeError(f"moving production to {name}/1: {r.status_code} {r.text[:300]}")
     deadline = time.time() + 30
     while time.time() < deadline:
         r = requests.get(f"{srv.url}/v2/models/{quote(name, safe='')}", timeout=5)
         if r.status_code == 200 and "1" in r.json().get("versions", []):
             return
         time.sleep(0.05)
-    raise AssertionError(f"{name} was not served: {r.status_code} {r.text[:300]}")
+    raise RuntimeError(f"{name} was not served: {r.status_code} {r.text[:300]}")
 
 
 ROW = {"tenure_months": 3.0, "monthly_charges": 50.0, "contract": "monthly", "support_calls": 1.0, "gender": "female"}
@@ -737,7 +747,7 @@ def test_like_wildcards_cost_no_backtracking(server, search_world, watch_session
 
 
 def _sqlite_defect(reason):
-    return pytest.mark.xfail(SQLITE, strict=True, reason=reason)
+    return pytest.mark.xfail(SQLITE, strict=True, raises=AssertionError, reason=reason)
 
 
 LONG_LIKE = ("SQLite refuses LIKE/GLOB patterns over 50,000 bytes (SQLITE_MAX_LIKE_PATTERN_LENGTH) and the store "
@@ -817,7 +827,8 @@ BIG_IN = ("an IN list binds one SQL variable per item: beyond SQLite's 32,766 (o
 def _in_case(endpoint, key, count):
     on_sqlite = endpoint in ("runs", "experiments")
     on_pg = on_sqlite and count > 65_535
-    marks = [pytest.mark.xfail(strict=True, reason=BIG_IN)] if on_sqlite and (SQLITE or on_pg) else []
+    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=BIG_IN)] if on_sqlite and (SQLITE or on_pg) \
+        else []
     return pytest.param(endpoint, key, count, marks=marks, id=f"{endpoint}-{count}")
 
 
@@ -1025,7 +1036,7 @@ def test_wrong_values_and_types_are_refused(serving, watch_serving):
         assert r.status_code == 400, (hdr, r.status_code, r.text[:300])
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "OIP: an input's datatype is not checked against the tensor types of the protocol for JSON data: "
     "'datatype': 'NOPE' (and FP32 declared for text, INT8 for 100000) is answered 200 as if it were right; "
     "Triton and KServe answer 400 (a conformance gap, not a crash)"))
@@ -1066,8 +1077,8 @@ SHAPE_ALLOCATION = (
 
 
 @pytest.mark.parametrize("form", [
-    pytest.param("json", marks=pytest.mark.xfail(strict=True, reason=SHAPE_ALLOCATION)),
-    pytest.param("binary-bytes", marks=pytest.mark.xfail(strict=True, reason=SHAPE_ALLOCATION)),
+    pytest.param("json", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=SHAPE_ALLOCATION)),
+    pytest.param("binary-bytes", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=SHAPE_ALLOCATION)),
 ])
 def test_a_shape_of_a_hundred_trillion_elements_is_refused(tmp_path, form):
     """On a server of its own: the attack kills the process it reaches."""
@@ -1215,7 +1226,7 @@ NUL_ON_PG = ("PostgreSQL: a NUL character (U+0000) in any stored or searched str
              "invalid byte sequence for encoding \"UTF8\": 0x00' instead of a 400 naming the field (SQLite stores it)")
 
 
-@pytest.mark.xfail(not SQLITE, strict=True, reason=NUL_ON_PG)
+@pytest.mark.xfail(not SQLITE, strict=True, raises=AssertionError, reason=NUL_ON_PG)
 def test_nul_in_names_and_values_is_stored_or_refused(server, watch_session):
     """NUL in every string the store keeps or searches: 200 and read back unchanged, or a 400."""
     nul = f"nul\x00byte-{uuid.uuid4().hex[:6]}"
@@ -1348,27 +1359,27 @@ LOG_FORGING = (
     "MLflow does), and the log writer does not escape them")
 
 
-@pytest.mark.xfail(strict=True, reason=LOG_FORGING)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOG_FORGING)
 def test_names_cannot_forge_server_log_lines(serving, watch_serving):
     mark = uuid.uuid4().hex[:10]
     forged = f"2026-01-01T00:00:00.000000Z  INFO shipyard: FORGED-{mark} admin signed in"
     name = f"forge-{mark}\n{forged}"
     mv = requests.get(serving.url + API + "/model-versions/get", params={"name": serving.model, "version": "1"},
                       timeout=TIMEOUT).json()["model_version"]
-    post = lambda path, body: requests.post(serving.url + API + path, json=body, timeout=TIMEOUT)  # noqa: E731
-    assert post("/registered-models/create", {"name": name}).status_code == 200
+    post = lambda path, body: must(requests.post(serving.url + API + path, json=body, timeout=TIMEOUT))  # noqa: E731
+    post("/registered-models/create", {"name": name})
     try:
-        assert post("/model-versions/create", {"name": name, "source": mv["source"],
-                                               "run_id": mv["run_id"]}).status_code == 200
-        moved = post("/registered-models/alias", {"name": name, "alias": "production", "version": "1"})
-        assert moved.status_code == 200, moved.text
+        post("/model-versions/create", {"name": name, "source": mv["source"], "run_id": mv["run_id"]})
+        post("/registered-models/alias", {"name": name, "alias": "production", "version": "1"})
         deadline = time.time() + 15
         while requests.get(f"{serving.url}/v2/models/{quote(name, safe='')}", timeout=5).status_code != 200:
-            assert time.time() < deadline, "the model was not served"
+            if time.time() > deadline:
+                raise RuntimeError("the model was not served")
             time.sleep(0.05)
         time.sleep(0.2)
         lines = watch_serving.new().splitlines()
-        assert any(f"forge-{mark}" in line for line in lines), "the serving log line was not written"
+        if not any(f"forge-{mark}" in line for line in lines):
+            raise RuntimeError("the serving log line was not written")
         assert not any(line.startswith(forged[:40]) for line in lines), \
             [line for line in lines if mark in line]
     finally:
@@ -1500,7 +1511,7 @@ BARE_LF = ("hyper (through shipyard-listener) accepts bare LF as the line ending
            "a front end that does not split header lines on bare LF")
 
 
-@pytest.mark.xfail(strict=True, reason=BARE_LF)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BARE_LF)
 def test_bare_lf_line_endings_are_refused(own, watch_own):
     name = uid("smuggled")
     head = f"POST {API}/experiments/search HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2\n\n{{}}"

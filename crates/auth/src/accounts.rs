@@ -68,8 +68,9 @@ pub async fn bootstrap_admin(db: &Database, username: &str, password: Option<&st
     }
 }
 
-/// Sets `username`'s password. `current` must be the present password when users change
-/// their own (ASVS 6.2.3); an admin changing someone else's passes `None`.
+/// Sets `username`'s password and ends their browser sessions. `current` must be the present
+/// password when users change their own (ASVS 6.2.3); an admin changing someone else's passes
+/// `None`.
 pub async fn change_password(
     authenticator: &Arc<Authenticator>,
     username: &str,
@@ -92,6 +93,10 @@ pub async fn change_password(
     let hash = hashed(username, password).await?;
     db.set_password_hash(username, &hash).await?;
     authenticator.forget(username);
+    // Browser sessions opened with the old password end (API tokens stay: they are not the
+    // password, and CI jobs hold them).
+    let user = db.get_user(username).await?;
+    crate::session::close_all(db, &user).await?;
     Ok(())
 }
 

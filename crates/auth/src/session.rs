@@ -46,6 +46,16 @@ pub async fn close(db: &Database, user: &User, token: &str) -> Result<()> {
     Ok(())
 }
 
+/// Ends every open session of `user` (their password changed).
+pub async fn close_all(db: &Database, user: &User) -> Result<()> {
+    for token in db.list_tokens(user.id).await? {
+        if token.name == SESSION_NAME && token.revoked_time.is_none() {
+            db.revoke_token(user.id, &token.id).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The `Set-Cookie` value that gives the browser its session.
 pub fn set_cookie(token: &str) -> HeaderValue {
     let value =

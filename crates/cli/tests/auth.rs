@@ -391,4 +391,17 @@ fn a_browser_signs_in_with_a_form_gets_a_session_cookie_and_signs_out() {
     assert_eq!(status, 303);
     assert!(common::header(&headers, "location").unwrap().starts_with("/login"));
     assert_eq!(http(addr, "GET", "/api/2.0/mlflow/experiments/search", &[("Cookie", &cookies)], "").0, 401);
+
+    // A changed password ends the sessions opened with the old one.
+    let (_, headers, _) = http(addr, "POST", "/login", &post, &form(ADMIN.0, ADMIN.1));
+    let session = set_cookie(&headers, "__Host-shipyard_session").unwrap();
+    let search = |cookie: &str| http(addr, "GET", "/api/2.0/mlflow/experiments/search", &[("Cookie", cookie)], "").0;
+    assert_eq!(search(&session), 200);
+    let change =
+        format!(r#"{{"username": "admin", "password": "another-admin-password", "current_password": "{}"}}"#, ADMIN.1);
+    let auth = basic(ADMIN.0, ADMIN.1);
+    let (status, _, answer) =
+        http(addr, "PATCH", "/api/2.0/mlflow/users/update-password", &[("Authorization", &auth)], &change);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(search(&session), 401);
 }
