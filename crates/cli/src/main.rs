@@ -290,6 +290,37 @@ impl AuthArgs {
     }
 }
 
+/// Standard error for log events, one line per event: a newline or carriage return inside an
+/// event (a name a client chose, an error's text) is written as `\n` / `\r`, so no request can
+/// forge a log line (CWE-117). The formatter hands each event over in one write.
+struct OneLineStderr;
+
+impl std::io::Write for OneLineStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, ends_line) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, true),
+            None => (buf, false),
+        };
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                _ => line.push(b),
+            }
+        }
+        if ends_line {
+            line.push(b'\n');
+        }
+        std::io::Write::write_all(&mut std::io::stderr().lock(), &line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut std::io::stderr())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server narrates; client-side commands print only their results (and warnings).
@@ -304,7 +335,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SHIPYARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLineStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {

@@ -498,7 +498,45 @@ pub fn parse(input: &str) -> Result<Vec<Comparison>> {
         };
         out.push(Comparison { entity, key, op, value });
     }
+    check_size(input, &out)?;
     Ok(out)
+}
+
+/// Most comparisons in one filter: each becomes SQL (a subquery for a param or tag), and the
+/// databases refuse or crawl far beyond (SQLite's expression depth is 1,000).
+pub const MAX_COMPARISONS: usize = 200;
+/// Most values in a filter's `IN` lists: each is a bound variable (SQLite allows 32,766 per
+/// statement, PostgreSQL 65,535).
+pub const MAX_LIST_VALUES: usize = 10_000;
+/// Longest `LIKE` pattern, in bytes (SQLite's own limit).
+pub const MAX_PATTERN_BYTES: usize = 50_000;
+
+/// Refuses a filter larger than the databases take, naming the limit, before any SQL is built.
+fn check_size(input: &str, comparisons: &[Comparison]) -> Result<()> {
+    let shown: String = input.chars().take(80).collect();
+    if comparisons.len() > MAX_COMPARISONS {
+        return Err(invalid(format!(
+            "Invalid filter '{shown}...': {} comparisons, at most {MAX_COMPARISONS} are allowed",
+            comparisons.len()
+        )));
+    }
+    let listed: usize = comparisons.iter().filter_map(Comparison::list_value).map(<[String]>::len).sum();
+    if listed > MAX_LIST_VALUES {
+        return Err(invalid(format!(
+            "Invalid filter '{shown}...': {listed} values in IN lists, at most {MAX_LIST_VALUES} are allowed"
+        )));
+    }
+    for c in comparisons.iter().filter(|c| matches!(c.op, Op::Like | Op::ILike)) {
+        if let Value::Str(pattern) = &c.value
+            && pattern.len() > MAX_PATTERN_BYTES
+        {
+            return Err(invalid(format!(
+                "Invalid filter '{shown}...': a LIKE pattern of {} bytes, at most {MAX_PATTERN_BYTES} are allowed",
+                pattern.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a search accepts for one kind of key.
@@ -739,6 +777,19 @@ mod tests {
             assert!(matches!(err, Error::InvalidParameter(_)));
             assert!(err.to_string().contains(expect), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn filters_larger_than_the_databases_take_are_refused_naming_the_limit() {
+        let many = vec!["attributes.status = 'RUNNING'"; MAX_COMPARISONS + 1].join(" AND ");
+        assert!(parse(&many).unwrap_err().to_string().contains("at most 200 are allowed"));
+        assert_eq!(parse(&vec!["params.a = 'x'"; MAX_COMPARISONS].join(" AND ")).unwrap().len(), MAX_COMPARISONS);
+        let items: Vec<String> = (0..=MAX_LIST_VALUES).map(|i| format!("'{i}'")).collect();
+        let listed = format!("attributes.run_id IN ({})", items.join(","));
+        assert!(parse(&listed).unwrap_err().to_string().contains("values in IN lists"));
+        let pattern = format!("params.a LIKE '{}'", "_".repeat(MAX_PATTERN_BYTES + 1));
+        assert!(parse(&pattern).unwrap_err().to_string().contains("a LIKE pattern of 50001 bytes"));
+        assert!(parse(&format!("params.a LIKE '{}'", "_".repeat(MAX_PATTERN_BYTES))).is_ok());
     }
 
     #[test]

@@ -263,7 +263,9 @@ fn parse(
                 decode_binary(&input.name, &input.datatype, mine, count)?
             }
             (None, Some(data)) => {
-                let mut flat = Vec::with_capacity(count);
+                // Never by the declared shape alone: it may claim far more values than the body
+                // holds (every value takes at least a byte of it).
+                let mut flat = Vec::with_capacity(count.min(json_part.len()));
                 flatten(data, &mut flat);
                 Elements::Json(flat)
             }
@@ -358,7 +360,8 @@ fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> 
             Elements::Bools(bytes.iter().map(|&b| b != 0).collect())
         }
         "BYTES" => {
-            let mut items = Vec::with_capacity(count);
+            // Each element takes at least its 4-byte length: the data bounds the count.
+            let mut items = Vec::with_capacity(count.min(bytes.len() / 4));
             let mut rest = bytes;
             while rest.len() >= 4 {
                 let (len, tail) = rest.split_at(4);
