@@ -16,7 +16,12 @@ def raw(server, method, path, body=None, headers=None):
     u = urlparse(server.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered (a 413) and closed before the whole body was sent, as it may:
+            # its answer is waiting to be read.
+            pass
         r = conn.getresponse()
         return r.status, r.read(), dict(r.getheaders())
     finally:
