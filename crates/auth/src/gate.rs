@@ -566,10 +566,7 @@ async fn locate(
     at: Locator,
     request: Request,
 ) -> Result<(Request, Located), Response> {
-    match at {
-        Locator::Optional(inner) => locate_field(gate, kind, *inner, request, true).await,
-        at => locate_field(gate, kind, at, request, false).await,
-    }
+    locate_field(gate, kind, at, request, false).await
 }
 
 /// [`locate`]; when `optional`, a request without the field names nothing.
