@@ -150,8 +150,14 @@ def test_predict_and_v2_answer_the_models_own_predictions(server, python_models,
     inputs = []
     for col in rows.columns:
         values = [None if isinstance(v, float) and np.isnan(v) else v for v in rows[col].tolist()]
-        text = rows[col].dtype == object
-        inputs.append({"name": col, "shape": [len(values)], "datatype": "BYTES" if text else "FP64", "data": values})
+        # pandas 3 gives text columns its string dtype, not object.
+        if pd.api.types.is_bool_dtype(rows[col]):
+            datatype = "BOOL"
+        elif pd.api.types.is_numeric_dtype(rows[col]):
+            datatype = "FP64"
+        else:
+            datatype = "BYTES"
+        inputs.append({"name": col, "shape": [len(values)], "datatype": datatype, "data": values})
     r = requests.post(f"{server.url}/v2/models/{name}/infer", json={"inputs": inputs}, timeout=60)
     assert r.status_code == 200, r.text
     outputs = {o["name"]: o for o in r.json()["outputs"]}

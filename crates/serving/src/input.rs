@@ -106,7 +106,8 @@ impl<'a> Cell<'a> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// At most `max` characters of `s` (for error messages that quote a value).
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,

@@ -33,8 +33,8 @@ use shipyard_runtime::{GraphOutputs, Output, SignatureKind};
 
 use super::{number, parse_json, predictions};
 use crate::error::ErrorKind;
-use crate::input::{self, Cell, Extra, Kind};
-use crate::{Incoming, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
+use crate::input::{self, Cell, Extra, Kind, Schema};
+use crate::{Incoming, Protocol, RequestId, ServeError, ServingState, predict_request};
 
 const KEYS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "inputs"];
 
@@ -56,17 +56,13 @@ pub async fn invocations(
     body: Body,
 ) -> Response {
     let route = state.registry.single();
-    let format = content_type(&headers);
     let max_rows = state.limits.max_rows;
     predict_request(
         &state,
         Protocol::Mlflow,
         route,
         Incoming { id: &id, headers: &headers, body },
-        |model, bytes| match format? {
-            Format::Json => parse_json_body(model, bytes, max_rows),
-            Format::Csv => Ok((InputForm::DataFrame, parse_csv(model, bytes, max_rows)?)),
-        },
+        |model, bytes| read_body(&model.schema, &headers, bytes, max_rows),
         |form, p| {
             let records = form == InputForm::DataFrame && p.answered_by.engine.signature() != SignatureKind::Tensors;
             Ok(json!({ "predictions": mlflow_predictions(&p.output, records) }))
@@ -78,6 +74,29 @@ pub async fn invocations(
 enum Format {
     Json,
     Csv,
+}
+
+/// An `/invocations` body as the model's columns, read as its `Content-Type` says (public for
+/// the fuzzers, which call exactly what a request reaches).
+pub fn parse_body(
+    schema: &Schema,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    max_rows: usize,
+) -> Result<RecordBatch, ServeError> {
+    read_body(schema, headers, bytes, max_rows).map(|(_, batch)| batch)
+}
+
+fn read_body(
+    schema: &Schema,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    max_rows: usize,
+) -> Result<(InputForm, RecordBatch), ServeError> {
+    match content_type(headers)? {
+        Format::Json => parse_json_body(schema, bytes, max_rows),
+        Format::Csv => Ok((InputForm::DataFrame, parse_csv(schema, bytes, max_rows)?)),
+    }
 }
 
 /// How the body gave its rows: MLflow's scoring server answers an ONNX model's DataFrame input
@@ -191,7 +210,7 @@ fn content_type(headers: &HeaderMap) -> Result<Format, ServeError> {
     }
 }
 
-fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<(InputForm, RecordBatch), ServeError> {
+fn parse_json_body(schema: &Schema, bytes: &[u8], max_rows: usize) -> Result<(InputForm, RecordBatch), ServeError> {
     let invalid = |m: String| ServeError::malformed(format!("Invalid input. {m}"));
     let Value::Object(map) = parse_json(bytes)? else {
         return Err(invalid(format!("The body must be a JSON object with one of the keys {}", KEYS.join(", "))));
@@ -204,7 +223,6 @@ fn parse_json_body(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result
             if present.is_empty() { format!("{:?}", map.keys().collect::<Vec<_>>()) } else { format!("{present:?}") }
         )));
     };
-    let schema = &model.schema;
     let value = &map[*key];
     let form = if key.starts_with("dataframe") { InputForm::DataFrame } else { InputForm::Tensor };
     let batch = match (*key, value) {
@@ -304,7 +322,7 @@ fn records_in_key_order(bytes: &[u8]) -> Result<Vec<Value>, ServeError> {
 }
 
 /// A CSV body with a header row; values are read as their column's type.
-fn parse_csv(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<RecordBatch, ServeError> {
+fn parse_csv(schema: &Schema, bytes: &[u8], max_rows: usize) -> Result<RecordBatch, ServeError> {
     let bad = |e: csv::Error| ServeError::malformed(format!("Invalid input. The CSV body cannot be read: {e}"));
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let names: Vec<String> = reader.headers().map_err(bad)?.iter().map(str::to_owned).collect();
@@ -318,9 +336,9 @@ fn parse_csv(model: &ServedModel, bytes: &[u8], max_rows: usize) -> Result<Recor
             names.len()
         )));
     }
-    let kinds: Vec<Option<Kind>> = names.iter().map(|n| model.schema.kind_of(n)).collect();
+    let kinds: Vec<Option<Kind>> = names.iter().map(|n| schema.kind_of(n)).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    model.schema.assemble(
+    schema.assemble(
         Some(&name_refs),
         names.len(),
         records.len(),

@@ -30,14 +30,15 @@ use shipyard_runtime::onnx::Data;
 use shipyard_runtime::{GraphOutputs, Output};
 
 use super::{label_value, number, numeric_labels};
-use crate::input::{Cell, Extra};
-use crate::{Incoming, ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
+use crate::input::{Cell, Extra, Schema};
+use crate::{Incoming, ModelPath, Protocol, RequestId, ServeError, ServingState, predict_request};
 
 /// The header that says where the JSON part of a binary request ends.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// An inference request's JSON part.
 #[derive(Deserialize)]
-struct InferRequest {
+pub struct InferRequest {
     #[serde(default)]
     id: Option<String>,
     inputs: Vec<InferInput>,
@@ -149,7 +150,7 @@ pub async fn infer(
         Protocol::Oip,
         route,
         Incoming { id: &id, headers: &headers, body },
-        |model, bytes| parse(model, &headers, bytes, max_rows),
+        |model, bytes| parse(&model.schema, &headers, bytes, max_rows),
         |request, p| {
             let wanted: Option<Vec<String>> = request.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
             let mut body = json!({
@@ -201,9 +202,10 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// The request and the model's batch.
-fn parse(
-    model: &ServedModel,
+/// The request and the model's batch (public for the fuzzers, which call exactly what a request
+/// reaches).
+pub fn parse(
+    schema: &Schema,
     headers: &HeaderMap,
     bytes: &[u8],
     max_rows: usize,
@@ -245,6 +247,7 @@ fn parse(
             .ok_or_else(|| {
                 ServeError::too_large(format!("input '{}': shape {:?} is too large", input.name, input.shape))
             })?;
+        let datatype = Datatype::parse(&input.name, &input.datatype)?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         let elements = match (binary_size, &input.data) {
             (Some(size), None) => {
@@ -260,13 +263,14 @@ fn parse(
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
-                decode_binary(&input.name, &input.datatype, mine, count)?
+                decode_binary(&input.name, datatype, mine, count)?
             }
             (None, Some(data)) => {
                 // Never by the declared shape alone: it may claim far more values than the body
                 // holds (every value takes at least a byte of it).
                 let mut flat = Vec::with_capacity(count.min(json_part.len()));
                 flatten(data, &mut flat);
+                datatype.check_json(&input.name, &flat)?;
                 Elements::Json(flat)
             }
             (Some(_), Some(_)) => {
@@ -290,7 +294,6 @@ fn parse(
     if !binary.is_empty() {
         return Err(ServeError::malformed(format!("{} bytes of binary data follow the last input", binary.len())));
     }
-    let schema = &model.schema;
     let one_matrix = tensors.len() == 1
         && (schema.positional || (!schema.has_column(&tensors[0].0.name) && tensors[0].1.len() == 2));
     let batch = if one_matrix {
@@ -321,12 +324,114 @@ fn parse(
     Ok((request, batch))
 }
 
+/// The tensor element types of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Datatype {
+    Bool,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Fp16,
+    Fp32,
+    Fp64,
+    Bytes,
+}
+
+impl Datatype {
+    const ALL: [(&'static str, Datatype); 13] = [
+        ("BOOL", Datatype::Bool),
+        ("UINT8", Datatype::Uint8),
+        ("UINT16", Datatype::Uint16),
+        ("UINT32", Datatype::Uint32),
+        ("UINT64", Datatype::Uint64),
+        ("INT8", Datatype::Int8),
+        ("INT16", Datatype::Int16),
+        ("INT32", Datatype::Int32),
+        ("INT64", Datatype::Int64),
+        ("FP16", Datatype::Fp16),
+        ("FP32", Datatype::Fp32),
+        ("FP64", Datatype::Fp64),
+        ("BYTES", Datatype::Bytes),
+    ];
+
+    /// An input's `datatype`; an unknown one is a 400, as Triton answers it.
+    fn parse(input: &str, text: &str) -> Result<Datatype, ServeError> {
+        Datatype::ALL.iter().find(|(name, _)| *name == text).map(|&(_, d)| d).ok_or_else(|| {
+            let known: Vec<&str> = Datatype::ALL.iter().map(|(name, _)| *name).collect();
+            ServeError::malformed(format!(
+                "input '{input}': unknown datatype '{text}' (the protocol's are {})",
+                known.join(", ")
+            ))
+        })
+    }
+
+    fn name(self) -> &'static str {
+        Datatype::ALL.iter().find(|(_, d)| *d == self).map_or("?", |(name, _)| name)
+    }
+
+    /// The range of an integer type.
+    fn integer_range(self) -> Option<(i128, i128)> {
+        let bits = |signed: bool, n: u32| {
+            if signed { (-(1i128 << (n - 1)), (1i128 << (n - 1)) - 1) } else { (0, (1i128 << n) - 1) }
+        };
+        Some(match self {
+            Datatype::Uint8 => bits(false, 8),
+            Datatype::Uint16 => bits(false, 16),
+            Datatype::Uint32 => bits(false, 32),
+            Datatype::Uint64 => bits(false, 64),
+            Datatype::Int8 => bits(true, 8),
+            Datatype::Int16 => bits(true, 16),
+            Datatype::Int32 => bits(true, 32),
+            Datatype::Int64 => bits(true, 64),
+            _ => return None,
+        })
+    }
+
+    /// JSON elements must be of the declared type, as Triton checks them: booleans for BOOL,
+    /// integers within range for the integer types, numbers for the floating ones, strings for
+    /// BYTES. `null` stays allowed everywhere: it is how a missing value is sent here.
+    fn check_json(self, input: &str, elements: &[&Value]) -> Result<(), ServeError> {
+        let fits = |v: &Value| match (self, v) {
+            (_, Value::Null) => true,
+            (Datatype::Bool, v) => v.is_boolean(),
+            (Datatype::Bytes, v) => v.is_string(),
+            (Datatype::Fp16 | Datatype::Fp32 | Datatype::Fp64, v) => v.is_number(),
+            (integer, v) => {
+                let value = v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from));
+                matches!((value, integer.integer_range()), (Some(x), Some((lo, hi))) if (lo..=hi).contains(&x))
+            }
+        };
+        let expected = || match (self, self.integer_range()) {
+            (_, Some((lo, hi))) => format!("a whole number from {lo} to {hi}"),
+            (Datatype::Bool, _) => "true or false".to_owned(),
+            (Datatype::Bytes, _) => "a string".to_owned(),
+            _ => "a number".to_owned(),
+        };
+        match elements.iter().position(|v| !fits(v)) {
+            None => Ok(()),
+            Some(i) => Err(ServeError::malformed(format!(
+                "input '{input}': element {} ({}) does not fit datatype {}: expected {}",
+                i + 1,
+                crate::input::truncate(&elements[i].to_string(), 40),
+                self.name(),
+                expected()
+            ))),
+        }
+    }
+}
+
 /// Triton's binary layout: little-endian, row-major; BYTES elements are a 4-byte length and
 /// the bytes.
-fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> Result<Elements<'a>, ServeError> {
+fn decode_binary<'a>(name: &str, datatype: Datatype, bytes: &[u8], count: usize) -> Result<Elements<'a>, ServeError> {
     let size_error = |width: usize| {
         ServeError::malformed(format!(
-            "input '{name}': {count} {datatype} values take {} bytes, binary_data_size is {}",
+            "input '{name}': {count} {} values take {} bytes, binary_data_size is {}",
+            datatype.name(),
             count * width,
             bytes.len()
         ))
@@ -343,23 +448,23 @@ fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> 
         }};
     }
     Ok(match datatype {
-        "FP64" => numbers!(f64),
-        "FP32" => numbers!(f32),
-        "INT64" => numbers!(i64),
-        "INT32" => numbers!(i32),
-        "INT16" => numbers!(i16),
-        "INT8" => numbers!(i8),
-        "UINT64" => numbers!(u64),
-        "UINT32" => numbers!(u32),
-        "UINT16" => numbers!(u16),
-        "UINT8" => numbers!(u8),
-        "BOOL" => {
+        Datatype::Fp64 => numbers!(f64),
+        Datatype::Fp32 => numbers!(f32),
+        Datatype::Int64 => numbers!(i64),
+        Datatype::Int32 => numbers!(i32),
+        Datatype::Int16 => numbers!(i16),
+        Datatype::Int8 => numbers!(i8),
+        Datatype::Uint64 => numbers!(u64),
+        Datatype::Uint32 => numbers!(u32),
+        Datatype::Uint16 => numbers!(u16),
+        Datatype::Uint8 => numbers!(u8),
+        Datatype::Bool => {
             if bytes.len() != count {
                 return Err(size_error(1));
             }
             Elements::Bools(bytes.iter().map(|&b| b != 0).collect())
         }
-        "BYTES" => {
+        Datatype::Bytes => {
             // Each element takes at least its 4-byte length: the data bounds the count.
             let mut items = Vec::with_capacity(count.min(bytes.len() / 4));
             let mut rest = bytes;
@@ -380,9 +485,9 @@ fn decode_binary<'a>(name: &str, datatype: &str, bytes: &[u8], count: usize) -> 
             }
             Elements::Text(items)
         }
-        other => {
+        Datatype::Fp16 => {
             return Err(ServeError::malformed(format!(
-                "input '{name}': datatype {other} is not supported (use FP64, FP32, INT64, INT32, INT16, INT8, UINT*, BOOL or BYTES)"
+                "input '{name}': FP16 binary data is not supported (send FP32 or FP64, or FP16 values as JSON)"
             )));
         }
     })
@@ -464,4 +569,72 @@ fn render_outputs(output: &Output, wanted: Option<&[String]>) -> Result<Vec<Valu
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shipyard_runtime::{InputColumn, Inputs};
+
+    fn schema() -> Schema {
+        let column = |name: &str, mlflow_type: &str| InputColumn {
+            name: name.into(),
+            mlflow_type: mlflow_type.into(),
+            required: false,
+        };
+        Schema::of(&Inputs::Named(vec![column("age", "long"), column("city", "string")]))
+    }
+
+    fn infer(age_type: &str, ages: Value, city_type: &str, cities: Value) -> Result<RecordBatch, ServeError> {
+        let body = json!({ "inputs": [
+            { "name": "age", "shape": [2], "datatype": age_type, "data": ages },
+            { "name": "city", "shape": [2], "datatype": city_type, "data": cities },
+        ]});
+        parse(&schema(), &HeaderMap::new(), body.to_string().as_bytes(), 100).map(|(_, batch)| batch)
+    }
+
+    #[test]
+    fn json_elements_must_be_of_the_declared_datatype() {
+        let batch = infer("INT64", json!([30, null]), "BYTES", json!(["Oslo", "Rome"])).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert!(infer("FP32", json!([30.5, 1]), "BYTES", json!(["Oslo", "Rome"])).is_ok());
+        for (age_type, ages, city_type, cities, says) in [
+            ("NOPE", json!([1, 2]), "BYTES", json!(["a", "b"]), "unknown datatype 'NOPE'"),
+            (
+                "INT8",
+                json!([1, 100_000]),
+                "BYTES",
+                json!(["a", "b"]),
+                "element 2 (100000) does not fit datatype INT8: expected a whole number from -128 to 127",
+            ),
+            ("UINT8", json!([-1, 2]), "BYTES", json!(["a", "b"]), "element 1 (-1) does not fit datatype UINT8"),
+            ("INT64", json!([1.5, 2]), "BYTES", json!(["a", "b"]), "element 1 (1.5) does not fit datatype INT64"),
+            (
+                "INT64",
+                json!([1, 2]),
+                "FP32",
+                json!(["a", "b"]),
+                "input 'city': element 1 (\"a\") does not fit datatype FP32: expected a number",
+            ),
+            (
+                "INT64",
+                json!([1, 2]),
+                "BOOL",
+                json!([true, 1]),
+                "element 2 (1) does not fit datatype BOOL: expected true or false",
+            ),
+        ] {
+            let error = infer(age_type, ages, city_type, cities).unwrap_err();
+            assert_eq!(error.kind, crate::ErrorKind::Malformed, "{}", error.message);
+            assert!(error.message.contains(says), "{} does not say {says}", error.message);
+        }
+    }
+
+    #[test]
+    fn integer_ranges_are_the_types_own() {
+        assert_eq!(Datatype::Int8.integer_range(), Some((-128, 127)));
+        assert_eq!(Datatype::Uint64.integer_range(), Some((0, u64::MAX as i128)));
+        assert_eq!(Datatype::Int64.integer_range(), Some((i64::MIN as i128, i64::MAX as i128)));
+        assert_eq!(Datatype::Fp64.integer_range(), None);
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use shipyard_runtime::Output;
 
 use super::{parse_json, predictions, probabilities};
-use crate::input::{self, Extra};
+use crate::input::{self, Extra, Schema};
 use crate::{Incoming, ModelPath, Protocol, RequestId, ServeError, ServedModel, ServingState, predict_request};
 
 pub async fn predict(
@@ -35,16 +35,16 @@ pub async fn predict(
         Protocol::Seed,
         route,
         Incoming { id: &id, headers: &headers, body },
-        |model, bytes| Ok(((), parse(model, bytes, max_rows, sticky.as_deref())?)),
+        |model, bytes| Ok(((), parse(&model.schema, bytes, max_rows, sticky.as_deref())?)),
         |(), p| Ok(render(&p.output, &p.answered_by, &id.0, p.cached)),
     )
     .await
 }
 
 /// Reads the body into the model's batch. `sticky` names a top-level field the deployment reads
-/// to keep a client on one arm: it is let through.
-fn parse(
-    model: &ServedModel,
+/// to keep a client on one arm: it is let through. (Public for the fuzzers.)
+pub fn parse(
+    schema: &Schema,
     bytes: &[u8],
     max_rows: usize,
     sticky: Option<&str>,
@@ -73,13 +73,13 @@ fn parse(
                 ),
                 Some(_) => return Err(ServeError::malformed("'columns' must be a list of strings")),
             };
-            input::from_rows(&model.schema, names.as_deref(), rows, "data", Extra::Refuse, max_rows)
+            input::from_rows(schema, names.as_deref(), rows, "data", Extra::Refuse, max_rows)
         }
         (None, Some(Value::Array(records))) => {
             if map.contains_key("columns") {
                 return Err(ServeError::malformed("'columns' goes with 'data', not with 'records'"));
             }
-            input::from_records(&model.schema, records, "records", Extra::Refuse, max_rows)
+            input::from_records(schema, records, "records", Extra::Refuse, max_rows)
         }
         (Some(_), Some(_)) => Err(ServeError::malformed("send either 'data' or 'records', not both")),
         (Some(_), None) => Err(ServeError::malformed("'data' must be a list of rows")),
