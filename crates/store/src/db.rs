@@ -86,6 +86,19 @@ impl Dialect {
         }
     }
 
+    /// What ends a filter's `EXISTS (...)` subquery so that the database plans it on its own.
+    /// PostgreSQL otherwise pulls every such subquery up into a semi-join and searches join
+    /// orders over all of them: measured on 2 cores, planning took 0.19 s for 8 conditions,
+    /// 5.8 s for 60 and 84 s for 130, where the query itself runs in milliseconds. `OFFSET 0`
+    /// keeps each one a subplan (an index probe per candidate row): 130 conditions plan in
+    /// 0.15 s and run in 31 ms. SQLite runs correlated subqueries that way already.
+    pub(crate) fn subquery_fence(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " OFFSET 0",
+        }
+    }
+
     /// Translates a LIKE pattern into the pattern [`Dialect::like`] binds.
     pub(crate) fn like_pattern(self, pattern: &str) -> String {
         match self {
@@ -176,6 +189,8 @@ pub(crate) enum DbError {
     Unique(String),
     /// The database is unreachable, busy past its timeout, or the pool is exhausted.
     Unavailable(String),
+    /// A value the database cannot store (the message says which): the client's mistake.
+    Unstorable(String),
     /// Anything else (a bug, a corrupt file, a broken invariant).
     Other(String),
 }
@@ -184,6 +199,7 @@ impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Unavailable(m) => Error::Unavailable(format!("metadata database unavailable: {m}")),
+            DbError::Unstorable(m) => Error::InvalidParameter(m),
             DbError::Unique(m) | DbError::Other(m) => {
                 tracing::error!(error = %m, "metadata database error");
                 Error::Internal(format!("metadata database error: {m}"))
@@ -261,7 +277,7 @@ impl Conn<'_> {
                 let mut stmt = c.prepare_cached(&sql.text)?;
                 Ok(stmt.execute(rusqlite::params_from_iter(sql.args.iter()))? as u64)
             }
-            Conn::Postgres(c) => Ok(pg_query(sql).execute(&mut **c).await?.rows_affected()),
+            Conn::Postgres(c) => Ok(pg_query(sql)?.execute(&mut **c).await?.rows_affected()),
         }
     }
 
@@ -280,7 +296,7 @@ impl Conn<'_> {
             }
             Conn::Postgres(c) => {
                 use futures::TryStreamExt;
-                let mut rows = pg_query(sql).fetch(&mut **c);
+                let mut rows = pg_query(sql)?.fetch(&mut **c);
                 while let Some(r) = rows.try_next().await? {
                     each(r.try_get(0)?, r.try_get(1)?);
                 }
@@ -294,7 +310,7 @@ impl Conn<'_> {
         match self {
             Conn::Sqlite(c) => sqlite_fetch(c, &sql),
             Conn::Postgres(c) => {
-                let rows = pg_query(sql).fetch_all(&mut **c).await?;
+                let rows = pg_query(sql)?.fetch_all(&mut **c).await?;
                 pg_rows(&rows)
             }
         }
@@ -334,8 +350,20 @@ fn sqlite_fetch(conn: &rusqlite::Connection, sql: &Sql) -> Result<Vec<Row>, DbEr
     Ok(out)
 }
 
-fn pg_query(sql: Sql) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+/// The statement with its values bound. PostgreSQL's text cannot hold NUL (U+0000), which
+/// SQLite stores: a value with one is refused here, for every statement, as the client's
+/// mistake (400 naming the value) rather than the database error it would become (500).
+fn pg_query(sql: Sql) -> Result<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>, DbError> {
     use crate::sql::Arg;
+    if let Some(text) = sql.args.iter().find_map(|a| match a {
+        Arg::Text(v) if v.contains('\0') => Some(v),
+        _ => None,
+    }) {
+        let shown: String = text.chars().take(60).collect();
+        return Err(DbError::Unstorable(format!(
+            "the value {shown:?} holds a NUL character (U+0000), which the PostgreSQL metadata store cannot keep"
+        )));
+    }
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.text));
     for a in sql.args {
         q = match a {
@@ -347,7 +375,7 @@ fn pg_query(sql: Sql) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postg
             Arg::NullFloat => q.bind(None::<f64>),
         };
     }
-    q
+    Ok(q)
 }
 
 fn pg_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Row>, DbError> {
@@ -445,10 +473,18 @@ impl Database {
                 }))
             }
             DatabaseUri::Postgres(url) => {
+                let options = url.parse::<sqlx::postgres::PgConnectOptions>().map_err(|e| {
+                    Error::Unavailable(format!("cannot open the metadata database {}: {e}", uri.display()))
+                })?;
+                // JIT compilation pays off for long analytic scans, never for the store's short
+                // statements; a filter with many conditions looks costly to the planner and
+                // then spent seconds compiling a query that runs in milliseconds (measured:
+                // 7.0 s of JIT for a 31 ms query).
+                let options = options.options([("jit", "off")]);
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .map_err(|e| {
                         Error::Unavailable(format!("cannot open the metadata database {}: {e}", uri.display()))

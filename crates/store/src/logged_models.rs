@@ -366,7 +366,9 @@ impl Database {
         for c in &comparisons {
             let cond = match c.entity {
                 Entity::Attribute => comparison_sql(&mut sql, dialect, attribute_column(&c.key), c)?,
-                Entity::Metric => metric_condition(&mut sql, "logged_model_metrics", "m.model_id = lm.model_id", c),
+                Entity::Metric => {
+                    metric_condition(&mut sql, dialect, "logged_model_metrics", "m.model_id = lm.model_id", c)
+                }
                 Entity::Param => {
                     key_value_condition(&mut sql, dialect, "logged_model_params", "t.model_id = lm.model_id", c)?
                 }

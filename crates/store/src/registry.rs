@@ -470,7 +470,8 @@ impl Database {
                     let value = sql.arg(c.str_value().unwrap_or_default());
                     format!(
                         "NOT EXISTS (SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.id \
-                         AND t.key = {key} AND t.value = {value})"
+                         AND t.key = {key} AND t.value = {value}{})",
+                        dialect.subquery_fence()
                     )
                 }
                 Entity::Tag => {

@@ -79,24 +79,26 @@ pub(crate) fn key_value_condition(
 ) -> Result<String> {
     let key = sql.arg(c.key.as_str());
     let exists = format!("SELECT 1 FROM {table} t WHERE {owner} AND t.key = {key}");
+    let fence = dialect.subquery_fence();
     Ok(match c.op {
-        Op::IsNull => format!("NOT EXISTS ({exists})"),
-        Op::IsNotNull => format!("EXISTS ({exists})"),
+        Op::IsNull => format!("NOT EXISTS ({exists}{fence})"),
+        Op::IsNotNull => format!("EXISTS ({exists}{fence})"),
         _ => {
             let cond = text_condition(sql, dialect, "t.value", c)?;
-            format!("EXISTS ({exists} AND {cond})")
+            format!("EXISTS ({exists} AND {cond}{fence})")
         }
     })
 }
 
 /// A comparison on a metric table (`m` rows with `key`, `value`, `is_nan`): `owner` ties a row
 /// `m` to the searched row. NaN values never match.
-pub(crate) fn metric_condition(sql: &mut Sql, table: &str, owner: &str, c: &Comparison) -> String {
+pub(crate) fn metric_condition(sql: &mut Sql, dialect: Dialect, table: &str, owner: &str, c: &Comparison) -> String {
     let key = sql.arg(c.key.as_str());
     let value = sql.arg(c.num_value().unwrap_or_default());
     format!(
-        "EXISTS (SELECT 1 FROM {table} m WHERE {owner} AND m.key = {key} AND m.is_nan = 0 AND m.value {} {value})",
-        c.op.as_sql()
+        "EXISTS (SELECT 1 FROM {table} m WHERE {owner} AND m.key = {key} AND m.is_nan = 0 AND m.value {} {value}{})",
+        c.op.as_sql(),
+        dialect.subquery_fence()
     )
 }
 
@@ -150,7 +152,7 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
                 .ok_or_else(|| Error::invalid(format!("Invalid attribute key '{}'", c.key)))?;
             comparison_sql(sql, dialect, column, c)?
         }
-        Entity::Metric => metric_condition(sql, "latest_metrics", "m.run_key = runs.run_key", c),
+        Entity::Metric => metric_condition(sql, dialect, "latest_metrics", "m.run_key = runs.run_key", c),
         Entity::Param => key_value_condition(sql, dialect, "params", "t.run_key = runs.run_key", c)?,
         Entity::Tag => key_value_condition(sql, dialect, "tags", "t.run_key = runs.run_key", c)?,
         Entity::Dataset => {
@@ -166,7 +168,8 @@ fn run_condition(sql: &mut Sql, dialect: Dialect, c: &Comparison) -> Result<Stri
             let cond = text_condition(sql, dialect, column, c)?;
             format!(
                 "EXISTS (SELECT 1 FROM run_dataset_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid{join} \
-                 WHERE i.run_key = runs.run_key AND {cond})"
+                 WHERE i.run_key = runs.run_key AND {cond}{})",
+                dialect.subquery_fence()
             )
         }
     })
