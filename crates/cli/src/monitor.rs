@@ -159,6 +159,25 @@ impl WebhookArgs {
 /// Ground-truth rows sent to a server per request.
 const FEEDBACK_PART: usize = 5_000;
 
+/// What a refused part of a feedback file says: its lines (the store numbers items from 0 in
+/// the part it was given), what was recorded before it, and that sending the file again is safe.
+fn feedback_refused(file: &Path, first: usize, count: usize, recorded_before: u64) -> String {
+    // Line 1 is the header.
+    let line = first + 2;
+    let mut text = format!(
+        "{}: lines {line}-{} were not recorded (feedback[N] below is line {line} + N)",
+        file.display(),
+        line + count - 1
+    );
+    if recorded_before > 0 {
+        text.push_str(&format!(
+            "; the {recorded_before} row(s) of the lines before them were recorded, and sending the file again \
+             is safe (ground truth is replaced, not added)"
+        ));
+    }
+    text
+}
+
 /// Opens both stores for a command that reads models' runs and artifacts.
 fn with_monitor<T>(
     store: &DatasetStoreArgs,
@@ -257,21 +276,29 @@ pub fn run(command: MonitorCommand) -> Result<crate::Outcome> {
             let n = actuals.len();
             let recorded = match store.server()? {
                 Some(server) => block_on(async {
+                    let route = format!(
+                        "api/shipyard/feedback?deployment={}",
+                        percent_encoding::utf8_percent_encode(&deployment, percent_encoding::NON_ALPHANUMERIC)
+                    );
                     let mut recorded = 0;
-                    // In parts well under a server's body limit.
-                    for part in actuals.chunks(FEEDBACK_PART) {
-                        let route = format!(
-                            "api/shipyard/feedback?deployment={}",
-                            percent_encoding::utf8_percent_encode(&deployment, percent_encoding::NON_ALPHANUMERIC)
-                        );
-                        let answer = server.post(&route, &serde_json::json!({ "feedback": part })).await?;
+                    // In parts well under a server's body limit; each part is recorded whole or
+                    // not at all, and sending a part again replaces what it recorded.
+                    for (k, part) in actuals.chunks(FEEDBACK_PART).enumerate() {
+                        let answer = server
+                            .post(&route, &serde_json::json!({ "feedback": part }))
+                            .await
+                            .with_context(|| feedback_refused(&file, k * FEEDBACK_PART, part.len(), recorded))?;
                         recorded += answer["recorded"].as_u64().unwrap_or(0);
                     }
                     Ok(recorded)
                 })?,
                 None => with_database(&store, async |db| {
                     db.get_deployment(&deployment).await?;
-                    Ok(db.record_actuals(Some(&deployment), actuals).await? as u64)
+                    let recorded = db
+                        .record_actuals(Some(&deployment), actuals)
+                        .await
+                        .with_context(|| feedback_refused(&file, 0, n, 0))?;
+                    Ok(recorded as u64)
                 })?,
             };
             outln!("Recorded ground truth for {recorded} row(s) of '{deployment}' ({n} line(s) of {})", file.display());

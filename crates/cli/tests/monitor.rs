@@ -394,6 +394,10 @@ fn monitor_commands_and_feedback_refuse_bad_input() {
         &["monitor", "feedback", "--deployment", "churn-api", "--file", csv.to_str().unwrap()],
         "feedback[0] (request_id 'not-a-request')",
     );
+    fails(
+        &["monitor", "feedback", "--deployment", "churn-api", "--file", csv.to_str().unwrap()],
+        "actuals.csv: lines 2-2 were not recorded (feedback[N] below is line 2 + N)",
+    );
     std::fs::write(&csv, "id,actual\nx,1\n").unwrap();
     fails(
         &["monitor", "feedback", "--deployment", "churn-api", "--file", csv.to_str().unwrap()],
