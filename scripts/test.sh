@@ -12,7 +12,9 @@
 #      a missing browser fails the run) driven by Selenium against a seeded `shipyard server`;
 #   6. the seed article's pipeline, its code unchanged, with the mlflow client of its era (2.19,
 #      in a second venv) against `shipyard server`, which serves the pickled model with Python
-#      workers; and the tracking part of the interop suite with that client.
+#      workers; and the tracking part of the interop suite with that client;
+#   7. coverage-guided fuzzing of every fuzz target (scripts/fuzz.sh: cargo-fuzz, installed from
+#      crates.io if missing), 150 s in all; the seeds and saved crash inputs also run in step 2.
 # It installs what it needs: Debian's postgresql, chromium and chromium-driver if missing, the Python packages into ./.venv.
 # Everything runs on loopback; the PostgreSQL cluster is temporary and removed at exit.
 set -euo pipefail
@@ -49,6 +51,14 @@ cargo test --release --workspace --locked
 step "building the shipyard binary"
 cargo build --release --locked --bin shipyard
 export SHIPYARD_BIN="$root/target/release/shipyard"
+
+# The fuzz targets' instrumented build takes about 8 minutes of both cores; the suites below
+# mostly wait on their servers and browsers, so it runs beside them at the lowest priority.
+step "building the fuzz targets in the background (nice 19; fuzzed at the end)"
+fuzz_build_log=$(mktemp)
+nice -n 19 scripts/fuzz.sh --build-only > "$fuzz_build_log" 2>&1 &
+fuzz_build=$!
+trap 'kill "$fuzz_build" 2>/dev/null || true; scripts/pg-cluster.sh stop "$SHIPYARD_PG_DIR"' EXIT
 
 step "the README's main command: shipyard quickstart --no-wait in an empty folder"
 quickstart_dir=$(mktemp -d)
@@ -99,5 +109,9 @@ SHIPYARD_TEST_TARGET=shipyard SHIPYARD_TEST_BACKEND=sqlite \
   "$seed_venv/bin/python" -m pytest tests/interop/test_experiments.py tests/interop/test_runs.py \
     tests/interop/test_search.py tests/interop/test_artifacts.py tests/interop/test_models.py \
     tests/interop/test_http_edge.py -q -p no:cacheprovider
+
+step "fuzzing: every target, 150 s in all (cargo-fuzz, libFuzzer)"
+wait "$fuzz_build" || { cat "$fuzz_build_log"; echo "building the fuzz targets failed"; exit 1; }
+SHIPYARD_FUZZ_SECONDS=150 scripts/fuzz.sh
 
 step "all tests passed in $(( $(date +%s) - started )) s"

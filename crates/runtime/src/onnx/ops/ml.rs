@@ -694,13 +694,13 @@ pub fn build(ctx: &NodeCtx) -> Built {
                     coefficients.len()
                 )));
             }
-            Box::new(LinearClassifier {
-                coefficients,
-                intercepts,
-                classes,
-                labels: Labels::from_attrs(ctx, "classlabels_ints"),
-                post: post()?,
-            })
+            let labels = Labels::from_attrs(ctx, "classlabels_ints");
+            // One label per class (two for a binary model's single score); a score beyond the
+            // labels would have no label to answer with.
+            if classes > 1 && labels.len() != classes {
+                return Err(BuildError::Invalid(format!("{} class labels for {classes} classes", labels.len())));
+            }
+            Box::new(LinearClassifier { coefficients, intercepts, classes, labels, post: post()? })
         }
         "LinearRegressor" => {
             let targets = a.int("targets", 1).max(1) as usize;

@@ -1,0 +1,3 @@
+#![no_main]
+//! libFuzzer entry for `shipyard_fuzzing::yaml_specs` (the target's doc says what it checks).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shipyard_fuzzing::yaml_specs(data));
