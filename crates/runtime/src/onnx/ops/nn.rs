@@ -55,6 +55,10 @@ impl Op for MatMul {
         let a = input(inputs, 0)?;
         let b = input(inputs, 1)?;
         let (ash, bsh) = (a.shape.clone(), b.shape.clone());
+        // ONNX's MatMul, like numpy's, takes no scalars.
+        if ash.is_empty() || bsh.is_empty() {
+            return Err(format!("cannot multiply shapes {ash:?} and {bsh:?}: a scalar is not a matrix"));
+        }
         let a2: Vec<usize> = if ash.len() == 1 { vec![1, ash[0]] } else { ash.clone() };
         let b2: Vec<usize> = if bsh.len() == 1 { vec![bsh[0], 1] } else { bsh.clone() };
         let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
